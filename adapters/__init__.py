@@ -1,0 +1,1 @@
+"""Site adapters, one module per kind; found through :mod:`gridbridge.registry`."""

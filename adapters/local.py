@@ -1,0 +1,289 @@
+"""Local processes as a site: each attempt is ``python -m gridbridge.runtime DIR`` in its own
+process group, with its files under ``<workdir>/local/<site>/<attempt id>/``.
+
+The attempt id is the native id and the folder name, so ``submit`` is idempotent: a restarted
+reconciler that re-submits an attempt finds the folder and adopts the running process. What a
+poll reports comes from files the runtime writes (``pid``, ``result.json``) and from markers this
+adapter writes before it signals (``preempted``, ``cancelled``), so a poll needs no memory of
+earlier polls and works from any process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gridbridge.adapter import AttemptStatus, Capability, Offer, SubmitRequest
+from gridbridge.config import SiteConfig
+from gridbridge.runtime import Launch, proc_start_time
+from gridbridge.states import AttemptState
+
+__all__ = ["LocalAdapter", "LocalOptions"]
+
+_ATTEMPT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
+_REASONS = {
+    "succeeded": AttemptState.SUCCEEDED,
+    "failed": AttemptState.FAILED,
+    "preempted": AttemptState.PREEMPTED,
+}
+_START_TIMEOUT_S = 60.0
+
+
+class LocalOptions(BaseModel):
+    """``options:`` of a ``local`` site."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    grace_s: float = Field(default=10.0, ge=0)
+    """Time between SIGTERM and SIGKILL on cancel and preemption."""
+    reclaim_after_preemption_s: float = Field(default=0.0, ge=0)
+    """After a preemption the site offers no capacity for this long, as spot capacity does."""
+    python: str | None = None
+    """Interpreter that runs the runtime; defaults to the one running gridbridge."""
+
+
+class LocalAdapter:
+    """A site made of local processes."""
+
+    Options = LocalOptions
+
+    def __init__(self, site: SiteConfig, workdir: str | os.PathLike[str]) -> None:
+        self.site = site
+        self.options = LocalOptions.model_validate(site.options)
+        self.root = Path(workdir) / "local" / site.name
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._finished: set[str] = set()
+
+    def capabilities(self) -> frozenset[Capability]:
+        caps = {Capability.ADOPT, Capability.LOGS, Capability.DEBUG_PREEMPT}
+        if self.site.preemptible:
+            caps.add(Capability.PREEMPTIBLE)
+        return frozenset(caps)
+
+    def _dir(self, native_id: str) -> Path:
+        if not _ATTEMPT_ID.match(native_id) or ".." in native_id:
+            raise ValueError(f"not a valid attempt id: {native_id!r}")
+        return self.root / native_id
+
+    def submit(self, request: SubmitRequest) -> str:
+        """Start the attempt, or adopt it if a process was already started for it."""
+        d = self._dir(request.attempt_id)
+        if (d / "spawned").exists():
+            return request.attempt_id
+        d.mkdir(parents=True, exist_ok=True)
+        spec = request.spec
+        launch = Launch(
+            job_id=request.job_id,
+            attempt=request.attempt,
+            attempt_id=request.attempt_id,
+            token=request.token,
+            checkpoint_url=request.checkpoint_url,
+            attempt_url=request.attempt_url,
+            command=spec.command,
+            callable_ref=spec.callable_ref,
+            env=spec.env,
+        )
+        (d / "launch.json").write_text(launch.model_dump_json(indent=2))
+        (d / "resources.json").write_text(spec.resources.model_dump_json())
+        python = self.options.python or sys.executable
+        with open(d / "output.log", "ab") as log:
+            child = subprocess.Popen(
+                [python, "-m", "gridbridge.runtime", str(d)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=d,
+                start_new_session=True,
+            )
+        self._children[request.attempt_id] = child
+        (d / "spawned").write_text(f"{child.pid} {time.time()}\n")
+        return request.attempt_id
+
+    def poll(self, native_ids: Sequence[str]) -> Mapping[str, AttemptStatus]:
+        self._reap()
+        return {nid: self._status(nid) for nid in native_ids}
+
+    def _status(self, native_id: str) -> AttemptStatus:
+        d = self._dir(native_id)
+        if not d.exists():
+            return AttemptStatus(state=AttemptState.LOST, native_state="unknown",
+                                 reason="no such attempt on this site")
+        result = d / "result.json"
+        if result.exists():
+            data = json.loads(result.read_text())
+            state = _REASONS.get(data["reason"], AttemptState.FAILED)
+            state = self._site_verdict(d, state)
+            return AttemptStatus(state=state, native_state=f"exited:{data['exit_code']}",
+                                 exit_code=data["exit_code"], reason=data.get("error") or "")
+        if _alive(d / "pid"):
+            return AttemptStatus(state=AttemptState.RUNNING, native_state="running")
+        if not (d / "pid").exists() and _alive_spawned(d / "spawned"):
+            return AttemptStatus(state=AttemptState.SUBMITTED, native_state="starting")
+        if not (d / "pid").exists() and _age(d / "spawned") < 2.0:
+            return AttemptStatus(state=AttemptState.SUBMITTED, native_state="starting")
+        ended = self._site_verdict(d, AttemptState.LOST)
+        why = {
+            AttemptState.PREEMPTED: "killed after the preemption grace period",
+            AttemptState.CANCELLED: "killed on cancel",
+        }.get(ended, "process vanished without a result")
+        return AttemptStatus(state=ended, native_state="gone", reason=why)
+
+    @staticmethod
+    def _site_verdict(d: Path, state: AttemptState) -> AttemptState:
+        """What the site itself did overrides how the process ended, unless it succeeded."""
+        if state is AttemptState.SUCCEEDED:
+            return state
+        if (d / "cancelled").exists():
+            return AttemptState.CANCELLED
+        if (d / "preempted").exists():
+            return AttemptState.PREEMPTED
+        return state
+
+    def cancel(self, native_ids: Sequence[str]) -> None:
+        for nid in native_ids:
+            self._signal(nid, "cancelled", wait=False)
+
+    def preempt(self, native_id: str, *, wait: bool = False) -> None:
+        """Deliver a real preemption: SIGTERM to the process group, SIGKILL after the grace
+        period; the site's capacity is then reclaimed for ``reclaim_after_preemption_s``."""
+        until = time.time() + self.options.reclaim_after_preemption_s
+        (self.root / "reclaimed-until").write_text(f"{until}\n")
+        self._signal(native_id, "preempted", wait=wait)
+
+    def _signal(self, native_id: str, marker: str, *, wait: bool) -> None:
+        d = self._dir(native_id)
+        if not d.exists() or (d / "result.json").exists():
+            return
+        (d / marker).write_text(f"{time.time()}\n")
+        pid = _pid_of(d)
+        if pid is None:
+            return
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        killer = threading.Thread(
+            target=_kill_after, args=(pid, d, self.options.grace_s), daemon=True
+        )
+        killer.start()
+        if wait:
+            killer.join()
+
+    def offers(self) -> Sequence[Offer]:
+        used_cpus, used_mem, used_gpus = 0, 0.0, 0
+        for d in self._live_dirs():
+            res = json.loads((d / "resources.json").read_text())
+            used_cpus += int(res.get("cpus", 1))
+            used_mem += float(res.get("memory_gb", 0))
+            used_gpus += int(res.get("gpus", 0))
+        cap = self.site.capacity
+        cpus = max(0, cap.cpus - used_cpus)
+        mem = max(0.0, cap.memory_gb - used_mem)
+        gpus = max(0, cap.gpus - used_gpus)
+        note = ""
+        reclaimed = _read_float(self.root / "reclaimed-until")
+        if reclaimed is not None and reclaimed > time.time():
+            cpus, mem, gpus = 0, 0.0, 0
+            note = f"capacity reclaimed after an interruption for {reclaimed - time.time():.0f}s"
+        return [
+            Offer(
+                site=self.site.name,
+                tier=self.site.tier,
+                cpus=cpus,
+                memory_gb=mem,
+                gpus=gpus,
+                price=self.site.price,
+                on_demand=self.site.on_demand_price,
+                preemptible=self.site.preemptible,
+                preemption_rate_per_hour=self.site.preemption_rate_per_hour,
+                restart_overhead_s=self.site.restart_overhead_s,
+                max_walltime_s=self.site.max_walltime_s,
+                note=note,
+            )
+        ]
+
+    def _live_dirs(self) -> list[Path]:
+        live = []
+        for d in self.root.iterdir():
+            if not d.is_dir() or d.name in self._finished:
+                continue
+            if (d / "result.json").exists() or not (d / "resources.json").exists():
+                self._finished.add(d.name)
+                continue
+            if _alive(d / "pid") or (not (d / "pid").exists() and _age(d / "spawned") < 2.0):
+                live.append(d)
+            elif (d / "pid").exists() or _age(d / "spawned") > _START_TIMEOUT_S:
+                self._finished.add(d.name)
+        return live
+
+    def log(self, native_id: str) -> str:
+        """The attempt's output so far."""
+        path = self._dir(native_id) / "output.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def _reap(self) -> None:
+        for nid, child in list(self._children.items()):
+            if child.poll() is not None:
+                del self._children[nid]
+
+
+def _pid_of(d: Path) -> int | None:
+    for name in ("pid", "spawned"):
+        try:
+            return int((d / name).read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return None
+
+
+def _alive(pidfile: Path) -> bool:
+    try:
+        pid_s, start = pidfile.read_text().split()[:2]
+    except (OSError, ValueError):
+        return False
+    return proc_start_time(int(pid_s)) == start
+
+
+def _alive_spawned(spawned: Path) -> bool:
+    try:
+        pid = int(spawned.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    return proc_start_time(pid) is not None
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return float("inf")
+
+
+def _read_float(path: Path) -> float | None:
+    try:
+        return float(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _kill_after(pgid: int, d: Path, grace_s: float) -> None:
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if (d / "result.json").exists() or not _alive(d / "pid"):
+            return
+        time.sleep(0.05)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

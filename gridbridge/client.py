@@ -1,0 +1,245 @@
+"""The researcher's entry point: ``Client`` and the futures it returns.
+
+``Client()`` with no arguments is the embedded default: state, checkpoints and two local sites
+under a per-user data folder, and a reconciler in a background thread, so nothing else needs
+to run. ``Client(config="gridbridge.yaml")`` drives a real federation the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from gridbridge.config import GridConfig, default_config, load_config
+from gridbridge.registry import Registry
+from gridbridge.spec import JobSpec
+from gridbridge.states import JobState
+
+if TYPE_CHECKING:
+    from gridbridge.adapter import Adapter
+    from gridbridge.scheduler.reconciler import Reconciler
+    from gridbridge.scheduler.store import Event, StateStore
+
+__all__ = ["Client", "JobCancelled", "JobFailed", "JobFuture", "default_home"]
+
+
+class JobFailed(RuntimeError):
+    """The job ended FAILED; the message carries its last error."""
+
+
+class JobCancelled(RuntimeError):
+    """The job was cancelled."""
+
+
+def default_home() -> Path:
+    """Where the embedded default keeps its state: ``$GRIDBRIDGE_HOME`` or the user data dir."""
+    env = os.environ.get("GRIDBRIDGE_HOME")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("gridbridge"))
+
+
+class JobFuture:
+    """A handle on one submitted job."""
+
+    def __init__(self, client: Client, job_id: str) -> None:
+        self.client = client
+        self.job_id = job_id
+
+    def __repr__(self) -> str:
+        return f"<JobFuture {self.job_id} {self.status()}>"
+
+    def status(self) -> JobState:
+        return self.client.store.job(self.job_id).state
+
+    def done(self) -> bool:
+        return self.status().terminal
+
+    def wait(self, timeout: float | None = None) -> JobState:
+        """Block until the job ends (or ``timeout`` passes) and return its state."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            state = self.status()
+            if state.terminal:
+                return state
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {self.job_id} still {state} after {timeout}s")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The callable's return value (None for a command); raises if the job did not succeed."""
+        state = self.wait(timeout)
+        job = self.client.store.job(self.job_id)
+        if state is JobState.CANCELLED:
+            raise JobCancelled(f"job {self.job_id} was cancelled")
+        if state is JobState.FAILED:
+            raise JobFailed(f"job {self.job_id} failed: {job.error or 'no error recorded'}")
+        if job.spec.callable_ref is None:
+            return None
+        import cloudpickle
+        import fsspec
+
+        last = self.client.store.attempts(self.job_id)[-1]
+        with fsspec.open(f"{last.attempt_url}/return.pkl", "rb") as f:
+            return cloudpickle.loads(f.read())
+
+    def cancel(self) -> bool:
+        """Ask for cancellation; True unless the job had already ended."""
+        return not self.client.store.request_cancel(self.job_id).state.terminal or (
+            self.status() is JobState.CANCELLED
+        )
+
+    def logs(self) -> str:
+        return self.client.logs(self.job_id)
+
+    def story(self) -> list[Event]:
+        return self.client.store.events(self.job_id)
+
+
+class Client:
+    """Submit jobs, watch them, get results back."""
+
+    def __init__(
+        self,
+        config: str | os.PathLike[str] | GridConfig | None = None,
+        *,
+        start: bool = True,
+        registry: Registry | None = None,
+    ) -> None:
+        from gridbridge.scheduler.reconciler import Reconciler
+        from gridbridge.scheduler.store import StateStore
+        from gridbridge.sites import build_adapters
+
+        if config is None:
+            config = default_config(default_home())
+        elif not isinstance(config, GridConfig):
+            config = load_config(config, registry)
+        self.config = config
+        Path(config.workdir).mkdir(parents=True, exist_ok=True)
+        self.store: StateStore = StateStore(config.state_url)
+        self.adapters: dict[str, Adapter] = build_adapters(config, registry)
+        self.reconciler: Reconciler = Reconciler(config, self.store, self.adapters)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Run the reconciler in a background thread (it ticks only while it holds the lease)."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self.reconciler.run, args=(self._stop,), name="gridbridge-reconciler",
+                daemon=True,
+            )
+            self._thread.start()
+
+    def close(self) -> None:
+        """Stop the background reconciler; running jobs go on and are adopted later."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+        self.store.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # submission ---------------------------------------------------------------------------
+
+    def submit(
+        self, fn: Callable[..., Any], *args: Any, kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> JobFuture:
+        """Run ``fn(*args, **kwargs)`` as a job. ``options`` are :class:`JobSpec` fields
+        (``name``, ``resources``, ``checkpoint``, ``constraints``, ``max_cost``, ...) or the
+        shortcuts ``cpus``, ``memory_gb``, ``gpus``, ``walltime_s``."""
+        import cloudpickle
+        import fsspec
+
+        from gridbridge.scheduler.store import new_job_id
+
+        job_id = new_job_id()
+        ref = f"{self.config.checkpoint_root}/{job_id}/payload.pkl"
+        options.setdefault("name", getattr(fn, "__name__", "job").strip("<>") or "job")
+        spec = self._spec(options, callable_ref=ref)
+        with fsspec.open(ref, "wb", auto_mkdir=True) as f:
+            f.write(cloudpickle.dumps((fn, args, kwargs or {})))
+        return self._create(spec, job_id)
+
+    def submit_command(self, argv: Sequence[str], **options: Any) -> JobFuture:
+        """Run a command (an argv list, never a shell string) as a job."""
+        if isinstance(argv, str):
+            raise TypeError("argv must be a list of strings, e.g. ['python', 'train.py']")
+        options.setdefault("name", Path(argv[0]).name if argv else "job")
+        return self._create(self._spec(options, command=tuple(argv)))
+
+    def map(self, fn: Callable[..., Any], items: Iterable[Any], **options: Any) -> list[JobFuture]:
+        """Submit ``fn(item)`` for each item."""
+        return [self.submit(fn, item, **options) for item in items]
+
+    def job(self, job_id: str) -> JobFuture:
+        self.store.job(job_id)
+        return JobFuture(self, job_id)
+
+    def _spec(self, options: dict[str, Any], **target: Any) -> JobSpec:
+        data = dict(options)
+        shortcuts = {k: data.pop(k) for k in ("cpus", "memory_gb", "gpus", "walltime_s")
+                     if k in data}
+        if shortcuts:
+            resources = data.pop("resources", {})
+            if not isinstance(resources, dict):
+                resources = resources.model_dump()
+            data["resources"] = {**resources, **shortcuts}
+        try:
+            return JobSpec.model_validate({**data, **target})
+        except ValidationError as exc:
+            raise ValueError(f"invalid job options: {exc}") from None
+
+    def _create(self, spec: JobSpec, job_id: str | None = None) -> JobFuture:
+        from gridbridge.scheduler.store import new_job_id
+
+        jid = job_id or new_job_id()
+        url = spec.checkpoint.url or f"{self.config.checkpoint_root}/{jid}"
+        self.store.create_job(spec, url, job_id=jid)
+        return JobFuture(self, jid)
+
+    # operations ---------------------------------------------------------------------------
+
+    def logs(self, job_id: str) -> str:
+        """Every attempt's output, in order, each under a header line."""
+        from gridbridge.runtime import load_log
+
+        parts = []
+        for a in self.store.attempts(job_id):
+            text = load_log(a.attempt_url) if a.state.terminal else None
+            adapter = self.adapters.get(a.site)
+            if text is None and a.native_id and hasattr(adapter, "log"):
+                text = adapter.log(a.native_id)
+            parts.append(f"--- attempt {a.number} on {a.site} ({a.state}) ---\n{text or ''}")
+        return "\n".join(parts)
+
+    def preempt(self, job_id: str, *, wait: bool = False) -> str:
+        """Deliver a real preemption to the job's running attempt (sites that support it)."""
+        active = [a for a in self.store.attempts(job_id) if a.state.active and a.native_id]
+        if not active:
+            raise RuntimeError(f"job {job_id} has no running attempt to preempt")
+        attempt = active[-1]
+        adapter = self.adapters[attempt.site]
+        preempt = getattr(adapter, "preempt", None)
+        if preempt is None:
+            raise RuntimeError(f"site {attempt.site} cannot deliver a preemption on request")
+        preempt(attempt.native_id, wait=wait)
+        return attempt.id

@@ -1,0 +1,99 @@
+"""What a job sees of gridbridge from inside: its ids, its checkpoint store, and stop requests.
+
+A preemption reaches the job as a *stop request* (SIGTERM or SIGUSR1 from the site, or the
+spot notice): :meth:`JobContext.should_stop` turns true, the job saves a checkpoint and calls
+:meth:`JobContext.exit_preempted`; the runtime then records the attempt as preempted and the
+scheduler resumes the job from that checkpoint in a new attempt.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from gridbridge.checkpoint import CheckpointStore
+
+__all__ = ["PREEMPTED_EXIT_CODE", "JobContext", "Preempted", "context"]
+
+PREEMPTED_EXIT_CODE = 75
+"""Exit code of an attempt that stopped on request after checkpointing (EX_TEMPFAIL)."""
+
+_stop = threading.Event()
+_current: JobContext | None = None
+_handlers_installed = False
+_lock = threading.Lock()
+
+
+class Preempted(BaseException):  # noqa: N818 - it is a control-flow signal, not an error
+    """Raised by :meth:`JobContext.exit_preempted`; the runtime reports the attempt preempted."""
+
+
+def request_stop(signum: int = signal.SIGTERM, _frame: FrameType | None = None) -> None:
+    """Mark that the site wants the job to stop (the signal handler)."""
+    _stop.set()
+
+
+def install_stop_handlers() -> None:
+    """Turn SIGTERM and SIGUSR1 into stop requests (main thread only; idempotent)."""
+    global _handlers_installed
+    with _lock:
+        if _handlers_installed or threading.current_thread() is not threading.main_thread():
+            return
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGUSR1, request_stop)
+        _handlers_installed = True
+
+
+@dataclass
+class JobContext:
+    """The running attempt's view of its job."""
+
+    job_id: str
+    attempt: int
+    token: int
+    checkpoint_url: str
+    _store: CheckpointStore | None = field(default=None, repr=False)
+
+    @property
+    def checkpoint(self) -> CheckpointStore:
+        """The job's checkpoint store, fenced with this attempt's token."""
+        if self._store is None:
+            from gridbridge import checkpoint
+
+            self._store = checkpoint.open(self.checkpoint_url, token=self.token)
+        return self._store
+
+    def should_stop(self) -> bool:
+        """True once the site asked the job to stop (preemption, walltime, cancel)."""
+        return _stop.is_set()
+
+    def exit_preempted(self) -> NoReturn:
+        """Leave now, to be resumed from the last committed checkpoint."""
+        if self._store is not None:
+            self._store.wait()
+        raise Preempted("stopped on request after checkpointing")
+
+
+def context() -> JobContext:
+    """The current job's context; raises outside a gridbridge job."""
+    global _current
+    if _current is not None and _current.job_id == os.environ.get("GRIDBRIDGE_JOB_ID"):
+        return _current
+    try:
+        job_id = os.environ["GRIDBRIDGE_JOB_ID"]
+        attempt = int(os.environ["GRIDBRIDGE_ATTEMPT"])
+        token = int(os.environ.get("GRIDBRIDGE_TOKEN", attempt))
+        url = os.environ["GRIDBRIDGE_CHECKPOINT"]
+    except KeyError as exc:
+        raise RuntimeError(
+            f"not inside a gridbridge job ({exc.args[0]} is not set); "
+            "gridbridge.context() works only in code that gridbridge runs"
+        ) from None
+    install_stop_handlers()
+    _current = JobContext(job_id=job_id, attempt=attempt, token=token, checkpoint_url=url)
+    return _current

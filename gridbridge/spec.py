@@ -1,0 +1,142 @@
+"""What a researcher asks for: immutable, validated job specifications.
+
+Every model here is frozen and forbids unknown fields, so a misspelt option fails at once and
+names the valid ones. Change a spec with ``spec.model_copy(update=...)``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "NAME_PATTERN",
+    "CheckpointPolicy",
+    "Constraints",
+    "JobSpec",
+    "Owner",
+    "Resources",
+    "Tier",
+]
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+"""Job and site names: what is safe as a Slurm job name, an EC2 tag, a path component."""
+_NAME_RE = re.compile(NAME_PATTERN)
+
+
+class Tier(StrEnum):
+    """The kind of site, which constraints can allow or deny."""
+
+    HPC = "hpc"
+    CLOUD = "cloud"
+    EDGE = "edge"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Resources(_Frozen):
+    """What one attempt needs from a site."""
+
+    cpus: Annotated[int, Field(ge=1, le=4096)] = 1
+    memory_gb: Annotated[float, Field(gt=0, le=65536)] = 1.0
+    gpus: Annotated[int, Field(ge=0, le=1024)] = 0
+    walltime_s: Annotated[float, Field(gt=0)] = 3600.0
+    """Upper bound on one attempt's run time; placement also uses it as the run-time estimate
+    unless ``expected_runtime_s`` is given."""
+    expected_runtime_s: Annotated[float, Field(gt=0)] | None = None
+
+    @property
+    def runtime_estimate_s(self) -> float:
+        return self.expected_runtime_s if self.expected_runtime_s is not None else self.walltime_s
+
+
+class CheckpointPolicy(_Frozen):
+    """Where a job keeps its checkpoints and how often it writes them."""
+
+    url: str | None = None
+    """fsspec URL of the job's checkpoint prefix; None means ``<checkpoint_root>/<job id>``."""
+    interval_s: Annotated[float, Field(gt=0)] = 600.0
+    keep_last: Annotated[int, Field(ge=1)] = 3
+
+
+class Constraints(_Frozen):
+    """Where a job may run and by when it must be done."""
+
+    allowed_sites: frozenset[str] | None = None
+    denied_sites: frozenset[str] = frozenset()
+    tiers: frozenset[Tier] = frozenset(Tier)
+    deadline: datetime | None = None
+    preemptible_ok: bool = True
+
+
+class Owner(_Frozen):
+    """Who pays: the cost ledger is grouped by these."""
+
+    user: str = "unknown"
+    team: str = "default"
+    project: str = "default"
+
+
+class JobSpec(_Frozen):
+    """One job: a pickled Python callable or a command, and what it needs.
+
+    Exactly one of ``command`` (an argv list, never a shell string) or ``callable_ref`` (set by
+    the client when it stores a pickled callable) is given.
+    """
+
+    name: str
+    command: tuple[str, ...] | None = None
+    callable_ref: str | None = None
+    """Set by the client: the URL of the pickled ``(fn, args, kwargs)`` payload."""
+    env: dict[str, str] = Field(default_factory=dict)
+    resources: Resources = Resources()
+    checkpoint: CheckpointPolicy = CheckpointPolicy()
+    constraints: Constraints = Constraints()
+    max_cost: Annotated[float, Field(ge=0)] | None = None
+    priority: int = 0
+    owner: Owner = Owner()
+    max_attempts: Annotated[int, Field(ge=1, le=1000)] = 5
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_safe(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError(
+                f"job name {v!r} must match {NAME_PATTERN} "
+                "(letters, digits, '_', '.', '-'; at most 63 characters; no spaces or quotes)"
+            )
+        return v
+
+    @field_validator("command")
+    @classmethod
+    def _argv_not_empty(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if v is not None and (len(v) == 0 or any("\x00" in a for a in v)):
+            raise ValueError("command must be a non-empty argv list without NUL bytes")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for key in v:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+                raise ValueError(f"environment variable name {key!r} is not valid")
+            if key.startswith("GRIDBRIDGE_"):
+                raise ValueError(f"environment variable {key!r}: GRIDBRIDGE_* is reserved")
+        return v
+
+    @model_validator(mode="after")
+    def _one_target(self) -> JobSpec:
+        if (self.command is None) == (self.callable_ref is None):
+            raise ValueError("give exactly one of 'command' or a Python callable")
+        return self
+
+    def summary(self) -> dict[str, Any]:
+        """A short dict for tables and events."""
+        r = self.resources
+        return {"name": self.name, "cpus": r.cpus, "gpus": r.gpus, "memory_gb": r.memory_gb}

@@ -1,0 +1,1 @@
+"""Placement, the state store, the reconciler and the daemon: the control plane."""
