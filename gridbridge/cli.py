@@ -1,0 +1,252 @@
+"""The ``gridbridge`` command line: submit, watch, cancel, serve, report.
+
+Every command takes ``--config gridbridge.yaml`` (or ``$GRIDBRIDGE_CONFIG``); without one it
+works on the embedded default under ``$GRIDBRIDGE_HOME`` or the per-user data folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+
+from gridbridge.config import ConfigError, config_schema
+from gridbridge.reports import COST_COLUMNS, GroupBy, cost_summary
+from gridbridge.views import Format, emit, fmt_money, fmt_time
+
+if TYPE_CHECKING:
+    from gridbridge.client import Client
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(help="gridbridge: one job, the cheapest site that can run it, resumed "
+                  "from its checkpoint when preempted.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+sites_app = typer.Typer(help="The sites of the federation.", no_args_is_help=True)
+report_app = typer.Typer(help="What was spent, where and by whom.", no_args_is_help=True)
+config_app = typer.Typer(help="The gridbridge.yaml file.", no_args_is_help=True)
+debug_app = typer.Typer(help="Tools for exercising failure paths.", no_args_is_help=True)
+app.add_typer(sites_app, name="sites")
+app.add_typer(report_app, name="report")
+app.add_typer(config_app, name="config")
+app.add_typer(debug_app, name="debug")
+
+console = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[Optional[Path], typer.Option(  # noqa: UP045 - typer needs Optional
+    "--config", "-c", envvar="GRIDBRIDGE_CONFIG", help="gridbridge.yaml (default: embedded)",
+    show_default=False)]
+FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="table, csv or json")]
+
+
+@app.callback()
+def _root(ctx: typer.Context, config: ConfigOpt = None) -> None:
+    ctx.obj = {"config_path": config}
+
+
+def _client(ctx: typer.Context, start: bool = False) -> Client:
+    from gridbridge.client import Client
+
+    client = Client(ctx.obj.get("config_path"), start=start)
+    ctx.obj["checkpoint_root"] = client.config.checkpoint_root
+    ctx.call_on_close(client.close)
+    return client
+
+
+@app.command()
+def submit(
+    ctx: typer.Context,
+    command: Annotated[list[str], typer.Argument(help="the command, after --")],
+    name: Annotated[Optional[str], typer.Option(help="job name")] = None,  # noqa: UP045
+    cpus: Annotated[int, typer.Option(min=1)] = 1,
+    memory_gb: Annotated[float, typer.Option()] = 1.0,
+    gpus: Annotated[int, typer.Option(min=0)] = 0,
+    walltime_s: Annotated[float, typer.Option()] = 3600.0,
+    site: Annotated[Optional[list[str]], typer.Option(help="allowed site (repeat)")] = None,  # noqa: UP045
+    max_attempts: Annotated[int, typer.Option(min=1)] = 5,
+    wait: Annotated[bool, typer.Option(help="run a reconciler here until the job ends")] = False,
+) -> None:
+    """Submit a command: ``gridbridge submit --cpus 2 -- python train.py``."""
+    client = _client(ctx, start=wait)
+    options: dict[str, Any] = dict(cpus=cpus, memory_gb=memory_gb, gpus=gpus,
+                                   walltime_s=walltime_s, max_attempts=max_attempts)
+    if name:
+        options["name"] = name
+    if site:
+        options["constraints"] = {"allowed_sites": site}
+    future = client.submit_command(command, **options)
+    console.print(future.job_id)
+    if wait:
+        state = future.wait()
+        _story(client, future.job_id)
+        raise typer.Exit(0 if state == "SUCCEEDED" else 1)
+    from gridbridge.scheduler.reconciler import LEASE
+
+    holder = client.store.lease_holder(LEASE)
+    if holder is None:
+        err.print("note: no reconciler is running on this store; start `gridbridge serve` "
+                  "or submit with --wait")
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    job: Annotated[Optional[str], typer.Argument(help="a job id for its whole story")] = None,  # noqa: UP045
+    fmt: FormatOpt = Format.TABLE,
+    limit: Annotated[int, typer.Option(help="newest N jobs")] = 50,
+) -> None:
+    """All jobs as a table, or one job's story from its events."""
+    client = _client(ctx)
+    if job is not None:
+        _story(client, job, fmt)
+        return
+    rows = []
+    for j in client.store.jobs(limit=limit):
+        attempts = client.store.attempts(j.id)
+        rows.append({"job": j.id, "name": j.name, "state": j.state.value,
+                     "attempts": j.attempts, "site": attempts[-1].site if attempts else "",
+                     "user": j.spec.owner.user, "submitted": fmt_time(j.created_at)})
+    emit(console, "jobs", ["job", "name", "state", "attempts", "site", "user", "submitted"],
+         rows, fmt)
+
+
+def _story(client: Client, job_id: str, fmt: Format = Format.TABLE) -> None:
+    rows = [{"time": fmt_time(e.at), "attempt": e.attempt_id or "", "what": e.kind,
+             "from": e.old, "to": e.new, "why": e.reason} for e in client.store.events(job_id)]
+    emit(console, f"job {job_id}", ["time", "attempt", "what", "from", "to", "why"], rows, fmt)
+
+
+@app.command()
+def logs(ctx: typer.Context, job: str) -> None:
+    """Every attempt's output."""
+    console.out(_client(ctx).logs(job), highlight=False)
+
+
+@app.command()
+def cancel(ctx: typer.Context, job: str) -> None:
+    """Cancel a job (its running attempt gets SIGTERM, then SIGKILL after the grace period)."""
+    j = _client(ctx).store.request_cancel(job)
+    console.print(f"{job}: {'cancel requested' if not j.state.terminal else j.state.value}")
+
+
+@sites_app.command("list")
+def sites_list(ctx: typer.Context, fmt: FormatOpt = Format.TABLE) -> None:
+    """Sites with their live offers: free capacity, price, preemption rate."""
+    client = _client(ctx)
+    rows = []
+    for site in client.config.sites:
+        try:
+            offers = list(client.adapters[site.name].offers())
+        except Exception as exc:
+            rows.append({"site": site.name, "adapter": site.adapter, "note": f"error: {exc}"})
+            continue
+        for o in offers:
+            rows.append({"site": site.name, "adapter": site.adapter, "tier": o.tier.value,
+                         "free_cpus": o.cpus, "free_gpus": o.gpus,
+                         "price_core_h": fmt_money(o.price.per_core_hour),
+                         "price_h": fmt_money(o.price.per_hour),
+                         "preemptible": o.preemptible,
+                         "preempt_per_h": o.preemption_rate_per_hour, "note": o.note})
+    emit(console, "sites", ["site", "adapter", "tier", "free_cpus", "free_gpus", "price_core_h",
+                            "price_h", "preemptible", "preempt_per_h", "note"], rows, fmt)
+
+
+@app.command()
+def serve(ctx: typer.Context) -> None:
+    """Run the reconciler in the foreground over the configured store."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    client = _client(ctx)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    err.print(f"gridbridge serve: {len(client.config.sites)} sites, store {client.store.url}")
+    client.reconciler.run(stop)
+
+
+@report_app.command("costs")
+def report_costs(
+    ctx: typer.Context,
+    by: Annotated[GroupBy, typer.Option(help="group rows by")] = GroupBy.SITE,
+    fmt: FormatOpt = Format.TABLE,
+) -> None:
+    """Spend per site/team/project/user/tier/job, with the on-demand cost of the same work."""
+    client = _client(ctx)
+    rows = [{c.key: getattr(r, c.key) for c in r.__table__.columns}
+            for r in client.store.ledger()]
+    summary = cost_summary(rows, by)
+    if fmt is Format.TABLE:
+        for row in summary:
+            for key in ("cost", "on_demand_cost", "savings", "lost_cost"):
+                row[key] = fmt_money(row[key])
+    emit(console, f"costs by {by.value}", [by.value, *COST_COLUMNS], summary, fmt)
+
+
+@config_app.command("schema")
+def schema() -> None:
+    """Print the JSON Schema of gridbridge.yaml (generated from the models)."""
+    import json
+
+    console.out(json.dumps(config_schema(), indent=2), highlight=False)
+
+
+@config_app.command("check")
+def check(ctx: typer.Context) -> None:
+    """Validate the configuration and print its sites."""
+    client = _client(ctx)
+    console.print(f"ok: {len(client.config.sites)} sites: "
+                  f"{', '.join(s.name for s in client.config.sites)}")
+
+
+@debug_app.command("preempt")
+def debug_preempt(ctx: typer.Context, attempt: str) -> None:
+    """Deliver a real preemption to a running attempt (SIGTERM, grace, SIGKILL)."""
+    client = _client(ctx)
+    a = client.store.attempt(attempt)
+    adapter = client.adapters[a.site]
+    preempt = getattr(adapter, "preempt", None)
+    if preempt is None or a.native_id is None:
+        err.print(f"error: site {a.site} cannot preempt attempt {attempt} on request")
+        raise typer.Exit(2)
+    preempt(a.native_id, wait=True)
+    console.print(f"preempted {attempt} on {a.site}")
+
+
+@app.command()
+def demo(
+    steps: Annotated[int, typer.Option(min=100)] = 3000,
+    keep: Annotated[bool, typer.Option(help="keep the demo's state folder")] = False,
+) -> None:
+    """Train a small model on the embedded default, preempt it, resume it, check the weights."""
+    from gridbridge.demo import run_demo
+
+    raise typer.Exit(run_demo(console, steps=steps, keep=keep))
+
+
+def _mount_checkpoints() -> None:
+    try:
+        from gridbridge.checkpoint.cli import app as checkpoints_app
+    except ImportError:
+        return
+    app.add_typer(checkpoints_app, name="checkpoints", help="Inspect and verify checkpoints.")
+
+
+_mount_checkpoints()
+
+
+def main() -> None:
+    try:
+        app()
+    except ConfigError as exc:
+        err.print(f"error: invalid configuration\n{exc}", highlight=False, markup=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""``kill -9`` of ``gridbridge serve`` in the middle of 20 jobs, then a restart: every job
+ends exactly once — none lost, none run twice to completion."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gridbridge.client import Client
+from gridbridge.states import AttemptState, JobState
+
+pytestmark = pytest.mark.slow
+
+JOB = (
+    "import sys, time\n"
+    "time.sleep(float(sys.argv[2]))\n"
+    "with open(sys.argv[1], 'a') as f:\n"
+    "    f.write(sys.argv[3] + '\\n')\n"
+)
+
+
+def _config(tmp_path: Path) -> Path:
+    path = tmp_path / "gridbridge.yaml"
+    path.write_text(yaml.safe_dump({
+        "state_url": "sqlite:///state.db",
+        "checkpoint_root": "checkpoints",
+        "workdir": "run",
+        "limits": {"tick_interval_s": 0.1, "lease_s": 30},
+        "sites": [
+            {"name": "a", "adapter": "local", "tier": "cloud", "capacity": {"cpus": 3},
+             "price": {"per_core_hour": 0.01}},
+            {"name": "b", "adapter": "local", "tier": "hpc", "capacity": {"cpus": 2},
+             "price": {"per_core_hour": 0.02}},
+        ],
+    }))
+    return path
+
+
+def _serve(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "gridbridge.cli", "--config", str(config), "serve"],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+
+def _wait(predicate, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_kill_minus_nine_of_serve_then_restart_ends_every_job_exactly_once(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    done_file = tmp_path / "done.txt"
+    client = Client(config, start=False)
+    futures = [
+        client.submit_command(
+            [sys.executable, "-c", JOB, str(done_file), str(0.3 + (i % 4) * 0.2), f"job{i}"],
+            name=f"job{i}",
+        )
+        for i in range(20)
+    ]
+    serve_log = tmp_path / "serve.log"
+    first = _serve(config, serve_log)
+
+    def finished() -> int:
+        return sum(1 for f in futures if f.status() is JobState.SUCCEEDED)
+
+    _wait(lambda: finished() >= 4, 60)
+    running = sum(1 for f in futures if f.status() in {JobState.SCHEDULED, JobState.RUNNING})
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    assert finished() < 20, "the crash must land in the middle of the run"
+    assert running > 0, "some attempts must be in flight when serve dies"
+
+    second = _serve(config, serve_log)
+    try:
+        _wait(lambda: all(f.done() for f in futures), 120)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(timeout=30)
+
+    lines = done_file.read_text().split()
+    assert sorted(lines) == sorted(f"job{i}" for i in range(20)), "each job completes once"
+    for f in futures:
+        assert f.status() is JobState.SUCCEEDED
+        attempts = client.store.attempts(f.job_id)
+        assert [a.state for a in attempts].count(AttemptState.SUCCEEDED) == 1
+        assert len(client.store.ledger(f.job_id)) == len(attempts)
+    assert "taking over the lease" in serve_log.read_text()
+    client.close()
