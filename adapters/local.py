@@ -62,7 +62,6 @@ class LocalAdapter:
         self.options = LocalOptions.model_validate(site.options)
         self.root = Path(workdir) / "local" / site.name
         self.root.mkdir(parents=True, exist_ok=True)
-        self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._finished: set[str] = set()
 
     def capabilities(self) -> frozenset[Capability]:
@@ -106,12 +105,12 @@ class LocalAdapter:
                 cwd=d,
                 start_new_session=True,
             )
-        self._children[request.attempt_id] = child
+        # Reap the child the moment it exits, so a poll never sees a zombie as alive.
+        threading.Thread(target=child.wait, name=f"reap-{child.pid}", daemon=True).start()
         (d / "spawned").write_text(f"{child.pid} {time.time()}\n")
         return request.attempt_id
 
     def poll(self, native_ids: Sequence[str]) -> Mapping[str, AttemptStatus]:
-        self._reap()
         return {nid: self._status(nid) for nid in native_ids}
 
     def _status(self, native_id: str) -> AttemptStatus:
@@ -231,11 +230,6 @@ class LocalAdapter:
         """The attempt's output so far."""
         path = self._dir(native_id) / "output.log"
         return path.read_text(errors="replace") if path.exists() else ""
-
-    def _reap(self) -> None:
-        for nid, child in list(self._children.items()):
-            if child.poll() is not None:
-                del self._children[nid]
 
 
 def _pid_of(d: Path) -> int | None:

@@ -1,0 +1,42 @@
+"""Job functions the client tests submit. They are pickled by value (see the tests), so the
+runtime's fresh interpreter needs no access to the tests folder."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+
+def add(a: int, b: int, *, scale: int = 1) -> int:
+    return (a + b) * scale
+
+
+def boom(message: str) -> None:
+    raise ValueError(message)
+
+
+def sleepy(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def counter(total: int, every: int) -> int:
+    """Count to ``total``, checkpointing every ``every`` steps and stopping when asked."""
+    import gridbridge
+
+    ctx = gridbridge.context()
+    start, acc = 0, np.zeros(4, dtype=np.int64)
+    if ctx.checkpoint.latest() is not None:
+        ck = ctx.checkpoint.restore()
+        start, acc = ck.step, np.asarray(ck.state["acc"])
+        print(f"resumed from step {start}", flush=True)
+    for step in range(start, total):
+        acc += np.arange(4, dtype=np.int64) * step
+        time.sleep(0.01)
+        done = step + 1
+        if done % every == 0 or ctx.should_stop():
+            ctx.checkpoint.save(done, {"acc": acc})
+        if ctx.should_stop() and done < total:
+            ctx.exit_preempted()
+    return int(acc.sum())
