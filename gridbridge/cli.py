@@ -246,6 +246,9 @@ def main() -> None:
     except ConfigError as exc:
         err.print(f"error: invalid configuration\n{exc}", highlight=False, markup=False)
         sys.exit(2)
+    except (LookupError, ValueError) as exc:
+        err.print(f"error: {exc}", highlight=False, markup=False)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,130 @@
+"""The command line as a person uses it: real subprocesses, a real store, real jobs."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gridbridge.client import Client
+from gridbridge.states import AttemptState, JobState
+
+
+def gb(*args: str, config: Path | None = None, home: Path | None = None,
+       timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, COLUMNS="200")
+    if home is not None:
+        env["GRIDBRIDGE_HOME"] = str(home)
+    pre = ["--config", str(config)] if config else []
+    return subprocess.run([sys.executable, "-m", "gridbridge.cli", *pre, *args], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "gridbridge.yaml"
+    path.write_text(yaml.safe_dump({
+        "state_url": "sqlite:///state.db", "checkpoint_root": "ckpt", "workdir": "run",
+        "limits": {"tick_interval_s": 0.1},
+        "sites": [
+            {"name": "cheap", "adapter": "local", "tier": "cloud", "capacity": {"cpus": 2},
+             "price": {"per_core_hour": 0.01}, "on_demand": {"per_core_hour": 0.04},
+             "preemptible": True, "preemption_rate_per_hour": 0.2,
+             "options": {"grace_s": 2, "reclaim_after_preemption_s": 5}},
+            {"name": "steady", "adapter": "local", "tier": "hpc", "capacity": {"cpus": 2},
+             "price": {"per_core_hour": 0.03}},
+        ],
+    }))
+    return path
+
+
+def test_config_schema_is_generated_json_schema() -> None:
+    out = gb("config", "schema")
+    assert out.returncode == 0, out.stderr
+    schema = json.loads(out.stdout)
+    assert "sites" in schema["properties"] and "SiteConfig" in schema["$defs"]
+
+
+def test_submit_wait_status_logs_and_cost_report(config: Path) -> None:
+    out = gb("submit", "--wait", "--name", "hello", "--", sys.executable, "-c",
+             "print('hello from the job')", config=config)
+    assert out.returncode == 0, out.stderr
+    job_id = out.stdout.split()[0]
+    assert "SUCCEEDED" in out.stdout
+
+    story = json.loads(gb("status", job_id, "--format", "json", config=config).stdout)
+    states = [e["to"] for e in story if e["what"] == "job"]
+    # A job this short may end between two polls, so RUNNING may or may not be seen.
+    assert states in (["PENDING", "SCHEDULED", "SUCCEEDED"],
+                      ["PENDING", "SCHEDULED", "RUNNING", "SUCCEEDED"])
+    listing = gb("status", "--format", "csv", config=config)
+    rows = list(csv.DictReader(io.StringIO(listing.stdout)))
+    assert [(r["job"], r["state"], r["site"]) for r in rows] == [(job_id, "SUCCEEDED", "cheap")]
+    assert "hello from the job" in gb("logs", job_id, config=config).stdout
+
+    report = list(csv.DictReader(io.StringIO(
+        gb("report", "costs", "--by", "site", "--format", "csv", config=config).stdout)))
+    assert [r["site"] for r in report] == ["cheap", "TOTAL"]
+    assert float(report[0]["on_demand_cost"]) == pytest.approx(4 * float(report[0]["cost"]))
+    as_json = json.loads(gb("report", "costs", "--by", "team", "--format", "json",
+                            config=config).stdout)
+    assert as_json[0]["team"] == "default" and as_json[0]["attempts"] == 1
+
+
+def test_sites_list_shows_live_offers(config: Path) -> None:
+    sites = json.loads(gb("sites", "list", "--format", "json", config=config).stdout)
+    assert {s["site"]: s["free_cpus"] for s in sites} == {"cheap": 2, "steady": 2}
+    assert {s["site"]: s["preemptible"] for s in sites} == {"cheap": True, "steady": False}
+
+
+def test_unknown_job_is_a_clean_error(config: Path) -> None:
+    out = gb("cancel", "j-nope", config=config)
+    assert out.returncode == 2
+    assert "no job 'j-nope'" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_debug_preempt_requeues_through_a_running_serve(config: Path, tmp_path: Path) -> None:
+    waits = ("import gridbridge, os, sys, time\n"
+             "ctx = gridbridge.context()\n"
+             "if ctx.attempt > 1: sys.exit(0)\n"
+             "while not ctx.should_stop(): time.sleep(0.05)\n"
+             "sys.exit(75)\n")
+    with (tmp_path / "serve.log").open("w") as log:
+        serve = subprocess.Popen([sys.executable, "-m", "gridbridge.cli", "--config",
+                                  str(config), "serve"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        job_id = gb("submit", "--", sys.executable, "-c", waits, config=config).stdout.split()[0]
+        client = Client(config, start=False)
+        deadline = time.monotonic() + 60
+        while client.store.job(job_id).state is not JobState.RUNNING:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        out = gb("debug", "preempt", f"{job_id}.1", config=config)
+        assert out.returncode == 0, out.stderr
+        future = client.job(job_id)
+        assert future.wait(60) is JobState.SUCCEEDED
+        first, second = client.store.attempts(job_id)
+        assert (first.state, first.site) == (AttemptState.PREEMPTED, "cheap")
+        assert (second.state, second.site) == (AttemptState.SUCCEEDED, "steady")
+        client.close()
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_demo_preempts_resumes_and_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    out = gb("demo", "--steps", "1500", home=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "preempting" in out.stdout
+    assert "spot-local -> ondemand-local" in out.stdout
+    assert "bit-identical to an uninterrupted run: yes" in out.stdout
