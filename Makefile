@@ -19,7 +19,7 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check .
 	cd build && ../$(BIN)/mypy --config-file ../pyproject.toml -p gridbridge
-	$(BIN)/lint-imports --config pyproject.toml
+	cd build && ../$(BIN)/lint-imports ../pyproject.toml
 
 unit: setup
 	$(BIN)/pytest -m "not s3 and not slurm and not ssh and not ec2"

@@ -10,6 +10,7 @@ earlier polls and works from any process.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -277,7 +278,5 @@ def _kill_after(pgid: int, d: Path, grace_s: float) -> None:
         if (d / "result.json").exists() or not _alive(d / "pid"):
             return
         time.sleep(0.05)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass

@@ -140,7 +140,7 @@ def cancel(ctx: typer.Context, job: str) -> None:
 def sites_list(ctx: typer.Context, fmt: FormatOpt = Format.TABLE) -> None:
     """Sites with their live offers: free capacity, price, preemption rate."""
     client = _client(ctx)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for site in client.config.sites:
         try:
             offers = list(client.adapters[site.name].offers())

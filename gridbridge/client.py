@@ -225,9 +225,9 @@ class Client:
         parts = []
         for a in self.store.attempts(job_id):
             text = load_log(a.attempt_url) if a.state.terminal else None
-            adapter = self.adapters.get(a.site)
-            if text is None and a.native_id and hasattr(adapter, "log"):
-                text = adapter.log(a.native_id)
+            live_log = getattr(self.adapters.get(a.site), "log", None)
+            if text is None and a.native_id and live_log is not None:
+                text = live_log(a.native_id)
             parts.append(f"--- attempt {a.number} on {a.site} ({a.state}) ---\n{text or ''}")
         return "\n".join(parts)
 

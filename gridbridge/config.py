@@ -196,7 +196,10 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
 
 def _explain(exc: ValidationError, source: str, model: type[BaseModel], prefix: str = "") -> str:
     lines = []
-    for err in exc.errors():
+    errors = exc.errors()
+    for err in errors:
+        if err["type"] == "too_short" and _has_deeper(errors, err["loc"]):
+            continue  # pydantic's tuple min_length counts failed items out; theirs is the error
         loc = _format_loc(err["loc"], prefix)
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
@@ -211,6 +214,10 @@ def _explain(exc: ValidationError, source: str, model: type[BaseModel], prefix: 
             msg = f"{msg} (got {json.dumps(err['input'], default=str)[:80]})"
         lines.append(f"{source}: {loc or '<top>'}: {msg}")
     return "\n".join(lines)
+
+
+def _has_deeper(errors: Sequence[Any], loc: tuple[int | str, ...]) -> bool:
+    return any(len(e["loc"]) > len(loc) and e["loc"][: len(loc)] == loc for e in errors)
 
 
 def _format_loc(loc: Sequence[int | str], prefix: str) -> str:

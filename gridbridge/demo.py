@@ -19,12 +19,15 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+if TYPE_CHECKING:
+    from gridbridge.client import Client, JobFuture
 
 __all__ = ["run_demo", "train"]
 
@@ -119,7 +122,7 @@ def run_demo(console: Console, *, steps: int = 3000, keep: bool = False) -> int:
     return code
 
 
-def _drive(console: Console, client: Any, steps: int, reference: Params) -> int:
+def _drive(console: Console, client: Client, steps: int, reference: Params) -> int:
     from gridbridge import checkpoint
 
     future = client.submit(train, kwargs={"steps": steps, "pace_s": 0.002}, name="demo-mlp",
@@ -132,20 +135,22 @@ def _drive(console: Console, client: Any, steps: int, reference: Params) -> int:
         while not future.done():
             latest = store.latest() or 0
             attempts = client.store.attempts(future.job_id)
-            where = f"attempt {attempts[-1].number} on {attempts[-1].site}" if attempts else "queued"
+            now = attempts[-1] if attempts else None
+            where = f"attempt {now.number} on {now.site}" if now else "queued"
             bar.update(task, completed=latest, description=f"training ({where})")
-            if preempted_at is None and latest >= steps // 3 and attempts and \
-                    attempts[-1].state == "RUNNING":
-                aid = client.preempt(future.job_id)
+            if preempted_at is None and now and now.state == "RUNNING" and latest >= steps // 3:
+                client.preempt(future.job_id)
                 preempted_at = latest
-                bar.console.print(f"[yellow]preempting {aid} on {attempts[-1].site} at committed "
-                                  f"step {latest}: SIGTERM, then SIGKILL after the grace period")
+                bar.console.print(
+                    f"[yellow]preempting {now.id} on {now.site} (last committed step {latest}): "
+                    "SIGTERM, then SIGKILL after the grace period"
+                )
             time.sleep(0.1)
         bar.update(task, completed=store.latest() or 0)
     return _report(console, client, future, reference)
 
 
-def _report(console: Console, client: Any, future: Any, reference: Params) -> int:
+def _report(console: Console, client: Client, future: JobFuture, reference: Params) -> int:
     from gridbridge.reports import COST_COLUMNS, GroupBy, cost_summary
     from gridbridge.views import emit, fmt_money, fmt_time
 
@@ -162,10 +167,12 @@ def _report(console: Console, client: Any, future: Any, reference: Params) -> in
             for r in client.store.ledger(job_id)]
     summary = cost_summary(rows, GroupBy.SITE)
     for row in summary:
+        row["core_hours"] = f"{row['core_hours']:.5f}"
         for key in ("cost", "on_demand_cost", "savings", "lost_cost"):
             row[key] = fmt_money(row[key])
+    columns = [c for c in COST_COLUMNS if c != "gpu_hours"]
     emit(console, "costs (on_demand_cost: the same work on on-demand capacity)",
-         ["site", *COST_COLUMNS], summary)
+         ["site", *columns], summary)
     result = future.result(timeout=60)
     identical = all(
         result[k].dtype == v.dtype and result[k].tobytes() == v.tobytes()

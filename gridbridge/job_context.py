@@ -29,7 +29,7 @@ _handlers_installed = False
 _lock = threading.Lock()
 
 
-class Preempted(BaseException):  # noqa: N818 - it is a control-flow signal, not an error
+class Preempted(BaseException):
     """Raised by :meth:`JobContext.exit_preempted`; the runtime reports the attempt preempted."""
 
 

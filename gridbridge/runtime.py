@@ -14,7 +14,6 @@ Exit codes: 0 succeeded, 1 failed, 75 stopped on request after checkpointing (pr
 from __future__ import annotations
 
 import io
-import json
 import os
 import resource
 import signal
@@ -23,9 +22,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 

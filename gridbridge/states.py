@@ -8,7 +8,8 @@ The state store refuses every transition that is not in ``JOB_TRANSITIONS`` or
                  ^                   │                    │
                  └──── attempt PREEMPTED or LOST ─────────┘   (re-placed, attempt + 1)
 
-    attempt:  SUBMITTING ──> SUBMITTED ──> RUNNING ──> SUCCEEDED | FAILED | PREEMPTED | LOST | CANCELLED
+    attempt:  SUBMITTING ──> SUBMITTED ──> RUNNING ──> SUCCEEDED | FAILED | CANCELLED
+                                                       | PREEMPTED | LOST
 """
 
 from __future__ import annotations

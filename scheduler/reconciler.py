@@ -243,12 +243,17 @@ class Reconciler:
 
     def _lost_seconds(self, job: Job, start: float, end: float) -> float:
         """Work since the last checkpoint committed during this attempt is lost."""
+        committed: float | None = None
         try:
             from gridbridge import checkpoint
 
-            committed = checkpoint.open(job.checkpoint_url).last_commit_time()
-        except Exception:
-            committed = None
+            store = checkpoint.open(job.checkpoint_url)
+            step = store.latest()
+            if step is not None:
+                stamp = store.commit_record(step)["time"]
+                committed = datetime.fromisoformat(stamp).timestamp()
+        except Exception:  # an unreadable store: count the whole attempt as lost
+            log.warning("cannot read the last commit of %s", job.id, exc_info=True)
         since = max(start, committed) if committed is not None else start
         return max(0.0, end - since)
 

@@ -205,7 +205,9 @@ class StateStore:
             row.cancel_requested = True
             row.updated_at = now
             s.add(_event(now, job_id, None, "cancel-requested", row.state, row.state, "", actor))
-        self.transition_job(job_id, JobState.PENDING, JobState.CANCELLED, "cancelled by user", actor)
+        self.transition_job(
+            job_id, JobState.PENDING, JobState.CANCELLED, "cancelled by user", actor
+        )
         return self.job(job_id)
 
     def transition_job(
