@@ -125,8 +125,10 @@ class LocalAdapter:
             state = _REASONS.get(data["reason"], AttemptState.FAILED)
             state = self._site_verdict(d, state)
             return AttemptStatus(state=state, native_state=f"exited:{data['exit_code']}",
-                                 exit_code=data["exit_code"], reason=data.get("error") or "")
+                                 exit_code=data["exit_code"],
+                                 reason=self._why(d, state) or data.get("error") or "")
         if _alive(d / "pid"):
+            self._enforce_walltime(native_id, d)
             return AttemptStatus(state=AttemptState.RUNNING, native_state="running")
         if not (d / "pid").exists() and _alive_spawned(d / "spawned"):
             return AttemptStatus(state=AttemptState.SUBMITTED, native_state="starting")
@@ -137,7 +139,18 @@ class LocalAdapter:
             AttemptState.PREEMPTED: "killed after the preemption grace period",
             AttemptState.CANCELLED: "killed on cancel",
         }.get(ended, "process vanished without a result")
+        why = self._why(d, ended) or why
         return AttemptStatus(state=ended, native_state="gone", reason=why)
+
+    def _enforce_walltime(self, native_id: str, d: Path) -> None:
+        """At the end of its walltime an attempt is stopped as a preemption (Slurm does the
+        same): it gets SIGTERM, may checkpoint, and resumes in a new attempt."""
+        if (d / "preempted").exists():
+            return
+        walltime = json.loads((d / "resources.json").read_text()).get("walltime_s")
+        if walltime is not None and _age(d / "started") > float(walltime):
+            (d / "walltime").write_text(f"{time.time()}\n")
+            self._signal(native_id, "preempted", wait=False)
 
     @staticmethod
     def _site_verdict(d: Path, state: AttemptState) -> AttemptState:
@@ -149,6 +162,12 @@ class LocalAdapter:
         if (d / "preempted").exists():
             return AttemptState.PREEMPTED
         return state
+
+    @staticmethod
+    def _why(d: Path, state: AttemptState) -> str:
+        if state is AttemptState.PREEMPTED and (d / "walltime").exists():
+            return "walltime reached"
+        return ""
 
     def cancel(self, native_ids: Sequence[str]) -> None:
         for nid in native_ids:

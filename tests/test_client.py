@@ -8,7 +8,7 @@ import time
 import cloudpickle
 import pytest
 
-from gridbridge import Client, JobCancelled, JobFailed
+from gridbridge import Client, GridConfig, JobCancelled, JobFailed
 from gridbridge.states import AttemptState, JobState
 
 from . import jobs
@@ -112,3 +112,16 @@ def test_lost_attempts_are_retried_until_max_attempts(client: Client) -> None:
     assert "no attempts left" in (client.store.job(f.job_id).error or "") or any(
         "no attempts left" in e.reason for e in f.story()
     )
+
+
+def test_walltime_end_is_a_preemption_and_the_job_resumes(grid: GridConfig) -> None:
+    from gridbridge import checkpoint
+
+    with Client(grid) as client:
+        f = client.submit(jobs.counter, 150, 25, walltime_s=1.0)
+        assert f.result(timeout=90) == sum(s * 6 for s in range(150))
+        attempts = client.store.attempts(f.job_id)
+        assert len(attempts) >= 2
+        assert attempts[0].state is AttemptState.PREEMPTED
+        assert attempts[0].reason == "walltime reached"
+        assert checkpoint.open(client.store.job(f.job_id).checkpoint_url).latest() == 150
