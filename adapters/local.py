@@ -72,7 +72,7 @@ class LocalAdapter:
         return frozenset(caps)
 
     def _dir(self, native_id: str) -> Path:
-        if not _ATTEMPT_ID.match(native_id) or ".." in native_id:
+        if not _ATTEMPT_ID.fullmatch(native_id) or ".." in native_id:
             raise ValueError(f"not a valid attempt id: {native_id!r}")
         return self.root / native_id
 

@@ -106,7 +106,7 @@ class JobSpec(_Frozen):
     @field_validator("name")
     @classmethod
     def _name_is_safe(cls, v: str) -> str:
-        if not _NAME_RE.match(v):
+        if not _NAME_RE.fullmatch(v):
             raise ValueError(
                 f"job name {v!r} must match {NAME_PATTERN} "
                 "(letters, digits, '_', '.', '-'; at most 63 characters; no spaces or quotes)"
@@ -124,7 +124,7 @@ class JobSpec(_Frozen):
     @classmethod
     def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
         for key in v:
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
                 raise ValueError(f"environment variable name {key!r} is not valid")
             if key.startswith("GRIDBRIDGE_"):
                 raise ValueError(f"environment variable {key!r}: GRIDBRIDGE_* is reserved")
