@@ -244,10 +244,11 @@ def main() -> None:
     try:
         app()
     except ConfigError as exc:
-        err.print(f"error: invalid configuration\n{exc}", highlight=False, markup=False)
+        err.print(f"error: invalid configuration\n{exc}", highlight=False, markup=False,
+                  soft_wrap=True)
         sys.exit(2)
     except (LookupError, ValueError) as exc:
-        err.print(f"error: {exc}", highlight=False, markup=False)
+        err.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(2)
 
 

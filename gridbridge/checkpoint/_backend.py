@@ -1,0 +1,236 @@
+"""Storage primitives the commit protocol needs, for each kind of fsspec filesystem.
+
+Invariant: ``create`` makes an object appear whole or not at all and succeeds for exactly one
+of any number of racing callers; ``compare_and_set`` applies an update only to the version it
+read. On object stores these map to ``If-None-Match: *`` and ``If-Match: <etag>``; on local
+disks to ``link(2)`` (fails if the name exists) and an ``flock`` on the prefix folder; on the
+process-global in-memory filesystem to a lock held around check-then-write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import fsspec
+
+Update = Callable[[dict[str, Any] | None], dict[str, Any] | None]
+
+# fsspec's memory filesystem is one store shared by the whole process, so its conditional
+# writes are serialised by one lock shared the same way.
+_MEMORY_LOCK = threading.RLock()
+
+
+class Backend:
+    """Generic object-store behaviour (s3 and other fsspec backends)."""
+
+    def __init__(self, fs: Any, root: str) -> None:
+        self.fs = fs
+        self.root = root.rstrip("/")
+
+    def put(self, path: str, data: bytes | memoryview) -> None:
+        self.fs.pipe_file(path, bytes(data) if isinstance(data, memoryview) else data)
+
+    def get(self, path: str) -> bytes:
+        data: bytes = self.fs.cat_file(path)
+        return data
+
+    def read_into(self, path: str, out: memoryview) -> int:
+        data = self.get(path)
+        n = min(len(data), len(out))
+        out[:n] = data[:n]
+        return len(data)
+
+    def exists(self, path: str) -> bool:
+        self.fs.invalidate_cache(path)
+        return bool(self.fs.exists(path))
+
+    def create(self, path: str, data: bytes) -> bool:
+        """Write ``path`` only if it does not exist; False if another writer got there first."""
+        try:
+            self.fs.pipe_file(path, data, mode="create")
+        except (OSError, ValueError):
+            if self.exists(path):
+                return False
+            raise
+        return True
+
+    def compare_and_set(self, path: str, update: Update) -> dict[str, Any] | None:
+        """Apply ``update`` to the JSON object at ``path`` with an ETag precondition, retrying."""
+        for _ in range(50):
+            self.fs.invalidate_cache(path)
+            try:
+                etag = self.fs.info(path)["ETag"]  # HEAD before GET: a stale body fails If-Match
+                current = json.loads(self.get(path))
+            except FileNotFoundError:
+                etag, current = None, None
+            new = update(current)
+            if new is None:
+                return dict(current) if current is not None else None
+            data = json.dumps(new).encode()
+            if etag is None:
+                if self.create(path, data):
+                    return new
+                continue
+            try:
+                self.fs.pipe_file(path, data, IfMatch=etag)
+                return new
+            except OSError:
+                continue
+        raise TimeoutError(f"could not update {path}: too much contention")
+
+    def listdir(self, path: str) -> list[str]:
+        """Base names directly under ``path`` (fresh, never from a listing cache)."""
+        self.fs.invalidate_cache(path)
+        try:
+            entries = self.fs.ls(path, detail=False)
+        except FileNotFoundError:
+            return []
+        return [str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries]
+
+    def remove(self, path: str, recursive: bool = False) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm(path, recursive=recursive)
+        self.fs.invalidate_cache(path)
+
+    def newest_mtime(self, path: str) -> float | None:
+        """Newest modification time (epoch seconds) of any object under ``path``.
+
+        None when no object is left there (some stores keep empty folder markers).
+        """
+        self.fs.invalidate_cache(path)
+        try:
+            infos = self.fs.find(path, detail=True).values()
+        except FileNotFoundError:
+            return None
+        files = [i for i in infos if i.get("type", "file") == "file"]
+        times = [t for t in (_mtime(i) for i in files) if t is not None]
+        return max(times) if times else None
+
+
+def _mtime(info: Mapping[str, Any]) -> float | None:
+    for key in ("mtime", "LastModified", "last_modified", "created", "modified"):
+        value = info.get(key)
+        if isinstance(value, dt.datetime):
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=dt.UTC)
+            return value.timestamp()
+        if isinstance(value, int | float):
+            return float(value)
+    return None
+
+
+class MemoryBackend(Backend):
+    """fsspec ``memory://``: process-global, conditional writes under a process-wide lock."""
+
+    def put(self, path: str, data: bytes | memoryview) -> None:
+        with _MEMORY_LOCK:
+            self.fs.pipe_file(path, bytes(data))
+
+    def create(self, path: str, data: bytes) -> bool:
+        with _MEMORY_LOCK:
+            if self.fs.exists(path):
+                return False
+            self.fs.pipe_file(path, data)
+            return True
+
+    def compare_and_set(self, path: str, update: Update) -> dict[str, Any] | None:
+        with _MEMORY_LOCK:
+            current = json.loads(self.get(path)) if self.fs.exists(path) else None
+            new = update(current)
+            if new is None:
+                return current
+            self.fs.pipe_file(path, json.dumps(new).encode())
+            return new
+
+
+class LocalBackend(Backend):
+    """Local disk through plain system calls (fastest path; paths are absolute)."""
+
+    def put(self, path: str, data: bytes | memoryview) -> None:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+
+    def get(self, path: str) -> bytes:
+        with open(path, "rb") as f:
+            return f.read()
+
+    def read_into(self, path: str, out: memoryview) -> int:
+        with open(path, "rb", buffering=0) as f:
+            size = os.fstat(f.fileno()).st_size
+            got = 0
+            while got < min(size, len(out)):
+                n = f.readinto(out[got:])
+                if not n:
+                    break
+                got += n
+            return size
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def create(self, path: str, data: bytes) -> bool:
+        folder = os.path.dirname(path)
+        os.makedirs(folder, exist_ok=True)
+        tmp = os.path.join(folder, f".tmp-{uuid.uuid4().hex}")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)  # atomic, and fails if the name exists
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
+        return True
+
+    def compare_and_set(self, path: str, update: Update) -> dict[str, Any] | None:
+        with self._locked(os.path.dirname(path)):
+            current = json.loads(self.get(path)) if os.path.exists(path) else None
+            new = update(current)
+            if new is None:
+                return current
+            tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+            with open(tmp, "wb") as f:
+                f.write(json.dumps(new).encode())
+            os.replace(tmp, path)
+            return new
+
+    @contextlib.contextmanager
+    def _locked(self, folder: str) -> Iterator[None]:
+        os.makedirs(folder, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+    def listdir(self, path: str) -> list[str]:
+        try:
+            return os.listdir(path)
+        except FileNotFoundError:
+            return []
+
+
+def open_backend(url: str, storage_options: Mapping[str, Any] | None) -> Backend:
+    """Pick the backend for ``url`` (``file://``, ``memory://``, ``s3://`` or any fsspec URL)."""
+    options = dict(storage_options or {})
+    protocol = url.split("://", 1)[0] if "://" in url else "file"
+    if protocol not in ("file", "local", "memory"):
+        options.setdefault("use_listings_cache", False)
+    fs, root = fsspec.core.url_to_fs(url, **options)
+    if protocol in ("file", "local"):
+        return LocalBackend(fs, root)
+    if protocol == "memory":
+        return MemoryBackend(fs, root)
+    return Backend(fs, root)

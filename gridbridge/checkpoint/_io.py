@@ -1,0 +1,203 @@
+"""Concurrent chunk transfer with digests computed on the fly.
+
+Invariant: an array's digest is the sha256 of its whole little-endian C-order bytes, fed to the
+hash in chunk order while chunks move concurrently; on write the bytes hashed are the in-memory
+bytes being uploaded, on read they are the bytes that came back from storage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ._backend import Backend
+from ._layout import array_metadata, chunk_shape, chunk_slices
+
+DIGEST_PREFIX = "sha256:"
+
+
+def digest_of(data: np.ndarray[Any, Any]) -> str:
+    """sha256 of an array's raw C-order bytes, as stored in the COMMIT."""
+    return DIGEST_PREFIX + hashlib.sha256(_bytes_view(data)).hexdigest()
+
+
+def _bytes_view(data: np.ndarray[Any, Any]) -> memoryview:
+    flat: Any = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+    return memoryview(flat)
+
+
+class _OrderedHasher:
+    """Hashes parts strictly in order although they complete in any order, on any thread."""
+
+    def __init__(self, parts: Sequence[memoryview]) -> None:
+        self._hash = hashlib.sha256()
+        self._parts = parts
+        self._done: set[int] = set()
+        self._next = 0
+        self._busy = False
+        self._lock = threading.Lock()
+
+    def completed(self, index: int) -> None:
+        with self._lock:
+            self._done.add(index)
+            if self._busy:
+                return  # the thread already draining will pick this part up
+            self._busy = True
+        while True:
+            with self._lock:
+                if self._next not in self._done:
+                    self._busy = False
+                    return
+                part = self._parts[self._next]
+                self._next += 1
+            self._hash.update(part)  # releases the GIL for large buffers
+
+    def hexdigest(self) -> str:
+        if self._next != len(self._parts):
+            raise RuntimeError("digest requested before every part was hashed")
+        return DIGEST_PREFIX + self._hash.hexdigest()
+
+
+@dataclass
+class _Plan:
+    name: str
+    path: str
+    data: np.ndarray[Any, Any]
+    chunks: list[int]
+    parts: list[tuple[str, memoryview, int]] = field(default_factory=list)
+    hasher: _OrderedHasher | None = None
+
+
+def _plan(name: str, path: str, data: np.ndarray[Any, Any]) -> _Plan:
+    chunks = chunk_shape(data.shape, data.itemsize)
+    plan = _Plan(name, path, data, chunks)
+    flat = _bytes_view(data)
+    full = math.prod(chunks) * data.itemsize
+    size = data.itemsize
+    for key, offset, count in chunk_slices(data.shape, chunks):
+        plan.parts.append((key, flat[offset * size : (offset + count) * size], full))
+    return plan
+
+
+def write_arrays(
+    backend: Backend,
+    pool: Executor,
+    arrays: Iterable[tuple[str, str, np.ndarray[Any, Any], str]],
+    known_digests: dict[str, str],
+) -> tuple[dict[str, str], int]:
+    """Upload ``(name, array path, storage array, logical dtype)`` items; return digests, bytes.
+
+    Arrays whose digest is already known are not hashed again.
+    """
+    futures: list[Future[int]] = []
+    plans: list[_Plan] = []
+    for name, path, data, logical in arrays:
+        plan = _plan(name, path, data)
+        plans.append(plan)
+        if name not in known_digests:
+            plan.hasher = _OrderedHasher([p[1] for p in plan.parts])
+        meta = array_metadata(data.shape, data.dtype.name, data.dtype.kind, plan.chunks, logical)
+        futures.append(pool.submit(_put, backend, f"{path}/zarr.json", meta, None))
+        for index, (key, view, full) in enumerate(plan.parts):
+            done = _completion(plan.hasher, index)
+            futures.append(pool.submit(_put_chunk, backend, f"{path}/{key}", view, full, done))
+    written = sum(f.result() for f in futures)
+    digests = dict(known_digests)
+    for plan in plans:
+        if plan.hasher is not None:
+            digests[plan.name] = plan.hasher.hexdigest()
+    return digests, written
+
+
+def _completion(hasher: _OrderedHasher | None, index: int) -> Callable[[], None] | None:
+    if hasher is None:
+        return None
+    return lambda: hasher.completed(index)
+
+
+def _put(backend: Backend, path: str, data: bytes, done: Callable[[], None] | None) -> int:
+    backend.put(path, data)
+    if done is not None:
+        done()
+    return len(data)
+
+
+def _put_chunk(
+    backend: Backend, path: str, view: memoryview, full: int, done: Callable[[], None] | None
+) -> int:
+    if len(view) < full:  # Zarr stores edge chunks at full size; pad with the fill value 0
+        padded = bytearray(full)
+        padded[: len(view)] = view
+        backend.put(path, bytes(padded))
+    else:
+        backend.put(path, view)
+    if done is not None:
+        done()
+    return full
+
+
+@dataclass(frozen=True)
+class ReadItem:
+    """One array to read back: where it lives and what the COMMIT says about it."""
+
+    name: str
+    path: str
+    shape: tuple[int, ...]
+    storage_dtype: str
+    chunks: tuple[int, ...]
+    digest: str
+
+
+def read_arrays(
+    backend: Backend, pool: Executor, items: Iterable[ReadItem]
+) -> tuple[dict[str, np.ndarray[Any, Any]], list[str]]:
+    """Read arrays concurrently, verifying sizes and digests; return arrays and problems."""
+    jobs: list[tuple[ReadItem, np.ndarray[Any, Any], _OrderedHasher, list[Future[str]]]] = []
+    for item in items:
+        out = np.empty(item.shape, dtype=np.dtype(item.storage_dtype).newbyteorder("<"))
+        flat = _bytes_view(out)
+        size = out.itemsize
+        full = math.prod(item.chunks) * size
+        slices = list(chunk_slices(item.shape, item.chunks))
+        views = [flat[o * size : (o + c) * size] for _, o, c in slices]
+        hasher = _OrderedHasher(views)
+        futures = [
+            pool.submit(_get_chunk, backend, f"{item.path}/{key}", view, full, hasher, i)
+            for i, ((key, _, _), view) in enumerate(zip(slices, views, strict=True))
+        ]
+        jobs.append((item, out, hasher, futures))
+    arrays: dict[str, np.ndarray[Any, Any]] = {}
+    problems: list[str] = []
+    for item, out, hasher, futures in jobs:
+        errors = [e for e in (f.result() for f in futures) if e]
+        if errors:
+            problems.extend(f"{item.name}: {e}" for e in errors)
+            continue
+        got = hasher.hexdigest()
+        if got != item.digest:
+            problems.append(f"{item.name}: digest mismatch (committed {item.digest}, read {got})")
+            continue
+        arrays[item.name] = out
+    return arrays, problems
+
+
+def _get_chunk(
+    backend: Backend, path: str, view: memoryview, full: int, hasher: _OrderedHasher, index: int
+) -> str:
+    try:
+        size = backend.read_into(path, view)
+    except FileNotFoundError:
+        return f"missing chunk object {path}"
+    except OSError as exc:
+        return f"cannot read chunk {path}: {exc}"
+    if size != full:
+        return f"chunk {path} has {size} bytes, expected {full}"
+    hasher.completed(index)
+    return ""

@@ -1,0 +1,175 @@
+"""Round trips of pytrees and dtypes, chunking, and reading steps with plain zarr."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+import gridbridge.checkpoint as ckpt
+from gridbridge.checkpoint import _layout
+
+DTYPES = ["bool", "int8", "uint8", "int16", "int32", "int64", "uint64", "float16", "float32",
+          "float64", "complex64", "complex128"]
+
+
+def _arr(dtype: str, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if dtype == "bool":
+        return rng.random(shape) > 0.5
+    if dtype.startswith("complex"):
+        return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
+    if dtype.startswith(("int", "uint")):
+        return rng.integers(0, 100, size=shape).astype(dtype)
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def _assert_same(a: object, b: object) -> None:
+    assert type(a) is type(b), (type(a), type(b))
+    if isinstance(a, np.ndarray):
+        assert isinstance(b, np.ndarray)
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(a, b)
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and list(a) == list(b)
+        for k in a:
+            _assert_same(a[k], b[k])
+    elif isinstance(a, list | tuple):
+        assert isinstance(b, list | tuple) and len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            _assert_same(x, y)
+    elif isinstance(a, float) and math.isnan(a):
+        assert isinstance(b, float) and math.isnan(b)
+    else:
+        assert a == b
+
+
+def test_pytree_roundtrip(url: str) -> None:
+    state = {
+        "model": OrderedDict(w=_arr("float32", (7, 5)), b=_arr("float64", (5,))),
+        "opt": [{"m": _arr("float32", (7, 5), 1)}, ("adam", 0.9, 1e-8)],
+        "step": 12, "lr": 3e-4, "nan": float("nan"), "name": "run", "none": None,
+        "flag": True, "big": 2**70, "z": 1 + 2j, "raw": b"\x00\xff", 7: "int key",
+        "np_scalar": np.float32(2.5), "np_int": np.int64(-3), "zero_d": np.array(4.0),
+        "empty": np.zeros((0, 3), "int16"), "bigendian": np.arange(6, dtype=">i4"),
+    }
+    with ckpt.open(url) as store:
+        info = store.save(3, state, metadata={"epoch": 1, "note": "x"})
+        assert info.step == 3 and info.token == 0 and info.arrays_reused == 0
+        back = store.restore(3)
+    assert back.step == 3 and back.metadata == {"epoch": 1, "note": "x"}
+    expected = dict(state, bigendian=np.arange(6, dtype="<i4"))
+    _assert_same(expected, back.state)
+    assert isinstance(back.state["model"], OrderedDict)
+    assert isinstance(back.state["np_scalar"], np.float32)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(), (1,), (3, 4), (2, 3, 5)])
+def test_dtypes_and_shapes(file_url: str, dtype: str, shape: tuple[int, ...]) -> None:
+    arr = _arr(dtype, shape)
+    with ckpt.open(file_url) as store:
+        store.save(1, {"a": arr})
+        back = store.restore().state["a"]
+    assert back.dtype == arr.dtype and back.shape == arr.shape
+    np.testing.assert_array_equal(back, arr)
+
+
+def test_bfloat16_via_ml_dtypes(url: str) -> None:
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    arr = np.arange(12, dtype=np.float32).reshape(3, 4).astype(ml_dtypes.bfloat16)
+    with ckpt.open(url) as store:
+        store.save(1, {"w": arr})
+        back = store.restore().state["w"]
+        record = store.commit_record(1)["arrays"]["w"]
+    assert back.dtype == arr.dtype
+    np.testing.assert_array_equal(back.view(np.uint16), arr.view(np.uint16))
+    assert record["dtype"] == "bfloat16" and record["storage_dtype"] == "uint16"
+
+
+@pytest.mark.parametrize(
+    ("shape", "itemsize", "target", "expected"),
+    [
+        ((100, 10), 4, 400, [10, 10]),
+        ((10,), 8, 1024, [10]),
+        ((4, 1000), 4, 400, [1, 100]),
+        ((), 8, 16, []),
+        ((0, 5), 4, 400, [1, 5]),
+    ],
+)
+def test_chunk_shape(
+    shape: tuple[int, ...], itemsize: int, target: int, expected: list[int]
+) -> None:
+    chunks = _layout.chunk_shape(shape, itemsize, target)
+    assert chunks == expected
+    assert math.prod(chunks) * itemsize <= max(target, itemsize * max(1, shape[-1] if shape else 1))
+
+
+def test_multi_chunk_arrays_read_by_plain_zarr(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small chunk target so arrays split on the first and on later axes, with edge chunks."""
+    monkeypatch.setattr(_layout, "CHUNK_BYTES", 1000)
+    state = {
+        "rows": _arr("float32", (103, 7)),        # split on axis 0, short last chunk
+        "wide": _arr("int64", (3, 5, 400)),       # one row exceeds the target: split on axis 2
+        "flag": _arr("bool", (2001,)),
+        "c": _arr("complex128", (9, 11)),
+        "s": np.float16(1.5),
+    }
+    url = f"file://{tmp_path}/job"
+    with ckpt.open(url) as store:
+        store.save(5, state, metadata={"epoch": 2, "tags": ["a"]})
+        record = store.commit_record(5)
+        back = store.restore(5).state
+    assert record["arrays"]["wide"]["chunks"] == [1, 1, 125]
+    group = zarr.open_group(str(tmp_path / "job" / "steps" / "0000000005"), mode="r")
+    assert dict(group.attrs) == {"epoch": 2, "tags": ["a"]}
+    assert sorted(group.array_keys()) == sorted(state)
+    for name, arr in state.items():
+        plain = group[name][...]
+        np.testing.assert_array_equal(plain, arr)
+        np.testing.assert_array_equal(back[name], arr)
+        assert plain.dtype == np.asarray(arr).dtype
+
+
+def test_plain_zarr_reads_memory_and_file_urls(url: str) -> None:
+    arr = _arr("float64", (50, 3))
+    with ckpt.open(url) as store:
+        store.save(1, {"x": arr, "y": [np.int32(3)]})
+    opts = {"auto_mkdir": True} if url.startswith("file://") else None
+    group = zarr.open_group(f"{url}/steps/0000000001", mode="r", storage_options=opts)
+    np.testing.assert_array_equal(group["x"][...], arr)
+    assert group["y.0"][...] == 3
+
+
+def test_commit_object_is_documented_shape(file_url: str, tmp_path: Path) -> None:
+    with ckpt.open(file_url, token=4) as store:
+        store.save(2, {"a": np.ones(3)}, metadata={"k": 1})
+    commit = json.loads((tmp_path / "job" / "commits" / "0000000002.json").read_text())
+    assert commit["format"] == "gridbridge-checkpoint/1"
+    assert commit["step"] == 2 and commit["token"] == 4 and commit["metadata"] == {"k": 1}
+    assert commit["time"].endswith("Z")
+    entry = commit["arrays"]["a"]
+    import hashlib
+
+    assert entry["digest"] == "sha256:" + hashlib.sha256(np.ones(3).tobytes()).hexdigest()
+    assert entry["step"] == 2 and entry["path"] == "a" and entry["shape"] == [3]
+    fence = json.loads((tmp_path / "job" / "fence.json").read_text())
+    assert fence["token"] == 4
+
+
+def test_unsupported_values_are_refused(url: str) -> None:
+    with ckpt.open(url) as store:
+        with pytest.raises(TypeError):
+            store.save(1, {"when": np.array(["2020-01-01"], dtype="datetime64[D]")})
+        with pytest.raises(TypeError):
+            store.save(1, {"obj": object()})
+        with pytest.raises(TypeError):
+            store.save(1, {"a": np.ones(2)}, metadata={"bad": object()})
+        assert store.steps() == []
