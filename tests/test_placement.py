@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from gridbridge.scheduler.placement import Decision, PendingJob, Policy, place
 from pydantic import ValidationError
 
 from gridbridge.adapter import Offer, Pricing
+from gridbridge.scheduler.placement import Decision, PendingJob, Policy, place
 from gridbridge.spec import CheckpointPolicy, Constraints, JobSpec, Resources, Tier
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
