@@ -3,23 +3,28 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup demo test lint unit clean
+.PHONY: setup demo test lint unit clean $(LINT_TREE)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# "strict" editable mode lays the wheel's package map (adapters/ -> gridbridge.adapters,
-# scheduler/ -> gridbridge.scheduler) out as a link tree, which mypy and import-linter read.
 setup: $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[dev]" --config-settings editable_mode=strict
+	$(BIN)/python -m pip install -q -e ".[dev]"
+
+# mypy and import-linter read an installed copy of the package, where adapters/ and
+# scheduler/ already sit at gridbridge/adapters and gridbridge/scheduler as the wheel maps them.
+LINT_TREE := build/lint-tree
+$(LINT_TREE): setup
+	rm -rf $(LINT_TREE)
+	$(BIN)/python -m pip install -q --no-deps --no-compile --target $(LINT_TREE) .
 
 demo: setup
 	$(BIN)/gridbridge demo
 
-lint: setup
+lint: setup $(LINT_TREE)
 	$(BIN)/ruff check .
-	cd build && ../$(BIN)/mypy --config-file ../pyproject.toml -p gridbridge
-	cd build && ../$(BIN)/lint-imports ../pyproject.toml
+	cd $(LINT_TREE) && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p gridbridge
+	cd $(LINT_TREE) && ../../$(BIN)/lint-imports ../../pyproject.toml
 
 unit: setup
 	$(BIN)/pytest -m "not s3 and not slurm and not ssh and not ec2"
