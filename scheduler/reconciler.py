@@ -102,10 +102,11 @@ class Reconciler:
 
     def tick(self) -> TickReport:
         report = TickReport()
+        submitting = [a for a in self.store.active_attempts() if a.state is AttemptState.SUBMITTING]
+        self._submit(submitting, report)
         active = self.store.active_attempts()
-        self._submit([a for a in active if a.state is AttemptState.SUBMITTING], report)
-        self._cancel(self.store.active_attempts())
-        self._poll(self.store.active_attempts(), report)
+        self._cancel(active)
+        self._poll(active, report)
         self._place(report)
         return report
 
@@ -140,9 +141,10 @@ class Reconciler:
         )
 
     def _cancel(self, active: Sequence[Attempt]) -> None:
+        cancelled = self.store.cancel_requested({a.job_id for a in active})
         by_site: dict[str, list[str]] = defaultdict(list)
         for attempt in active:
-            if attempt.native_id and self.store.job(attempt.job_id).cancel_requested:
+            if attempt.native_id and attempt.job_id in cancelled:
                 by_site[attempt.site].append(attempt.native_id)
         for site, ids in by_site.items():
             adapter = self.adapters.get(site)

@@ -12,8 +12,8 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event, select, update
 from sqlalchemy.engine import Engine
@@ -55,18 +55,8 @@ class Job:
 
     @classmethod
     def of(cls, row: JobRow) -> Job:
-        return cls(
-            id=row.id,
-            name=row.name,
-            spec=JobSpec.model_validate_json(row.spec_json),
-            state=JobState(row.state),
-            priority=row.priority,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-            attempts=row.attempts,
-            cancel_requested=row.cancel_requested,
-            checkpoint_url=row.checkpoint_url,
-            error=row.error,
+        return _snapshot(
+            cls, row, spec=JobSpec.model_validate_json(row.spec_json), state=JobState(row.state)
         )
 
 
@@ -92,23 +82,7 @@ class Attempt:
 
     @classmethod
     def of(cls, row: AttemptRow) -> Attempt:
-        return cls(
-            id=row.id,
-            job_id=row.job_id,
-            number=row.number,
-            token=row.token,
-            site=row.site,
-            state=AttemptState(row.state),
-            native_id=row.native_id,
-            native_state=row.native_state,
-            created_at=row.created_at,
-            started_at=row.started_at,
-            ended_at=row.ended_at,
-            exit_code=row.exit_code,
-            reason=row.reason,
-            last_step=row.last_step,
-            attempt_url=row.attempt_url,
-        )
+        return _snapshot(cls, row, state=AttemptState(row.state))
 
 
 @dataclass(frozen=True)
@@ -123,6 +97,15 @@ class Event:
     new: str
     reason: str
     actor: str
+
+
+_T = TypeVar("_T")
+
+
+def _snapshot(cls: type[_T], row: Base, **converted: Any) -> _T:
+    """A frozen copy of a row: every dataclass field read from the row unless converted."""
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    return cls(**{n: getattr(row, n) for n in names if n not in converted}, **converted)
 
 
 def new_job_id() -> str:
@@ -192,6 +175,15 @@ class StateStore:
             q = q.limit(limit)
         with self._sessions() as s:
             return [Job.of(r) for r in s.scalars(q)]
+
+    def cancel_requested(self, job_ids: Iterable[str]) -> set[str]:
+        """Those of ``job_ids`` whose cancellation was requested (one query)."""
+        ids = list(job_ids)
+        if not ids:
+            return set()
+        q = select(JobRow.id).where(JobRow.id.in_(ids), JobRow.cancel_requested.is_(True))
+        with self._sessions() as s:
+            return set(s.scalars(q))
 
     def request_cancel(self, job_id: str, actor: str = "user") -> Job:
         """Mark a job for cancellation; a PENDING job is cancelled at once."""
