@@ -169,6 +169,8 @@ def _score(spec: JobSpec, index: int, offer: Offer, free: _Free, now: datetime) 
     est = estimate(spec, offer)
     finish = _finish(now, offer.queue_wait_s, est.expected_runtime_s)
     problems = [*_site_problems(spec, offer), *_capacity_problems(spec, free)]
+    if problems and offer.note:
+        problems.append(offer.note)
     limit = offer.max_walltime_s
     if limit is not None and spec.resources.walltime_s > limit:
         walltime = _duration(spec.resources.walltime_s)

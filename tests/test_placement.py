@@ -243,3 +243,13 @@ def test_policy_is_strict() -> None:
         Policy.model_validate({"extra_knob": 1})
     with pytest.raises(ValidationError):
         PendingJob(job_id="j", spec=make_spec(), submitted_at=NOW, attempt=0)
+
+
+def test_the_sites_own_note_explains_an_infeasible_candidate() -> None:
+    note = "capacity reclaimed after an interruption for 30s"
+    reclaimed = Offer(site="spot", tier=Tier.CLOUD, cpus=0, memory_gb=0.0, price=Pricing(),
+                      on_demand=Pricing(), preemptible=True, note=note)
+    spec = JobSpec(name="j", command=("true",))
+    [decision] = place([PendingJob(job_id="a", spec=spec, submitted_at=NOW)], [reclaimed], NOW)
+    assert decision.site is None
+    assert decision.candidates[0].reason.endswith(note)
