@@ -119,6 +119,10 @@ class LocalAdapter:
         if not d.exists():
             return AttemptStatus(state=AttemptState.LOST, native_state="unknown",
                                  reason="no such attempt on this site")
+        # Look at the processes before the result: a runtime writes its result and then
+        # exits, so a process seen dead here with no result after it truly left none.
+        running = _alive(d / "pid")
+        starting = _alive_spawned(d / "spawned") or _age(d / "spawned") < 2.0
         result = d / "result.json"
         if result.exists():
             data = json.loads(result.read_text())
@@ -127,12 +131,10 @@ class LocalAdapter:
             return AttemptStatus(state=state, native_state=f"exited:{data['exit_code']}",
                                  exit_code=data["exit_code"],
                                  reason=self._why(d, state) or data.get("error") or "")
-        if _alive(d / "pid"):
+        if running:
             self._enforce_walltime(native_id, d)
             return AttemptStatus(state=AttemptState.RUNNING, native_state="running")
-        if not (d / "pid").exists() and _alive_spawned(d / "spawned"):
-            return AttemptStatus(state=AttemptState.SUBMITTED, native_state="starting")
-        if not (d / "pid").exists() and _age(d / "spawned") < 2.0:
+        if starting:
             return AttemptStatus(state=AttemptState.SUBMITTED, native_state="starting")
         ended = self._site_verdict(d, AttemptState.LOST)
         why = {

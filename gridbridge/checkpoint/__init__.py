@@ -1,8 +1,8 @@
 """gridbridge's checkpoint store: pytrees saved as Zarr v3 groups on any fsspec URL.
 
 Invariant: under a job prefix, a step exists exactly when ``commits/<step:010d>.json`` exists;
-that COMMIT object is written last, with a conditional create, and lists every array's sha256
-digest, so a reader never sees a half-written step and detects any altered byte.
+that COMMIT object is written last, with a conditional create, and lists every array's digest
+(blake3; sha256 in older checkpoints), so a reader never sees a half-written step and detects any altered byte.
 
     import gridbridge.checkpoint as ckpt
     store = ckpt.open("s3://bucket/jobs/job-1", token=attempt)

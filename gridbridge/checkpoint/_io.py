@@ -1,13 +1,13 @@
 """Concurrent chunk transfer with digests computed on the fly.
 
-Invariant: an array's digest is the sha256 of its whole little-endian C-order bytes, fed to the
-hash in chunk order while chunks move concurrently; on write the bytes hashed are the in-memory
-bytes being uploaded, on read they are the bytes that came back from storage.
+Invariant: an array's digest is the hash (blake3 when writing; blake3 or sha256 when reading, as
+the COMMIT names it) of its whole little-endian C-order bytes, fed to the hash in chunk order
+while chunks move concurrently; on write the bytes hashed are the in-memory bytes being
+uploaded, on read they are the bytes that came back from storage.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -18,14 +18,13 @@ from typing import Any
 import numpy as np
 
 from ._backend import Backend
+from ._digest import WRITE_ALGORITHM, algorithm_of, digest_bytes, format_digest, new_hasher
 from ._layout import array_metadata, chunk_shape, chunk_slices
 
-DIGEST_PREFIX = "sha256:"
 
-
-def digest_of(data: np.ndarray[Any, Any]) -> str:
-    """sha256 of an array's raw C-order bytes, as stored in the COMMIT."""
-    return DIGEST_PREFIX + hashlib.sha256(_bytes_view(data)).hexdigest()
+def digest_of(data: np.ndarray[Any, Any], algorithm: str = WRITE_ALGORITHM) -> str:
+    """Digest of an array's raw C-order bytes, as stored in the COMMIT."""
+    return digest_bytes(_bytes_view(data), algorithm)
 
 
 def _bytes_view(data: np.ndarray[Any, Any]) -> memoryview:
@@ -36,8 +35,9 @@ def _bytes_view(data: np.ndarray[Any, Any]) -> memoryview:
 class _OrderedHasher:
     """Hashes parts strictly in order although they complete in any order, on any thread."""
 
-    def __init__(self, parts: Sequence[memoryview]) -> None:
-        self._hash = hashlib.sha256()
+    def __init__(self, parts: Sequence[memoryview], algorithm: str = WRITE_ALGORITHM) -> None:
+        self._algorithm = algorithm
+        self._hash = new_hasher(algorithm)
         self._parts = parts
         self._done: set[int] = set()
         self._next = 0
@@ -62,7 +62,7 @@ class _OrderedHasher:
     def hexdigest(self) -> str:
         if self._next != len(self._parts):
             raise RuntimeError("digest requested before every part was hashed")
-        return DIGEST_PREFIX + self._hash.hexdigest()
+        return format_digest(self._algorithm, self._hash)
 
 
 @dataclass
@@ -160,21 +160,26 @@ def read_arrays(
 ) -> tuple[dict[str, np.ndarray[Any, Any]], list[str]]:
     """Read arrays concurrently, verifying sizes and digests; return arrays and problems."""
     jobs: list[tuple[ReadItem, np.ndarray[Any, Any], _OrderedHasher, list[Future[str]]]] = []
+    problems: list[str] = []
     for item in items:
+        try:
+            algorithm = algorithm_of(item.digest)
+        except ValueError as exc:
+            problems.append(f"{item.name}: {exc}")
+            continue
         out = np.empty(item.shape, dtype=np.dtype(item.storage_dtype).newbyteorder("<"))
         flat = _bytes_view(out)
         size = out.itemsize
         full = math.prod(item.chunks) * size
         slices = list(chunk_slices(item.shape, item.chunks))
         views = [flat[o * size : (o + c) * size] for _, o, c in slices]
-        hasher = _OrderedHasher(views)
+        hasher = _OrderedHasher(views, algorithm)
         futures = [
             pool.submit(_get_chunk, backend, f"{item.path}/{key}", view, full, hasher, i)
             for i, ((key, _, _), view) in enumerate(zip(slices, views, strict=True))
         ]
         jobs.append((item, out, hasher, futures))
     arrays: dict[str, np.ndarray[Any, Any]] = {}
-    problems: list[str] = []
     for item, out, hasher, futures in jobs:
         errors = [e for e in (f.result() for f in futures) if e]
         if errors:

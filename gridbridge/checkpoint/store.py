@@ -24,6 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from ._backend import Backend
+from ._digest import WRITE_ALGORITHM, algorithm_of
 from ._io import ReadItem, digest_of, read_arrays, write_arrays
 from ._layout import (
     Paths,
@@ -324,9 +325,12 @@ class CheckpointStore:
             and old.get("storage_dtype") == leaf.data.dtype.name
             and list(old.get("shape", ())) == list(leaf.data.shape)
         ]
+        algorithms = [_algorithm_or_default(previous[leaf.name]) for leaf in candidates]
         known = {
             leaf.name: d
-            for leaf, d in zip(candidates, self._io.map(_digest, candidates), strict=True)
+            for leaf, d in zip(
+                candidates, self._io.map(_digest, candidates, algorithms), strict=True
+            )
         }
         reused = {n for n, d in known.items() if previous[n]["digest"] == d}
         changed = [leaf for leaf in leaves if leaf.name not in reused]
@@ -468,8 +472,16 @@ class CheckpointStore:
             self._on_event(name, {"url": self.url, **payload})
 
 
-def _digest(leaf: Leaf) -> str:
-    return digest_of(leaf.data)
+def _digest(leaf: Leaf, algorithm: str) -> str:
+    return digest_of(leaf.data, algorithm)
+
+
+def _algorithm_or_default(entry: Mapping[str, Any]) -> str:
+    """Hash a possibly unchanged array the way the previous COMMIT did, so digests compare."""
+    try:
+        return algorithm_of(str(entry.get("digest", "")))
+    except ValueError:
+        return WRITE_ALGORITHM  # unreadable old digest: the array is simply rewritten
 
 
 def _entry(leaf: Leaf, step: int, digest: str) -> dict[str, Any]:
