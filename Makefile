@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup demo test lint unit clean $(LINT_TREE)
+.PHONY: setup demo test test-deps lint unit clean $(LINT_TREE)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,9 +29,14 @@ lint: setup $(LINT_TREE)
 unit: setup
 	$(BIN)/pytest -m "not s3 and not slurm and not ssh and not ec2"
 
+# PyTorch for the checkpoint store's tensor tests: pinned to the CPU build (an unpinned
+# torch resolves to a multi-GB CUDA build).
+test-deps: setup
+	$(BIN)/python -m pip install -q "torch==2.13.0"
+
 # Every test, with the services the marked ones need started by session fixtures; a marked
 # test that is skipped fails the run.
-test: lint
+test: lint test-deps
 	GRIDBRIDGE_REQUIRE_SERVICES=1 $(BIN)/pytest
 
 clean:

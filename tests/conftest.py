@@ -11,7 +11,7 @@ import pytest
 
 from gridbridge.config import GridConfig, default_config
 
-SERVICE_MARKERS = ("s3", "slurm", "ssh", "ec2", "pbs")
+SERVICE_MARKERS = ("s3", "slurm", "ssh", "ec2", "pbs", "torch")
 _skipped_services: list[str] = []
 
 

@@ -2,7 +2,8 @@
 
 Invariant: under a job prefix, a step exists exactly when ``commits/<step:010d>.json`` exists;
 that COMMIT object is written last, with a conditional create, and lists every array's digest
-(blake3; sha256 in older checkpoints), so a reader never sees a half-written step and detects any altered byte.
+(blake3; sha256 in older checkpoints), so a reader never sees a half-written step and
+detects any altered byte.
 
     import gridbridge.checkpoint as ckpt
     store = ckpt.open("s3://bucket/jobs/job-1", token=attempt)

@@ -156,9 +156,9 @@ def test_commit_object_is_documented_shape(file_url: str, tmp_path: Path) -> Non
     assert commit["step"] == 2 and commit["token"] == 4 and commit["metadata"] == {"k": 1}
     assert commit["time"].endswith("Z")
     entry = commit["arrays"]["a"]
-    import hashlib
+    import blake3
 
-    assert entry["digest"] == "sha256:" + hashlib.sha256(np.ones(3).tobytes()).hexdigest()
+    assert entry["digest"] == "blake3:" + blake3.blake3(np.ones(3).tobytes()).hexdigest()
     assert entry["step"] == 2 and entry["path"] == "a" and entry["shape"] == [3]
     fence = json.loads((tmp_path / "job" / "fence.json").read_text())
     assert fence["token"] == 4
@@ -173,3 +173,74 @@ def test_unsupported_values_are_refused(url: str) -> None:
         with pytest.raises(TypeError):
             store.save(1, {"a": np.ones(2)}, metadata={"bad": object()})
         assert store.steps() == []
+
+
+def _rewrite_digests_as_sha256(commit_path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Turn a COMMIT into what a writer before the blake3 switch produced."""
+    import hashlib
+
+    commit = json.loads(commit_path.read_text())
+    for name, entry in commit["arrays"].items():
+        data = np.ascontiguousarray(arrays[name]).astype(arrays[name].dtype.newbyteorder("<"))
+        entry["digest"] = "sha256:" + hashlib.sha256(data.tobytes()).hexdigest()
+    commit_path.write_text(json.dumps(commit))
+
+
+def test_sha256_checkpoint_still_verifies_and_restores(file_url: str, tmp_path: Path) -> None:
+    arrays = {"w": _arr("float32", (300, 7)), "i": _arr("int64", (5,))}
+    with ckpt.open(file_url) as store:
+        store.save(1, dict(arrays))
+    _rewrite_digests_as_sha256(tmp_path / "job" / "commits" / "0000000001.json", arrays)
+    with ckpt.open(file_url) as store:
+        assert all(r.ok for r in store.verify(1))
+        got = store.restore(1).state
+        np.testing.assert_array_equal(got["w"], arrays["w"])
+        np.testing.assert_array_equal(got["i"], arrays["i"])
+    # a flipped byte is still caught under the old algorithm
+    chunk = tmp_path / "job" / "steps" / "0000000001" / "w" / "c" / "0" / "0"
+    raw = bytearray(chunk.read_bytes())
+    raw[0] ^= 0xFF
+    chunk.write_bytes(bytes(raw))
+    with ckpt.open(file_url) as store, pytest.raises(ckpt.CorruptCheckpoint, match="digest"):
+        store.restore(1)
+
+
+def test_incremental_save_on_top_of_sha256_commit(file_url: str, tmp_path: Path) -> None:
+    arrays = {"same": _arr("float64", (64,)), "moved": _arr("float64", (64,), seed=1)}
+    with ckpt.open(file_url) as store:
+        store.save(1, dict(arrays))
+    _rewrite_digests_as_sha256(tmp_path / "job" / "commits" / "0000000001.json", arrays)
+    changed = dict(arrays, moved=arrays["moved"] + 1)
+    with ckpt.open(file_url) as store:
+        info = store.save(2, changed)
+        assert (info.arrays_written, info.arrays_reused) == (1, 1)
+        entries = store.commit_record(2)["arrays"]
+        assert entries["same"]["step"] == 1 and entries["same"]["digest"].startswith("sha256:")
+        assert entries["moved"]["step"] == 2
+        assert all(r.ok for r in store.verify())
+        np.testing.assert_array_equal(store.restore(2).state["moved"], changed["moved"])
+
+
+def test_unknown_digest_algorithm_is_corruption(file_url: str, tmp_path: Path) -> None:
+    with ckpt.open(file_url) as store:
+        store.save(1, {"a": np.ones(4)})
+    path = tmp_path / "job" / "commits" / "0000000001.json"
+    commit = json.loads(path.read_text())
+    commit["arrays"]["a"]["digest"] = "md5:" + "0" * 32
+    path.write_text(json.dumps(commit))
+    with ckpt.open(file_url) as store:
+        with pytest.raises(ckpt.CorruptCheckpoint, match="unsupported digest"):
+            store.restore(1)
+        assert not store.verify(1)[0].ok
+
+
+def test_digest_does_not_depend_on_chunking() -> None:
+    from gridbridge.checkpoint import _digest, _io
+
+    data = _arr("float32", (9, 1000))
+    whole = _digest.digest_bytes(data.tobytes())
+    assert _io.digest_of(data) == whole
+    hasher = _digest.new_hasher("blake3")
+    for row in data:
+        hasher.update(row.tobytes())
+    assert _digest.format_digest("blake3", hasher) == whole
