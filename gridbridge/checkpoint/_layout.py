@@ -140,10 +140,10 @@ def array_metadata(
         "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}],
         "attributes": attrs,
     }
-    return json.dumps(meta, indent=1).encode()
+    return json.dumps(meta, separators=(",", ":")).encode()
 
 
 def group_metadata(attributes: Any) -> bytes:
     """Zarr v3 ``zarr.json`` of a step group; its attributes are the user metadata."""
     meta = {"zarr_format": 3, "node_type": "group", "attributes": attributes}
-    return json.dumps(meta, indent=1).encode()
+    return json.dumps(meta, separators=(",", ":")).encode()
