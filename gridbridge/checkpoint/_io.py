@@ -137,7 +137,7 @@ def _put_chunk(
     if len(view) < full:  # Zarr stores edge chunks at full size; pad with the fill value 0
         padded = bytearray(full)
         padded[: len(view)] = view
-        backend.put(path, bytes(padded))
+        backend.put(path, memoryview(padded))
     else:
         backend.put(path, view)
     if done is not None:

@@ -127,7 +127,8 @@ def test_multi_chunk_arrays_read_by_plain_zarr(
         store.save(5, state, metadata={"epoch": 2, "tags": ["a"]})
         record = store.commit_record(5)
         back = store.restore(5).state
-    assert record["arrays"]["wide"]["chunks"] == [1, 1, 125]
+    # At most 125 int64 per chunk: 400 split into 4 equal pieces of 100 (not 125+125+125+25).
+    assert record["arrays"]["wide"]["chunks"] == [1, 1, 100]
     group = zarr.open_group(str(tmp_path / "job" / "steps" / "0000000005"), mode="r")
     assert dict(group.attrs) == {"epoch": 2, "tags": ["a"]}
     assert sorted(group.array_keys()) == sorted(state)
@@ -244,3 +245,12 @@ def test_digest_does_not_depend_on_chunking() -> None:
     for row in data:
         hasher.update(row.tobytes())
     assert _digest.format_digest("blake3", hasher) == whole
+
+
+def test_chunks_split_an_axis_into_equal_pieces_to_avoid_padding() -> None:
+    target = 16 * 1024 * 1024
+    for rows in (10_158, 4_097, 12_288, 1):
+        chunks = _layout.chunk_shape((rows, 1024), 4, target)
+        pieces = -(-rows // chunks[0])
+        assert chunks[0] * 1024 * 4 <= target or rows == 1
+        assert pieces * chunks[0] - rows < pieces  # padding is under one row per chunk
