@@ -49,6 +49,12 @@ FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="table, csv or
 @app.callback()
 def _root(ctx: typer.Context, config: ConfigOpt = None) -> None:
     ctx.obj = {"config_path": config}
+    if ctx.invoked_subcommand == "checkpoints":  # they need the root, not the whole client
+        from gridbridge.client import default_home
+        from gridbridge.config import default_config, load_config
+
+        grid = load_config(config) if config else default_config(default_home())
+        ctx.obj["checkpoint_root"] = grid.checkpoint_root
 
 
 def _client(ctx: typer.Context, start: bool = False) -> Client:

@@ -128,3 +128,20 @@ def test_demo_preempts_resumes_and_matches_an_uninterrupted_run(tmp_path: Path) 
     assert "preempting" in out.stdout
     assert "spot-local -> ondemand-local" in out.stdout
     assert "bit-identical to an uninterrupted run: yes" in out.stdout
+
+
+def test_checkpoints_commands_find_the_configured_root(config: Path) -> None:
+    saves = ("import gridbridge, numpy as np\n"
+             "store = gridbridge.context().checkpoint\n"
+             "for step in (10, 20, 30):\n"
+             "    store.save(step, {'w': np.full(100, step, dtype=np.float32)})\n")
+    out = gb("submit", "--wait", "--", sys.executable, "-c", saves, config=config)
+    assert out.returncode == 0, out.stdout + out.stderr
+    job_id = out.stdout.split()[0]
+    listing = json.loads(gb("checkpoints", "list", job_id, "--format", "json",
+                            config=config).stdout)
+    assert [row["step"] for row in listing] == [10, 20, 30]
+    verify = gb("checkpoints", "verify", job_id, config=config)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    hostile = gb("checkpoints", "list", "../../etc", config=config)
+    assert hostile.returncode != 0 and "Traceback" not in hostile.stderr
