@@ -223,25 +223,32 @@ def _read_pooled(backend: Backend, pool: Executor, chunks: list[_ChunkRead]) -> 
     return errors
 
 
-_BATCH_BYTES = 256 * 1024 * 1024
+_BATCH_BYTES = 128 * 1024 * 1024
 
 
 def _read_batched(backend: Backend, pool: Executor, chunks: list[_ChunkRead]) -> _Errors:
-    """Object stores: fetch chunks in a few large concurrent batches (as ``fs.cat`` does),
-    bounded to about 256 MiB in flight, then copy and hash them in order."""
-    errors: _Errors = {}
-    batch: list[_ChunkRead] = []
+    """Object stores: fetch chunks in large concurrent batches (as ``fs.cat`` does), the next
+    batch in flight while this one is copied and hashed; about 256 MiB in flight at most."""
+    if not chunks:
+        return {}
+    batches: list[list[_ChunkRead]] = [[]]
     size = 0
-    for chunk in [*chunks, None]:
-        if chunk is not None:
-            batch.append(chunk)
-            size += chunk.full
-        if batch and (chunk is None or size >= _BATCH_BYTES):
-            fetched = backend.get_many([c.path for c in batch])
-            for c in batch:
-                if problem := _fill(c, fetched.get(c.path)):
-                    errors.setdefault(c.name, []).append(problem)
-            batch, size = [], 0
+    for chunk in chunks:
+        if size >= _BATCH_BYTES:
+            batches.append([])
+            size = 0
+        batches[-1].append(chunk)
+        size += chunk.full
+    errors: _Errors = {}
+    ahead = pool.submit(backend.get_many, [c.path for c in batches[0]])
+    for i, batch in enumerate(batches):
+        fetched = ahead.result()
+        if i + 1 < len(batches):
+            ahead = pool.submit(backend.get_many, [c.path for c in batches[i + 1]])
+        for c in batch:
+            if problem := _fill(c, fetched.get(c.path)):
+                errors.setdefault(c.name, []).append(problem)
+        del fetched
     return errors
 
 
@@ -252,7 +259,8 @@ def _fill(chunk: _ChunkRead, data: bytes | BaseException | None) -> str:
         return f"cannot read chunk {chunk.path}: {data}"
     if len(data) != chunk.full:
         return f"chunk {chunk.path} has {len(data)} bytes, expected {chunk.full}"
-    chunk.view[:] = memoryview(data)[: len(chunk.view)]
+    # numpy copies without holding the GIL, which the object store client's I/O thread needs
+    np.copyto(np.frombuffer(chunk.view, np.uint8), np.frombuffer(data, np.uint8, len(chunk.view)))
     chunk.hasher.completed(chunk.index)
     return ""
 
