@@ -8,6 +8,7 @@ to run. ``Client(config="gridbridge.yaml")`` drives a real federation the same w
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -35,6 +36,12 @@ class JobFailed(RuntimeError):
 
 class JobCancelled(RuntimeError):
     """The job was cancelled."""
+
+
+def _default_name(hint: str) -> str:
+    """A valid job name made from a function's or program's name (``_step`` -> ``step``)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", hint).lstrip("_.-")[:63]
+    return name or "job"
 
 
 def default_home() -> Path:
@@ -94,10 +101,9 @@ class JobFuture:
             return cloudpickle.loads(f.read())
 
     def cancel(self) -> bool:
-        """Ask for cancellation; True unless the job had already ended."""
-        return not self.client.store.request_cancel(self.job_id).state.terminal or (
-            self.status() is JobState.CANCELLED
-        )
+        """Ask for cancellation; False if the job had already ended otherwise."""
+        job = self.client.store.request_cancel(self.job_id)
+        return job.state is JobState.CANCELLED or not job.state.terminal
 
     def logs(self) -> str:
         return self.client.logs(self.job_id)
@@ -173,7 +179,7 @@ class Client:
 
         job_id = new_job_id()
         ref = f"{self.config.checkpoint_root}/{job_id}/payload.pkl"
-        options.setdefault("name", getattr(fn, "__name__", "job").strip("<>") or "job")
+        options.setdefault("name", _default_name(getattr(fn, "__name__", "")))
         spec = self._spec(options, callable_ref=ref)
         with fsspec.open(ref, "wb", auto_mkdir=True) as f:
             f.write(cloudpickle.dumps((fn, args, kwargs or {})))
@@ -183,7 +189,7 @@ class Client:
         """Run a command (an argv list, never a shell string) as a job."""
         if isinstance(argv, str):
             raise TypeError("argv must be a list of strings, e.g. ['python', 'train.py']")
-        options.setdefault("name", Path(argv[0]).name if argv else "job")
+        options.setdefault("name", _default_name(Path(argv[0]).name if argv else ""))
         return self._create(self._spec(options, command=tuple(argv)))
 
     def map(self, fn: Callable[..., Any], items: Iterable[Any], **options: Any) -> list[JobFuture]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import cloudpickle
 import pytest
@@ -125,3 +126,16 @@ def test_walltime_end_is_a_preemption_and_the_job_resumes(grid: GridConfig) -> N
         assert attempts[0].state is AttemptState.PREEMPTED
         assert attempts[0].reason == "walltime reached"
         assert checkpoint.open(client.store.job(f.job_id).checkpoint_url).latest() == 150
+
+
+def test_default_names_are_made_valid(client: Client) -> None:
+    def _private_helper() -> int:
+        return 7
+
+    f = client.submit(_private_helper)
+    assert client.store.job(f.job_id).name == "private_helper"
+    assert f.result(timeout=60) == 7
+    g = client.submit_command([sys.executable, "-c", "pass"])
+    assert client.store.job(g.job_id).name == Path(sys.executable).name
+    assert g.wait(60) is JobState.SUCCEEDED
+    assert not g.cancel(), "cancelling a finished job reports False"
