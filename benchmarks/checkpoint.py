@@ -164,9 +164,20 @@ def _bumped(state: dict[str, Any], step: int) -> dict[str, Any]:
     return state
 
 
+S3_DIR = REPO / ".peers" / "s3"
+
+
+def seaweed_running() -> bool:
+    try:
+        pid = int((S3_DIR / "s3.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    return Path(f"/proc/{pid}").exists()
+
+
 def seaweed(python: str) -> str:
     out = subprocess.run(
-        [str(REPO / "deploy" / "dev" / "s3-start.sh"), str(REPO / ".peers" / "s3")],
+        [str(REPO / "deploy" / "dev" / "s3-start.sh"), str(S3_DIR)],
         env={**os.environ, "PYTHON": python}, capture_output=True, text=True, check=True,
     )
     endpoint = out.stdout.strip().splitlines()[-1]
@@ -217,10 +228,12 @@ def main() -> None:
     args = parser.parse_args()
     targets: list[tuple[str, dict[str, Any]]] = []
     tmp = None
+    started_s3 = False
     if args.url:
         targets = [(u, {}) for u in args.url]
     else:
         tmp = tempfile.TemporaryDirectory(prefix="gb-bench-")
+        started_s3 = not seaweed_running()
         endpoint = seaweed(sys.executable)
         targets = [
             (f"file://{tmp.name}", {}),
@@ -236,6 +249,8 @@ def main() -> None:
         args.json.write_text(json.dumps({"targets": TARGETS, "results": results}, indent=2))
     if tmp is not None:
         tmp.cleanup()
+    if started_s3:  # leave the machine as we found it
+        subprocess.run([str(REPO / "deploy" / "dev" / "s3-stop.sh"), str(S3_DIR)], check=False)
 
 
 if __name__ == "__main__":

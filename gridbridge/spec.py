@@ -11,7 +11,14 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "NAME_PATTERN",
@@ -73,6 +80,11 @@ class Constraints(_Frozen):
     tiers: frozenset[Tier] = frozenset(Tier)
     deadline: datetime | None = None
     preemptible_ok: bool = True
+
+    @field_serializer("allowed_sites", "denied_sites", "tiers")
+    def _sorted(self, value: frozenset[str] | None) -> list[str] | None:
+        """Sets serialise sorted, so a spec's JSON (and its stored form) is deterministic."""
+        return None if value is None else sorted(value)
 
 
 class Owner(_Frozen):
