@@ -8,12 +8,15 @@ scheduler resumes the job from that checkpoint in a new attempt.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import sys
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from gridbridge.checkpoint import CheckpointStore
@@ -65,7 +68,9 @@ class JobContext:
         if self._store is None:
             from gridbridge import checkpoint
 
-            self._store = checkpoint.open(self.checkpoint_url, token=self.token)
+            self._store = checkpoint.open(
+                self.checkpoint_url, token=self.token, on_event=_log_event
+            )
         return self._store
 
     def should_stop(self) -> bool:
@@ -77,6 +82,12 @@ class JobContext:
         if self._store is not None:
             self._store.wait()
         raise Preempted("stopped on request after checkpointing")
+
+
+def _log_event(name: str, fields: Mapping[str, Any]) -> None:
+    """Checkpoint events (saved, corrupt step skipped, fenced) go to the attempt's log."""
+    print(f"gridbridge: {name} {json.dumps(dict(fields), default=str)}", file=sys.stderr,
+          flush=True)
 
 
 def context() -> JobContext:

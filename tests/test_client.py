@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -96,7 +97,11 @@ def test_preempted_job_resumes_from_its_checkpoint_on_another_site(client: Clien
     assert first.state is AttemptState.PREEMPTED and first.site == "spot-local"
     assert second.state is AttemptState.SUCCEEDED and second.site == "ondemand-local"
     assert first.last_step is not None and first.last_step >= 100
-    assert f"resumed from step {first.last_step}" in f.logs()
+    logs = f.logs()
+    assert f"resumed from step {first.last_step}" in logs
+    saved = [json.loads(line.split(" ", 2)[2]) for line in logs.splitlines()
+             if line.startswith("gridbridge: checkpoint.saved ")]
+    assert {(e["step"], e["token"]) for e in saved} >= {(first.last_step, 1), (total, 2)}
     ledger = {row.attempt_id: row for row in client.store.ledger(f.job_id)}
     assert ledger[first.id].outcome == "PREEMPTED"
     assert ledger[first.id].on_demand_cost > ledger[first.id].cost > 0
