@@ -38,6 +38,16 @@ class JobCancelled(RuntimeError):
     """The job was cancelled."""
 
 
+def _current_user() -> str:
+    """Who submits, for the cost ledger, unless the job names an owner."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry, no USER variable
+        return "unknown"
+
+
 def _default_name(hint: str) -> str:
     """A valid job name made from a function's or program's name (``_step`` -> ``step``)."""
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", hint).lstrip("_.-")[:63]
@@ -202,6 +212,9 @@ class Client:
 
     def _spec(self, options: dict[str, Any], **target: Any) -> JobSpec:
         data = dict(options)
+        owner = data.get("owner", {})
+        if isinstance(owner, dict):  # an Owner given whole is taken as it is
+            data["owner"] = {"user": _current_user(), **owner}
         shortcuts = {k: data.pop(k) for k in ("cpus", "memory_gb", "gpus", "walltime_s")
                      if k in data}
         if shortcuts:

@@ -144,3 +144,16 @@ def test_default_names_are_made_valid(client: Client) -> None:
     assert client.store.job(g.job_id).name == Path(sys.executable).name
     assert g.wait(60) is JobState.SUCCEEDED
     assert not g.cancel(), "cancelling a finished job reports False"
+
+
+def test_owner_defaults_to_the_submitting_user(client: Client) -> None:
+    import getpass
+
+    f = client.submit_command([sys.executable, "-c", "pass"])
+    assert client.store.job(f.job_id).spec.owner.user == getpass.getuser()
+    g = client.submit_command([sys.executable, "-c", "pass"],
+                              owner={"user": "ada", "team": "climate", "project": "p7"})
+    assert client.store.job(g.job_id).spec.owner.team == "climate"
+    assert f.wait(60) is JobState.SUCCEEDED and g.wait(60) is JobState.SUCCEEDED
+    teams = {row.team for row in client.store.ledger()}
+    assert teams == {"default", "climate"}
