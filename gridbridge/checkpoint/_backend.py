@@ -51,6 +51,12 @@ class Backend:
     def put(self, path: str, data: bytes | memoryview) -> None:
         self.fs.pipe_file(path, bytes(data) if isinstance(data, memoryview) else data)
 
+    def put_padded(self, path: str, data: memoryview, size: int) -> None:
+        """Write ``data`` followed by zero bytes up to ``size`` (a Zarr edge chunk)."""
+        padded = bytearray(size)
+        padded[: len(data)] = data
+        self.put(path, memoryview(padded))
+
     def get(self, path: str) -> bytes:
         data: bytes = self.fs.cat_file(path)
         return data
@@ -141,8 +147,9 @@ def _mtime(info: Mapping[str, Any]) -> float | None:
 
 
 class MemoryBackend(Backend):
-    batched_reads = False
     """fsspec ``memory://``: process-global, conditional writes under a process-wide lock."""
+
+    batched_reads = False
 
     def put(self, path: str, data: bytes | memoryview) -> None:
         with _MEMORY_LOCK:
@@ -171,6 +178,10 @@ class LocalBackend(Backend):
     batched_reads = False
 
     def put(self, path: str, data: bytes | memoryview) -> None:
+        self.put_padded(path, memoryview(data), 0)
+
+    def put_padded(self, path: str, data: memoryview, size: int) -> None:
+        """Write ``data``; extend the file with zeros up to ``size`` without copying it."""
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
         try:
             fd = os.open(path, flags, 0o666)
@@ -182,6 +193,8 @@ class LocalBackend(Backend):
             done = 0
             while done < len(view):  # straight from the caller's buffer, no copy
                 done += os.write(fd, view[done:])
+            if size > done:
+                os.ftruncate(fd, size)  # the kernel fills the tail with zeros
         finally:
             os.close(fd)
 

@@ -135,9 +135,7 @@ def _put_chunk(
     backend: Backend, path: str, view: memoryview, full: int, done: Callable[[], None] | None
 ) -> int:
     if len(view) < full:  # Zarr stores edge chunks at full size; pad with the fill value 0
-        padded = bytearray(full)
-        padded[: len(view)] = view
-        backend.put(path, memoryview(padded))
+        backend.put_padded(path, view, full)
     else:
         backend.put(path, view)
     if done is not None:
