@@ -184,8 +184,8 @@ class LocalAdapter:
 
     def _signal(self, native_id: str, marker: str, *, wait: bool) -> None:
         d = self._dir(native_id)
-        if not d.exists() or (d / "result.json").exists():
-            return
+        if not d.exists() or (d / "result.json").exists() or (d / marker).exists():
+            return  # gone, finished, or already signalled (the reconciler repeats cancels)
         (d / marker).write_text(f"{time.time()}\n")
         pid = _pid_of(d)
         if pid is None:
