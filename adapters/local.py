@@ -122,7 +122,7 @@ class LocalAdapter:
         # Look at the processes before the result: a runtime writes its result and then
         # exits, so a process seen dead here with no result after it truly left none.
         running = _alive(d / "pid")
-        starting = _alive_spawned(d / "spawned") or _age(d / "spawned") < 2.0
+        starting = _starting(d)
         result = d / "result.json"
         if result.exists():
             data = json.loads(result.read_text())
@@ -242,7 +242,7 @@ class LocalAdapter:
             if (d / "result.json").exists() or not (d / "resources.json").exists():
                 self._finished.add(d.name)
                 continue
-            if _alive(d / "pid") or (not (d / "pid").exists() and _age(d / "spawned") < 2.0):
+            if _alive(d / "pid") or (not (d / "pid").exists() and _starting(d)):
                 live.append(d)
             elif (d / "pid").exists() or _age(d / "spawned") > _START_TIMEOUT_S:
                 self._finished.add(d.name)
@@ -269,6 +269,11 @@ def _alive(pidfile: Path) -> bool:
     except (OSError, ValueError):
         return False
     return proc_start_time(int(pid_s)) == start
+
+
+def _starting(d: Path) -> bool:
+    """The runtime was spawned and has not yet written its pid (or did within 2 s)."""
+    return _alive_spawned(d / "spawned") or _age(d / "spawned") < 2.0
 
 
 def _alive_spawned(spawned: Path) -> bool:

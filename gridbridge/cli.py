@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 
 from gridbridge.config import ConfigError, config_schema
-from gridbridge.reports import COST_COLUMNS, GroupBy, cost_summary
+from gridbridge.reports import COST_COLUMNS, GroupBy, cost_summary, for_display
 from gridbridge.views import Format, emit, fmt_money, fmt_time
 
 if TYPE_CHECKING:
@@ -184,13 +184,9 @@ def report_costs(
 ) -> None:
     """Spend per site/team/project/user/tier/job, with the on-demand cost of the same work."""
     client = _client(ctx)
-    rows = [{c.key: getattr(r, c.key) for c in r.__table__.columns}
-            for r in client.store.ledger()]
-    summary = cost_summary(rows, by)
+    summary = cost_summary(client.store.ledger_records(), by)
     if fmt is Format.TABLE:
-        for row in summary:
-            for key in ("cost", "on_demand_cost", "savings", "lost_cost"):
-                row[key] = fmt_money(row[key])
+        summary = for_display(summary)
     emit(console, f"costs by {by.value}", [by.value, *COST_COLUMNS], summary, fmt)
 
 

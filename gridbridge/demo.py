@@ -151,7 +151,7 @@ def _drive(console: Console, client: Client, steps: int, reference: Params) -> i
 
 
 def _report(console: Console, client: Client, future: JobFuture, reference: Params) -> int:
-    from gridbridge.reports import COST_COLUMNS, GroupBy, cost_summary
+    from gridbridge.reports import COST_COLUMNS, GroupBy, cost_summary, for_display
     from gridbridge.views import emit, fmt_money, fmt_time
 
     job_id = future.job_id
@@ -163,13 +163,7 @@ def _report(console: Console, client: Client, future: JobFuture, reference: Para
          [{"attempt": d.attempt, "site": d.site, "chosen": "yes" if d.chosen else "",
            "expected_cost": fmt_money(d.expected_cost), "why": d.reason}
           for d in client.store.decisions(job_id)])
-    rows = [{c.key: getattr(r, c.key) for c in r.__table__.columns}
-            for r in client.store.ledger(job_id)]
-    summary = cost_summary(rows, GroupBy.SITE)
-    for row in summary:
-        row["core_hours"] = f"{row['core_hours']:.5f}"
-        for key in ("cost", "on_demand_cost", "savings", "lost_cost"):
-            row[key] = fmt_money(row[key])
+    summary = for_display(cost_summary(client.store.ledger_records(job_id), GroupBy.SITE))
     columns = [c for c in COST_COLUMNS if c != "gpu_hours"]
     emit(console, "costs (on_demand_cost: the same work on on-demand capacity)",
          ["site", *columns], summary)

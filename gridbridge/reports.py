@@ -12,7 +12,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["COST_COLUMNS", "GroupBy", "cost_summary"]
+from gridbridge.views import fmt_money
+
+__all__ = ["COST_COLUMNS", "MONEY_COLUMNS", "GroupBy", "cost_summary", "for_display"]
 
 
 class GroupBy(StrEnum):
@@ -28,6 +30,7 @@ COST_COLUMNS: Sequence[str] = (
     "attempts", "preempted", "core_hours", "gpu_hours", "cost", "on_demand_cost", "savings",
     "lost_cost",
 )
+MONEY_COLUMNS: Sequence[str] = ("cost", "on_demand_cost", "savings", "lost_cost")
 
 
 def cost_summary(rows: Iterable[Mapping[str, Any]], by: GroupBy) -> list[dict[str, Any]]:
@@ -47,4 +50,17 @@ def cost_summary(rows: Iterable[Mapping[str, Any]], by: GroupBy) -> list[dict[st
     for row in out:
         row["attempts"] = int(row["attempts"])
         row["preempted"] = int(row["preempted"])
+    return out
+
+
+def for_display(summary: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The summary with dollar columns as money strings and hours rounded, for a table."""
+    out = []
+    for row in summary:
+        shown = dict(row)
+        shown["core_hours"] = f"{row['core_hours']:.5f}"
+        shown["gpu_hours"] = f"{row['gpu_hours']:.5f}"
+        for key in MONEY_COLUMNS:
+            shown[key] = fmt_money(row[key])
+        out.append(shown)
     return out

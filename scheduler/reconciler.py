@@ -70,6 +70,7 @@ class Reconciler:
         self.adapters = dict(adapters)
         self.clock = clock
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._sites = {s.name: s for s in config.sites}
         self._last_decision: dict[str, str] = {}
 
     # the loop -----------------------------------------------------------------------------
@@ -222,7 +223,7 @@ class Reconciler:
     def _ledger_row(
         self, job: Job, attempt: Attempt, outcome: AttemptState, result: Result | None
     ) -> LedgerRow:
-        site = self.config.site(attempt.site) if attempt.site in self._site_names() else None
+        site = self._sites.get(attempt.site)
         start = attempt.started_at or attempt.created_at
         end = self.clock()
         if result is not None:
@@ -258,9 +259,6 @@ class Reconciler:
             log.warning("cannot read the last commit of %s", job.id, exc_info=True)
         since = max(start, committed) if committed is not None else start
         return max(0.0, end - since)
-
-    def _site_names(self) -> set[str]:
-        return {s.name for s in self.config.sites}
 
     def _place(self, report: TickReport) -> None:
         pending = [j for j in self.store.jobs([JobState.PENDING]) if not j.cancel_requested]

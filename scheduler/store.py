@@ -388,6 +388,13 @@ class StateStore:
         with self._sessions() as s:
             return list(s.scalars(q))
 
+    def ledger_records(self, job_id: str | None = None) -> list[dict[str, Any]]:
+        """The ledger as plain mappings, column name to value (what the reports read)."""
+        return [
+            {c.key: getattr(row, c.key) for c in LedgerRow.__table__.columns}
+            for row in self.ledger(job_id)
+        ]
+
     # leases -------------------------------------------------------------------------------
 
     def acquire_lease(self, name: str, holder: str, ttl_s: float) -> bool:
