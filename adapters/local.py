@@ -6,6 +6,10 @@ reconciler that re-submits an attempt finds the folder and adopts the running pr
 poll reports comes from files the runtime writes (``pid``, ``result.json``) and from markers this
 adapter writes before it signals (``preempted``, ``cancelled``), so a poll needs no memory of
 earlier polls and works from any process.
+
+The runtime leads its own process group, and everything the job starts stays in it. When the
+runtime dies without a result (LOST), ``cancel`` kills that whole group at once, so no child
+of a lost attempt goes on working beside its successor.
 """
 
 from __future__ import annotations
@@ -21,10 +25,18 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gridbridge.adapter import AttemptStatus, Capability, Offer, SubmitRequest
+from gridbridge.adapter import (
+    AttemptStatus,
+    Capability,
+    Offer,
+    OwnedJob,
+    SubmitRejected,
+    SubmitRequest,
+)
 from gridbridge.config import SiteConfig
 from gridbridge.runtime import Launch, proc_start_time
 from gridbridge.states import AttemptState
@@ -38,6 +50,7 @@ _REASONS = {
     "preempted": AttemptState.PREEMPTED,
 }
 _START_TIMEOUT_S = 60.0
+_GROUP_GONE_S = 5.0
 
 
 class LocalOptions(BaseModel):
@@ -56,7 +69,10 @@ class LocalOptions(BaseModel):
 class LocalAdapter:
     """A site made of local processes."""
 
-    Options = LocalOptions
+    CAPABILITIES: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.ADOPT, Capability.LOGS, Capability.DEBUG_PREEMPT, Capability.PREEMPTIBLE}
+    )
+    Options: ClassVar[type[BaseModel] | None] = LocalOptions
 
     def __init__(self, site: SiteConfig, workdir: str | os.PathLike[str]) -> None:
         self.site = site
@@ -77,8 +93,12 @@ class LocalAdapter:
         return self.root / native_id
 
     def submit(self, request: SubmitRequest) -> str:
-        """Start the attempt, or adopt it if a process was already started for it."""
-        d = self._dir(request.attempt_id)
+        """Start the attempt, or adopt it if a process was already started for it. Raises
+        :class:`SubmitRejected` when nothing could be started (a bad id, no interpreter)."""
+        try:
+            d = self._dir(request.attempt_id)
+        except ValueError as exc:
+            raise SubmitRejected(str(exc)) from None
         if (d / "spawned").exists():
             return request.attempt_id
         d.mkdir(parents=True, exist_ok=True)
@@ -98,14 +118,17 @@ class LocalAdapter:
         (d / "resources.json").write_text(spec.resources.model_dump_json())
         python = self.options.python or sys.executable
         with open(d / "output.log", "ab") as log:
-            child = subprocess.Popen(
-                [python, "-m", "gridbridge.runtime", str(d)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=d,
-                start_new_session=True,
-            )
+            try:
+                child = subprocess.Popen(
+                    [python, "-m", "gridbridge.runtime", str(d)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=d,
+                    start_new_session=True,
+                )
+            except OSError as exc:  # no such interpreter: nothing was started
+                raise SubmitRejected(f"cannot start {python!r}: {exc.strerror or exc}") from None
         # Reap the child the moment it exits, so a poll never sees a zombie as alive.
         threading.Thread(target=child.wait, name=f"reap-{child.pid}", daemon=True).start()
         (d / "spawned").write_text(f"{child.pid} {time.time()}\n")
@@ -125,12 +148,16 @@ class LocalAdapter:
         starting = _starting(d)
         result = d / "result.json"
         if result.exists():
-            data = json.loads(result.read_text())
-            state = _REASONS.get(data["reason"], AttemptState.FAILED)
+            try:
+                data = json.loads(result.read_text())
+                code = int(data["exit_code"])
+                state = _REASONS.get(str(data["reason"]), AttemptState.FAILED)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                return AttemptStatus(state=AttemptState.FAILED, native_state="bad-result",
+                                     reason=f"unreadable result record: {exc!r}"[:500])
             state = self._site_verdict(d, state)
-            return AttemptStatus(state=state, native_state=f"exited:{data['exit_code']}",
-                                 exit_code=data["exit_code"],
-                                 reason=self._why(d, state) or data.get("error") or "")
+            return AttemptStatus(state=state, native_state=f"exited:{code}", exit_code=code,
+                                 reason=self._why(d, state) or str(data.get("error") or ""))
         if running:
             self._enforce_walltime(native_id, d)
             return AttemptStatus(state=AttemptState.RUNNING, native_state="running")
@@ -172,8 +199,26 @@ class LocalAdapter:
         return ""
 
     def cancel(self, native_ids: Sequence[str]) -> None:
+        """SIGTERM, then SIGKILL after the grace period; an attempt whose runtime is already
+        gone without a result has its whole process group killed at once."""
         for nid in native_ids:
-            self._signal(nid, "cancelled", wait=False)
+            d = self._dir(nid)
+            if d.exists() and not (d / "result.json").exists() and not _runtime_alive(d):
+                _kill_group(d)
+            else:
+                self._signal(nid, "cancelled", wait=False)
+
+    def owned(self) -> Sequence[OwnedJob]:
+        """Every attempt folder whose process group still has a live member."""
+        found = []
+        for d in sorted(self.root.iterdir()):
+            if not d.is_dir() or not _ATTEMPT_ID.fullmatch(d.name):
+                continue
+            pgid = _pid_of(d)
+            if pgid is not None and _group_alive(pgid) and (d / "spawned").exists():
+                state = "running" if _runtime_alive(d) else "orphaned-children"
+                found.append(OwnedJob(native_id=d.name, attempt_id=d.name, native_state=state))
+        return found
 
     def preempt(self, native_id: str, *, wait: bool = False) -> None:
         """Deliver a real preemption: SIGTERM to the process group, SIGKILL after the grace
@@ -248,7 +293,7 @@ class LocalAdapter:
                 self._finished.add(d.name)
         return live
 
-    def log(self, native_id: str) -> str:
+    def logs(self, native_id: str) -> str:
         """The attempt's output so far."""
         path = self._dir(native_id) / "output.log"
         return path.read_text(errors="replace") if path.exists() else ""
@@ -261,6 +306,33 @@ def _pid_of(d: Path) -> int | None:
         except (OSError, ValueError, IndexError):
             continue
     return None
+
+
+def _runtime_alive(d: Path) -> bool:
+    """The runtime runs, or was spawned and has not yet written its pid."""
+    return _alive(d / "pid") or (not (d / "pid").exists() and _alive_spawned(d / "spawned"))
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _kill_group(d: Path) -> None:
+    """SIGKILL the attempt's process group and wait (briefly) until it is gone."""
+    pgid = _pid_of(d)
+    if pgid is None:
+        return
+    deadline = time.monotonic() + _GROUP_GONE_S
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+        time.sleep(0.02)
 
 
 def _alive(pidfile: Path) -> bool:
@@ -301,8 +373,10 @@ def _read_float(path: Path) -> float | None:
 def _kill_after(pgid: int, d: Path, grace_s: float) -> None:
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
-        if (d / "result.json").exists() or not _alive(d / "pid"):
+        if (d / "result.json").exists():
             return
+        if not _alive(d / "pid"):
+            break  # the runtime is gone: whatever it left in its group goes with it
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)

@@ -1,22 +1,29 @@
-"""The port every site kind implements: five verbs, batched.
+"""The port every site kind implements: six verbs, batched, and two optional ones.
 
 An adapter translates and nothing more::
 
-    SubmitRequest ──submit──> native id          (idempotent on request.attempt_id)
+    SubmitRequest ──submit──> native id          (idempotent on request.attempt_id with ADOPT)
+                         └──> raises SubmitRejected: the site certainly started nothing
     [native ids]  ──poll────> {native id: AttemptStatus}   (one call for all jobs)
-    [native ids]  ──cancel──> None
+    [native ids]  ──cancel──> None               (gone for good, even if its runtime died)
+                  ──owned───> [OwnedJob]         (every native job carrying an attempt id)
                   ──offers──> [Offer]            (free capacity, prices, preemption rate)
                   ──capabilities──> frozenset[Capability]
 
+    optional, declared by a capability:  LOGS ──logs(native id)──> str
+                                         DEBUG_PREEMPT ──preempt(native id)──> None
+
+Any exception from ``submit`` other than :class:`SubmitRejected` means "maybe": the attempt
+stays SUBMITTING and is retried with the same attempt id (or looked up with ``owned()``).
 Adapters never import each other or the scheduler; the scheduler finds them through
-:mod:`gridbridge.registry`.
+:mod:`gridbridge.registry`, which checks each class against this protocol when it loads it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
-from typing import Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,12 +31,19 @@ from gridbridge.spec import JobSpec, Resources, Tier
 from gridbridge.states import AttemptState
 
 __all__ = [
+    "OPTIONAL_VERBS",
+    "REQUIRED_VERBS",
     "Adapter",
     "AttemptStatus",
     "Capability",
+    "LogsAdapter",
     "Offer",
+    "OwnedJob",
+    "PreemptAdapter",
     "Pricing",
+    "SubmitRejected",
     "SubmitRequest",
+    "missing_verbs",
 ]
 
 
@@ -42,9 +56,24 @@ class Capability(StrEnum):
     ADOPT = "adopt"
     """``submit`` is idempotent on the attempt id, so a restarted reconciler can re-submit."""
     LOGS = "logs"
-    """It can show a running attempt's output."""
+    """It can show a running attempt's output: the adapter has ``logs(native_id)``."""
     DEBUG_PREEMPT = "debug-preempt"
-    """It can deliver a real preemption on request (``gridbridge debug preempt``)."""
+    """It can deliver a real preemption on request (``gridbridge debug preempt``): the adapter
+    has ``preempt(native_id, wait=...)``."""
+
+
+REQUIRED_VERBS: tuple[str, ...] = ("submit", "poll", "cancel", "owned", "offers", "capabilities")
+OPTIONAL_VERBS: Mapping[Capability, str] = {
+    Capability.LOGS: "logs",
+    Capability.DEBUG_PREEMPT: "preempt",
+}
+"""The verb an adapter must have when it declares the capability."""
+
+
+class SubmitRejected(Exception):
+    """The site refused the submission and certainly started nothing (no capacity, quota,
+    bad request). The reconciler re-places the job at once, elsewhere if need be; any other
+    exception from ``submit`` leaves the attempt SUBMITTING, to be retried with its id."""
 
 
 class Pricing(BaseModel):
@@ -116,9 +145,27 @@ class AttemptStatus(BaseModel):
     reason: str = ""
 
 
+class OwnedJob(BaseModel):
+    """A native job on a site that carries a gridbridge attempt id."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    native_id: str
+    attempt_id: str
+    native_state: str = ""
+
+
 @runtime_checkable
 class Adapter(Protocol):
-    """A site. Constructed by the registry as ``cls(site_config, workdir)``."""
+    """A site. Constructed by the registry as ``cls(site_config, workdir)``.
+
+    ``CAPABILITIES`` is every capability instances of the class may declare (a site's config
+    may narrow it); the registry checks that the verbs they need exist. ``Options`` is the
+    pydantic model of the site's ``options:`` mapping, or None.
+    """
+
+    CAPABILITIES: ClassVar[frozenset[Capability]]
+    Options: ClassVar[type[BaseModel] | None]
 
     def submit(self, request: SubmitRequest) -> str:
         """Start an attempt and return its native id. Must be idempotent on
@@ -130,7 +177,13 @@ class Adapter(Protocol):
         ...
 
     def cancel(self, native_ids: Sequence[str]) -> None:
-        """Stop the given attempts (signal first, then kill after a grace period)."""
+        """Stop the given attempts (signal first, then kill after a grace period). An attempt
+        whose runtime is already gone has whatever it left behind killed at once."""
+        ...
+
+    def owned(self) -> Sequence[OwnedJob]:
+        """Every live native job on the site that carries an attempt id of this federation
+        (one call), so a sweep can adopt or cancel what the store does not track."""
         ...
 
     def offers(self) -> Sequence[Offer]:
@@ -138,4 +191,31 @@ class Adapter(Protocol):
         ...
 
     def capabilities(self) -> frozenset[Capability]:
+        """What this site can do; a subset of ``CAPABILITIES``."""
         ...
+
+
+@runtime_checkable
+class LogsAdapter(Protocol):
+    """An adapter that declares :attr:`Capability.LOGS`."""
+
+    def logs(self, native_id: str) -> str:
+        """The attempt's output so far ('' if it has none yet)."""
+        ...
+
+
+@runtime_checkable
+class PreemptAdapter(Protocol):
+    """An adapter that declares :attr:`Capability.DEBUG_PREEMPT`."""
+
+    def preempt(self, native_id: str, *, wait: bool = False) -> None:
+        """Deliver a real preemption to a running attempt."""
+        ...
+
+
+def missing_verbs(cls: type[Any], capabilities: frozenset[Capability] | None = None) -> list[str]:
+    """The verbs ``cls`` lacks: the required ones, and those its capabilities need
+    (``capabilities`` defaults to the class's own ``CAPABILITIES``)."""
+    caps = capabilities if capabilities is not None else getattr(cls, "CAPABILITIES", frozenset())
+    wanted = [*REQUIRED_VERBS, *(OPTIONAL_VERBS[c] for c in caps if c in OPTIONAL_VERBS)]
+    return [v for v in wanted if not callable(getattr(cls, v, None))]

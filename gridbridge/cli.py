@@ -143,25 +143,38 @@ def cancel(ctx: typer.Context, job: str) -> None:
 
 
 @sites_app.command("list")
-def sites_list(ctx: typer.Context, fmt: FormatOpt = Format.TABLE) -> None:
-    """Sites with their live offers: free capacity, price, preemption rate."""
+def sites_list(
+    ctx: typer.Context,
+    fmt: FormatOpt = Format.TABLE,
+    timeout_s: Annotated[float, typer.Option(help="how long to wait for each site")] = 10.0,
+) -> None:
+    """Sites with their live offers (free capacity, price, preemption rate) and their health
+    as the reconciler last saw it."""
+    from gridbridge.scheduler.sitecalls import SiteCalls
+
     client = _client(ctx)
+    health = client.store.site_health()
+    calls = SiteCalls([s.name for s in client.config.sites], timeout_s)
+    answers = calls.run("offers", {name: a.offers for name, a in client.adapters.items()})
+    calls.close()
     rows: list[dict[str, Any]] = []
     for site in client.config.sites:
-        try:
-            offers = list(client.adapters[site.name].offers())
-        except Exception as exc:
-            rows.append({"site": site.name, "adapter": site.adapter, "note": f"error: {exc}"})
+        h = health.get(site.name)
+        state = "unknown" if h is None else ("healthy" if h.healthy else "degraded")
+        base = {"site": site.name, "adapter": site.adapter, "tier": site.tier.value,
+                "health": state, "since": fmt_time(h.since) if h else "",
+                "last_error": "" if h is None or h.healthy else f"{h.phase}: {h.error}"}
+        if site.name not in answers:
+            rows.append({**base, "note": f"offers: {calls.outcomes[site.name].error}"})
             continue
-        for o in offers:
-            rows.append({"site": site.name, "adapter": site.adapter, "tier": o.tier.value,
-                         "free_cpus": o.cpus, "free_gpus": o.gpus,
+        for o in answers[site.name]:
+            rows.append({**base, "free_cpus": o.cpus, "free_gpus": o.gpus,
                          "price_core_h": fmt_money(o.price.per_core_hour),
-                         "price_h": fmt_money(o.price.per_hour),
-                         "preemptible": o.preemptible,
+                         "price_h": fmt_money(o.price.per_hour), "preemptible": o.preemptible,
                          "preempt_per_h": o.preemption_rate_per_hour, "note": o.note})
-    emit(console, "sites", ["site", "adapter", "tier", "free_cpus", "free_gpus", "price_core_h",
-                            "price_h", "preemptible", "preempt_per_h", "note"], rows, fmt)
+    emit(console, "sites", ["site", "adapter", "tier", "health", "since", "last_error",
+                            "free_cpus", "free_gpus", "price_core_h", "price_h", "preemptible",
+                            "preempt_per_h", "note"], rows, fmt)
 
 
 @app.command()
@@ -211,12 +224,13 @@ def debug_preempt(ctx: typer.Context, attempt: str) -> None:
     """Deliver a real preemption to a running attempt (SIGTERM, grace, SIGKILL)."""
     client = _client(ctx)
     a = client.store.attempt(attempt)
-    adapter = client.adapters[a.site]
-    preempt = getattr(adapter, "preempt", None)
-    if preempt is None or a.native_id is None:
-        err.print(f"error: site {a.site} cannot preempt attempt {attempt} on request")
-        raise typer.Exit(2)
-    preempt(a.native_id, wait=True)
+    try:
+        if a.native_id is None:
+            raise RuntimeError(f"attempt {attempt} has no native job yet")
+        client.preempt_attempt(a.site, a.native_id, wait=True)
+    except RuntimeError as exc:
+        err.print(f"error: {exc}", highlight=False, markup=False)
+        raise typer.Exit(2) from None
     console.print(f"preempted {attempt} on {a.site}")
 
 
@@ -243,8 +257,13 @@ _mount_checkpoints()
 
 
 def main() -> None:
+    from gridbridge.scheduler._db import StoreUnavailable
+
     try:
         app()
+    except StoreUnavailable as exc:
+        err.print(f"error: {exc}; try again", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(3)
     except ConfigError as exc:
         err.print(f"error: invalid configuration\n{exc}", highlight=False, markup=False,
                   soft_wrap=True)

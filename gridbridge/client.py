@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from gridbridge.adapter import Capability, LogsAdapter, PreemptAdapter
 from gridbridge.config import GridConfig, default_config, load_config
 from gridbridge.registry import Registry
 from gridbridge.spec import JobSpec
@@ -165,6 +166,7 @@ class Client:
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
+        self.reconciler.close()
         self.store.close()
 
     def __enter__(self) -> Client:
@@ -244,9 +246,11 @@ class Client:
         parts = []
         for a in self.store.attempts(job_id):
             text = load_log(a.attempt_url) if a.state.terminal else None
-            live_log = getattr(self.adapters.get(a.site), "log", None)
-            if text is None and a.native_id and live_log is not None:
-                text = live_log(a.native_id)
+            adapter = self.adapters.get(a.site)
+            if text is None and a.native_id and isinstance(adapter, LogsAdapter) and (
+                Capability.LOGS in adapter.capabilities()
+            ):
+                text = adapter.logs(a.native_id)
             parts.append(f"--- attempt {a.number} on {a.site} ({a.state}) ---\n{text or ''}")
         return "\n".join(parts)
 
@@ -256,9 +260,15 @@ class Client:
         if not active:
             raise RuntimeError(f"job {job_id} has no running attempt to preempt")
         attempt = active[-1]
-        adapter = self.adapters[attempt.site]
-        preempt = getattr(adapter, "preempt", None)
-        if preempt is None:
-            raise RuntimeError(f"site {attempt.site} cannot deliver a preemption on request")
-        preempt(attempt.native_id, wait=wait)
+        assert attempt.native_id is not None
+        self.preempt_attempt(attempt.site, attempt.native_id, wait=wait)
         return attempt.id
+
+    def preempt_attempt(self, site: str, native_id: str, *, wait: bool = False) -> None:
+        """Deliver a real preemption to one native job (sites with ``DEBUG_PREEMPT``)."""
+        adapter = self.adapters[site]
+        if not isinstance(adapter, PreemptAdapter) or (
+            Capability.DEBUG_PREEMPT not in adapter.capabilities()
+        ):
+            raise RuntimeError(f"site {site} cannot deliver a preemption on request")
+        adapter.preempt(native_id, wait=wait)

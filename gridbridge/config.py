@@ -10,7 +10,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -59,6 +59,10 @@ class SiteConfig(_Frozen):
     preemption_rate_per_hour: Annotated[float, Field(ge=0)] = 0.0
     restart_overhead_s: Annotated[float, Field(ge=0)] = 30.0
     max_walltime_s: Annotated[float, Field(gt=0)] | None = None
+    uncertain_submit: Literal["resubmit", "replace"] = "resubmit"
+    """When a submission to a site whose adapter cannot adopt by attempt id ended in doubt and
+    ``owned()`` does not list it: submit it again, or give up on it and place the job anew
+    (the sweep cancels it should it surface later)."""
     options: dict[str, Any] = Field(default_factory=dict)
     """Adapter-specific settings, validated by the adapter's own ``Options`` model."""
 
@@ -74,6 +78,16 @@ class Limits(_Frozen):
     max_submissions_per_tick: Annotated[int, Field(ge=1)] = 100
     lease_s: Annotated[float, Field(gt=0)] = 10.0
     """How long a reconciler's lease on the store lasts without renewal."""
+    site_deadline_s: Annotated[float, Field(gt=0)] = 30.0
+    """How long one phase of a tick waits for a site's call; a slower site is skipped (and
+    marked degraded) while the others go on."""
+    sweep_interval_s: Annotated[float, Field(gt=0)] = 60.0
+    """How often each site's ``owned()`` is swept for native jobs the store does not track."""
+    reject_backoff_s: Annotated[float, Field(ge=0)] = 60.0
+    """After a site rejects a job's submission, the job is not placed there for this long."""
+    max_submit_tries: Annotated[int, Field(ge=1)] = 5
+    """Uncertain submissions of one attempt before it is looked up with ``owned()`` and, if
+    the site holds nothing for it, given up and the job placed anew."""
 
 
 class GridConfig(_Frozen):

@@ -2,7 +2,9 @@
 
 Entries are lazy ``"module:Class"`` strings; nothing is imported until a site of that kind is
 used, so ``import gridbridge`` stays light. Third parties register through the entry-point
-group ``gridbridge.adapters``. A name is never silently overridden.
+group ``gridbridge.adapters``. A name is never silently overridden, and a class that lacks a
+verb of the :class:`~gridbridge.adapter.Adapter` protocol (or one its capabilities promise) is
+refused when it is loaded, naming the class and the verbs.
 """
 
 from __future__ import annotations
@@ -13,7 +15,15 @@ from importlib.metadata import entry_points
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["BUILTIN_ADAPTERS", "AdapterNotFound", "Registry", "default_registry"]
+from gridbridge.adapter import missing_verbs
+
+__all__ = [
+    "BUILTIN_ADAPTERS",
+    "AdapterInvalid",
+    "AdapterNotFound",
+    "Registry",
+    "default_registry",
+]
 
 BUILTIN_ADAPTERS: Mapping[str, str] = MappingProxyType(
     {
@@ -33,6 +43,19 @@ _INSTALL_HINTS: Mapping[str, str] = MappingProxyType(
 
 class AdapterNotFound(LookupError):
     """No adapter of that name; the message lists the valid choices."""
+
+
+class AdapterInvalid(TypeError):
+    """The class does not implement the adapter protocol; the message names what is missing."""
+
+
+def check_adapter_class(cls: type[Any]) -> None:
+    """Raise :class:`AdapterInvalid` unless ``cls`` has every verb the protocol and its
+    declared ``CAPABILITIES`` require."""
+    missing = missing_verbs(cls)
+    if missing:
+        name = f"{cls.__module__}.{cls.__qualname__}"
+        raise AdapterInvalid(f"adapter class {name} lacks the verbs: {', '.join(missing)}")
 
 
 class Registry:
@@ -58,6 +81,7 @@ class Registry:
             self._entries[name] = target
             self._loaded.pop(name, None)
         else:
+            check_adapter_class(target)
             self._entries[name] = f"{target.__module__}:{target.__qualname__}"
             self._loaded[name] = target
 
@@ -77,6 +101,7 @@ class Registry:
             hint = _INSTALL_HINTS.get(missing.split(".")[0], f"install the package {missing!r}")
             raise ImportError(f"adapter {name!r} needs {missing!r}: {hint}") from exc
         cls: type[Any] = getattr(module, attr)
+        check_adapter_class(cls)
         self._loaded[name] = cls
         return cls
 

@@ -39,6 +39,8 @@ class PendingJob(BaseModel):
     spec: JobSpec
     submitted_at: datetime
     attempt: int = Field(default=1, ge=1)
+    avoid: dict[str, str] = Field(default_factory=dict)
+    """Sites not to use for this job now, with why (e.g. it just rejected the submission)."""
 
 
 class Policy(BaseModel):
@@ -145,7 +147,7 @@ class _Scored:
 def _place_one(
     job: PendingJob, offers: Sequence[Offer], free: Sequence[_Free], now: datetime
 ) -> tuple[Decision, int | None]:
-    scored = [_score(job.spec, i, o, free[i], now) for i, o in enumerate(offers)]
+    scored = [_score(job, i, o, free[i], now) for i, o in enumerate(offers)]
     feasible = sorted((s for s in scored if not s.problems), key=_Scored.rank)
     infeasible = sorted((s for s in scored if s.problems), key=lambda s: (s.offer.site, s.index))
     cands = [_candidate(s, "; ".join(s.problems)) for s in infeasible]
@@ -165,10 +167,13 @@ def _place_one(
     return decision, best.index
 
 
-def _score(spec: JobSpec, index: int, offer: Offer, free: _Free, now: datetime) -> _Scored:
+def _score(job: PendingJob, index: int, offer: Offer, free: _Free, now: datetime) -> _Scored:
+    spec = job.spec
     est = estimate(spec, offer)
     finish = _finish(now, offer.queue_wait_s, est.expected_runtime_s)
     problems = [*_site_problems(spec, offer), *_capacity_problems(spec, free)]
+    if offer.site in job.avoid:
+        problems.insert(0, job.avoid[offer.site])
     if problems and offer.note:
         problems.append(offer.note)
     limit = offer.max_walltime_s

@@ -2,20 +2,28 @@
 
 ::
 
-    tick:  submit   SUBMITTING attempts (new, or left by a crashed reconciler: re-submitted
-                    with the same attempt id, which adapters treat as idempotent)
+    tick:  submit   SUBMITTING attempts (new, or left by a crash or an uncertain submission:
+                    re-submitted with the same attempt id, or first looked up with owned())
            cancel   attempts of jobs the user cancelled
            poll     one batched call per site -> RUNNING / ended
-                    PREEMPTED or LOST -> job PENDING again (attempt + 1), FAILED/SUCCEEDED end it
+                    LOST -> the site stops whatever is left of it, then the job is PENDING again;
+                    PREEMPTED -> PENDING again (attempt + 1); FAILED/SUCCEEDED end the job;
                     every ended attempt -> one ledger row (duration x price)
-           place    offers from every site -> placement.place(...) -> new attempts
+           sweep    now and then: owned() on every site -> adopt or cancel orphans
+           place    offers from every site -> placement.place(...) -> new attempts -> submit
 
-Only the holder of the store's ``reconciler`` lease ticks, so an embedded client and
-``gridbridge serve`` never both drive one store.
+Every phase calls all sites at once, each on its own worker with one deadline
+(:mod:`.sitecalls`): a site that hangs, raises or answers garbage is marked degraded and
+skipped, never aborting the tick or delaying another site by more than the deadline.
+
+Only the holder of the store's ``reconciler`` lease ticks. The lease is renewed between phases
+and checked (same holder, same generation, unlapsed) immediately before every native submit and
+cancel, so a reconciler that slept through its lease cannot act on a site after it wakes.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -26,21 +34,38 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
-from gridbridge.adapter import Adapter, AttemptStatus, Offer, SubmitRequest
+from gridbridge.adapter import (
+    Adapter,
+    AttemptStatus,
+    Capability,
+    Offer,
+    OwnedJob,
+    SubmitRejected,
+    SubmitRequest,
+)
 from gridbridge.config import GridConfig
-from gridbridge.costs import attempt_cost
-from gridbridge.runtime import Result, proc_start_time, read_result
+from gridbridge.runtime import proc_start_time
 from gridbridge.states import AttemptState, JobState
 
+from .endings import Verdict, judge, ledger_row, next_job_state, progressed_attempts
 from .placement import Decision, PendingJob, place
-from .store import Attempt, AttemptEnding, Job, StateStore
-from .tables import DecisionRow, LedgerRow
+from .records import Attempt, AttemptEnding, Job, Lease
+from .sitecalls import SiteCalls
+from .store import StateStore, StoreUnavailable
+from .sweep import reconcile_owned
+from .tables import DecisionRow
 
-__all__ = ["LEASE", "Reconciler", "TickReport"]
+__all__ = ["LEASE", "LeaseLost", "Reconciler", "TickReport"]
 
 log = logging.getLogger("gridbridge.reconciler")
 LEASE = "reconciler"
+_MAX_BACKOFF_S = 30.0
+
+
+class LeaseLost(RuntimeError):
+    """This reconciler no longer holds the lease it started its tick under."""
 
 
 @dataclass
@@ -52,6 +77,18 @@ class TickReport:
     ended: dict[str, AttemptState] = field(default_factory=dict)
     placed: dict[str, str] = field(default_factory=dict)
     unplaced: dict[str, str] = field(default_factory=dict)
+    rejected: dict[str, str] = field(default_factory=dict)
+    orphans: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class _Submitted:
+    """What a site's worker did with one attempt of a submit batch."""
+
+    attempt: Attempt
+    kind: str
+    """``native``, ``adopted``, ``rejected``, ``gave-up``, ``uncertain`` or ``fenced``."""
+    value: str = ""
 
 
 class Reconciler:
@@ -70,65 +107,196 @@ class Reconciler:
         self.adapters = dict(adapters)
         self.clock = clock
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.lease: Lease | None = None
+        self.calls = SiteCalls(list(self.adapters), config.limits.site_deadline_s,
+                               fatal=(LeaseLost,))
         self._sites = {s.name: s for s in config.sites}
         self._last_decision: dict[str, str] = {}
+        self._health: dict[str, tuple[bool, str]] = {}
+        self._avoid: dict[tuple[str, str], tuple[float, str]] = {}
+        self._next_sweep = 0.0
 
     # the loop -----------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        """Tick until ``stop`` is set, while holding the lease; release it on the way out."""
-        limits = self.config.limits
+        """Tick until ``stop`` is set, while holding the lease; release it on the way out.
+
+        Nothing ends this loop but ``stop``: a store that is locked or unreachable is retried
+        with backoff, and any other error is logged and the next tick tried."""
+        interval = self.config.limits.tick_interval_s
+        wait = interval
         try:
             while not stop.is_set():
-                if self.acquire():
-                    try:
+                try:
+                    if self.acquire():
                         self.tick()
-                    except Exception:
-                        log.exception("reconciler tick failed; retrying next tick")
-                stop.wait(limits.tick_interval_s)
+                    wait = interval
+                except LeaseLost as exc:
+                    log.warning("%s; standing by", exc)
+                    wait = interval
+                except StoreUnavailable as exc:
+                    wait = min(max(wait * 2, interval), _MAX_BACKOFF_S)
+                    log.warning("state store unavailable, retrying in %.1fs: %s", wait, exc)
+                except Exception:
+                    log.exception("reconciler tick failed; the reconciler carries on")
+                    wait = interval
+                stop.wait(wait)
         finally:
+            self._release()
+
+    def _release(self) -> None:
+        try:
             self.store.release_lease(LEASE, self.holder)
+        except Exception as exc:  # a locked store: the lease simply lapses
+            log.warning("could not release the lease (it will lapse): %s", exc)
+        self.lease = None
+
+    def close(self) -> None:
+        """Stop the site workers (a call that hangs is abandoned)."""
+        self.calls.close()
 
     def acquire(self) -> bool:
         """Take or renew the lease; take over at once from a dead holder on this host."""
         ttl = self.config.limits.lease_s
-        if self.store.acquire_lease(LEASE, self.holder, ttl):
+        self.lease = self.store.acquire_lease(LEASE, self.holder, ttl)
+        if self.lease is not None:
             return True
         current = self.store.lease_holder(LEASE)
         if current is not None and _dead_local_holder(current[0]):
             log.warning("taking over the lease of %s, whose process is gone", current[0])
             self.store.release_lease(LEASE, current[0])
-            return self.store.acquire_lease(LEASE, self.holder, ttl)
-        return False
+            self.lease = self.store.acquire_lease(LEASE, self.holder, ttl)
+        return self.lease is not None
+
+    def _renew(self) -> None:
+        """Between phases: renew the lease, or stop the tick if it changed hands or lapsed."""
+        held = self.lease
+        self.lease = self.store.acquire_lease(LEASE, self.holder, self.config.limits.lease_s)
+        if held is None or self.lease is None or self.lease.generation != held.generation:
+            raise LeaseLost(f"{self.holder} lost the reconciler lease during a tick")
+
+    def _fence(self) -> None:
+        """Immediately before a native submit or cancel: are we still the lease holder?"""
+        if self.lease is None or not self.store.holds_lease(self.lease):
+            raise LeaseLost(f"{self.holder} no longer holds the reconciler lease")
 
     def tick(self) -> TickReport:
+        """One pass over every phase (acquires the lease first if this reconciler has none)."""
         report = TickReport()
-        submitting = [a for a in self.store.active_attempts() if a.state is AttemptState.SUBMITTING]
-        self._submit(submitting, report)
-        active = self.store.active_attempts()
-        self._cancel(active)
-        self._poll(active, report)
-        self._place(report)
+        if self.lease is None and not self.acquire():
+            return report
+        self.calls.begin_tick()
+        budget = [self.config.limits.max_submissions_per_tick]
+        try:
+            submitting = [a for a in self.store.active_attempts()
+                          if a.state is AttemptState.SUBMITTING]
+            self._submit(submitting, report, budget)
+            self._renew()
+            active = self.store.active_attempts()
+            self._cancel(active)
+            self._renew()
+            self._poll(active, report)
+            self._renew()
+            self._sweep(report)
+            self._renew()
+            self._place(report, budget)
+        finally:
+            self._record_health()
         return report
 
-    # phases -------------------------------------------------------------------------------
+    # submit -------------------------------------------------------------------------------
 
-    def _submit(self, attempts: Sequence[Attempt], report: TickReport) -> None:
-        for attempt in attempts[: self.config.limits.max_submissions_per_tick]:
+    def _submit(self, attempts: Sequence[Attempt], report: TickReport, budget: list[int]) -> None:
+        by_site: dict[str, list[tuple[Attempt, SubmitRequest]]] = defaultdict(list)
+        for attempt in attempts:
             job = self.store.job(attempt.job_id)
-            adapter = self.adapters.get(attempt.site)
-            try:
-                if adapter is None:
-                    raise LookupError(f"site {attempt.site!r} is no longer configured")
-                native_id = adapter.submit(self._request(job, attempt))
-            except Exception as exc:
-                log.warning("submission of %s to %s failed: %s", attempt.id, attempt.site, exc)
-                status = AttemptStatus(state=AttemptState.FAILED, native_state="submit-error",
-                                       reason=f"submission failed: {exc}")
-                self._end(attempt, job, status, retry=True)
+            if job.cancel_requested:
+                self._conclude(attempt, job, _status(AttemptState.CANCELLED, "never-submitted",
+                                                     "job cancelled before submission"),
+                               charge=False)
                 continue
-            if self.store.set_native_id(attempt.id, native_id, self.holder):
-                report.submitted.append(attempt.id)
+            if attempt.site not in self.adapters:
+                gone = _status(AttemptState.FAILED, "site-gone",
+                               f"site {attempt.site!r} is no longer configured")
+                self._conclude(attempt, job, gone, retry=True, charge=False)
+                continue
+            if budget[0] <= 0 or self.calls.busy(attempt.site):
+                continue
+            budget[0] -= 1
+            by_site[attempt.site].append((attempt, self._request(job, attempt)))
+        calls = {site: functools.partial(self._submit_batch, site, items)
+                 for site, items in by_site.items()}
+        for site, outcomes in self.calls.run("submit", calls).items():
+            fenced = self._apply_submitted(site, outcomes, report)
+            if fenced:
+                raise LeaseLost(f"{self.holder} lost the lease while submitting to {site}")
+
+    def _submit_batch(
+        self, site: str, items: Sequence[tuple[Attempt, SubmitRequest]]
+    ) -> list[_Submitted]:
+        """On the site's worker: submit each attempt, or find it with owned() when a second
+        submission could run it twice."""
+        adapter = self.adapters[site]
+        limits = self.config.limits
+        can_adopt = Capability.ADOPT in adapter.capabilities()
+        owned: dict[str, str] | None = None
+        out: list[_Submitted] = []
+        for attempt, request in items:
+            if self.lease is None or not self.store.holds_lease(self.lease):
+                out.append(_Submitted(attempt, "fenced"))
+                break
+            tries = self.store.note_submit_try(attempt.id)
+            if tries == 0:
+                continue
+            if (tries > 1 and not can_adopt) or tries > limits.max_submit_tries:
+                if owned is None:
+                    owned = {o.attempt_id: o.native_id for o in _checked_owned(adapter)}
+                if attempt.id in owned:
+                    out.append(_Submitted(attempt, "adopted", owned[attempt.id]))
+                    continue
+                replace = self._sites[site].uncertain_submit == "replace"
+                if replace or tries > limits.max_submit_tries:
+                    why = (f"submission unconfirmed after {tries - 1} tries and the site "
+                           "holds no job for it")
+                    out.append(_Submitted(attempt, "gave-up", why))
+                    continue
+            try:
+                native_id = adapter.submit(request)
+            except SubmitRejected as exc:
+                out.append(_Submitted(attempt, "rejected", str(exc) or "rejected"))
+            except Exception as exc:
+                out.append(_Submitted(attempt, "uncertain", f"{type(exc).__name__}: {exc}"))
+            else:
+                if not isinstance(native_id, str) or not native_id:
+                    why = f"submit returned {native_id!r}, not a native id"
+                    out.append(_Submitted(attempt, "uncertain", why))
+                else:
+                    out.append(_Submitted(attempt, "native", native_id))
+        return out
+
+    def _apply_submitted(
+        self, site: str, outcomes: Sequence[_Submitted], report: TickReport
+    ) -> bool:
+        fenced = False
+        for o in outcomes:
+            a = o.attempt
+            if o.kind in {"native", "adopted"}:
+                if self.store.set_native_id(a.id, o.value, self.holder):
+                    report.submitted.append(a.id)
+            elif o.kind in {"rejected", "gave-up"}:
+                reason = f"rejected by {site}: {o.value}" if o.kind == "rejected" else o.value
+                until = self.clock() + self.config.limits.reject_backoff_s
+                self._avoid[(a.job_id, site)] = (until, reason)
+                ended = _status(AttemptState.FAILED, o.kind, reason)
+                self._conclude(a, self.store.job(a.job_id), ended, retry=True, charge=False)
+                report.rejected[a.id] = reason
+            elif o.kind == "uncertain":
+                log.warning("submission of %s to %s uncertain (retried with the same id): %s",
+                            a.id, site, o.value)
+                self.calls.fail(site, "submit", o.value)
+            else:
+                fenced = True
+        return fenced
 
     def _request(self, job: Job, attempt: Attempt) -> SubmitRequest:
         return SubmitRequest(
@@ -141,53 +309,94 @@ class Reconciler:
             attempt_url=attempt.attempt_url,
         )
 
+    # cancel and poll ----------------------------------------------------------------------
+
     def _cancel(self, active: Sequence[Attempt]) -> None:
         cancelled = self.store.cancel_requested({a.job_id for a in active})
         by_site: dict[str, list[str]] = defaultdict(list)
         for attempt in active:
             if attempt.native_id and attempt.job_id in cancelled:
                 by_site[attempt.site].append(attempt.native_id)
-        for site, ids in by_site.items():
-            adapter = self.adapters.get(site)
-            if adapter is not None:
-                adapter.cancel(ids)
+        self._cancel_native(by_site)
+
+    def _cancel_native(self, by_site: Mapping[str, Sequence[str]]) -> set[str]:
+        """Cancel native ids per site (fenced); returns the sites whose call succeeded."""
+        calls = {site: functools.partial(self._fenced_cancel, site, list(ids))
+                 for site, ids in by_site.items() if ids and site in self.adapters}
+        return set(self.calls.run("cancel", calls))
+
+    def _fenced_cancel(self, site: str, native_ids: list[str]) -> None:
+        self._fence()
+        self.adapters[site].cancel(native_ids)
 
     def _poll(self, active: Sequence[Attempt], report: TickReport) -> None:
         by_site: dict[str, list[Attempt]] = defaultdict(list)
         for attempt in active:
-            if attempt.native_id is not None:
+            if attempt.native_id is not None and attempt.site in self.adapters:
                 by_site[attempt.site].append(attempt)
-        for site, attempts in by_site.items():
-            adapter = self.adapters.get(site)
-            if adapter is None:
-                continue
-            try:
-                statuses = adapter.poll([a.native_id for a in attempts if a.native_id])
-            except Exception:
-                log.exception("polling %s failed", site)
-                continue
-            for attempt in attempts:
+        calls = {site: functools.partial(_checked_poll, self.adapters[site],
+                                         [a.native_id for a in attempts if a.native_id])
+                 for site, attempts in by_site.items()}
+        lost: dict[str, list[tuple[Attempt, Verdict]]] = defaultdict(list)
+        for site, statuses in self.calls.run("poll", calls).items():
+            for attempt in by_site[site]:
                 assert attempt.native_id is not None
                 status = statuses.get(attempt.native_id)
-                if status is not None:
-                    self._apply(attempt, status, report)
+                if status is None or status.state is attempt.state:
+                    continue
+                if status.state is AttemptState.RUNNING:
+                    if self.store.mark_running(attempt, status.native_state, self.holder):
+                        report.started.append(attempt.id)
+                elif status.state.terminal:
+                    verdict = judge(attempt, status)
+                    if verdict.status.state is AttemptState.LOST:
+                        lost[site].append((attempt, verdict))
+                    elif self._conclude_verdict(attempt, verdict):
+                        report.ended[attempt.id] = verdict.status.state
+        self._end_lost(lost, report)
 
-    def _apply(self, attempt: Attempt, status: AttemptStatus, report: TickReport) -> None:
-        if status.state is attempt.state:
-            return
-        if status.state is AttemptState.RUNNING:
-            if self.store.mark_running(attempt, status.native_state, self.holder):
-                report.started.append(attempt.id)
-        elif status.state.terminal:
-            job = self.store.job(attempt.job_id)
-            if self._end(attempt, job, status, retry=False):
-                report.ended[attempt.id] = status.state
+    def _end_lost(
+        self, lost: Mapping[str, Sequence[tuple[Attempt, Verdict]]], report: TickReport
+    ) -> None:
+        """LOST means gone: the site stops what is left of each lost attempt before the job
+        may be placed again (if it cannot, the checkpoint fence still holds the zombie off)."""
+        ids = {site: [a.native_id for a, _ in items if a.native_id]
+               for site, items in lost.items()}
+        stopped = self._cancel_native(ids)
+        for site, items in lost.items():
+            for attempt, verdict in items:
+                if site not in stopped:
+                    note = f"{verdict.status.reason}; the site could not stop it"
+                    verdict = Verdict(verdict.status.model_copy(update={"reason": note}),
+                                      verdict.result)
+                if self._conclude_verdict(attempt, verdict):
+                    report.ended[attempt.id] = AttemptState.LOST
 
-    def _end(self, attempt: Attempt, job: Job, status: AttemptStatus, *, retry: bool) -> bool:
-        """Conclude an attempt: next job state, ledger row, all in one transaction."""
-        result = read_result(attempt.attempt_url)
+    def _conclude(
+        self, attempt: Attempt, job: Job, status: AttemptStatus, *, retry: bool = False,
+        charge: bool = True,
+    ) -> bool:
+        return self._conclude_verdict(attempt, Verdict(status, None), job=job, retry=retry,
+                                      charge=charge)
+
+    def _conclude_verdict(
+        self, attempt: Attempt, verdict: Verdict, *, job: Job | None = None,
+        retry: bool = False, charge: bool = True,
+    ) -> bool:
+        """End an attempt: next job state and ledger row, in one transaction."""
+        job = job or self.store.job(attempt.job_id)
+        status, result = verdict.status, verdict.result
         last_step = result.last_step if result is not None else None
-        job_state, job_reason = self._next_job_state(job, status, last_step, retry)
+        if status.native_state in {"rejected", "gave-up"}:
+            job_state, job_reason = JobState.PENDING, f"attempt {attempt.number} {status.reason}"
+            if job.cancel_requested:
+                job_state, job_reason = JobState.CANCELLED, "cancelled by user"
+        else:
+            earlier = [a for a in self.store.attempts(job.id) if a.number < attempt.number]
+            free = progressed_attempts(earlier, status.state, last_step)
+            job_state, job_reason = next_job_state(job, status, last_step, retry=retry,
+                                                   free=free)
+        site = self._sites.get(attempt.site)
         ending = AttemptEnding(
             state=status.state,
             native_state=status.native_state,
@@ -197,96 +406,76 @@ class Reconciler:
             exit_code=status.exit_code,
             last_step=last_step,
             job_error=status.reason if job_state is JobState.FAILED else None,
-            ledger=self._ledger_row(job, attempt, status.state, result),
+            ledger=ledger_row(job, attempt, site, verdict, self.clock()) if charge else None,
         )
         return self.store.conclude(attempt, ending, self.holder)
 
-    def _next_job_state(
-        self, job: Job, status: AttemptStatus, last_step: int | None, retry: bool
-    ) -> tuple[JobState, str]:
-        state = status.state
-        n = job.attempts
-        if job.cancel_requested and state is not AttemptState.SUCCEEDED:
-            return JobState.CANCELLED, "cancelled by user"
-        if state is AttemptState.SUCCEEDED:
-            return JobState.SUCCEEDED, f"attempt {n} succeeded"
-        if state is AttemptState.CANCELLED:
-            return JobState.CANCELLED, f"attempt {n} cancelled by the site"
-        resumable = state in {AttemptState.PREEMPTED, AttemptState.LOST} or retry
-        if not resumable:
-            return JobState.FAILED, f"attempt {n} failed: {status.reason or status.native_state}"
-        if n >= job.spec.max_attempts:
-            return JobState.FAILED, f"attempt {n} {state.lower()}; no attempts left"
-        where = f"step {last_step}" if last_step is not None else "the start"
-        return JobState.PENDING, f"attempt {n} {state.lower()}; will resume from {where}"
+    # sweep --------------------------------------------------------------------------------
 
-    def _ledger_row(
-        self, job: Job, attempt: Attempt, outcome: AttemptState, result: Result | None
-    ) -> LedgerRow:
-        site = self._sites.get(attempt.site)
-        start = attempt.started_at or attempt.created_at
-        end = self.clock()
-        if result is not None:
-            start, end = result.started_at, result.ended_at
-        hours = max(0.0, end - start) / 3600
-        res = job.spec.resources
-        cost = attempt_cost(site.price, res, hours * 3600) if site else 0.0
-        on_demand = attempt_cost(site.on_demand_price, res, hours * 3600) if site else 0.0
-        lost = 0.0
-        if outcome in {AttemptState.PREEMPTED, AttemptState.LOST} and site is not None:
-            lost_s = self._lost_seconds(job, start, end)
-            lost = attempt_cost(site.price, res, lost_s)
-        return LedgerRow(
-            attempt_id=attempt.id, job_id=job.id, user=job.spec.owner.user,
-            team=job.spec.owner.team, project=job.spec.owner.project, site=attempt.site,
-            tier=site.tier.value if site else "unknown", outcome=outcome.value, start=start,
-            end=end, core_hours=hours * res.cpus, gpu_hours=hours * res.gpus, cost=cost,
-            on_demand_cost=on_demand, lost_cost=lost,
-        )
+    def _sweep(self, report: TickReport) -> None:
+        now = self.clock()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + self.config.limits.sweep_interval_s
+        calls = {site: functools.partial(_checked_owned, adapter)
+                 for site, adapter in self.adapters.items()}
+        orphans: dict[str, list[str]] = {}
+        for site, owned in self.calls.run("owned", calls).items():
+            result = reconcile_owned(self.store, site, owned, self.holder)
+            if result.orphans:
+                orphans[site] = result.orphans
+                log.warning("cancelling orphans on %s: %s", site, ", ".join(result.orphans))
+        self._cancel_native(orphans)
+        report.orphans.update(orphans)
 
-    def _lost_seconds(self, job: Job, start: float, end: float) -> float:
-        """Work since the last checkpoint committed during this attempt is lost."""
-        committed: float | None = None
-        try:
-            from gridbridge import checkpoint
+    def sweep_now(self) -> None:
+        """Make the next tick sweep every site for orphans."""
+        self._next_sweep = 0.0
 
-            store = checkpoint.open(job.checkpoint_url)
-            step = store.latest()
-            if step is not None:
-                stamp = store.commit_record(step)["time"]
-                committed = datetime.fromisoformat(stamp).timestamp()
-        except Exception:  # an unreadable store: count the whole attempt as lost
-            log.warning("cannot read the last commit of %s", job.id, exc_info=True)
-        since = max(start, committed) if committed is not None else start
-        return max(0.0, end - since)
+    # place --------------------------------------------------------------------------------
 
-    def _place(self, report: TickReport) -> None:
+    def _place(self, report: TickReport, budget: list[int]) -> None:
         pending = [j for j in self.store.jobs([JobState.PENDING]) if not j.cancel_requested]
         if not pending:
             return
+        calls = {site: functools.partial(_checked_offers, adapter, site)
+                 for site, adapter in self.adapters.items()}
         offers: list[Offer] = []
-        for site, adapter in self.adapters.items():
-            try:
-                offers.extend(adapter.offers())
-            except Exception:
-                log.exception("offers from %s failed; leaving it out this tick", site)
+        for site_offers in self.calls.run("offers", calls).values():
+            offers.extend(site_offers)
         now = self.clock()
         jobs = [
             PendingJob(job_id=j.id, spec=j.spec, attempt=j.attempts + 1,
-                       submitted_at=datetime.fromtimestamp(j.created_at, UTC))
+                       submitted_at=datetime.fromtimestamp(j.created_at, UTC),
+                       avoid=self._avoided(j.id, now))
             for j in pending
         ]
         by_id = {j.id: j for j in pending}
+        new: list[Attempt] = []
         for decision in place(jobs, offers, datetime.fromtimestamp(now, UTC)):
-            self._record(decision, by_id[decision.job_id], now)
             if decision.site is None:
+                self._record(decision, by_id[decision.job_id], now)
                 report.unplaced[decision.job_id] = decision.reason
                 continue
+            if budget[0] <= 0:
+                report.unplaced[decision.job_id] = "max_submissions_per_tick reached"
+                continue
+            self._record(decision, by_id[decision.job_id], now)
             root = f"{self.config.checkpoint_root}/{decision.job_id}"
             attempt = self.store.new_attempt(decision.job_id, decision.site, root, self.holder)
             if attempt is not None:
                 report.placed[decision.job_id] = decision.site
-                self._submit([attempt], report)
+                new.append(attempt)
+        self._submit(new, report, budget)
+
+    def _avoided(self, job_id: str, now: float) -> dict[str, str]:
+        out = {}
+        for (jid, site), (until, why) in list(self._avoid.items()):
+            if until <= now:
+                del self._avoid[(jid, site)]
+            elif jid == job_id:
+                out[site] = f"{why} (not retried there for {until - now:.0f}s)"
+        return out
 
     def _record(self, decision: Decision, job: Job, now: float) -> None:
         """Keep every candidate of a decision; repeat an unplaceable one only when it changes."""
@@ -306,6 +495,62 @@ class Reconciler:
             for c in decision.candidates
         ]
         self.store.record_decisions(rows)
+
+    # health -------------------------------------------------------------------------------
+
+    def _record_health(self) -> None:
+        """Write a site's health when it changes: degraded on any failure this tick, healthy
+        again after a tick in which its calls were answered."""
+        for site, outcome in self.calls.outcomes.items():
+            if outcome.ok and not outcome.called:
+                continue
+            key = (outcome.ok, "" if outcome.ok else f"{outcome.phase}: {outcome.error}")
+            if self._health.get(site) == key:
+                continue
+            if not outcome.ok:
+                log.warning("site %s degraded: %s", site, key[1])
+            elif site in self._health:
+                log.info("site %s healthy again", site)
+            try:
+                self.store.set_site_health(site, outcome.ok, outcome.phase, outcome.error,
+                                           self.holder)
+            except StoreUnavailable:
+                return
+            self._health[site] = key
+
+
+def _status(state: AttemptState, native_state: str, reason: str) -> AttemptStatus:
+    return AttemptStatus(state=state, native_state=native_state, reason=reason)
+
+
+def _checked_poll(adapter: Adapter, native_ids: list[str]) -> dict[str, AttemptStatus]:
+    """Poll, and refuse an answer that is not a mapping of native id to AttemptStatus."""
+    answer: Any = adapter.poll(native_ids)
+    if not isinstance(answer, Mapping):
+        raise TypeError(f"poll returned {type(answer).__name__}, not a mapping")
+    bad = [k for k, v in answer.items() if not isinstance(v, AttemptStatus)]
+    if bad:
+        raise TypeError(f"poll returned no AttemptStatus for {', '.join(map(str, bad[:3]))}")
+    return {k: v for k, v in answer.items() if k in set(native_ids)}
+
+
+def _checked_offers(adapter: Adapter, site: str) -> list[Offer]:
+    answer: Any = adapter.offers()
+    if isinstance(answer, str | bytes) or not isinstance(answer, Sequence):
+        raise TypeError(f"offers returned {type(answer).__name__}, not a sequence of Offer")
+    for offer in answer:
+        if not isinstance(offer, Offer) or offer.site != site:
+            raise TypeError(f"offers returned {offer!r:.80}, not an Offer of site {site}")
+    return list(answer)
+
+
+def _checked_owned(adapter: Adapter) -> list[OwnedJob]:
+    answer: Any = adapter.owned()
+    if isinstance(answer, str | bytes) or not isinstance(answer, Sequence):
+        raise TypeError(f"owned returned {type(answer).__name__}, not a sequence of OwnedJob")
+    if not all(isinstance(o, OwnedJob) for o in answer):
+        raise TypeError("owned returned something that is not an OwnedJob")
+    return list(answer)
 
 
 def _dead_local_holder(holder: str) -> bool:

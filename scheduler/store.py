@@ -3,21 +3,24 @@
 Every state change is a compare-and-set (``UPDATE ... WHERE state = expected``, then check the
 row count) checked against the transition tables of :mod:`gridbridge.states`, and writes an
 event row in the same transaction. SQLite runs in WAL mode so a CLI and ``gridbridge serve``
-can share one file; any SQLAlchemy URL works.
+can share one file; reads never wait behind a writer, and a write that cannot get the lock
+raises :class:`StoreUnavailable` (see :mod:`._db`). Any SQLAlchemy URL works.
+
+Leases carry a generation that grows whenever the lease changes hands or lapses, so the
+reconciler can check, just before it acts on a site, that it still holds the very lease it
+started its tick under.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
-from typing import Any, TypeVar
+from typing import Any
 
-from sqlalchemy import create_engine, event, select, update
+from sqlalchemy import create_engine, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from gridbridge.spec import JobSpec
@@ -28,88 +31,40 @@ from gridbridge.states import (
     check_job_transition,
 )
 
-from .tables import AttemptRow, Base, DecisionRow, EventRow, JobRow, LeaseRow, LedgerRow
+from ._db import StoreUnavailable, add_missing_columns, sqlite_engines
+from .records import (
+    Attempt,
+    AttemptEnding,
+    Event,
+    Job,
+    JobNotFound,
+    Lease,
+    SiteHealth,
+    new_job_id,
+)
+from .tables import (
+    AttemptRow,
+    Base,
+    DecisionRow,
+    EventRow,
+    JobRow,
+    LeaseRow,
+    LedgerRow,
+    SiteHealthRow,
+)
 
-__all__ = ["Attempt", "Event", "Job", "JobNotFound", "StateStore"]
-
-
-class JobNotFound(LookupError):
-    """No job with that id."""
-
-
-@dataclass(frozen=True)
-class Job:
-    """A snapshot of one job row."""
-
-    id: str
-    name: str
-    spec: JobSpec
-    state: JobState
-    priority: int
-    created_at: float
-    updated_at: float
-    attempts: int
-    cancel_requested: bool
-    checkpoint_url: str
-    error: str | None
-
-    @classmethod
-    def of(cls, row: JobRow) -> Job:
-        return _snapshot(
-            cls, row, spec=JobSpec.model_validate_json(row.spec_json), state=JobState(row.state)
-        )
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """A snapshot of one attempt row."""
-
-    id: str
-    job_id: str
-    number: int
-    token: int
-    site: str
-    state: AttemptState
-    native_id: str | None
-    native_state: str
-    created_at: float
-    started_at: float | None
-    ended_at: float | None
-    exit_code: int | None
-    reason: str
-    last_step: int | None
-    attempt_url: str
-
-    @classmethod
-    def of(cls, row: AttemptRow) -> Attempt:
-        return _snapshot(cls, row, state=AttemptState(row.state))
-
-
-@dataclass(frozen=True)
-class Event:
-    """One line of a job's story."""
-
-    at: float
-    job_id: str
-    attempt_id: str | None
-    kind: str
-    old: str
-    new: str
-    reason: str
-    actor: str
-
-
-_T = TypeVar("_T")
-
-
-def _snapshot(cls: type[_T], row: Base, **converted: Any) -> _T:
-    """A frozen copy of a row: every dataclass field read from the row unless converted."""
-    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
-    return cls(**{n: getattr(row, n) for n in names if n not in converted}, **converted)
-
-
-def new_job_id() -> str:
-    return "j" + uuid.uuid4().hex[:11]
+__all__ = [
+    "Attempt",
+    "AttemptEnding",
+    "Event",
+    "Job",
+    "JobNotFound",
+    "Lease",
+    "SiteHealth",
+    "StateStore",
+    "StoreUnavailable",
+    "new_job_id",
+]
 
 
 class StateStore:
@@ -119,18 +74,28 @@ class StateStore:
         self.url = url
         self._clock = clock
         self.engine: Engine = create_engine(url, future=True)
-        if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-            event.listen(self.engine, "begin", _sqlite_begin_immediate)
-        Base.metadata.create_all(self.engine)
+        self._read_engine = self.engine
+        if self.engine.dialect.name == "sqlite" and _is_file(url):
+            self._read_engine = create_engine(url, future=True)
+            sqlite_engines(self.engine, self._read_engine)
+        with _unavailable_as_error(url):
+            Base.metadata.create_all(self._read_engine)  # deferred: no lock unless it creates
+            add_missing_columns(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._reads = sessionmaker(self._read_engine, expire_on_commit=False)
 
     def close(self) -> None:
         self.engine.dispose()
+        self._read_engine.dispose()
 
     @contextmanager
     def _tx(self) -> Iterator[Session]:
-        with self._sessions() as session, session.begin():
+        with _unavailable_as_error(self.url), self._sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        with _unavailable_as_error(self.url), self._reads() as session:
             yield session
 
     # jobs ---------------------------------------------------------------------------------
@@ -160,7 +125,7 @@ class StateStore:
         return Job.of(row)
 
     def job(self, job_id: str) -> Job:
-        with self._sessions() as s:
+        with self._read() as s:
             row = s.get(JobRow, job_id)
             if row is None:
                 raise JobNotFound(f"no job {job_id!r}")
@@ -173,7 +138,7 @@ class StateStore:
             q = q.where(JobRow.state.in_([s.value for s in states]))
         if limit is not None:
             q = q.limit(limit)
-        with self._sessions() as s:
+        with self._read() as s:
             return [Job.of(r) for r in s.scalars(q)]
 
     def cancel_requested(self, job_ids: Iterable[str]) -> set[str]:
@@ -182,7 +147,7 @@ class StateStore:
         if not ids:
             return set()
         q = select(JobRow.id).where(JobRow.id.in_(ids), JobRow.cancel_requested.is_(True))
-        with self._sessions() as s:
+        with self._read() as s:
             return set(s.scalars(q))
 
     def request_cancel(self, job_id: str, actor: str = "user") -> Job:
@@ -262,6 +227,7 @@ class StateStore:
                 created_at=now,
                 reason="",
                 attempt_url=f"{attempt_root}/attempts/{number}",
+                submit_tries=0,
             )
             s.add(attempt)
             s.add(
@@ -270,7 +236,7 @@ class StateStore:
         return Attempt.of(attempt)
 
     def attempt(self, attempt_id: str) -> Attempt:
-        with self._sessions() as s:
+        with self._read() as s:
             row = s.get(AttemptRow, attempt_id)
             if row is None:
                 raise LookupError(f"no attempt {attempt_id!r}")
@@ -278,14 +244,32 @@ class StateStore:
 
     def attempts(self, job_id: str) -> list[Attempt]:
         q = select(AttemptRow).where(AttemptRow.job_id == job_id).order_by(AttemptRow.number)
-        with self._sessions() as s:
+        with self._read() as s:
+            return [Attempt.of(r) for r in s.scalars(q)]
+
+    def attempts_by_ids(self, attempt_ids: Sequence[str]) -> list[Attempt]:
+        """Those of the given attempts that exist (one query)."""
+        if not attempt_ids:
+            return []
+        q = select(AttemptRow).where(AttemptRow.id.in_(list(attempt_ids)))
+        with self._read() as s:
             return [Attempt.of(r) for r in s.scalars(q)]
 
     def active_attempts(self) -> list[Attempt]:
         active = [a.value for a in AttemptState if a.active]
         q = select(AttemptRow).where(AttemptRow.state.in_(active)).order_by(AttemptRow.id)
-        with self._sessions() as s:
+        with self._read() as s:
             return [Attempt.of(r) for r in s.scalars(q)]
+
+    def note_submit_try(self, attempt_id: str) -> int:
+        """Count a call of ``submit`` for a SUBMITTING attempt before it is made; returns the
+        count, or 0 if the attempt is no longer SUBMITTING."""
+        with self._tx() as s:
+            row = s.get(AttemptRow, attempt_id)
+            if row is None or row.state != AttemptState.SUBMITTING.value:
+                return 0
+            row.submit_tries += 1
+            return row.submit_tries
 
     def set_native_id(self, attempt_id: str, native_id: str, actor: str) -> bool:
         """SUBMITTING -> SUBMITTED with the site's id for the attempt."""
@@ -360,11 +344,8 @@ class StateStore:
 
     def events(self, job_id: str) -> list[Event]:
         q = select(EventRow).where(EventRow.job_id == job_id).order_by(EventRow.id)
-        with self._sessions() as s:
-            return [
-                Event(r.at, r.job_id, r.attempt_id, r.kind, r.old, r.new, r.reason, r.actor)
-                for r in s.scalars(q)
-            ]
+        with self._read() as s:
+            return [_event_of(r) for r in s.scalars(q)]
 
     def add_event(
         self, job_id: str, kind: str, reason: str, actor: str, attempt_id: str | None = None
@@ -378,14 +359,14 @@ class StateStore:
 
     def decisions(self, job_id: str) -> list[DecisionRow]:
         q = select(DecisionRow).where(DecisionRow.job_id == job_id).order_by(DecisionRow.id)
-        with self._sessions() as s:
+        with self._read() as s:
             return list(s.scalars(q))
 
     def ledger(self, job_id: str | None = None) -> list[LedgerRow]:
         q = select(LedgerRow).order_by(LedgerRow.start)
         if job_id is not None:
             q = q.where(LedgerRow.job_id == job_id)
-        with self._sessions() as s:
+        with self._read() as s:
             return list(s.scalars(q))
 
     def ledger_records(self, job_id: str | None = None) -> list[dict[str, Any]]:
@@ -397,52 +378,98 @@ class StateStore:
 
     # leases -------------------------------------------------------------------------------
 
-    def acquire_lease(self, name: str, holder: str, ttl_s: float) -> bool:
-        """Take or renew the named lease; False while another live holder has it."""
+    def acquire_lease(self, name: str, holder: str, ttl_s: float) -> Lease | None:
+        """Take or renew the named lease; None while another live holder has it. Renewal keeps
+        the generation; taking it over, or again after it lapsed or was released, raises it."""
         now = self._clock()
         try:
             with self._tx() as s:
                 row = s.get(LeaseRow, name)
                 if row is None:
-                    s.add(LeaseRow(name=name, holder=holder, expires_at=now + ttl_s))
-                    return True
-                result = s.execute(
-                    update(LeaseRow)
-                    .where(
-                        LeaseRow.name == name,
-                        (LeaseRow.holder == holder) | (LeaseRow.expires_at < now),
-                    )
-                    .values(holder=holder, expires_at=now + ttl_s)
-                )
-                return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+                    row = LeaseRow(name=name, holder=holder, expires_at=now + ttl_s, generation=1)
+                    s.add(row)
+                elif row.holder == holder and row.expires_at >= now:
+                    row.expires_at = now + ttl_s
+                elif row.expires_at < now:
+                    row.holder, row.expires_at = holder, now + ttl_s
+                    row.generation += 1
+                else:
+                    return None
+                return Lease(name, holder, row.generation, row.expires_at)
         except IntegrityError:
-            return False
+            return None
+
+    def holds_lease(self, lease: Lease) -> bool:
+        """True if ``lease`` is still held, unlapsed and of the same generation (a read:
+        it never waits behind a writer)."""
+        with self._read() as s:
+            row = s.get(LeaseRow, lease.name)
+            return (
+                row is not None
+                and row.holder == lease.holder
+                and row.generation == lease.generation
+                and row.expires_at >= self._clock()
+            )
 
     def lease_holder(self, name: str) -> tuple[str, float] | None:
-        with self._sessions() as s:
+        """The holder and expiry of the named lease; None if nobody took it or it was released."""
+        with self._read() as s:
             row = s.get(LeaseRow, name)
-            return None if row is None else (row.holder, row.expires_at)
+            return None if row is None or row.expires_at <= 0 else (row.holder, row.expires_at)
 
     def release_lease(self, name: str, holder: str) -> None:
         with self._tx() as s:
-            row = s.get(LeaseRow, name)
-            if row is not None and row.holder == holder:
-                s.delete(row)
+            s.execute(
+                update(LeaseRow)
+                .where(LeaseRow.name == name, LeaseRow.holder == holder)
+                .values(expires_at=0.0)
+            )
 
+    # site health --------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class AttemptEnding:
-    """How an attempt ended and what that means for its job."""
+    def set_site_health(
+        self, site: str, healthy: bool, phase: str = "", error: str = "", actor: str = ""
+    ) -> bool:
+        """Record how a site's calls went; a change of state also writes a site event.
+        Returns True when the state changed."""
+        now = self._clock()
+        with self._tx() as s:
+            row = s.get(SiteHealthRow, site)
+            first = row is None
+            changed = row is None or row.healthy != healthy
+            if row is None:
+                row = SiteHealthRow(site=site, healthy=healthy, since=now)
+                s.add(row)
+            elif changed:
+                row.healthy, row.since = healthy, now
+            row.phase, row.error, row.checked_at = phase, error, now
+            if changed and not (first and healthy):
+                old, new = ("degraded", "healthy") if healthy else ("healthy", "degraded")
+                why = f"{phase}: {error}" if not healthy else "calls succeed again"
+                s.add(_event(now, "", None, "site-health", old, new, why, actor, site=site))
+            return changed
 
-    state: AttemptState
-    native_state: str
-    reason: str
-    job_state: JobState
-    job_reason: str
-    exit_code: int | None = None
-    last_step: int | None = None
-    job_error: str | None = None
-    ledger: LedgerRow | None = None
+    def add_site_event(
+        self, site: str, kind: str, reason: str, actor: str, attempt_id: str | None = None
+    ) -> None:
+        """A site-level event (an orphan adopted or cancelled); filed under the attempt's job
+        too when the id names one."""
+        job_id = attempt_id.rsplit(".", 1)[0] if attempt_id else ""
+        with self._tx() as s:
+            s.add(_event(self._clock(), job_id, attempt_id, kind, "", "", reason, actor, site))
+
+    def site_health(self) -> dict[str, SiteHealth]:
+        with self._read() as s:
+            return {
+                r.site: SiteHealth(r.site, r.healthy, r.phase, r.error, r.since, r.checked_at)
+                for r in s.scalars(select(SiteHealthRow))
+            }
+
+    def site_events(self, site: str) -> list[Event]:
+        """Health changes and orphans seen on a site, oldest first."""
+        q = select(EventRow).where(EventRow.site == site).order_by(EventRow.id)
+        with self._read() as s:
+            return [_event_of(r) for r in s.scalars(q)]
 
 
 def _event(
@@ -454,23 +481,29 @@ def _event(
     new: str,
     reason: str,
     actor: str,
+    site: str | None = None,
 ) -> EventRow:
     return EventRow(
         at=at, job_id=job_id, attempt_id=attempt_id, kind=kind, old=str(old), new=str(new),
-        reason=reason, actor=actor,
+        reason=reason, actor=actor, site=site,
     )
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # Let SQLAlchemy's "begin" hook issue BEGIN IMMEDIATE: a deferred transaction that reads
-    # and then writes can fail at once with "database is locked" when another process writes.
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
+def _event_of(r: EventRow) -> Event:
+    return Event(r.at, r.job_id, r.attempt_id, r.kind, r.old, r.new, r.reason, r.actor, r.site)
 
 
-def _sqlite_begin_immediate(conn: Any) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+def _is_file(url: str) -> bool:
+    rest = url.split("://", 1)[-1]
+    return rest not in {"", "/", "/:memory:"} and "mode=memory" not in url
+
+
+@contextmanager
+def _unavailable_as_error(url: str) -> Iterator[None]:
+    try:
+        yield
+    except OperationalError as exc:
+        text = str(exc.orig)
+        if "locked" in text or "unable to open" in text or "busy" in text:
+            raise StoreUnavailable(f"state store {url}: {text}") from exc
+        raise

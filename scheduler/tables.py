@@ -3,14 +3,26 @@
 One row per job, per attempt, per transition event, per placement candidate and per finished
 attempt's ledger entry. The ledger's primary key is the attempt id, so an attempt is charged
 exactly once however often a reconciler retries.
+
+Columns added after the first release carry a ``server_default`` (or are nullable), so the
+store can add them to an older database in place (:mod:`gridbridge.scheduler._db`).
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["AttemptRow", "Base", "DecisionRow", "EventRow", "JobRow", "LeaseRow", "LedgerRow"]
+__all__ = [
+    "AttemptRow",
+    "Base",
+    "DecisionRow",
+    "EventRow",
+    "JobRow",
+    "LeaseRow",
+    "LedgerRow",
+    "SiteHealthRow",
+]
 
 
 class Base(DeclarativeBase):
@@ -54,6 +66,7 @@ class AttemptRow(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     last_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     attempt_url: Mapped[str] = mapped_column(Text)
+    submit_tries: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 
 
 class EventRow(Base):
@@ -69,6 +82,8 @@ class EventRow(Base):
     new: Mapped[str] = mapped_column(String(16), default="")
     reason: Mapped[str] = mapped_column(Text, default="")
     actor: Mapped[str] = mapped_column(String(128), default="")
+    site: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """Set on site events (health changes, orphans); ``job_id`` is then '' or the orphan's."""
 
 
 class DecisionRow(Base):
@@ -116,3 +131,16 @@ class LeaseRow(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(String(256))
     expires_at: Mapped[float] = mapped_column(Float)
+    """0 once released; the row stays so that ``generation`` only ever grows."""
+    generation: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
+
+
+class SiteHealthRow(Base):
+    __tablename__ = "site_health"
+
+    site: Mapped[str] = mapped_column(String(64), primary_key=True)
+    healthy: Mapped[bool] = mapped_column(Boolean)
+    phase: Mapped[str] = mapped_column(String(16), default="")
+    error: Mapped[str] = mapped_column(Text, default="")
+    since: Mapped[float] = mapped_column(Float)
+    checked_at: Mapped[float] = mapped_column(Float)

@@ -9,15 +9,71 @@ from pathlib import Path
 
 import pytest
 
-from gridbridge.registry import BUILTIN_ADAPTERS, AdapterNotFound, Registry, default_registry
+from gridbridge.adapter import Capability
+from gridbridge.registry import (
+    BUILTIN_ADAPTERS,
+    AdapterInvalid,
+    AdapterNotFound,
+    Registry,
+    default_registry,
+)
+
+VERBS = "".join(
+    f"    def {verb}(self, *a, **k):\n        return None\n"
+    for verb in ("submit", "poll", "cancel", "owned", "offers", "capabilities")
+)
 
 
 class Dummy:
+    """The six verbs, as stubs: enough for the registry's check."""
+
+    CAPABILITIES: frozenset[Capability] = frozenset()
+
+    def submit(self, *a: object) -> None: ...
+    def poll(self, *a: object) -> None: ...
+    def cancel(self, *a: object) -> None: ...
+    def owned(self) -> None: ...
+    def offers(self) -> None: ...
+    def capabilities(self) -> None: ...
+
+
+class Other(Dummy):
     pass
 
 
-class Other:
-    pass
+class NoOwned:
+    def submit(self) -> None: ...
+    def poll(self) -> None: ...
+    def cancel(self) -> None: ...
+    def offers(self) -> None: ...
+    def capabilities(self) -> None: ...
+
+
+class PromisesLogs(Dummy):
+    CAPABILITIES = frozenset({Capability.LOGS})
+
+
+class KeepsLogs(PromisesLogs):
+    def logs(self, native_id: str) -> str:
+        return ""
+
+
+def test_a_class_without_every_verb_is_refused_naming_it_and_the_verbs() -> None:
+    r = Registry()
+    with pytest.raises(AdapterInvalid, match=r"test_registry\.NoOwned lacks the verbs: owned"):
+        r.register("x", NoOwned)
+    r.register("y", f"{__name__}:NoOwned")
+    with pytest.raises(AdapterInvalid, match="NoOwned"):
+        r.load("y")
+    assert "x" not in r.entries
+
+
+def test_a_declared_capability_needs_its_verb() -> None:
+    r = Registry()
+    with pytest.raises(AdapterInvalid, match="PromisesLogs lacks the verbs: logs"):
+        r.register("p", PromisesLogs)
+    r.register("k", KeepsLogs)
+    assert r.load("k") is KeepsLogs
 
 
 def test_local_is_loaded_lazily() -> None:
@@ -153,7 +209,9 @@ def _fake_dist(root: Path, name: str, entry: str) -> None:
 
 
 def test_third_party_entry_point_is_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "gb_thirdparty_k8s.py").write_text("class K8s:\n    pass\n")
+    (tmp_path / "gb_thirdparty_k8s.py").write_text(
+        "class K8s:\n    CAPABILITIES = frozenset()\n" + VERBS
+    )
     _fake_dist(tmp_path, "gb_thirdparty_k8s", "k8s = gb_thirdparty_k8s:K8s")
     monkeypatch.syspath_prepend(str(tmp_path))
     r = default_registry()

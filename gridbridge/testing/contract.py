@@ -1,0 +1,238 @@
+"""The adapter contract: tests every adapter's test module subclasses, as fsspec's abstract
+filesystem tests are. A subclass provides two fixtures and inherits every test::
+
+    class TestLocalContract(AdapterContract):
+        @pytest.fixture
+        def adapter(self, tmp_path):            # a fresh site, cleaned up afterwards
+            yield LocalAdapter(site_config, tmp_path / "work")
+
+        @pytest.fixture
+        def workspace(self, tmp_path):          # a folder this process and the site's jobs
+            return tmp_path / "shared"          # can both read and write
+
+``python`` (the interpreter the site's jobs run) and ``DEADLINE_S`` (how long a state may take to
+show) may be overridden too. The jobs are small Python commands; what they write lands in the
+workspace, so the tests can check what ran, and how often.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gridbridge.adapter import (
+    Adapter,
+    AttemptStatus,
+    Capability,
+    LogsAdapter,
+    OwnedJob,
+    SubmitRejected,
+    SubmitRequest,
+    missing_verbs,
+)
+from gridbridge.spec import JobSpec
+from gridbridge.states import AttemptState
+
+__all__ = ["HOSTILE_ARGS", "HOSTILE_ATTEMPT_IDS", "AdapterContract"]
+
+HOSTILE_ARGS = ["it's", 'say "hi"', "a;b", "$(touch pwned)", "`id`", "line\nbreak", "-n",
+                "*", "~root", "back\\slash", "tab\there", "ünï", ""]
+"""Arguments a job must receive exactly as given (no shell ever sees them)."""
+HOSTILE_ATTEMPT_IDS = ["..", "../escape.1", "a/b.1", "a;b.1", "a\nb.1", "abc.1\n", "-x.1",
+                       "a b.1", "$(id).1"]
+"""Attempt ids an adapter must refuse before it creates anything."""
+
+_TERMINAL = frozenset(s for s in AttemptState if s.terminal)
+
+
+class AdapterContract:
+    """What every adapter promises. Subclass it with ``adapter`` and ``workspace`` fixtures."""
+
+    DEADLINE_S: float = 30.0
+
+    @pytest.fixture
+    def python(self) -> str:
+        """The interpreter on the site's hosts."""
+        return sys.executable
+
+    # helpers ------------------------------------------------------------------------------
+
+    def request(self, workspace: Path, python: str, code: str, *args: str,
+                attempt_id: str | None = None, env: dict[str, str] | None = None,
+                ) -> SubmitRequest:
+        """A command job running ``code`` with ``args``; the attempt id is fresh unless given."""
+        aid = attempt_id or f"ct{uuid.uuid4().hex[:10]}.1"
+        job_id, _, n = aid.rpartition(".")
+        spec = JobSpec(name="contract.job-1_x", env=env or {},
+                       command=(python, "-c", textwrap.dedent(code), *args))
+        return SubmitRequest(
+            attempt_id=aid, job_id=job_id, attempt=int(n), token=int(n), spec=spec,
+            checkpoint_url=(workspace / "ckpt" / job_id).as_uri(),
+            attempt_url=(workspace / "attempts" / aid).as_uri(),
+        )
+
+    def wait_for(self, adapter: Adapter, native_id: str,
+                 done: Callable[[AttemptStatus], bool]) -> AttemptStatus:
+        """Poll until ``done`` holds (or fail after ``DEADLINE_S``)."""
+        deadline = time.monotonic() + self.DEADLINE_S
+        while True:
+            status = adapter.poll([native_id])[native_id]
+            if done(status):
+                return status
+            assert time.monotonic() < deadline, f"{native_id} still {status} after the deadline"
+            time.sleep(0.1)
+
+    def wait_until(self, predicate: Callable[[], Any], what: str) -> Any:
+        deadline = time.monotonic() + self.DEADLINE_S
+        while not (value := predicate()):
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.1)
+        return value
+
+    # the protocol -------------------------------------------------------------------------
+
+    def test_implements_the_protocol(self, adapter: Adapter) -> None:
+        assert isinstance(adapter, Adapter)
+        caps = adapter.capabilities()
+        assert caps <= type(adapter).CAPABILITIES, "capabilities() must be within CAPABILITIES"
+        assert missing_verbs(type(adapter), caps) == []
+
+    def test_a_command_runs_and_succeeds(self, adapter: Adapter, workspace: Path,
+                                         python: str) -> None:
+        out = workspace / "ran.txt"
+        req = self.request(workspace, python, """
+            import sys, time
+            time.sleep(0.3)
+            open(sys.argv[1], "a").write("ran\\n")
+            """, str(out))
+        nid = adapter.submit(req)
+        status = self.wait_for(adapter, nid, lambda s: s.state.terminal)
+        assert status.state is AttemptState.SUCCEEDED, status
+        assert status.exit_code == 0
+        assert out.read_text() == "ran\n"
+
+    def test_a_failing_command_fails_with_its_exit_code(self, adapter: Adapter, workspace: Path,
+                                                        python: str) -> None:
+        nid = adapter.submit(self.request(workspace, python, "import sys; sys.exit(3)"))
+        status = self.wait_for(adapter, nid, lambda s: s.state.terminal)
+        assert status.state is AttemptState.FAILED, status
+        assert status.exit_code == 3
+
+    def test_submit_is_idempotent_by_attempt_id(self, adapter: Adapter, workspace: Path,
+                                                python: str) -> None:
+        if Capability.ADOPT not in adapter.capabilities():
+            pytest.skip("the adapter does not declare ADOPT")
+        out = workspace / "count.txt"
+        req = self.request(workspace, python, """
+            import sys, time
+            open(sys.argv[1], "a").write("x\\n")
+            time.sleep(0.5)
+            """, str(out))
+        first = adapter.submit(req)
+        again = [adapter.submit(req) for _ in range(3)]
+        assert again == [first] * 3
+        status = self.wait_for(adapter, first, lambda s: s.state.terminal)
+        assert status.state is AttemptState.SUCCEEDED, status
+        assert adapter.submit(req) == first, "a finished attempt is adopted, not rerun"
+        time.sleep(0.5)
+        assert out.read_text() == "x\n", "the attempt ran exactly once"
+
+    def test_poll_answers_every_id_in_one_call(self, adapter: Adapter, workspace: Path,
+                                               python: str) -> None:
+        reqs = [self.request(workspace, python, "import time; time.sleep(0.2)")
+                for _ in range(3)]
+        nids = [adapter.submit(r) for r in reqs]
+        unknown = f"ct{uuid.uuid4().hex[:10]}.9"
+        answer = adapter.poll([*nids, unknown])
+        assert set(answer) == {*nids, unknown}
+        assert answer[unknown].state is AttemptState.LOST
+        for nid in nids:
+            assert self.wait_for(adapter, nid, lambda s: s.state.terminal).state is (
+                AttemptState.SUCCEEDED
+            )
+
+    def test_unknown_ids_are_lost(self, adapter: Adapter) -> None:
+        nid = f"ct{uuid.uuid4().hex[:10]}.1"
+        assert adapter.poll([nid])[nid].state is AttemptState.LOST
+        assert adapter.poll([]) == {}
+
+    def test_cancel_stops_a_running_attempt(self, adapter: Adapter, workspace: Path,
+                                            python: str) -> None:
+        beat = workspace / "beat.txt"
+        req = self.request(workspace, python, """
+            import sys, time
+            while True:
+                open(sys.argv[1], "w").write(str(time.time()))
+                time.sleep(0.05)
+            """, str(beat))
+        nid = adapter.submit(req)
+        self.wait_until(beat.exists, "the job to start")
+        adapter.cancel([nid])
+        status = self.wait_for(adapter, nid, lambda s: s.state.terminal)
+        assert status.state is AttemptState.CANCELLED, status
+        last = beat.read_text()
+        time.sleep(0.5)
+        assert beat.read_text() == last, "the job still runs after it was cancelled"
+        adapter.cancel([nid])  # cancelling again (or after the end) is harmless
+        assert adapter.poll([nid])[nid].state is AttemptState.CANCELLED
+
+    def test_owned_lists_live_attempts_by_attempt_id(self, adapter: Adapter, workspace: Path,
+                                                     python: str) -> None:
+        beat = workspace / "owned.txt"
+        req = self.request(workspace, python, """
+            import sys, time
+            open(sys.argv[1], "w").write("up")
+            time.sleep(60)
+            """, str(beat))
+        nid = adapter.submit(req)
+        self.wait_until(beat.exists, "the job to start")
+        owned = adapter.owned()
+        assert all(isinstance(o, OwnedJob) for o in owned)
+        assert (nid, req.attempt_id) in {(o.native_id, o.attempt_id) for o in owned}
+        adapter.cancel([nid])
+        self.wait_for(adapter, nid, lambda s: s.state.terminal)
+        self.wait_until(lambda: req.attempt_id not in {o.attempt_id for o in adapter.owned()},
+                        "the cancelled attempt to leave owned()")
+
+    def test_logs_show_the_output(self, adapter: Adapter, workspace: Path, python: str) -> None:
+        if Capability.LOGS not in adapter.capabilities():
+            pytest.skip("the adapter does not declare LOGS")
+        assert isinstance(adapter, LogsAdapter)
+        nid = adapter.submit(self.request(workspace, python, "print('hello from contract')"))
+        self.wait_for(adapter, nid, lambda s: s.state.terminal)
+        self.wait_until(lambda: "hello from contract" in adapter.logs(nid), "the log line")
+
+    def test_hostile_arguments_and_environment_pass_literally(
+        self, adapter: Adapter, workspace: Path, python: str
+    ) -> None:
+        out = workspace / "argv.json"
+        env = {f"GB_HOSTILE_{i}": v for i, v in enumerate(HOSTILE_ARGS)}
+        req = self.request(workspace, python, """
+            import json, os, sys
+            env = {k: v for k, v in os.environ.items() if k.startswith("GB_HOSTILE_")}
+            json.dump([sys.argv[2:], env], open(sys.argv[1], "w"))
+            """, str(out), *HOSTILE_ARGS, env=env)
+        nid = adapter.submit(req)
+        status = self.wait_for(adapter, nid, lambda s: s.state.terminal)
+        assert status.state is AttemptState.SUCCEEDED, status
+        assert json.loads(out.read_text()) == [HOSTILE_ARGS, env]
+        assert not (workspace / "pwned").exists()
+
+    @pytest.mark.parametrize("attempt_id", HOSTILE_ATTEMPT_IDS, ids=repr)
+    def test_hostile_attempt_ids_are_refused(self, adapter: Adapter, workspace: Path,
+                                             python: str, attempt_id: str) -> None:
+        req = self.request(workspace, python, "pass").model_copy(
+            update={"attempt_id": attempt_id})
+        before = {p for p in workspace.rglob("*")}
+        with pytest.raises((SubmitRejected, ValueError)):
+            adapter.submit(req)
+        assert {p for p in workspace.rglob("*")} == before
+        assert attempt_id not in {o.attempt_id for o in adapter.owned()}

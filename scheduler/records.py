@@ -1,0 +1,145 @@
+"""Frozen snapshots of the store's rows: what the reconciler, client and reports read."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
+
+from gridbridge.spec import JobSpec
+from gridbridge.states import AttemptState, JobState
+
+from .tables import AttemptRow, Base, JobRow, LedgerRow
+
+__all__ = [
+    "Attempt",
+    "AttemptEnding",
+    "Event",
+    "Job",
+    "JobNotFound",
+    "Lease",
+    "SiteHealth",
+    "new_job_id",
+]
+
+
+class JobNotFound(LookupError):
+    """No job with that id."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """A snapshot of one job row."""
+
+    id: str
+    name: str
+    spec: JobSpec
+    state: JobState
+    priority: int
+    created_at: float
+    updated_at: float
+    attempts: int
+    cancel_requested: bool
+    checkpoint_url: str
+    error: str | None
+
+    @classmethod
+    def of(cls, row: JobRow) -> Job:
+        return _snapshot(
+            cls, row, spec=JobSpec.model_validate_json(row.spec_json), state=JobState(row.state)
+        )
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A snapshot of one attempt row."""
+
+    id: str
+    job_id: str
+    number: int
+    token: int
+    site: str
+    state: AttemptState
+    native_id: str | None
+    native_state: str
+    created_at: float
+    started_at: float | None
+    ended_at: float | None
+    exit_code: int | None
+    reason: str
+    last_step: int | None
+    attempt_url: str
+    submit_tries: int
+    """How many times ``submit`` was called for it (more than one: an uncertain submission)."""
+
+    @classmethod
+    def of(cls, row: AttemptRow) -> Attempt:
+        return _snapshot(cls, row, state=AttemptState(row.state))
+
+
+@dataclass(frozen=True)
+class Event:
+    """One line of a job's story."""
+
+    at: float
+    job_id: str
+    attempt_id: str | None
+    kind: str
+    old: str
+    new: str
+    reason: str
+    actor: str
+    site: str | None = None
+
+
+_T = TypeVar("_T")
+
+
+def _snapshot(cls: type[_T], row: Base, **converted: Any) -> _T:
+    """A frozen copy of a row: every dataclass field read from the row unless converted."""
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    return cls(**{n: getattr(row, n) for n in names if n not in converted}, **converted)
+
+
+def new_job_id() -> str:
+    return "j" + uuid.uuid4().hex[:11]
+
+
+@dataclass(frozen=True)
+class AttemptEnding:
+    """How an attempt ended and what that means for its job."""
+
+    state: AttemptState
+    native_state: str
+    reason: str
+    job_state: JobState
+    job_reason: str
+    exit_code: int | None = None
+    last_step: int | None = None
+    job_error: str | None = None
+    ledger: LedgerRow | None = None
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A held lease. ``generation`` grows by one each time the lease changes hands (or is taken
+    again after it lapsed), so a holder that slept through its lease can tell, and is fenced."""
+
+    name: str
+    holder: str
+    generation: int
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class SiteHealth:
+    """How a site's calls have been going, as the reconciler last saw them."""
+
+    site: str
+    healthy: bool
+    phase: str
+    """The verb that failed last (``submit``, ``poll``, ``cancel``, ``offers``, ``owned``)."""
+    error: str
+    since: float
+    """When the site entered its current state."""
+    checked_at: float

@@ -1,0 +1,72 @@
+"""The orphan sweep: what a site holds against what the store knows.
+
+::
+
+    owned() on a site ──> for each native job carrying an attempt id:
+        store: that attempt, SUBMITTING on this site         ──> adopt its native id
+        store: that attempt, active here with this native id ──> fine
+        anything else (unknown id, ended attempt, another
+        site's attempt, a second native job for one attempt) ──> cancel it, with an orphan event
+
+Run after a crash or an uncertain submission, so nothing runs (or is paid for) that gridbridge
+does not track, and nothing it does track is submitted twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from gridbridge.adapter import OwnedJob
+from gridbridge.states import AttemptState
+
+from .records import Attempt
+from .store import StateStore
+
+__all__ = ["SweepResult", "reconcile_owned"]
+
+
+@dataclass
+class SweepResult:
+    adopted: list[str] = field(default_factory=list)
+    """Attempt ids whose native id was learned from the site."""
+    orphans: list[str] = field(default_factory=list)
+    """Native ids to cancel."""
+
+
+def reconcile_owned(
+    store: StateStore, site: str, owned: Sequence[OwnedJob], actor: str
+) -> SweepResult:
+    """Adopt what the store is waiting for; list the rest for cancellation (events written)."""
+    out = SweepResult()
+    known = {a.id: a for a in store.attempts_by_ids([o.attempt_id for o in owned])}
+    for job in owned:
+        attempt = known.get(job.attempt_id)
+        why = _orphan_reason(attempt, site, job)
+        if why is None:
+            continue
+        if why == "adopt":
+            assert attempt is not None
+            if store.set_native_id(attempt.id, job.native_id, actor):
+                out.adopted.append(attempt.id)
+                store.add_site_event(site, "adopted", f"native job {job.native_id} adopted by "
+                                     "attempt id after an uncertain submission", actor, attempt.id)
+            continue
+        out.orphans.append(job.native_id)
+        store.add_site_event(site, "orphan", f"native job {job.native_id} cancelled: {why}",
+                             actor, job.attempt_id)
+    return out
+
+
+def _orphan_reason(attempt: Attempt | None, site: str, job: OwnedJob) -> str | None:
+    if attempt is None:
+        return "its attempt id is unknown to this store"
+    if attempt.site != site:
+        return f"attempt {attempt.id} belongs to site {attempt.site}"
+    if attempt.state is AttemptState.SUBMITTING:
+        return "adopt"
+    if attempt.state.terminal:
+        return f"attempt {attempt.id} already ended {attempt.state}"
+    if attempt.native_id != job.native_id:
+        return f"attempt {attempt.id} runs as native job {attempt.native_id}"
+    return None
