@@ -435,6 +435,8 @@ class Reconciler:
     # place --------------------------------------------------------------------------------
 
     def _place(self, report: TickReport, budget: list[int]) -> None:
+        """Place pending jobs on this tick's offers; a job a site rejects is placed again at
+        once on what is left (each round rules one more site out for it)."""
         pending = [j for j in self.store.jobs([JobState.PENDING]) if not j.cancel_requested]
         if not pending:
             return
@@ -443,6 +445,21 @@ class Reconciler:
         offers: list[Offer] = []
         for site_offers in self.calls.run("offers", calls).values():
             offers.extend(site_offers)
+        for _ in range(len(self.adapters)):
+            rejected_before = set(report.rejected)
+            placed = self._place_round(pending, offers, report, budget)
+            again = {a.rsplit(".", 1)[0] for a in set(report.rejected) - rejected_before}
+            if not again:
+                return
+            offers = _consume(offers, [(site, j) for site, j in placed if j.job_id not in again])
+            pending = [self.store.job(j) for j in again]
+            pending = [j for j in pending if j.state is JobState.PENDING]
+
+    def _place_round(
+        self, pending: Sequence[Job], offers: Sequence[Offer], report: TickReport,
+        budget: list[int],
+    ) -> list[tuple[str, PendingJob]]:
+        """One call of ``place`` and the submissions it leads to; returns (site, job) placed."""
         now = self.clock()
         jobs = [
             PendingJob(job_id=j.id, spec=j.spec, attempt=j.attempts + 1,
@@ -452,7 +469,9 @@ class Reconciler:
         ]
         by_id = {j.id: j for j in pending}
         new: list[Attempt] = []
-        for decision in place(jobs, offers, datetime.fromtimestamp(now, UTC)):
+        placed: list[tuple[str, PendingJob]] = []
+        decisions = place(jobs, offers, datetime.fromtimestamp(now, UTC))
+        for job, decision in zip(sorted(jobs, key=_order), decisions, strict=True):
             if decision.site is None:
                 self._record(decision, by_id[decision.job_id], now)
                 report.unplaced[decision.job_id] = decision.reason
@@ -466,7 +485,9 @@ class Reconciler:
             if attempt is not None:
                 report.placed[decision.job_id] = decision.site
                 new.append(attempt)
+                placed.append((decision.site, job))
         self._submit(new, report, budget)
+        return placed
 
     def _avoided(self, job_id: str, now: float) -> dict[str, str]:
         out = {}
@@ -517,6 +538,25 @@ class Reconciler:
             except StoreUnavailable:
                 return
             self._health[site] = key
+
+
+def _order(job: PendingJob) -> tuple[int, datetime, str]:
+    """The order ``place`` decides in (its decisions come back in this order)."""
+    return (-job.spec.priority, job.submitted_at, job.job_id)
+
+
+def _consume(offers: Sequence[Offer], placed: Sequence[tuple[str, PendingJob]]) -> list[Offer]:
+    """The offers less the resources of the jobs placed on them."""
+    left = list(offers)
+    for site, job in placed:
+        res = job.spec.resources
+        for i, o in enumerate(left):
+            if o.site == site and o.cpus >= res.cpus:
+                left[i] = o.model_copy(update={"cpus": o.cpus - res.cpus,
+                                               "memory_gb": max(0.0, o.memory_gb - res.memory_gb),
+                                               "gpus": max(0, o.gpus - res.gpus)})
+                break
+    return left
 
 
 def _status(state: AttemptState, native_state: str, reason: str) -> AttemptStatus:
