@@ -16,7 +16,6 @@ import pytest
 import yaml
 
 from gridbridge.adapter import Adapter, Capability, SubmitRequest
-from gridbridge.adapters.local import LocalAdapter
 from gridbridge.client import Client
 from gridbridge.config import GridConfig, load_config
 from gridbridge.scheduler.reconciler import LeaseLost, Reconciler, TickReport
