@@ -476,7 +476,7 @@ class Reconciler:
                 self._record(decision, by_id[decision.job_id], now)
                 report.unplaced[decision.job_id] = decision.reason
                 continue
-            if budget[0] <= 0:
+            if len(new) >= budget[0]:
                 report.unplaced[decision.job_id] = "max_submissions_per_tick reached"
                 continue
             self._record(decision, by_id[decision.job_id], now)

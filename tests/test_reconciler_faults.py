@@ -406,3 +406,41 @@ def test_a_lost_attempts_child_is_gone_before_its_successor_starts(client: Clien
     assert json.loads((ws / "second.json").read_text()) == {"first_child_alive": False}
     last_beat = float((ws / "beat1").read_text())
     assert attempts[1].created_at >= last_beat, "attempt 2 was created while 1's child ran"
+
+
+def test_max_submissions_per_tick_bounds_new_placements_too(tmp_path: Path) -> None:
+    f = federation(tmp_path, max_submissions_per_tick=2)
+    try:
+        jobs = [f.job([sys.executable, "-c", "pass"], "good") for _ in range(5)]
+        report, _ = f.tick()
+        assert len(report.submitted) == 2
+        assert len(report.placed) == 2
+        assert sum(1 for j in jobs if f.state(j) is JobState.PENDING) == 3
+        f.tick_until(lambda: all(f.state(j) is JobState.SUCCEEDED for j in jobs))
+    finally:
+        close(f)
+
+
+def test_the_sweep_runs_on_the_reconcilers_clock(tmp_path: Path) -> None:
+    from gridbridge.testing import ManualClock
+
+    path = write_config(tmp_path, sweep_interval_s=60)
+    config = load_config(path)
+    store = StateStore(config.state_url)
+    real = build_adapters(config)
+    bad = FaultyAdapter(real["bad"])
+    clock = ManualClock()
+    rec = Reconciler(config, store, {"good": real["good"], "bad": bad}, clock=clock)
+    try:
+        rec.tick()
+        assert bad.count("owned") == 1, "the first tick sweeps"
+        for _ in range(3):
+            clock.advance(19)
+            rec.tick()
+        assert bad.count("owned") == 1, "not again within sweep_interval_s"
+        clock.advance(4)
+        rec.tick()
+        assert bad.count("owned") == 2
+    finally:
+        rec.close()
+        store.close()
