@@ -1,5 +1,6 @@
-"""Local processes as a site: each attempt is ``python -m gridbridge.runtime DIR`` in its own
-process group, with its files under ``<workdir>/local/<site>/<attempt id>/``.
+"""Local processes as a site: each attempt is ``python -m gridbridge.runtime --launch URL
+--scratch DIR`` in its own process group, with its launch record and outputs under the attempt's
+storage prefix and its run files (scratch) under ``<workdir>/local/<site>/<attempt id>/``.
 
 The attempt id is the native id and the folder name, so ``submit`` is idempotent: a restarted
 reconciler that re-submits an attempt finds the folder and adopts the running process. What a
@@ -36,9 +37,10 @@ from gridbridge.adapter import (
     OwnedJob,
     SubmitRejected,
     SubmitRequest,
+    write_launch,
 )
 from gridbridge.config import SiteConfig
-from gridbridge.runtime import Launch, proc_start_time
+from gridbridge.runtime import proc_start_time
 from gridbridge.states import AttemptState
 
 __all__ = ["LocalAdapter", "LocalOptions"]
@@ -70,7 +72,8 @@ class LocalAdapter:
     """A site made of local processes."""
 
     CAPABILITIES: ClassVar[frozenset[Capability]] = frozenset(
-        {Capability.ADOPT, Capability.LOGS, Capability.DEBUG_PREEMPT, Capability.PREEMPTIBLE}
+        {Capability.ADOPT, Capability.LOGS, Capability.DEBUG_PREEMPT, Capability.PREEMPTIBLE,
+         Capability.LOCAL_FILES}
     )
     Options: ClassVar[type[BaseModel] | None] = LocalOptions
 
@@ -82,7 +85,8 @@ class LocalAdapter:
         self._finished: set[str] = set()
 
     def capabilities(self) -> frozenset[Capability]:
-        caps = {Capability.ADOPT, Capability.LOGS, Capability.DEBUG_PREEMPT}
+        caps = {Capability.ADOPT, Capability.LOGS, Capability.DEBUG_PREEMPT,
+                Capability.LOCAL_FILES}
         if self.site.preemptible:
             caps.add(Capability.PREEMPTIBLE)
         return frozenset(caps)
@@ -102,25 +106,21 @@ class LocalAdapter:
         if (d / "spawned").exists():
             return request.attempt_id
         d.mkdir(parents=True, exist_ok=True)
-        spec = request.spec
-        launch = Launch(
-            job_id=request.job_id,
-            attempt=request.attempt,
-            attempt_id=request.attempt_id,
-            token=request.token,
-            checkpoint_url=request.checkpoint_url,
-            attempt_url=request.attempt_url,
-            command=spec.command,
-            callable_ref=spec.callable_ref,
-            env=spec.env,
-        )
-        (d / "launch.json").write_text(launch.model_dump_json(indent=2))
-        (d / "resources.json").write_text(spec.resources.model_dump_json())
-        python = self.options.python or sys.executable
+        runtime = self.site.runtime
+        try:
+            url = write_launch(request, heartbeat_s=runtime.heartbeat_s)
+        except OSError as exc:  # the storage is unusable: nothing was started
+            raise SubmitRejected(f"cannot write the launch record: {exc}") from None
+        (d / "resources.json").write_text(request.spec.resources.model_dump_json())
+        python = runtime.python or self.options.python or sys.executable
+        argv = [python, "-m", "gridbridge.runtime", "--launch", url, "--scratch", str(d)]
+        if runtime.prologue:  # the operator's trusted lines; the argv stays out of the script
+            argv = ["bash", "-c", "\n".join(runtime.prologue) + '\nexec "$@"', "gridbridge-run",
+                    *argv]
         with open(d / "output.log", "ab") as log:
             try:
                 child = subprocess.Popen(
-                    [python, "-m", "gridbridge.runtime", str(d)],
+                    argv,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -128,7 +128,7 @@ class LocalAdapter:
                     start_new_session=True,
                 )
             except OSError as exc:  # no such interpreter: nothing was started
-                raise SubmitRejected(f"cannot start {python!r}: {exc.strerror or exc}") from None
+                raise SubmitRejected(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from None
         # Reap the child the moment it exits, so a poll never sees a zombie as alive.
         threading.Thread(target=child.wait, name=f"reap-{child.pid}", daemon=True).start()
         (d / "spawned").write_text(f"{child.pid} {time.time()}\n")
@@ -157,7 +157,8 @@ class LocalAdapter:
                                      reason=f"unreadable result record: {exc!r}"[:500])
             state = self._site_verdict(d, state)
             return AttemptStatus(state=state, native_state=f"exited:{code}", exit_code=code,
-                                 reason=self._why(d, state) or str(data.get("error") or ""))
+                                 reason=self._why(d, state) or str(data.get("error") or ""),
+                                 walltime=(d / "walltime").exists())
         if running:
             self._enforce_walltime(native_id, d)
             return AttemptStatus(state=AttemptState.RUNNING, native_state="running")
@@ -169,7 +170,8 @@ class LocalAdapter:
             AttemptState.CANCELLED: "killed on cancel",
         }.get(ended, "process vanished without a result")
         why = self._why(d, ended) or why
-        return AttemptStatus(state=ended, native_state="gone", reason=why)
+        return AttemptStatus(state=ended, native_state="gone", reason=why,
+                             walltime=(d / "walltime").exists())
 
     def _enforce_walltime(self, native_id: str, d: Path) -> None:
         """At the end of its walltime an attempt is stopped as a preemption (Slurm does the

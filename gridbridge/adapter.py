@@ -29,12 +29,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gridbridge.spec import JobSpec, Resources, Tier
 from gridbridge.states import AttemptState
+from gridbridge.wire import Launch, put_bytes
 
 __all__ = [
     "OPTIONAL_VERBS",
     "REQUIRED_VERBS",
     "Adapter",
     "AttemptStatus",
+    "BilledInterval",
     "Capability",
     "LogsAdapter",
     "Offer",
@@ -44,6 +46,7 @@ __all__ = [
     "SubmitRejected",
     "SubmitRequest",
     "missing_verbs",
+    "write_launch",
 ]
 
 
@@ -57,6 +60,8 @@ class Capability(StrEnum):
     """``submit`` is idempotent on the attempt id, so a restarted reconciler can re-submit."""
     LOGS = "logs"
     """It can show a running attempt's output: the adapter has ``logs(native_id)``."""
+    LOCAL_FILES = "local-files"
+    """Its jobs run where this host's files are (so ``file://`` storage works there)."""
     DEBUG_PREEMPT = "debug-preempt"
     """It can deliver a real preemption on request (``gridbridge debug preempt``): the adapter
     has ``preempt(native_id, wait=...)``."""
@@ -96,11 +101,18 @@ class Pricing(BaseModel):
 
 
 class Offer(BaseModel):
-    """What a site can give right now, and at what price and risk."""
+    """What a site can give right now, and at what price and risk.
+
+    A site may make several offers (instance types and zones, partitions); ``key`` tells them
+    apart, stably from one call to the next, and placement names the one it chose."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     site: str
+    key: str = "default"
+    """Stable within the site, e.g. ``m5.large/us-east-1a`` or a partition name."""
+    shape: dict[str, str] = Field(default_factory=dict)
+    """What the key stands for, e.g. ``{"instance_type": "m5.large", "zone": "us-east-1a"}``."""
     tier: Tier
     cpus: int = Field(ge=0)
     memory_gb: float = Field(ge=0)
@@ -131,7 +143,22 @@ class SubmitRequest(BaseModel):
     spec: JobSpec
     checkpoint_url: str
     attempt_url: str
-    """Storage prefix where the runtime writes this attempt's result record and log."""
+    """Storage prefix of the attempt's records: launch, heartbeat, log, result."""
+    checkpoint_interval_s: float | None = None
+    """How often the job should checkpoint on this site (None: the job's own setting)."""
+    offer: Offer | None = None
+    """The offer placement chose (instance type and zone, partition), if any."""
+
+
+class BilledInterval(BaseModel):
+    """A stretch of an attempt's life billed at one hourly price (a spot hour, say)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    start: float
+    end: float
+    per_hour: float = Field(ge=0)
+    """The price per instance-hour during the interval, for the whole attempt."""
 
 
 class AttemptStatus(BaseModel):
@@ -143,6 +170,11 @@ class AttemptStatus(BaseModel):
     native_state: str
     exit_code: int | None = None
     reason: str = ""
+    walltime: bool = False
+    """The site ended it at its time limit (Slurm TIMEOUT, PBS walltime, a local walltime)."""
+    billing: tuple[BilledInterval, ...] = ()
+    """What the site billed for it, when the site knows (a time-varying spot price); the
+    ledger then charges these instead of the price card the attempt was placed at."""
 
 
 class OwnedJob(BaseModel):
@@ -211,6 +243,22 @@ class PreemptAdapter(Protocol):
     def preempt(self, native_id: str, *, wait: bool = False) -> None:
         """Deliver a real preemption to a running attempt."""
         ...
+
+
+def write_launch(request: SubmitRequest, *, heartbeat_s: float = 10.0) -> str:
+    """Write the attempt's launch record under its storage prefix; returns its URL, the
+    argument of ``python -m gridbridge.runtime --launch``. Safe to repeat (same content)."""
+    spec = request.spec
+    launch = Launch(
+        job_id=request.job_id, attempt=request.attempt, attempt_id=request.attempt_id,
+        token=request.token, checkpoint_url=request.checkpoint_url,
+        attempt_url=request.attempt_url, command=spec.command, callable_ref=spec.callable_ref,
+        env=spec.env, heartbeat_s=heartbeat_s, keep_last=spec.checkpoint.keep_last,
+        checkpoint_interval_s=request.checkpoint_interval_s or spec.checkpoint.interval_s,
+    )
+    url = f"{request.attempt_url}/launch.json"
+    put_bytes(url, launch.model_dump_json(indent=2).encode())
+    return url
 
 
 def missing_verbs(cls: type[Any], capabilities: frozenset[Capability] | None = None) -> list[str]:

@@ -213,10 +213,30 @@ def schema() -> None:
 
 @config_app.command("check")
 def check(ctx: typer.Context) -> None:
-    """Validate the configuration and print its sites."""
+    """Validate the configuration, then check that the checkpoint root and the state store
+    can be written and that every site can reach the storage its jobs need."""
+    from gridbridge.checks import check_sites_reach_storage, check_storage_writable
+
     client = _client(ctx)
-    console.print(f"ok: {len(client.config.sites)} sites: "
-                  f"{', '.join(s.name for s in client.config.sites)}")
+    config = client.config
+    findings = [check_storage_writable(config.checkpoint_root), _state_writable(client)]
+    findings += check_sites_reach_storage(config, client.adapters)
+    rows = [{"check": f.what, "ok": "yes" if f.ok else "NO", "detail": f.detail}
+            for f in findings]
+    emit(console, "config check", ["check", "ok", "detail"], rows)
+    if not all(f.ok for f in findings):
+        raise typer.Exit(1)
+    console.print(f"ok: {len(config.sites)} sites: {', '.join(s.name for s in config.sites)}")
+
+
+def _state_writable(client: Client) -> Any:
+    from gridbridge.checks import Finding
+
+    try:
+        client.store.probe_write()
+    except Exception as exc:
+        return Finding("state_url", False, f"not writable: {type(exc).__name__}: {exc}")
+    return Finding("state_url", True, "writable")
 
 
 @debug_app.command("preempt")

@@ -241,7 +241,7 @@ class Client:
 
     def logs(self, job_id: str) -> str:
         """Every attempt's output, in order, each under a header line."""
-        from gridbridge.runtime import load_log
+        from gridbridge.wire import load_log
 
         parts = []
         for a in self.store.attempts(job_id):

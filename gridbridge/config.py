@@ -17,13 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gridbridge.adapter import Pricing
 from gridbridge.registry import AdapterNotFound, Registry, default_registry
-from gridbridge.spec import NAME_PATTERN, Tier
+from gridbridge.spec import NAME_PATTERN, Policy, Tier
 
 __all__ = [
     "Capacity",
     "ConfigError",
     "GridConfig",
     "Limits",
+    "RuntimeSettings",
     "SiteConfig",
     "config_schema",
     "default_config",
@@ -44,6 +45,28 @@ class Capacity(_Frozen):
     gpus: Annotated[int, Field(ge=0)] = 0
 
 
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+
+
+class RuntimeSettings(_Frozen):
+    """How the runtime starts on a site's hosts (``runtime:`` of a site)."""
+
+    python: str | None = None
+    """The interpreter that runs ``python -m gridbridge.runtime`` there (e.g. a venv's python);
+    default: the adapter's (the one running gridbridge, for local sites)."""
+    prologue: tuple[str, ...] = ()
+    """Shell lines the operator trusts, run before the runtime (``module load``, activating an
+    environment). Adapters pass them to ``bash -c`` as one script; job values never enter it."""
+    env_names: tuple[Annotated[str, Field(pattern=ENV_NAME_PATTERN)], ...] = ()
+    """Names of environment variables handed to the runtime, e.g. how the host reaches storage
+    (``AWS_PROFILE``, ``AWS_SHARED_CREDENTIALS_FILE``). Names only: never put secrets here."""
+    heartbeat_s: Annotated[float, Field(gt=0)] = 10.0
+    """How often a running attempt writes its heartbeat and uploads its log."""
+    shared_filesystem: bool | None = None
+    """Whether the site's hosts see this host's files, so ``file://`` checkpoint roots work
+    there; None lets the adapter say (local sites: yes; remote sites: no)."""
+
+
 class SiteConfig(_Frozen):
     """One site of the federation."""
 
@@ -59,6 +82,7 @@ class SiteConfig(_Frozen):
     preemption_rate_per_hour: Annotated[float, Field(ge=0)] = 0.0
     restart_overhead_s: Annotated[float, Field(ge=0)] = 30.0
     max_walltime_s: Annotated[float, Field(gt=0)] | None = None
+    runtime: RuntimeSettings = RuntimeSettings()
     uncertain_submit: Literal["resubmit", "replace"] = "resubmit"
     """When a submission to a site whose adapter cannot adopt by attempt id ended in doubt and
     ``owned()`` does not list it: submit it again, or give up on it and place the job anew
@@ -101,6 +125,8 @@ class GridConfig(_Frozen):
     """Local directory for adapter run files (pidfiles, logs of local attempts)."""
     sites: Annotated[tuple[SiteConfig, ...], Field(min_length=1)]
     limits: Limits = Limits()
+    policy: Policy = Policy()
+    """How placement chooses among feasible offers."""
 
     @field_validator("sites")
     @classmethod

@@ -34,6 +34,7 @@ from gridbridge.spec import JobSpec, Resources
 __all__ = [
     "CostEstimate",
     "attempt_cost",
+    "checkpoint_interval_s",
     "estimate",
     "expected_runtime_s",
 ]
@@ -127,27 +128,47 @@ class CostEstimate(BaseModel):
         return math.isfinite(self.expected_runtime_s)
 
 
-def estimate(spec: JobSpec, offer: Offer) -> CostEstimate:
+def checkpoint_interval_s(spec: JobSpec, offer: Offer) -> float:
+    """How often the job should checkpoint on ``offer``: its own interval, or Young's optimum
+    ``sqrt(2 * C / lam)`` when that is shorter, with the offer's restart overhead standing in
+    for the checkpoint cost ``C`` (the two are of one order: both move the job's state)."""
+    own = spec.checkpoint.interval_s
+    lam = offer.preemption_rate_per_hour / _HOUR_S
+    if lam == 0 or offer.restart_overhead_s == 0:
+        return own
+    return min(own, math.sqrt(2 * offer.restart_overhead_s / lam))
+
+
+def estimate(
+    spec: JobSpec, offer: Offer, *, work_s: float | None = None,
+    interval_s: float | None = None,
+) -> CostEstimate:
     """Estimate ``spec`` on ``offer``.
 
-    Work is ``spec.resources.runtime_estimate_s``; checkpoints every ``spec.checkpoint.interval_s``;
-    rate and restart overhead come from the offer. See :func:`expected_runtime_s` for the formula;
+    Work is ``work_s`` (the remaining work of a resumed job) or else
+    ``spec.resources.runtime_estimate_s``; checkpoints every ``interval_s`` (default
+    ``spec.checkpoint.interval_s``); rate and restart overhead come from the offer. See
+    :func:`expected_runtime_s` for the formula. A resumable job longer than the offer's
+    ``max_walltime_s`` runs in several attempts: each walltime end adds one restart overhead.
     ``expected_interruptions = rate_per_second * expected_runtime_s``.
     """
     resources = spec.resources
-    work_s = resources.runtime_estimate_s
+    work = resources.runtime_estimate_s if work_s is None else work_s
     runtime = expected_runtime_s(
-        work_s,
+        work,
         offer.preemption_rate_per_hour,
-        spec.checkpoint.interval_s,
+        interval_s or spec.checkpoint.interval_s,
         offer.restart_overhead_s,
     )
+    limit = offer.max_walltime_s
+    if limit is not None and work > limit and math.isfinite(runtime):
+        runtime += (math.ceil(work / limit) - 1) * offer.restart_overhead_s
     rate_per_s = offer.preemption_rate_per_hour / _HOUR_S
     interruptions = 0.0 if rate_per_s == 0 else rate_per_s * runtime
     return CostEstimate(
         expected_runtime_s=runtime,
         expected_cost=attempt_cost(offer.price, resources, runtime),
-        on_demand_cost=attempt_cost(offer.on_demand, resources, work_s),
+        on_demand_cost=attempt_cost(offer.on_demand, resources, work),
         hourly_price=offer.price.hourly(resources),
         expected_interruptions=interruptions,
     )

@@ -1,71 +1,68 @@
-"""The in-job runtime: ``python -m gridbridge.runtime ATTEMPT_DIR``.
+"""The in-job runtime: ``python -m gridbridge.runtime --launch URL [--scratch DIR]``.
 
-It runs one attempt on whatever site started it::
+It runs one attempt on whatever host a site started it on, sharing nothing with the control
+plane but storage (:mod:`gridbridge.wire` lists the records)::
 
-    launch.json ──> claim ATTEMPT_DIR/started (exclusive: a duplicate launch exits at once)
-                ──> write ATTEMPT_DIR/pid, set GRIDBRIDGE_* env, SIGTERM/SIGUSR1 -> stop request
-                ──> run the pickled callable, or the command as a child (signals forwarded)
-                ──> upload the log, write result.json to the attempt's storage prefix,
-                    then ATTEMPT_DIR/result.json last (what a site adapter polls for)
+    <attempt_url>/launch.json ──> claim: SCRATCH/started (this host) and <attempt_url>/claim.json
+                                  (storage, exclusive) -- a relaunch exits ALREADY_RAN_EXIT_CODE
+        ──> SCRATCH/pid; stdout+stderr teed into SCRATCH/output.log
+        ──> every heartbeat_s: <attempt_url>/heartbeat.json and <attempt_url>/output.log
+        ──> run the pickled callable, or the command as a child (SIGTERM/SIGUSR1 forwarded)
+        ──> <attempt_url>/output.log, <attempt_url>/result.json, then SCRATCH/result.json last
 
-Exit codes: 0 succeeded, 1 failed, 75 stopped on request after checkpointing (preempted).
+``SCRATCH`` is a local folder only (default: a folder under the system's temp dir). Exit codes:
+0 succeeded, 1 failed, 75 stopped on request after checkpointing (preempted), 76 this attempt
+had already been started (a requeued or duplicated launch; never a success).
 """
 
 from __future__ import annotations
 
-import io
+import argparse
+import contextlib
+import json
 import os
 import resource
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
-
-from pydantic import BaseModel, ConfigDict
+from typing import Any
 
 from gridbridge import job_context as ctx_mod
 from gridbridge.job_context import PREEMPTED_EXIT_CODE, Preempted
+from gridbridge.wire import (
+    FORMAT,
+    FormatMismatch,
+    Heartbeat,
+    Launch,
+    Result,
+    check_format,
+    get_bytes,
+    load_log,
+    put_bytes,
+    read_result,
+)
 
-__all__ = ["Launch", "Result", "main", "proc_start_time", "read_result"]
+__all__ = [
+    "ALREADY_RAN_EXIT_CODE",
+    "Launch",
+    "Result",
+    "load_log",
+    "main",
+    "proc_start_time",
+    "read_result",
+    "run",
+]
 
-
-class Launch(BaseModel):
-    """What the site adapter hands the runtime in ``launch.json``."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    job_id: str
-    attempt: int
-    attempt_id: str
-    token: int
-    checkpoint_url: str
-    attempt_url: str
-    command: tuple[str, ...] | None = None
-    callable_ref: str | None = None
-    env: dict[str, str] = {}
-
-
-class Result(BaseModel):
-    """The attempt's result record, written next to the checkpoints."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    job_id: str
-    attempt: int
-    attempt_id: str
-    exit_code: int
-    reason: str
-    """``succeeded``, ``failed`` or ``preempted``."""
-    last_step: int | None = None
-    wall_s: float
-    cpu_s: float
-    started_at: float
-    ended_at: float
-    host: str
-    error: str | None = None
+ALREADY_RAN_EXIT_CODE = 76
+"""A launch of an attempt that had already been started exits with this; adapters map it to
+PREEMPTED (a requeue) or LOST, never SUCCEEDED."""
+_LOG_TAIL_BYTES = 16 * 1024 * 1024
 
 
 def proc_start_time(pid: int) -> str | None:
@@ -86,32 +83,19 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _put(url: str, data: bytes) -> None:
-    import fsspec
-
-    with fsspec.open(url, "wb", auto_mkdir=True) as f:
-        f.write(data)
-
-
-def read_result(attempt_url: str) -> Result | None:
-    """The result record of an attempt from its storage prefix, None if it has none."""
-    import fsspec
-
+def _claim(scratch: Path, launch: Launch) -> bool:
+    """Claim the attempt on this host and in storage; False if it was already started."""
     try:
-        with fsspec.open(f"{attempt_url}/result.json", "rb") as f:
-            return Result.model_validate_json(f.read())
-    except FileNotFoundError:
-        return None
-
-
-def _claim(attempt_dir: Path) -> bool:
-    try:
-        fd = os.open(attempt_dir / "started", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        fd = os.open(scratch / "started", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
         return False
     os.close(fd)
-    _write_atomic(attempt_dir / "pid", f"{os.getpid()} {proc_start_time(os.getpid())}\n")
-    return True
+    _write_atomic(scratch / "pid", f"{os.getpid()} {proc_start_time(os.getpid())}\n")
+    from gridbridge.checkpoint._backend import open_backend
+
+    backend = open_backend(launch.attempt_url, None)
+    claim = {"host": socket.gethostname(), "pid": os.getpid(), "at": time.time()}
+    return backend.create(f"{backend.root}/claim.json", json.dumps(claim).encode())
 
 
 def _env(launch: Launch) -> dict[str, str]:
@@ -124,7 +108,91 @@ def _env(launch: Launch) -> dict[str, str]:
         GRIDBRIDGE_CHECKPOINT=launch.checkpoint_url,
         GRIDBRIDGE_ATTEMPT_URL=launch.attempt_url,
     )
+    if launch.keep_last is not None:
+        env["GRIDBRIDGE_KEEP_LAST"] = str(launch.keep_last)
+    if launch.checkpoint_interval_s is not None:
+        env["GRIDBRIDGE_CHECKPOINT_INTERVAL"] = f"{launch.checkpoint_interval_s:g}"
     return env
+
+
+class _Tee:
+    """Copies everything written to fds 1 and 2 (this process's and its children's) into a
+    scratch log, and on to where fd 1 pointed before."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in close()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self._out = os.dup(1)
+        read, write = os.pipe()
+        os.dup2(write, 1)
+        os.dup2(write, 2)
+        os.close(write)
+        self._read = read
+        self._thread = threading.Thread(target=self._pump, name="gridbridge-tee", daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        while chunk := os.read(self._read, 65536):
+            with contextlib.suppress(OSError):  # nobody reads our stdout: the log still gets it
+                os.write(self._out, chunk)
+            self._log.write(chunk)
+            self._log.flush()
+
+    def close(self) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(self._out, 1)
+        os.dup2(self._out, 2)
+        self._thread.join(timeout=2.0)  # a leftover child may still hold the pipe open
+        self._log.flush()
+
+
+class _Beacon:
+    """Writes the heartbeat and uploads the log every ``interval_s`` in the background."""
+
+    def __init__(self, launch: Launch, log_path: Path) -> None:
+        self.launch = launch
+        self.log_path = log_path
+        self._uploaded = -1
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="gridbridge-beacon", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                self.beat()
+            except Exception as exc:  # storage trouble must not end the attempt
+                print(f"gridbridge-run: heartbeat failed: {exc}", file=sys.stderr, flush=True)
+            if self._stop.wait(self.launch.heartbeat_s):
+                return
+
+    def beat(self) -> None:
+        beat = Heartbeat(attempt_id=self.launch.attempt_id, at=time.time(),
+                         host=socket.gethostname(), pid=os.getpid(),
+                         last_step=_last_step(self.launch))
+        put_bytes(f"{self.launch.attempt_url}/heartbeat.json", beat.model_dump_json().encode())
+        self.upload_log()
+
+    def upload_log(self) -> None:
+        try:
+            size = self.log_path.stat().st_size
+        except OSError:
+            return
+        if size == self._uploaded:
+            return
+        with open(self.log_path, "rb") as f:
+            if size > _LOG_TAIL_BYTES:
+                f.seek(size - _LOG_TAIL_BYTES)
+            data = f.read()
+        put_bytes(f"{self.launch.attempt_url}/output.log", data)
+        self._uploaded = size
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
 
 
 def _run_command(launch: Launch) -> tuple[int, str, str | None]:
@@ -147,20 +215,18 @@ def _run_command(launch: Launch) -> tuple[int, str, str | None]:
 
 def _run_callable(launch: Launch) -> tuple[int, str, str | None]:
     import cloudpickle
-    import fsspec
 
     assert launch.callable_ref is not None
     os.environ.update(_env(launch))
     ctx_mod.install_stop_handlers()
-    with fsspec.open(launch.callable_ref, "rb") as f:
-        fn, args, kwargs = cloudpickle.loads(f.read())
+    fn, args, kwargs = cloudpickle.loads(get_bytes(launch.callable_ref))
     try:
         value = fn(*args, **kwargs)
     except Preempted as exc:
         return PREEMPTED_EXIT_CODE, "preempted", str(exc)
     except Exception:
         return 1, "failed", traceback.format_exc()
-    _put(f"{launch.attempt_url}/return.pkl", cloudpickle.dumps(value))
+    put_bytes(f"{launch.attempt_url}/return.pkl", cloudpickle.dumps(value))
     return 0, "succeeded", None
 
 
@@ -173,12 +239,22 @@ def _last_step(launch: Launch) -> int | None:
         return None
 
 
-def run(attempt_dir: Path) -> int:
-    """Run the attempt described by ``attempt_dir/launch.json``; returns the exit code."""
-    launch = Launch.model_validate_json((attempt_dir / "launch.json").read_text())
-    if not _claim(attempt_dir):
-        print("gridbridge-run: attempt already started; duplicate launch exits", file=sys.stderr)
-        return 0
+def run(launch_url: str, scratch: Path | None = None) -> int:
+    """Run the attempt whose launch record is at ``launch_url``; returns the exit code."""
+    raw: dict[str, Any] = json.loads(get_bytes(launch_url))
+    try:
+        check_format(raw, "the launch record")
+        launch = Launch.model_validate(raw)
+    except (FormatMismatch, ValueError) as exc:
+        return _refuse(raw, launch_url, str(exc))
+    scratch = scratch or Path(tempfile.gettempdir()) / "gridbridge" / launch.attempt_id
+    scratch.mkdir(parents=True, exist_ok=True)
+    if not _claim(scratch, launch):
+        print(f"gridbridge-run: attempt {launch.attempt_id} was already started; this "
+              "duplicate launch exits without running it", file=sys.stderr, flush=True)
+        return ALREADY_RAN_EXIT_CODE
+    tee = _Tee(scratch / "output.log")
+    beacon = _Beacon(launch, scratch / "output.log")
     started = time.time()
     print(f"gridbridge-run: job {launch.job_id} attempt {launch.attempt} on {socket.gethostname()}",
           flush=True)
@@ -187,56 +263,57 @@ def run(attempt_dir: Path) -> int:
         code, reason, error = runner(launch)
     except Exception:  # the runtime itself broke (payload unreadable, command not found)
         code, reason, error = 1, "failed", traceback.format_exc()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    if error:
+        print(f"gridbridge-run: {reason}: {error}", file=sys.stderr, flush=True)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = Result(
-        job_id=launch.job_id,
-        attempt=launch.attempt,
-        attempt_id=launch.attempt_id,
-        exit_code=code,
-        reason=reason,
-        last_step=_last_step(launch),
+        job_id=launch.job_id, attempt=launch.attempt, attempt_id=launch.attempt_id,
+        exit_code=code, reason=reason, last_step=_last_step(launch),
         wall_s=time.time() - started,
         cpu_s=usage.ru_utime + usage.ru_stime + children.ru_utime + children.ru_stime,
-        started_at=started,
-        ended_at=time.time(),
-        host=socket.gethostname(),
-        error=error,
+        started_at=started, ended_at=time.time(), host=socket.gethostname(), error=error,
     )
-    if error:
-        print(f"gridbridge-run: {reason}: {error}", file=sys.stderr, flush=True)
-    _publish(attempt_dir, launch, result)
+    tee.close()
+    beacon.stop()
+    beacon.upload_log()
+    _publish(scratch, launch, result)
     return code
 
 
-def _publish(attempt_dir: Path, launch: Launch, result: Result) -> None:
-    log = attempt_dir / "output.log"
-    if log.exists():
-        _put(f"{launch.attempt_url}/output.log", log.read_bytes())
-    body = result.model_dump_json(indent=2)
-    _put(f"{launch.attempt_url}/result.json", body.encode())
-    _write_atomic(attempt_dir / "result.json", body)
-
-
-def load_log(attempt_url: str) -> str | None:
-    """The uploaded log of a finished attempt, None if there is none."""
-    import fsspec
-
+def _refuse(raw: dict[str, Any], launch_url: str, why: str) -> int:
+    """A launch record this runtime cannot read: say so in a result record, if it can."""
+    print(f"gridbridge-run: refusing the launch record {launch_url}: {why}", file=sys.stderr,
+          flush=True)
+    url = raw.get("attempt_url") or launch_url.rsplit("/", 1)[0]
+    now = time.time()
+    body = {
+        "format": FORMAT, "job_id": str(raw.get("job_id", "")),
+        "attempt": int(raw.get("attempt", 0) or 0), "attempt_id": str(raw.get("attempt_id", "")),
+        "exit_code": 1, "reason": "failed", "wall_s": 0.0, "cpu_s": 0.0, "started_at": now,
+        "ended_at": now, "host": socket.gethostname(), "error": why,
+    }
     try:
-        with fsspec.open(f"{attempt_url}/output.log", "rb") as f:
-            return io.TextIOWrapper(io.BytesIO(f.read()), errors="replace").read()
-    except FileNotFoundError:
-        return None
+        put_bytes(f"{url}/result.json", json.dumps(body).encode())
+    except Exception as exc:
+        print(f"gridbridge-run: could not write the result record: {exc}", file=sys.stderr)
+    return 1
+
+
+def _publish(scratch: Path, launch: Launch, result: Result) -> None:
+    body = result.model_dump_json(indent=2)
+    put_bytes(f"{launch.attempt_url}/result.json", body.encode())
+    _write_atomic(scratch / "result.json", body)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m gridbridge.runtime ATTEMPT_DIR", file=sys.stderr)
-        return 2
-    return run(Path(args[0]))
+    parser = argparse.ArgumentParser(prog="python -m gridbridge.runtime",
+                                     description="Run one gridbridge attempt.")
+    parser.add_argument("--launch", required=True, help="URL of the attempt's launch.json")
+    parser.add_argument("--scratch", type=Path, default=None,
+                        help="a local folder for this attempt's run files")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    return run(args.launch, args.scratch)
 
 
 if __name__ == "__main__":

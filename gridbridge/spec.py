@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -26,6 +26,7 @@ __all__ = [
     "Constraints",
     "JobSpec",
     "Owner",
+    "Policy",
     "Resources",
     "Tier",
 ]
@@ -70,6 +71,16 @@ class CheckpointPolicy(_Frozen):
     """fsspec URL of the job's checkpoint prefix; None means ``<checkpoint_root>/<job id>``."""
     interval_s: Annotated[float, Field(gt=0)] = 600.0
     keep_last: Annotated[int, Field(ge=1)] = 3
+    resumable: bool = True
+    """The job saves checkpoints and resumes from them, so it may run on a site whose walltime
+    is shorter than its own (in several attempts). False: it must finish within one attempt."""
+
+
+class Policy(_Frozen):
+    """How placement chooses among feasible offers (``policy:`` in the config). Today it knows
+    one: the cheapest expected cost."""
+
+    name: Literal["cheapest"] = "cheapest"
 
 
 class Constraints(_Frozen):
@@ -114,6 +125,12 @@ class JobSpec(_Frozen):
     priority: int = 0
     owner: Owner = Owner()
     max_attempts: Annotated[int, Field(ge=1, le=1000)] = 5
+    """Attempts the job may use, not counting preemptions that advanced its checkpoint."""
+    max_failures: Annotated[int, Field(ge=1, le=1000)] = 1
+    """Attempts that may fail in the job's own code (non-zero exit) before the job fails."""
+    max_stalls: Annotated[int, Field(ge=1, le=1000)] = 2
+    """Preempted or lost attempts in a row that commit no new checkpoint, once the job has
+    one, before the job fails with "no progress"."""
 
     @field_validator("name")
     @classmethod

@@ -5,6 +5,7 @@ The state store refuses every transition that is not in ``JOB_TRANSITIONS`` or
 ``ATTEMPT_TRANSITIONS``, so the tables below are the whole truth about what can happen::
 
     job:      PENDING ──place──> SCHEDULED ──starts──> RUNNING ──> SUCCEEDED | FAILED | CANCELLED
+                                                                  | TIMEOUT
                  ^                   │                    │
                  └──── attempt PREEMPTED or LOST ─────────┘   (re-placed, attempt + 1)
 
@@ -43,6 +44,9 @@ class JobState(StrEnum):
     """An attempt failed in the job's own code, or the job ran out of attempts. Terminal."""
     CANCELLED = "CANCELLED"
     """The user cancelled it. Terminal."""
+    TIMEOUT = "TIMEOUT"
+    """An attempt reached its walltime without committing a new checkpoint, so there is nothing
+    to continue from: running it again would end the same way. Terminal."""
 
     @property
     def terminal(self) -> bool:
@@ -80,7 +84,9 @@ class AttemptState(StrEnum):
         return not self.terminal
 
 
-_TERMINAL_JOB = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+_TERMINAL_JOB = frozenset(
+    {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.TIMEOUT}
+)
 _TERMINAL_ATTEMPT = frozenset(
     {
         AttemptState.SUCCEEDED,
@@ -95,10 +101,11 @@ _J = JobState
 JOB_TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
     _J.PENDING: frozenset({_J.SCHEDULED, _J.FAILED, _J.CANCELLED}),
     _J.SCHEDULED: frozenset(
-        {_J.RUNNING, _J.PENDING, _J.SUCCEEDED, _J.FAILED, _J.CANCELLED}
+        {_J.RUNNING, _J.PENDING, _J.SUCCEEDED, _J.FAILED, _J.CANCELLED, _J.TIMEOUT}
     ),
-    _J.RUNNING: frozenset({_J.PENDING, _J.SUCCEEDED, _J.FAILED, _J.CANCELLED}),
+    _J.RUNNING: frozenset({_J.PENDING, _J.SUCCEEDED, _J.FAILED, _J.CANCELLED, _J.TIMEOUT}),
     _J.SUCCEEDED: frozenset(),
+    _J.TIMEOUT: frozenset(),
     _J.FAILED: frozenset(),
     _J.CANCELLED: frozenset(),
 }

@@ -8,21 +8,22 @@ that cannot be read ends the attempt FAILED with the reason, never a tick.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from gridbridge.adapter import AttemptStatus
+from gridbridge.adapter import AttemptStatus, Pricing
 from gridbridge.config import SiteConfig
 from gridbridge.costs import attempt_cost
-from gridbridge.runtime import Result, read_result
 from gridbridge.states import AttemptState, JobState
+from gridbridge.wire import Result, read_result
 
 from .records import Attempt, Job
 from .tables import LedgerRow
 
-__all__ = ["Verdict", "judge", "ledger_row", "next_job_state", "progressed_attempts"]
+__all__ = ["History", "Verdict", "history", "judge", "ledger_row", "next_job_state"]
 
 log = logging.getLogger("gridbridge.reconciler")
 
@@ -35,13 +36,15 @@ _FROM_RESULT = {
 
 @dataclass(frozen=True)
 class Verdict:
-    """The status an attempt ends with, after its result record was consulted."""
+    """The status an attempt ends with, after its result record was consulted, and the job's
+    last committed step when it ended (from the record, else from the checkpoint store)."""
 
     status: AttemptStatus
     result: Result | None
+    last_step: int | None = None
 
 
-def judge(attempt: Attempt, status: AttemptStatus) -> Verdict:
+def judge(attempt: Attempt, status: AttemptStatus, checkpoint_url: str) -> Verdict:
     """Read the attempt's result record and settle its final status."""
     try:
         result = read_result(attempt.attempt_url)
@@ -49,61 +52,105 @@ def judge(attempt: Attempt, status: AttemptStatus) -> Verdict:
         reason = f"unreadable result record: {type(exc).__name__}: {exc}"[:1000]
         failed = AttemptStatus(state=AttemptState.FAILED, native_state=status.native_state,
                                exit_code=status.exit_code, reason=reason)
-        return Verdict(failed, None)
-    if result is not None and status.state is AttemptState.LOST:
+        return Verdict(failed, None, _latest(checkpoint_url))
+    if result is None:
+        return Verdict(status, None, _latest(checkpoint_url))
+    if status.state is AttemptState.LOST:
         state = _FROM_RESULT.get(result.reason, AttemptState.FAILED)
-        found = AttemptStatus(
+        status = AttemptStatus(
             state=state, native_state=status.native_state, exit_code=result.exit_code,
             reason=f"the site lost it, but its result record says {result.reason}",
+            walltime=status.walltime,
         )
-        return Verdict(found, result)
-    return Verdict(status, result)
+    return Verdict(status, result, result.last_step)
+
+
+def _latest(checkpoint_url: str) -> int | None:
+    try:
+        from gridbridge import checkpoint
+
+        return checkpoint.open(checkpoint_url).latest()
+    except Exception:  # no store yet, or an unreadable one: no step to speak of
+        return None
+
+
+NOT_RUN = frozenset({"rejected", "gave-up", "storage-failed", "site-gone", "never-submitted"})
+"""Native states of attempts that never ran on a site: they count for nothing."""
+
+
+@dataclass(frozen=True)
+class History:
+    """What a job's attempts so far (the ending one included) add up to."""
+
+    advanced: bool
+    """The ending attempt committed a step past every earlier attempt's."""
+    free: int
+    """Preempted attempts that advanced the committed step: not counted against max_attempts."""
+    failures: int
+    """Attempts that failed in the job's own code."""
+    stalls: int
+    """Preempted or lost attempts in a row, ending with this one, that committed nothing new
+    although the job had a checkpoint."""
+
+
+def history(earlier: Sequence[Attempt], status: AttemptStatus, last_step: int | None) -> History:
+    """Sum up the job's attempts, in order, with the one ending now last."""
+    rows = [(a.state, a.native_state, a.last_step) for a in earlier]
+    rows.append((status.state, status.native_state, last_step))
+    best, free, failures, stalls, advanced = -1, 0, 0, 0, False
+    for state, native, step in rows:
+        if native in NOT_RUN:
+            continue
+        advanced = step is not None and step > best
+        interrupted = state in {AttemptState.PREEMPTED, AttemptState.LOST}
+        free += advanced and state is AttemptState.PREEMPTED
+        failures += state is AttemptState.FAILED
+        stalls = stalls + 1 if interrupted and not advanced and best >= 0 else 0
+        best = max(best, step if step is not None else -1)
+    return History(advanced, free, failures, stalls)
 
 
 def next_job_state(
-    job: Job, status: AttemptStatus, last_step: int | None, *, retry: bool, free: int = 0
+    job: Job, status: AttemptStatus, h: History, last_step: int | None, *, retry: bool
 ) -> tuple[JobState, str]:
-    """Where the job goes after this attempt: done, failed, cancelled or pending again.
+    """Where the job goes after this attempt: done, failed, timed out, cancelled or pending.
 
-    ``free`` is how many of the job's attempts (this one included) were preempted after
-    advancing its committed step: they do not count against ``max_attempts``, so a long job
-    that checkpoints goes on through any number of preemptions and walltime ends."""
+    Preemptions that advanced the committed step do not count against ``max_attempts``, so a
+    long job that checkpoints goes on through any number of preemptions and walltime ends; a
+    walltime end that committed nothing new is TIMEOUT (rerunning would end the same way)."""
     state = status.state
     n = job.attempts
+    spec = job.spec
     if job.cancel_requested and state is not AttemptState.SUCCEEDED:
         return JobState.CANCELLED, "cancelled by user"
     if state is AttemptState.SUCCEEDED:
         return JobState.SUCCEEDED, f"attempt {n} succeeded"
     if state is AttemptState.CANCELLED:
         return JobState.CANCELLED, f"attempt {n} cancelled by the site"
-    resumable = state in {AttemptState.PREEMPTED, AttemptState.LOST} or retry
-    if not resumable:
+    interrupted = state in {AttemptState.PREEMPTED, AttemptState.LOST}
+    if status.walltime and interrupted and not h.advanced:
+        return JobState.TIMEOUT, (f"attempt {n} reached its walltime without committing a new "
+                                  "checkpoint; running it again would end the same way")
+    if state is AttemptState.FAILED and not retry and h.failures >= spec.max_failures:
         return JobState.FAILED, f"attempt {n} failed: {status.reason or status.native_state}"
-    if n - free >= job.spec.max_attempts:
+    if h.stalls >= spec.max_stalls:
+        return JobState.FAILED, (f"no progress: {h.stalls} attempts in a row ended without "
+                                 "committing a new checkpoint")
+    if n - h.free >= spec.max_attempts:
         return JobState.FAILED, f"attempt {n} {state.lower()}; no attempts left"
     where = f"step {last_step}" if last_step is not None else "the start"
     return JobState.PENDING, f"attempt {n} {state.lower()}; will resume from {where}"
 
 
-def progressed_attempts(earlier: Sequence[Attempt], state: AttemptState,
-                        last_step: int | None) -> int:
-    """How many preempted attempts advanced the committed step past every attempt before them,
-    counting the one ending now (``state``, ``last_step``)."""
-    best, free = -1, 0
-    for a in [*earlier, None]:
-        a_state, a_step = (state, last_step) if a is None else (a.state, a.last_step)
-        if a_step is not None and a_step > best:
-            if a_state is AttemptState.PREEMPTED:
-                free += 1
-            best = a_step
-    return free
-
-
 def ledger_row(
-    job: Job, attempt: Attempt, site: SiteConfig | None, verdict: Verdict, now: float
+    job: Job, attempt: Attempt, site: SiteConfig | None, verdict: Verdict, now: float,
+    *, wasted: bool = False,
 ) -> LedgerRow:
     """One row for a finished attempt: its hours, its cost, the on-demand cost of the same
-    work, and the cost of work lost since the last commit if it was preempted or lost."""
+    work, and the cost of work lost since the last commit if it was preempted or lost.
+
+    ``wasted``: nothing of the attempt's work survives (a TIMEOUT): all of it is lost, and no
+    saving is booked on it (its on-demand cost is what it cost)."""
     outcome, result = verdict.status.state, verdict.result
     start = attempt.started_at or attempt.created_at
     end = now
@@ -111,11 +158,17 @@ def ledger_row(
         start, end = result.started_at, result.ended_at
     hours = max(0.0, end - start) / 3600
     res = job.spec.resources
-    cost = attempt_cost(site.price, res, hours * 3600) if site else 0.0
-    on_demand = attempt_cost(site.on_demand_price, res, hours * 3600) if site else 0.0
+    price, on_demand_price = _price_card(attempt, site)
+    cost = attempt_cost(price, res, hours * 3600) if price else 0.0
+    billing = verdict.status.billing
+    if billing:  # what the site billed (a time-varying spot price) beats the card
+        cost = sum(max(0.0, b.end - b.start) / 3600 * b.per_hour for b in billing)
+    on_demand = attempt_cost(on_demand_price, res, hours * 3600) if on_demand_price else 0.0
     lost = 0.0
-    if outcome in {AttemptState.PREEMPTED, AttemptState.LOST} and site is not None:
-        lost = attempt_cost(site.price, res, _lost_seconds(job, start, end))
+    if outcome in {AttemptState.PREEMPTED, AttemptState.LOST} and hours > 0:
+        lost = cost * min(1.0, _lost_seconds(job, start, end) / (hours * 3600))
+    if wasted:
+        on_demand, lost = cost, cost
     return LedgerRow(
         attempt_id=attempt.id, job_id=job.id, user=job.spec.owner.user,
         team=job.spec.owner.team, project=job.spec.owner.project, site=attempt.site,
@@ -123,6 +176,16 @@ def ledger_row(
         end=end, core_hours=hours * res.cpus, gpu_hours=hours * res.gpus, cost=cost,
         on_demand_cost=on_demand, lost_cost=lost,
     )
+
+
+def _price_card(attempt: Attempt, site: SiteConfig | None) -> tuple[Pricing | None, Pricing | None]:
+    """The prices the attempt was placed at, else (older attempts) the site's configured ones."""
+    if attempt.price_json:
+        card = json.loads(attempt.price_json)
+        return Pricing.model_validate(card["price"]), Pricing.model_validate(card["on_demand"])
+    if site is None:
+        return None, None
+    return site.price, site.on_demand_price
 
 
 def _lost_seconds(job: Job, start: float, end: float) -> float:

@@ -1,4 +1,4 @@
-"""Placement v1: a pure function from (pending jobs, offers, now, policy) to decisions.
+"""Placement v1: a pure function from (pending jobs, offers, now, policy, budgets) to decisions.
 
 Invariant: ``place`` reads only its arguments -- no I/O, no clock, no randomness, no globals --
 and never mutates them, so the same inputs always give the same decisions. That is what lets
@@ -6,23 +6,23 @@ the simulator and the live reconciler share it::
 
     jobs (priority desc, submitted_at, job_id)
       └─ for each job: every offer ─> Candidate (feasible? expected cost/finish, reason)
-           └─ cheapest feasible wins (then earlier finish, then site name)
-                └─ its resources come off that offer's free capacity for later jobs in this call
+           └─ cheapest feasible wins (then earlier finish, then site name, then offer key)
+                └─ its resources come off that offer's free capacity, and its expected cost
+                   off its team's budget, for later jobs in this call
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from gridbridge.adapter import Offer
-from gridbridge.costs import CostEstimate, estimate
-from gridbridge.spec import JobSpec
+from gridbridge.costs import CostEstimate, checkpoint_interval_s, estimate
+from gridbridge.spec import JobSpec, Policy
 
 __all__ = ["Candidate", "Decision", "PendingJob", "Policy", "place"]
 
@@ -41,14 +41,8 @@ class PendingJob(BaseModel):
     attempt: int = Field(default=1, ge=1)
     avoid: dict[str, str] = Field(default_factory=dict)
     """Sites not to use for this job now, with why (e.g. it just rejected the submission)."""
-
-
-class Policy(BaseModel):
-    """How to choose among feasible sites. v1 knows one: the cheapest expected cost."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: Literal["cheapest"] = "cheapest"
+    remaining_work_s: float | None = Field(default=None, ge=0)
+    """Work left after its last checkpoint (a resumed job); None: all of it."""
 
 
 class Candidate(BaseModel):
@@ -60,6 +54,7 @@ class Candidate(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     site: str
+    offer_key: str = "default"
     feasible: bool
     expected_cost: float | None
     on_demand_cost: float | None
@@ -80,13 +75,19 @@ class Decision(BaseModel):
     site: str | None
     candidates: tuple[Candidate, ...]
     reason: str
+    offer_key: str | None = None
+    """Which of the site's offers (instance type and zone, partition) was chosen."""
+    checkpoint_interval_s: float | None = None
+    """How often the job should checkpoint there (handed to it as
+    ``GRIDBRIDGE_CHECKPOINT_INTERVAL``)."""
 
     @property
     def chosen(self) -> Candidate | None:
         """The winning candidate, or None when no site was feasible."""
         if self.site is None:
             return None
-        return next((c for c in self.candidates if c.feasible and c.site == self.site), None)
+        return next((c for c in self.candidates if c.feasible and c.site == self.site
+                     and c.offer_key == self.offer_key), None)
 
 
 @dataclass
@@ -103,6 +104,7 @@ def place(
     offers: Sequence[Offer],
     now: datetime,
     policy: Policy = Policy(),  # noqa: B008 -- frozen, so sharing one default is safe
+    budgets: Mapping[str, float] | None = None,
 ) -> list[Decision]:
     """Decide a site for every pending job, highest priority first.
 
@@ -111,22 +113,29 @@ def place(
     call), walltime within the site limit, a finite expected run time, expected finish
     (``now + queue_wait + expected runtime``) by the deadline, expected cost within ``max_cost``.
     Among feasible offers ``policy`` picks (v1: lowest expected cost, then earlier finish, then
-    site name). Decisions come back in placement order. ``now`` and deadlines must be both
-    timezone-aware or both naive.
+    site name). ``budgets`` maps a team to the money it has left; a job whose expected cost
+    exceeds what its team has left is not placed. A resumable job may go to a site whose
+    walltime is shorter than its own; its estimate counts the extra restarts. Decisions come
+    back in placement order. ``now`` and deadlines must be both timezone-aware or both naive.
     """
     if policy.name != "cheapest":  # pragma: no cover -- Literal keeps other names out
         raise ValueError(f"unknown placement policy {policy.name!r}")
     free = [_Free(o.cpus, o.memory_gb, o.gpus) for o in offers]
+    left = dict(budgets or {})
     ordered = sorted(jobs, key=lambda j: (-j.spec.priority, j.submitted_at, j.job_id))
     decisions: list[Decision] = []
     for job in ordered:
-        decision, index = _place_one(job, offers, free, now)
+        decision, index = _place_one(job, offers, free, now, left)
         if index is not None:
             res = job.spec.resources
             slot = free[index]
             slot.cpus -= res.cpus
             slot.memory_gb -= res.memory_gb
             slot.gpus -= res.gpus
+            team = job.spec.owner.team
+            chosen = decision.chosen
+            if team in left and chosen is not None and chosen.expected_cost is not None:
+                left[team] -= chosen.expected_cost
         decisions.append(decision)
     return decisions
 
@@ -139,15 +148,17 @@ class _Scored:
     finish: datetime | None
     problems: tuple[str, ...]
 
-    def rank(self) -> tuple[float, datetime, str]:
+    def rank(self) -> tuple[float, datetime, str, str]:
         assert self.finish is not None  # feasible implies a representable finish
-        return (round(self.est.expected_cost, _COST_DIGITS), self.finish, self.offer.site)
+        return (round(self.est.expected_cost, _COST_DIGITS), self.finish, self.offer.site,
+                self.offer.key)
 
 
 def _place_one(
-    job: PendingJob, offers: Sequence[Offer], free: Sequence[_Free], now: datetime
+    job: PendingJob, offers: Sequence[Offer], free: Sequence[_Free], now: datetime,
+    budgets: Mapping[str, float],
 ) -> tuple[Decision, int | None]:
-    scored = [_score(job, i, o, free[i], now) for i, o in enumerate(offers)]
+    scored = [_score(job, i, o, free[i], now, budgets) for i, o in enumerate(offers)]
     feasible = sorted((s for s in scored if not s.problems), key=_Scored.rank)
     infeasible = sorted((s for s in scored if s.problems), key=lambda s: (s.offer.site, s.index))
     cands = [_candidate(s, "; ".join(s.problems)) for s in infeasible]
@@ -163,13 +174,19 @@ def _place_one(
         site=best.offer.site,
         candidates=(*ranked, *cands),
         reason=ranked[0].reason,
+        offer_key=best.offer.key,
+        checkpoint_interval_s=checkpoint_interval_s(job.spec, best.offer),
     )
     return decision, best.index
 
 
-def _score(job: PendingJob, index: int, offer: Offer, free: _Free, now: datetime) -> _Scored:
+def _score(
+    job: PendingJob, index: int, offer: Offer, free: _Free, now: datetime,
+    budgets: Mapping[str, float],
+) -> _Scored:
     spec = job.spec
-    est = estimate(spec, offer)
+    est = estimate(spec, offer, work_s=job.remaining_work_s,
+                   interval_s=checkpoint_interval_s(spec, offer))
     finish = _finish(now, offer.queue_wait_s, est.expected_runtime_s)
     problems = [*_site_problems(spec, offer), *_capacity_problems(spec, free)]
     if offer.site in job.avoid:
@@ -177,9 +194,10 @@ def _score(job: PendingJob, index: int, offer: Offer, free: _Free, now: datetime
     if problems and offer.note:
         problems.append(offer.note)
     limit = offer.max_walltime_s
-    if limit is not None and spec.resources.walltime_s > limit:
+    if limit is not None and spec.resources.walltime_s > limit and not spec.checkpoint.resumable:
         walltime = _duration(spec.resources.walltime_s)
-        problems.append(f"walltime {walltime} exceeds site limit {_duration(limit)}")
+        problems.append(f"walltime {walltime} exceeds site limit {_duration(limit)} and the "
+                        "job does not resume from checkpoints")
     if finish is None:
         problems.append("preemption too frequent to finish")
     else:
@@ -191,6 +209,10 @@ def _score(job: PendingJob, index: int, offer: Offer, free: _Free, now: datetime
             problems.append(
                 f"expected cost {_money(est.expected_cost)} > max_cost {_money(spec.max_cost)}"
             )
+        team = spec.owner.team
+        if team in budgets and est.expected_cost > budgets[team]:
+            problems.append(f"expected cost {_money(est.expected_cost)} > what team {team} has "
+                            f"left of its budget ({_money(max(budgets[team], 0.0))})")
     return _Scored(index, offer, est, finish, tuple(problems))
 
 
@@ -235,6 +257,7 @@ def _candidate(s: _Scored, reason: str) -> Candidate:
     finite = s.finish is not None
     return Candidate(
         site=s.offer.site,
+        offer_key=s.offer.key,
         feasible=not s.problems,
         expected_cost=s.est.expected_cost if finite else None,
         on_demand_cost=s.est.on_demand_cost,
@@ -251,7 +274,8 @@ def _winner_reason(best: _Scored, rest: Sequence[_Scored]) -> str:
     nxt = rest[0]
     text = f"cheapest feasible: {cost} vs next {_money(nxt.est.expected_cost)} on {nxt.offer.site}"
     if nxt.rank()[0] == best.rank()[0]:
-        by = "earlier finish" if nxt.finish != best.finish else "site name"
+        by = ("earlier finish" if nxt.finish != best.finish
+              else "site name" if nxt.offer.site != best.offer.site else "offer key")
         text += f", tie broken by {by}"
     return text
 
@@ -265,7 +289,9 @@ def _loser_reason(s: _Scored, best: _Scored) -> str:
     if s.finish > best.finish:
         later = _duration((s.finish - best.finish).total_seconds())
         return f"same cost, later finish than {site} (by {later})"
-    return f"same cost and finish as {site}; lost the tie-break on site name"
+    if s.offer.site != site:
+        return f"same cost and finish as {site}; lost the tie-break on site name"
+    return f"same cost and finish as {site} {best.offer.key}; lost the tie-break on offer key"
 
 
 def _money(x: float) -> str:

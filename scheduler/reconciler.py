@@ -24,6 +24,7 @@ cancel, so a reconciler that slept through its lease cannot act on a site after 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import socket
@@ -49,7 +50,7 @@ from gridbridge.config import GridConfig
 from gridbridge.runtime import proc_start_time
 from gridbridge.states import AttemptState, JobState
 
-from .endings import Verdict, judge, ledger_row, next_job_state, progressed_attempts
+from .endings import Verdict, history, judge, ledger_row, next_job_state
 from .placement import Decision, PendingJob, place
 from .records import Attempt, AttemptEnding, Job, Lease
 from .sitecalls import SiteCalls
@@ -61,6 +62,9 @@ __all__ = ["LEASE", "LeaseLost", "Reconciler", "TickReport"]
 
 log = logging.getLogger("gridbridge.reconciler")
 LEASE = "reconciler"
+_PERMANENT_STORAGE_ERRORS = (NotADirectoryError, IsADirectoryError, PermissionError,
+                             FileNotFoundError)
+"""Storage errors that retrying will not cure (a path under a file, no such bucket)."""
 _MAX_BACKOFF_S = 30.0
 
 
@@ -87,7 +91,8 @@ class _Submitted:
 
     attempt: Attempt
     kind: str
-    """``native``, ``adopted``, ``rejected``, ``gave-up``, ``uncertain`` or ``fenced``."""
+    """``native``, ``adopted``, ``rejected``, ``gave-up``, ``storage-failed``, ``uncertain``
+    or ``fenced``."""
     value: str = ""
 
 
@@ -114,6 +119,7 @@ class Reconciler:
         self._last_decision: dict[str, str] = {}
         self._health: dict[str, tuple[bool, str]] = {}
         self._avoid: dict[tuple[str, str], tuple[float, str]] = {}
+        self._placed_at: dict[str, tuple[Offer, float | None]] = {}
         self._next_sweep = 0.0
 
     # the loop -----------------------------------------------------------------------------
@@ -260,6 +266,13 @@ class Reconciler:
                            "holds no job for it")
                     out.append(_Submitted(attempt, "gave-up", why))
                     continue
+            if tries == 1:
+                try:  # attempt N's token fences off every older attempt of the job
+                    raise_fence(request.checkpoint_url, request.token)
+                except _PERMANENT_STORAGE_ERRORS as exc:
+                    why = f"checkpoint storage unusable: {type(exc).__name__}: {exc}"
+                    out.append(_Submitted(attempt, "storage-failed", why))
+                    continue
             try:
                 native_id = adapter.submit(request)
             except SubmitRejected as exc:
@@ -290,6 +303,10 @@ class Reconciler:
                 ended = _status(AttemptState.FAILED, o.kind, reason)
                 self._conclude(a, self.store.job(a.job_id), ended, retry=True, charge=False)
                 report.rejected[a.id] = reason
+            elif o.kind == "storage-failed":
+                ended = _status(AttemptState.FAILED, o.kind, o.value)
+                self._conclude(a, self.store.job(a.job_id), ended, charge=False)
+                report.rejected[a.id] = o.value
             elif o.kind == "uncertain":
                 log.warning("submission of %s to %s uncertain (retried with the same id): %s",
                             a.id, site, o.value)
@@ -299,6 +316,7 @@ class Reconciler:
         return fenced
 
     def _request(self, job: Job, attempt: Attempt) -> SubmitRequest:
+        offer, interval = self._placed_at.pop(attempt.id, (None, None))
         return SubmitRequest(
             attempt_id=attempt.id,
             job_id=job.id,
@@ -307,6 +325,8 @@ class Reconciler:
             spec=job.spec,
             checkpoint_url=job.checkpoint_url,
             attempt_url=attempt.attempt_url,
+            checkpoint_interval_s=interval,
+            offer=offer,
         )
 
     # cancel and poll ----------------------------------------------------------------------
@@ -348,7 +368,7 @@ class Reconciler:
                     if self.store.mark_running(attempt, status.native_state, self.holder):
                         report.started.append(attempt.id)
                 elif status.state.terminal:
-                    verdict = judge(attempt, status)
+                    verdict = judge(attempt, status, self._checkpoint_url(attempt))
                     if verdict.status.state is AttemptState.LOST:
                         lost[site].append((attempt, verdict))
                     elif self._conclude_verdict(attempt, verdict):
@@ -363,14 +383,24 @@ class Reconciler:
         ids = {site: [a.native_id for a, _ in items if a.native_id]
                for site, items in lost.items()}
         stopped = self._cancel_native(ids)
+        for items in lost.values():
+            for attempt, _ in items:
+                job = self.store.job(attempt.job_id)
+                try:  # a zombie of the lost attempt can no longer commit a checkpoint
+                    raise_fence(job.checkpoint_url, attempt.token + 1)
+                except Exception as exc:
+                    log.warning("could not raise the fence of %s: %s", job.id, exc)
         for site, items in lost.items():
             for attempt, verdict in items:
                 if site not in stopped:
                     note = f"{verdict.status.reason}; the site could not stop it"
                     verdict = Verdict(verdict.status.model_copy(update={"reason": note}),
-                                      verdict.result)
+                                      verdict.result, verdict.last_step)
                 if self._conclude_verdict(attempt, verdict):
                     report.ended[attempt.id] = AttemptState.LOST
+
+    def _checkpoint_url(self, attempt: Attempt) -> str:
+        return self.store.job(attempt.job_id).checkpoint_url
 
     def _conclude(
         self, attempt: Attempt, job: Job, status: AttemptStatus, *, retry: bool = False,
@@ -385,18 +415,20 @@ class Reconciler:
     ) -> bool:
         """End an attempt: next job state and ledger row, in one transaction."""
         job = job or self.store.job(attempt.job_id)
-        status, result = verdict.status, verdict.result
-        last_step = result.last_step if result is not None else None
+        status, last_step = verdict.status, verdict.last_step
         if status.native_state in {"rejected", "gave-up"}:
             job_state, job_reason = JobState.PENDING, f"attempt {attempt.number} {status.reason}"
             if job.cancel_requested:
                 job_state, job_reason = JobState.CANCELLED, "cancelled by user"
         else:
             earlier = [a for a in self.store.attempts(job.id) if a.number < attempt.number]
-            free = progressed_attempts(earlier, status.state, last_step)
-            job_state, job_reason = next_job_state(job, status, last_step, retry=retry,
-                                                   free=free)
+            h = history(earlier, status, last_step)
+            job_state, job_reason = next_job_state(job, status, h, last_step, retry=retry)
         site = self._sites.get(attempt.site)
+        ledger = None
+        if charge:
+            ledger = ledger_row(job, attempt, site, verdict, self.clock(),
+                                wasted=job_state is JobState.TIMEOUT)
         ending = AttemptEnding(
             state=status.state,
             native_state=status.native_state,
@@ -405,8 +437,8 @@ class Reconciler:
             job_reason=job_reason,
             exit_code=status.exit_code,
             last_step=last_step,
-            job_error=status.reason if job_state is JobState.FAILED else None,
-            ledger=ledger_row(job, attempt, site, verdict, self.clock()) if charge else None,
+            job_error=job_reason if job_state in {JobState.FAILED, JobState.TIMEOUT} else None,
+            ledger=ledger,
         )
         return self.store.conclude(attempt, ending, self.holder)
 
@@ -464,13 +496,14 @@ class Reconciler:
         jobs = [
             PendingJob(job_id=j.id, spec=j.spec, attempt=j.attempts + 1,
                        submitted_at=datetime.fromtimestamp(j.created_at, UTC),
-                       avoid=self._avoided(j.id, now))
+                       avoid=self._avoided(j.id, now), remaining_work_s=self._remaining(j))
             for j in pending
         ]
         by_id = {j.id: j for j in pending}
+        by_key = {(o.site, o.key): o for o in offers}
         new: list[Attempt] = []
         placed: list[tuple[str, PendingJob]] = []
-        decisions = place(jobs, offers, datetime.fromtimestamp(now, UTC))
+        decisions = place(jobs, offers, datetime.fromtimestamp(now, UTC), self.config.policy)
         for job, decision in zip(sorted(jobs, key=_order), decisions, strict=True):
             if decision.site is None:
                 self._record(decision, by_id[decision.job_id], now)
@@ -481,13 +514,32 @@ class Reconciler:
                 continue
             self._record(decision, by_id[decision.job_id], now)
             root = f"{self.config.checkpoint_root}/{decision.job_id}"
-            attempt = self.store.new_attempt(decision.job_id, decision.site, root, self.holder)
+            offer = by_key[(decision.site, decision.offer_key or "default")]
+            card = json.dumps({"price": offer.price.model_dump(),
+                               "on_demand": offer.on_demand.model_dump()})
+            attempt = self.store.new_attempt(decision.job_id, decision.site, root, self.holder,
+                                             offer=(offer.key, card))
             if attempt is not None:
                 report.placed[decision.job_id] = decision.site
                 new.append(attempt)
                 placed.append((decision.site, job))
+                self._placed_at[attempt.id] = (offer, decision.checkpoint_interval_s)
         self._submit(new, report, budget)
         return placed
+
+    def _remaining(self, job: Job) -> float | None:
+        """Work left after the job's last checkpoint: the estimate less the time of the
+        attempts that advanced it (None for a job that has not checkpointed)."""
+        if job.attempts == 0:
+            return None
+        done, best = 0.0, -1
+        for a in self.store.attempts(job.id):
+            if a.last_step is not None and a.last_step > best and a.started_at and a.ended_at:
+                done += a.ended_at - a.started_at
+                best = a.last_step
+        if best < 0:
+            return None
+        return max(0.0, job.spec.resources.runtime_estimate_s - done)
 
     def _avoided(self, job_id: str, now: float) -> dict[str, str]:
         out = {}
@@ -507,7 +559,9 @@ class Reconciler:
         rows = [
             DecisionRow(
                 at=now, job_id=job.id, attempt=job.attempts + 1, site=c.site,
-                chosen=c.site == decision.site, feasible=c.feasible,
+                offer_key=c.offer_key,
+                chosen=c.site == decision.site and c.offer_key == decision.offer_key,
+                feasible=c.feasible,
                 expected_cost=c.expected_cost, on_demand_cost=c.on_demand_cost,
                 expected_runtime_s=c.expected_runtime_s,
                 expected_finish=c.expected_finish.timestamp() if c.expected_finish else None,
@@ -538,6 +592,13 @@ class Reconciler:
             except StoreUnavailable:
                 return
             self._health[site] = key
+
+
+def raise_fence(checkpoint_url: str, token: int) -> None:
+    """Raise the job's checkpoint fence to ``token`` (never lowers it)."""
+    from gridbridge import checkpoint
+
+    checkpoint.open(checkpoint_url, token=token).close()
 
 
 def _order(job: PendingJob) -> tuple[int, datetime, str]:

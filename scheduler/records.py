@@ -71,6 +71,8 @@ class Attempt:
     attempt_url: str
     submit_tries: int
     """How many times ``submit`` was called for it (more than one: an uncertain submission)."""
+    offer_key: str | None
+    price_json: str | None
 
     @classmethod
     def of(cls, row: AttemptRow) -> Attempt:

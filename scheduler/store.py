@@ -98,6 +98,16 @@ class StateStore:
         with _unavailable_as_error(self.url), self._reads() as session:
             yield session
 
+    def probe_write(self) -> None:
+        """Write a row and delete it in one transaction (raises if the store is read-only or
+        locked for longer than the write timeout)."""
+        with self._tx() as s:
+            row = LeaseRow(name=f".probe-{time.time_ns()}", holder="config check",
+                           expires_at=0.0, generation=0)
+            s.add(row)
+            s.flush()
+            s.delete(row)
+
     # jobs ---------------------------------------------------------------------------------
 
     def create_job(self, spec: JobSpec, checkpoint_url: str, job_id: str | None = None) -> Job:
@@ -199,11 +209,15 @@ class StateStore:
 
     # attempts -----------------------------------------------------------------------------
 
-    def new_attempt(self, job_id: str, site: str, attempt_root: str, actor: str) -> Attempt | None:
+    def new_attempt(
+        self, job_id: str, site: str, attempt_root: str, actor: str,
+        offer: tuple[str, str] | None = None,
+    ) -> Attempt | None:
         """Move a PENDING job to SCHEDULED and record its next attempt as SUBMITTING.
 
         Written before the native submission: the attempt id is the idempotency key a
-        restarted reconciler re-submits with. None if the job was no longer PENDING.
+        restarted reconciler re-submits with. ``offer`` is the chosen offer's key and the
+        JSON of the price card it was placed at. None if the job was no longer PENDING.
         """
         now = self._clock()
         with self._tx() as s:
@@ -228,6 +242,8 @@ class StateStore:
                 reason="",
                 attempt_url=f"{attempt_root}/attempts/{number}",
                 submit_tries=0,
+                offer_key=offer[0] if offer else None,
+                price_json=offer[1] if offer else None,
             )
             s.add(attempt)
             s.add(

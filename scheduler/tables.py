@@ -67,6 +67,9 @@ class AttemptRow(Base):
     last_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     attempt_url: Mapped[str] = mapped_column(Text)
     submit_tries: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    offer_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    price_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """The price card it was placed at: ``{"price": Pricing, "on_demand": Pricing}``."""
 
 
 class EventRow(Base):
@@ -94,6 +97,7 @@ class DecisionRow(Base):
     job_id: Mapped[str] = mapped_column(String(64), index=True)
     attempt: Mapped[int] = mapped_column(Integer)
     site: Mapped[str] = mapped_column(String(64))
+    offer_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
     chosen: Mapped[bool] = mapped_column(Boolean)
     feasible: Mapped[bool] = mapped_column(Boolean)
     expected_cost: Mapped[float | None] = mapped_column(Float, nullable=True)

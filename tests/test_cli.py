@@ -145,3 +145,37 @@ def test_checkpoints_commands_find_the_configured_root(config: Path) -> None:
     assert verify.returncode == 0, verify.stdout + verify.stderr
     hostile = gb("checkpoints", "list", "../../etc", config=config)
     assert hostile.returncode != 0 and "Traceback" not in hostile.stderr
+
+
+def test_config_check_finds_storage_that_cannot_be_used(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({
+        "state_url": "sqlite:///state.db", "checkpoint_root": str(blocker / "ckpt"),
+        "workdir": "run",
+        "sites": [
+            {"name": "here", "adapter": "local", "capacity": {"cpus": 1}},
+            {"name": "faraway", "adapter": "local", "capacity": {"cpus": 1},
+             "runtime": {"shared_filesystem": False}},
+        ],
+    }))
+    bad = gb("config", "check", config=path)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "NotADirectoryError" in bad.stdout
+    assert "faraway" in bad.stdout and "cannot reach the checkpoint root" in bad.stdout
+    good = gb("config", "check", config=write_good_config(tmp_path))
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "ok: 2 sites" in good.stdout
+
+
+def write_good_config(tmp_path: Path) -> Path:
+    path = tmp_path / "good.yaml"
+    path.write_text(yaml.safe_dump({
+        "state_url": "sqlite:///good.db", "checkpoint_root": "ckpt", "workdir": "run",
+        "sites": [
+            {"name": "here", "adapter": "local", "capacity": {"cpus": 1}},
+            {"name": "also-here", "adapter": "local", "capacity": {"cpus": 1}},
+        ],
+    }))
+    return path

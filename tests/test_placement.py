@@ -134,11 +134,64 @@ def test_preemptible_site_refused_when_job_forbids_it() -> None:
     assert reason_for(d, "spot") == "site is preemptible and the job does not allow preemption"
 
 
-def test_walltime_over_site_limit() -> None:
-    spec = make_spec(walltime_s=2 * HOUR)
-    d = only(place([pending("j", spec)], [make_offer("short", max_walltime_s=HOUR)], NOW))
+def test_walltime_over_site_limit_needs_a_resumable_job() -> None:
+    once = make_spec(walltime_s=2 * HOUR, checkpoint=CheckpointPolicy(resumable=False))
+    d = only(place([pending("j", once)], [make_offer("short", max_walltime_s=HOUR)], NOW))
     assert d.site is None
-    assert reason_for(d, "short") == "walltime 2h00m exceeds site limit 1h00m"
+    assert reason_for(d, "short") == (
+        "walltime 2h00m exceeds site limit 1h00m and the job does not resume from checkpoints")
+
+
+def test_a_resumable_job_longer_than_the_walltime_pays_for_its_restarts() -> None:
+    spec = make_spec(walltime_s=5 * HOUR)  # resumable by default
+    short = make_offer("short", max_walltime_s=2 * HOUR, restart_overhead_s=600.0)
+    d = only(place([pending("j", spec)], [short], NOW))
+    assert d.site == "short"
+    [c] = d.candidates
+    # 5h of work in 2h attempts: 3 attempts, 2 restarts of 10 minutes each
+    assert c.expected_runtime_s == pytest.approx(5 * HOUR + 2 * 600.0)
+    assert c.expected_cost == pytest.approx((5 * HOUR + 1200.0) / HOUR * 1.0)
+
+
+def test_offers_of_one_site_are_told_apart_by_key() -> None:
+    offers = [make_offer("cloud", 2.0, key="m5.large/a", shape={"zone": "a"}),
+              make_offer("cloud", 1.5, key="m5.large/b", shape={"zone": "b"})]
+    d = only(place([pending("j")], offers, NOW))
+    assert (d.site, d.offer_key) == ("cloud", "m5.large/b")
+    assert d.chosen is not None and d.chosen.offer_key == "m5.large/b"
+    assert [(c.offer_key, c.feasible) for c in d.candidates] == [
+        ("m5.large/b", True), ("m5.large/a", True)]
+
+
+def test_budgets_bound_what_a_team_may_be_placed_for() -> None:
+    from gridbridge.spec import Owner
+
+    spec = make_spec(owner=Owner(team="lab"))
+    jobs = [pending("a", spec, minutes_ago=2), pending("b", spec, minutes_ago=1)]
+    decisions = place(jobs, [make_offer("x", 1.0)], NOW, budgets={"lab": 1.5})
+    assert [d.site for d in decisions] == ["x", None]  # the first used $1.00 of $1.50
+    assert "team lab has left of its budget ($0.50)" in reason_for(decisions[1], "x")
+    assert place(jobs, [make_offer("x", 1.0)], NOW, budgets={"other": 0.0})[1].site == "x"
+
+
+def test_remaining_work_of_a_resumed_job_is_what_is_estimated() -> None:
+    fresh = only(place([pending("j")], [make_offer("x", 1.0)], NOW))
+    resumed = PendingJob(job_id="j", spec=make_spec(), submitted_at=NOW,
+                         remaining_work_s=HOUR / 4)
+    half = only(place([resumed], [make_offer("x", 1.0)], NOW))
+    assert fresh.candidates[0].expected_cost == pytest.approx(1.0)
+    assert half.candidates[0].expected_cost == pytest.approx(0.25)
+
+
+def test_the_decision_carries_a_checkpoint_interval_for_the_site() -> None:
+    spec = make_spec(checkpoint=CheckpointPolicy(interval_s=1800))
+    steady = only(place([pending("j", spec)], [make_offer("steady")], NOW))
+    assert steady.checkpoint_interval_s == 1800
+    spot = make_offer("spot", preemptible=True, preemption_rate_per_hour=2.0,
+                      restart_overhead_s=60.0)
+    d = only(place([pending("j", spec)], [spot], NOW))
+    # Young: sqrt(2 * 60 s / (2 / 3600 s)) = sqrt(216000) ~ 464.8 s, shorter than 1800 s
+    assert d.checkpoint_interval_s == pytest.approx((2 * 60 / (2 / 3600)) ** 0.5)
 
 
 def test_deadline_counts_queue_wait_and_runtime() -> None:
@@ -209,8 +262,11 @@ def test_equal_cost_ties_break_on_finish_then_name() -> None:
 
 
 def test_unreliable_spot_loses_to_reliable_site() -> None:
-    # 4h of work, checkpoints every 2h, 10 min restart: at 1 preemption/h the spot run is
-    # e^(1/6) * 2 * (e^2 - 1) h ~= 15.1h, so $0.30/h costs ~$4.53 against $0.40/h * 4h = $1.60.
+    # 4h of work, the job checkpoints every 2h, 10 min restart, 1 preemption/h. On spot it is
+    # told to checkpoint every sqrt(2 * 600 s * 3600 s) ~= 2078 s (Young), so its run is 6
+    # segments of 2078 s and one of ~1929 s: e^(1/6) * (6 * (e^0.5774 - 1) + (e^0.5359 - 1)) h
+    # ~= 6.376 h, and $0.30/h costs ~$1.91 against $0.40/h * 4h = $1.60. (Keeping its own 2h
+    # interval would have cost e^(1/6) * 2 * (e^2 - 1) h * $0.30 ~= $4.53.)
     spec = make_spec(walltime_s=4 * HOUR, checkpoint=CheckpointPolicy(interval_s=2 * HOUR))
     spot = make_offer(
         "spot", 0.30, preemptible=True, preemption_rate_per_hour=1.0, restart_overhead_s=600.0
@@ -219,8 +275,8 @@ def test_unreliable_spot_loses_to_reliable_site() -> None:
     d = only(place([pending("j", spec)], [spot, reliable], NOW))
     assert d.site == "reliable"
     spot_cand = next(c for c in d.candidates if c.site == "spot")
-    assert spot_cand.expected_cost == pytest.approx(4.53, abs=0.01)
-    assert spot_cand.reason == "dearer by $2.93 than reliable"
+    assert spot_cand.expected_cost == pytest.approx(1.913, abs=0.001)
+    assert spot_cand.reason == "dearer by $0.31 than reliable"
     calm = spot.model_copy(update={"preemption_rate_per_hour": 0.01})
     assert only(place([pending("j", spec)], [calm, reliable], NOW)).site == "spot"
 

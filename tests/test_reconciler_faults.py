@@ -38,6 +38,7 @@ def write_config(tmp_path: Path, **limits: float) -> Path:
     path.write_text(yaml.safe_dump({
         "state_url": "sqlite:///state.db", "checkpoint_root": "ckpt", "workdir": "run",
         "limits": {"tick_interval_s": 0.1, "lease_s": 30, "site_deadline_s": DEADLINE_S,
+                   "reject_backoff_s": 1.0,
                    **limits},
         "sites": [
             {"name": "good", "adapter": "local", "tier": "cloud", "capacity": {"cpus": 4},
@@ -444,3 +445,24 @@ def test_the_sweep_runs_on_the_reconcilers_clock(tmp_path: Path) -> None:
     finally:
         rec.close()
         store.close()
+
+
+def test_the_chosen_offer_and_its_price_card_are_recorded(fed: Fed, tmp_path: Path) -> None:
+    from gridbridge.adapter import Offer, Pricing
+    from gridbridge.spec import Tier
+
+    def offer(key: str, per_hour: float) -> Offer:
+        return Offer(site="bad", key=key, shape={"size": key}, tier=Tier.CLOUD, cpus=4,
+                     memory_gb=8, price=Pricing(per_hour=per_hour),
+                     on_demand=Pricing(per_hour=1.0))
+
+    fed.bad.garbage("offers", [offer("big", 0.5), offer("small", 0.1)])
+    job = fed.job([sys.executable, "-c", "pass"], "bad")
+    fed.tick_until(lambda: fed.state(job) is JobState.SUCCEEDED)
+    [attempt] = fed.client.store.attempts(job)
+    assert attempt.offer_key == "small"
+    assert json.loads(attempt.price_json or "{}")["price"]["per_hour"] == 0.1
+    chosen = [(d.site, d.offer_key) for d in fed.client.store.decisions(job) if d.chosen]
+    assert chosen == [("bad", "small")]
+    [row] = fed.client.store.ledger(job)
+    assert row.cost == pytest.approx(0.1 * (row.end - row.start) / 3600)

@@ -58,7 +58,7 @@ def test_terminal_states_have_no_exits_and_others_do() -> None:
         assert (len(ATTEMPT_TRANSITIONS[a]) == 0) == a.terminal, a
         assert a.active == (not a.terminal)
     assert {s for s in JobState if s.terminal} == {
-        JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED,
+        JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.TIMEOUT,
     }
 
 
