@@ -57,10 +57,12 @@ def _begin_deferred(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN")
 
 
-def add_missing_columns(engine: Engine) -> list[str]:
+def add_missing_columns(engine: Engine, read: Engine | None = None) -> list[str]:
     """Add to existing tables the columns a newer gridbridge defines (each has a server
-    default or is nullable); returns ``table.column`` for each one added."""
-    existing = inspect(engine)
+    default or is nullable); returns ``table.column`` for each one added. The tables are looked
+    at through ``read`` (no write lock: a store held by a frozen writer still opens), and the
+    write lock is taken only when a column is actually missing."""
+    existing = inspect(read or engine)
     added: list[str] = []
     tables = set(existing.get_table_names())
     for table in Base.metadata.sorted_tables:

@@ -80,7 +80,7 @@ class StateStore:
             sqlite_engines(self.engine, self._read_engine)
         with _unavailable_as_error(url):
             Base.metadata.create_all(self._read_engine)  # deferred: no lock unless it creates
-            add_missing_columns(self.engine)
+            add_missing_columns(self.engine, self._read_engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._reads = sessionmaker(self._read_engine, expire_on_commit=False)
 
