@@ -316,13 +316,24 @@ def _runtime_alive(d: Path) -> bool:
 
 
 def _group_alive(pgid: int) -> bool:
+    """Whether any process of the group still runs (zombies waiting to be reaped do not)."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] not in {"Z", "X"} and int(fields[2]) == pgid:
+            return True
+    return False
 
 
 def _kill_group(d: Path) -> None:

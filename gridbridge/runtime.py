@@ -5,7 +5,7 @@ plane but storage (:mod:`gridbridge.wire` lists the records)::
 
     <attempt_url>/launch.json ──> claim: SCRATCH/started (this host) and <attempt_url>/claim.json
                                   (storage, exclusive) -- a relaunch exits ALREADY_RAN_EXIT_CODE
-        ──> SCRATCH/pid; stdout+stderr teed into SCRATCH/output.log
+        ──> SCRATCH/pid; stdout+stderr teed into SCRATCH/attempt.log
         ──> every heartbeat_s: <attempt_url>/heartbeat.json and <attempt_url>/output.log
         ──> run the pickled callable, or the command as a child (SIGTERM/SIGUSR1 forwarded)
         ──> <attempt_url>/output.log, <attempt_url>/result.json, then SCRATCH/result.json last
@@ -253,8 +253,8 @@ def run(launch_url: str, scratch: Path | None = None) -> int:
         print(f"gridbridge-run: attempt {launch.attempt_id} was already started; this "
               "duplicate launch exits without running it", file=sys.stderr, flush=True)
         return ALREADY_RAN_EXIT_CODE
-    tee = _Tee(scratch / "output.log")
-    beacon = _Beacon(launch, scratch / "output.log")
+    tee = _Tee(scratch / "attempt.log")  # not output.log: a site may send stdout there
+    beacon = _Beacon(launch, scratch / "attempt.log")
     started = time.time()
     print(f"gridbridge-run: job {launch.job_id} attempt {launch.attempt} on {socket.gethostname()}",
           flush=True)

@@ -420,6 +420,8 @@ class Reconciler:
             job_state, job_reason = JobState.PENDING, f"attempt {attempt.number} {status.reason}"
             if job.cancel_requested:
                 job_state, job_reason = JobState.CANCELLED, "cancelled by user"
+        elif status.native_state == "storage-failed":  # no site can help: it is the job's
+            job_state, job_reason = JobState.FAILED, f"attempt {attempt.number}: {status.reason}"
         else:
             earlier = [a for a in self.store.attempts(job.id) if a.number < attempt.number]
             h = history(earlier, status, last_step)

@@ -42,3 +42,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         for nodeid in _skipped_services:
             print(f"  {nodeid}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+from tests.checkpoint.conftest import s3_server  # noqa: E402,F401 - the SeaweedFS fixture, shared
