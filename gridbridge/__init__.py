@@ -8,7 +8,16 @@ resumes from its last checkpoint when it is preempted.
 6
 """
 
-from gridbridge.adapter import Adapter, AttemptStatus, Capability, Offer, Pricing, SubmitRequest
+from gridbridge.adapter import (
+    Adapter,
+    AttemptStatus,
+    Capability,
+    Offer,
+    OwnedJob,
+    Pricing,
+    SubmitRejected,
+    SubmitRequest,
+)
 from gridbridge.client import Client, JobCancelled, JobFailed, JobFuture
 from gridbridge.config import ConfigError, GridConfig, SiteConfig, load_config
 from gridbridge.job_context import JobContext, Preempted, context
@@ -36,10 +45,12 @@ __all__ = [
     "JobState",
     "Offer",
     "Owner",
+    "OwnedJob",
     "Preempted",
     "Pricing",
     "Resources",
     "SiteConfig",
+    "SubmitRejected",
     "SubmitRequest",
     "Tier",
     "__version__",
