@@ -266,13 +266,12 @@ class Reconciler:
                            "holds no job for it")
                     out.append(_Submitted(attempt, "gave-up", why))
                     continue
-            if tries == 1:
-                try:  # attempt N's token fences off every older attempt of the job
-                    raise_fence(request.checkpoint_url, request.token)
-                except _PERMANENT_STORAGE_ERRORS as exc:
-                    why = f"checkpoint storage unusable: {type(exc).__name__}: {exc}"
-                    out.append(_Submitted(attempt, "storage-failed", why))
-                    continue
+            try:  # attempt N's token fences off every older attempt of the job
+                raise_fence(request.checkpoint_url, request.token)
+            except _PERMANENT_STORAGE_ERRORS as exc:
+                why = f"checkpoint storage unusable: {type(exc).__name__}: {exc}"
+                out.append(_Submitted(attempt, "storage-failed", why))
+                continue
             try:
                 native_id = adapter.submit(request)
             except SubmitRejected as exc:
