@@ -599,7 +599,7 @@ def raise_fence(checkpoint_url: str, token: int) -> None:
     """Raise the job's checkpoint fence to ``token`` (never lowers it)."""
     from gridbridge import checkpoint
 
-    checkpoint.open(checkpoint_url, token=token).close()
+    checkpoint.raise_fence(checkpoint_url, token)
 
 
 def _order(job: PendingJob) -> tuple[int, datetime, str]:

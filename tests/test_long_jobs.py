@@ -4,6 +4,8 @@ stops making progress or keeps failing ends with the reason."""
 
 from __future__ import annotations
 
+import itertools
+import json
 import sys
 from pathlib import Path
 
@@ -93,3 +95,39 @@ def test_max_failures_retries_real_failures(client: Client, tmp_path: Path) -> N
     attempts = client.store.attempts(twice.job_id)
     assert [(a.state, a.exit_code) for a in attempts] == [
         (AttemptState.FAILED, 4), (AttemptState.SUCCEEDED, 0)]
+
+
+SAVES_NINE = """
+import json, sys, time
+import numpy as np
+import gridbridge
+ctx = gridbridge.context()
+for step in range(1, 10):
+    ctx.checkpoint.save(step, {"x": np.full(2, step)})
+due = []
+for _ in range(35):
+    if ctx.should_checkpoint():
+        due.append(time.monotonic())
+    time.sleep(0.1)
+json.dump({"interval": ctx.checkpoint_interval_s, "due": due}, open(sys.argv[1], "w"))
+"""
+
+
+def test_a_job_keeps_its_last_checkpoints_and_is_told_how_often_to_save(
+    client: Client, tmp_path: Path,
+) -> None:
+    from gridbridge import checkpoint
+    from gridbridge.spec import CheckpointPolicy
+
+    out = tmp_path / "seen.json"
+    f = client.submit_command([sys.executable, "-c", SAVES_NINE, str(out)],
+                              checkpoint=CheckpointPolicy(interval_s=1.0, keep_last=3))
+    assert f.wait(60) is JobState.SUCCEEDED
+    store = checkpoint.open(client.store.job(f.job_id).checkpoint_url)
+    assert store.steps() == [7, 8, 9]
+    assert store.restore().state["x"].tolist() == [9, 9]
+    seen = json.loads(out.read_text())
+    assert seen["interval"] == 1.0
+    due = seen["due"]
+    assert len(due) >= 2, "3.5 s of steps at a 1 s interval"
+    assert all(b - a >= 1.0 for a, b in itertools.pairwise(due)), due

@@ -64,9 +64,10 @@ def test_bfloat16_tensor_keeps_its_dtype_and_bits(tmp_path: Path) -> None:
     with ckpt.open(url) as store:
         store.save(1, {"w": t, "half": t.to(torch.float16)})
         back = store.restore().state
+        step_url = store.step_url(1)
     assert back["w"].dtype == torch.bfloat16 and torch.equal(back["w"].view(torch.int16),
                                                              t.view(torch.int16))
     assert back["half"].dtype == torch.float16
-    group = zarr.open_group(f"{url}/steps/0000000001", mode="r",
+    group = zarr.open_group(step_url, mode="r",
                             storage_options={"auto_mkdir": True})
     np.testing.assert_array_equal(group["half"][...], t.to(torch.float16).numpy())

@@ -1,14 +1,16 @@
 """gridbridge's checkpoint store: pytrees saved as Zarr v3 groups on any fsspec URL.
 
 Invariant: under a job prefix, a step exists exactly when ``commits/<step:010d>.json`` exists;
-that COMMIT object is written last, with a conditional create, and lists every array's digest
-(blake3; sha256 in older checkpoints), so a reader never sees a half-written step and
-detects any altered byte.
+that COMMIT object is written last, with a conditional create, names the writer-unique folder
+that holds the step's data and lists every array's digest (blake3; sha256 in older checkpoints),
+so a reader never sees a half-written step, never sees a losing racer's bytes, and detects any
+altered byte.
 
     import gridbridge.checkpoint as ckpt
     store = ckpt.open("s3://bucket/jobs/job-1", token=attempt)
     store.save(step, {"model": weights, "epoch": 3})
     state = store.restore().state
+    ckpt.raise_fence("s3://bucket/jobs/job-1", attempt + 1)   # control plane: fence attempt off
 
 See ``docs/checkpoint-format.md`` for the layout and the commit and fencing protocol.
 """
@@ -19,6 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._backend import open_backend
+from ._fence import raise_fence
 from ._model import (
     FORMAT,
     Checkpoint,
@@ -46,6 +49,7 @@ __all__ = [
     "NoCheckpoint",
     "VerifyResult",
     "open",
+    "raise_fence",
 ]
 
 
@@ -56,6 +60,7 @@ def open(
     storage_options: Mapping[str, Any] | None = None,
     keep_last: int | None = None,
     keep_every: int | None = None,
+    auto_gc: bool = False,
     on_event: Callable[[str, Mapping[str, Any]], None] | None = None,
 ) -> CheckpointStore:
     """Open the checkpoint store of one job at the prefix ``url``.
@@ -63,7 +68,10 @@ def open(
     ``token`` is the attempt's fencing token: opening bumps ``<prefix>/fence.json`` to it (never
     down), and saves with a token older than the fence or the newest COMMIT raise
     ``FencedError``. ``None`` disables fencing (token 0 is recorded). ``keep_last`` and
-    ``keep_every`` configure ``gc()``. ``on_event(name, payload)`` receives events such as
+    ``keep_every`` configure ``gc()``; with ``auto_gc`` the store also applies them after every
+    successful ``save``/``save_async`` (never deleting the step just committed; a fenced store
+    skips it; a failure is reported as ``checkpoint.gc_failed``, the save still succeeds).
+    ``on_event(name, payload)`` receives events such as
     ``checkpoint.saved``, ``checkpoint.corrupt``, ``checkpoint.fenced`` and
     ``checkpoint.deadline_missed``.
     """
@@ -74,5 +82,10 @@ def open(
             raise ValueError(f"{name} must be >= 1 or None, got {value!r}")
     backend = open_backend(url, storage_options)
     return CheckpointStore(
-        url.rstrip("/"), backend, token=token, retention=(keep_last, keep_every), on_event=on_event
+        url.rstrip("/"),
+        backend,
+        token=token,
+        retention=(keep_last, keep_every),
+        auto_gc=auto_gc,
+        on_event=on_event,
     )

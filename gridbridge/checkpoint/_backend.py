@@ -72,13 +72,24 @@ class Backend:
         return bool(self.fs.exists(path))
 
     def create(self, path: str, data: bytes) -> bool:
-        """Write ``path`` only if it does not exist; False if another writer got there first."""
+        """Write ``path`` only if it does not exist; False if another writer got there first.
+
+        A failed create whose object exists holding exactly ``data`` counts as success: the
+        client library retries a PUT whose reply was lost, and the retry's precondition then
+        fails on the object the first try created (``data`` is unique per writer: a COMMIT
+        names its writer and time).
+        """
         try:
             self.fs.pipe_file(path, data, mode="create")
         except (OSError, ValueError):
-            if self.exists(path):
-                return False
-            raise
+            self.fs.invalidate_cache(path)
+            try:
+                existing = self.get(path)
+            except FileNotFoundError:
+                existing = None
+            if existing is None:
+                raise
+            return existing == data
         return True
 
     def compare_and_set(self, path: str, update: Update) -> dict[str, Any] | None:

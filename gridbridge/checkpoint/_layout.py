@@ -1,12 +1,17 @@
 """Object names and Zarr v3 metadata of the checkpoint layout.
 
-Invariant: every name is derived from the job prefix and the step number alone, so any reader
-that knows the prefix finds the same objects::
+Invariant: the COMMIT name is derived from the job prefix and the step number alone, and the
+COMMIT names the folder that holds the step's data, so any reader that knows the prefix finds the
+same objects::
 
-    <prefix>/fence.json                    the attempt fence (newest token that opened the prefix)
-    <prefix>/commits/<step:010d>.json      COMMIT object; its existence is what makes a step exist
-    <prefix>/steps/<step:010d>/zarr.json   Zarr v3 group metadata, attributes = user metadata
-    <prefix>/steps/<step:010d>/<name>/     one Zarr v3 array per leaf: zarr.json + c/<i>/<j>/...
+    <prefix>/fence.json                        the attempt fence (newest token that opened it)
+    <prefix>/commits/<step:010d>.json          COMMIT object; its existence makes a step exist
+    <prefix>/steps/<step:010d>.<writer>/       Zarr v3 group (zarr.json, attributes = metadata)
+    <prefix>/steps/<step:010d>.<writer>/<a>/   one Zarr v3 array per leaf: zarr.json + c/<i>/...
+
+Every writer saves into its own folder, so two writers racing for one step never touch each
+other's objects. Checkpoints of format ``/1`` keep their data in ``steps/<step:010d>/`` (no
+writer suffix) and their COMMITs name no folder; readers still follow them.
 
 Arrays are uncompressed (one ``bytes`` codec, little-endian) and chunked along their leading axes
 only, so each chunk is one contiguous slice of the array's C-order bytes.
@@ -24,7 +29,8 @@ from typing import Any
 CHUNK_BYTES = 16 * 1024 * 1024
 STEP_DIGITS = 10
 _COMMIT_NAME = re.compile(r"^(\d{10})\.json$")
-_STEP_NAME = re.compile(r"^(\d{10})$")
+_FOLDER_NAME = re.compile(r"(\d{10})(?:\.([A-Za-z0-9_-]{1,64}))?")
+_WRITER = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def step_name(step: int) -> str:
@@ -40,10 +46,41 @@ def parse_commit_name(basename: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def parse_step_name(basename: str) -> int | None:
-    """Step number of a ``steps/`` folder name, or None for foreign entries."""
-    m = _STEP_NAME.match(basename)
-    return int(m.group(1)) if m else None
+def folder_name(step: int, writer: str) -> str:
+    """Name of a writer's folder for a step under ``steps/``, e.g. ``0000000042.t7-5f0c1a2b``."""
+    if not _WRITER.fullmatch(writer):
+        raise ValueError(f"writer id must be 1-64 of [A-Za-z0-9_-], got {writer!r}")
+    return f"{step_name(step)}.{writer}"
+
+
+def parse_folder_name(basename: str) -> tuple[int, str | None] | None:
+    """``(step, writer)`` of a ``steps/`` folder name (writer None for the format-1 name
+    ``<step:010d>``), or None for foreign entries."""
+    m = _FOLDER_NAME.fullmatch(basename)
+    return (int(m.group(1)), m.group(2)) if m else None
+
+
+def checked_folder(value: Any, step: int) -> str:
+    """``value`` if it names a folder of ``step`` (a single safe path segment), else ValueError."""
+    parsed = parse_folder_name(value) if isinstance(value, str) else None
+    if parsed is None or parsed[0] != step:
+        raise ValueError(f"folder {value!r} is not a folder name of step {step}")
+    return str(value)
+
+
+def entry_folder(entry: Any) -> str:
+    """Folder (under ``steps/``) holding the array of a COMMIT ``arrays`` entry.
+
+    Entries without ``folder`` (format 1) live in the step's format-1 folder ``<step:010d>``.
+    """
+    folder = entry.get("folder")
+    return str(folder) if folder is not None else step_name(int(entry["step"]))
+
+
+def commit_folder(commit: Any) -> str:
+    """Folder (under ``steps/``) holding the group and the new arrays of a COMMIT's step."""
+    folder = commit.get("folder")
+    return str(folder) if folder is not None else step_name(int(commit["step"]))
 
 
 @dataclass(frozen=True)
@@ -70,11 +107,11 @@ class Paths:
     def commit(self, step: int) -> str:
         return self.join("commits", f"{step_name(step)}.json")
 
-    def step(self, step: int) -> str:
-        return self.join("steps", step_name(step))
+    def folder(self, folder: str) -> str:
+        return self.join("steps", folder)
 
-    def array(self, step: int, name: str) -> str:
-        return self.join("steps", step_name(step), name)
+    def array(self, folder: str, name: str) -> str:
+        return self.join("steps", folder, name)
 
 
 def chunk_shape(shape: Sequence[int], itemsize: int, target: int | None = None) -> list[int]:

@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-FORMAT = "gridbridge-checkpoint/1"
+FORMAT = "gridbridge-checkpoint/2"
+"""Format tag of the COMMITs this version writes (writer-unique step folders)."""
+FORMAT_V1 = "gridbridge-checkpoint/1"
+"""Format tag of older COMMITs (one shared folder per step); still read, never written."""
 FENCE_FORMAT = "gridbridge-fence/1"
 
 

@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import open as open_store
+from ._layout import commit_folder, entry_folder
 from .store import CheckpointStore
 
 JOB_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -95,7 +96,7 @@ def _emit(
 def list_steps(
     ctx: typer.Context, job: JobArg, root: RootOpt = None, fmt: FormatOpt = Format.table
 ) -> None:
-    """List the committed steps of JOB."""
+    """List the committed steps of JOB, with the folder (under ``steps/``) each COMMIT names."""
     with _store(ctx, root, job) as store:
         rows = []
         for step in store.steps():
@@ -110,9 +111,10 @@ def list_steps(
                     "reused": sum(1 for e in arrays if e["step"] != step),
                     "bytes": sum(int(e.get("nbytes", 0)) for e in arrays),
                     "metadata": json.dumps(commit.get("metadata", {}), sort_keys=True),
+                    "folder": commit_folder(commit),
                 }
             )
-    columns = ["step", "time", "token", "arrays", "reused", "bytes", "metadata"]
+    columns = ["step", "time", "token", "arrays", "reused", "bytes", "metadata", "folder"]
     _emit(rows, columns, fmt, f"checkpoints of {job}")
 
 
@@ -138,11 +140,12 @@ def show(
             "shape": "x".join(str(n) for n in e["shape"]) or "()",
             "bytes": e.get("nbytes", 0),
             "held_by_step": e["step"],
+            "folder": entry_folder(e),
             "digest": e["digest"],
         }
         for name, e in commit["arrays"].items()
     ]
-    columns = ["array", "dtype", "shape", "bytes", "held_by_step", "digest"]
+    columns = ["array", "dtype", "shape", "bytes", "held_by_step", "folder", "digest"]
     _emit(rows, columns, fmt, f"{job} step {chosen} (token {commit.get('token', 0)})")
 
 

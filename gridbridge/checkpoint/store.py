@@ -3,39 +3,50 @@
 Invariant: a step exists for readers exactly when its COMMIT object exists, and the COMMIT is
 the last object a save writes, with a conditional create, so readers never see half a step.
 
+Every store instance writes into its own step folders (``steps/<step:010d>.<writer>/``) and
+the COMMIT names the folder it commits, so writers racing for one step never touch each other's
+objects; readers, ``gc`` and ``sweep`` follow the COMMITs.
+
 A save::
 
-    fence check ─> hash arrays that may be unchanged ─> upload changed arrays (chunks in
-    parallel, hashed in order) ─> group zarr.json ─> fence check ─> create COMMIT
-    (If-None-Match: *; exists already -> CommitConflict) ─> re-read the fence: a newer attempt
-    opened meanwhile -> retract the COMMIT, FencedError
+    fence check ─> hash arrays that may be unchanged ─> upload changed arrays into this
+    writer's folder (chunks in parallel, hashed in order) ─> group zarr.json ─> fence check ─>
+    create COMMIT naming the folder (If-None-Match: *; exists already -> CommitConflict) ─>
+    re-read the fence: a newer attempt opened meanwhile -> retract the COMMIT, FencedError ─>
+    retention (only with ``auto_gc``)
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import threading
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from ._backend import Backend
-from ._digest import WRITE_ALGORITHM, algorithm_of
-from ._io import ReadItem, digest_of, read_arrays, write_arrays
+from ._commit import (
+    entry_algorithm,
+    new_entry,
+    parse_commit,
+    read_items,
+    reused_entry,
+    torch_leaves,
+)
+from ._fence import bump_fence, fence_token, now_iso
+from ._io import digest_of, read_arrays, write_arrays
 from ._layout import (
     Paths,
-    chunk_shape,
+    commit_folder,
+    folder_name,
     group_metadata,
     parse_commit_name,
-    parse_step_name,
     step_name,
 )
 from ._model import (
-    FENCE_FORMAT,
     FORMAT,
     Checkpoint,
     CommitConflict,
@@ -46,18 +57,17 @@ from ._model import (
     NoCheckpoint,
     VerifyResult,
 )
+from ._retention import (
+    Commits,
+    folders_of,
+    referenced_folders,
+    steps_to_delete,
+    sweep_candidates,
+)
 from ._tree import Leaf, flatten, logical_array, unflatten
 
 EventHook = Callable[[str, Mapping[str, Any]], None]
 IO_THREADS = 8
-
-
-def _now_iso() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _safe_name(name: Any) -> bool:
-    return isinstance(name, str) and bool(name) and "/" not in name and name not in (".", "..")
 
 
 class CheckpointStore:
@@ -73,6 +83,7 @@ class CheckpointStore:
         *,
         token: int | None = None,
         retention: tuple[int | None, int | None] = (None, None),
+        auto_gc: bool = False,
         on_event: EventHook | None = None,
     ) -> None:
         self.url = url
@@ -80,15 +91,23 @@ class CheckpointStore:
         self._paths = Paths(backend.root)
         self._token = token
         self._keep_last, self._keep_every = retention
+        self._auto_gc = auto_gc
         self._on_event = on_event
         self._io = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="gridbridge-ckpt-io")
         self._bg = ThreadPoolExecutor(1, thread_name_prefix="gridbridge-ckpt-save")
         self._pending: Future[CommitInfo] | None = None
         self._staging: dict[str, Any] = {}  # host copies of the last save_async, reused
         self._lock = threading.Lock()
-        self._writer = uuid.uuid4().hex
+        self._writer = f"t{0 if token is None else token}"[:40] + f"-{uuid.uuid4().hex[:16]}"
         if token is not None:
-            self._bump_fence(token)
+            newest = bump_fence(backend, self._paths, token)
+            if newest > token:
+                self._emit("checkpoint.fenced", {"token": token, "fence": newest})
+
+    @property
+    def writer(self) -> str:
+        """This store's writer id: recorded in its COMMITs and in its step folders' names."""
+        return self._writer
 
     # ----------------------------------------------------------------- public: writing
     def save(self, step: int, state: Any, metadata: Mapping[str, Any] | None = None) -> CommitInfo:
@@ -133,6 +152,7 @@ class CheckpointStore:
         the newer state still gets its chance). Returns None and emits
         ``checkpoint.deadline_missed`` when the deadline passes; the save then continues in the
         background and ``wait``/``close`` report its outcome. Do not change ``state`` meanwhile.
+        Retention (``auto_gc``) is left to the next save, to spend the deadline on the save only.
         """
         deadline = time.monotonic() + deadline_s
         with self._lock:
@@ -142,7 +162,7 @@ class CheckpointStore:
                 self._pending = pending
             return None
         tree, leaves = flatten(state)
-        future = self._bg.submit(self._save, step, tree, leaves, metadata)
+        future = self._bg.submit(self._save, step, tree, leaves, metadata, False)
         if not self._wait_for(future, deadline, step, "save"):
             with self._lock:
                 self._pending = future
@@ -185,13 +205,21 @@ class CheckpointStore:
         """The parsed COMMIT object of a committed step (for tools such as the CLI)."""
         return self._load_commit(step)
 
+    def step_url(self, step: int) -> str:
+        """URL of the folder holding a committed step's Zarr group (the folder its COMMIT names).
+
+        ``zarr.open_group(store.step_url(step), mode="r")`` reads the arrays written in that
+        step with plain Zarr; unchanged arrays live in older steps' folders (see the COMMIT).
+        """
+        return f"{self.url}/steps/{commit_folder(self._load_commit(step))}"
+
     def verify(self, step: int | None = None) -> list[VerifyResult]:
         """Check one committed step (or all): every object present, every digest matching."""
         results = []
         for s in [step] if step is not None else self.steps():
             try:
                 commit = self._load_commit(s)
-                items = self._read_items(commit)
+                items = read_items(self._paths, commit)
                 _, problems = read_arrays(self._backend, self._io, items)
                 nbytes = sum(int(e.get("nbytes", 0)) for e in commit["arrays"].values())
                 results.append(VerifyResult(s, not problems, tuple(problems), len(items), nbytes))
@@ -203,18 +231,16 @@ class CheckpointStore:
     def sweep(self, older_than_s: float = 3600) -> list[str]:
         """Remove uncommitted step folders whose newest object is older than ``older_than_s``.
 
-        Folders that a COMMIT references are kept. Returns the removed folders' paths.
+        Uncommitted folders are those of interrupted saves and of writers that lost a race for
+        a step. Folders that a COMMIT references are kept, and so are all folders of a step
+        whose COMMIT cannot be read. Returns the removed folders' paths.
         """
         self._take_pending()
-        committed = self.steps()
-        keep = set(committed) | self._referenced(committed)
+        commits = self._load_commits(self.steps())
         removed = []
         now = time.time()
-        for name in self._backend.listdir(self._paths.steps):
-            step = parse_step_name(name)
-            if step is None or step in keep:
-                continue
-            folder = self._paths.step(step)
+        for name in sweep_candidates(self._backend.listdir(self._paths.steps), commits):
+            folder = self._paths.folder(name)
             mtime = self._backend.newest_mtime(folder)
             if mtime is None:  # an empty folder marker: tidy it away, nothing to report
                 self._backend.remove(folder, recursive=True)
@@ -230,24 +256,38 @@ class CheckpointStore:
 
         The newest step and every step a kept COMMIT references are always kept. A step's
         COMMIT is deleted before its data, so readers never see a committed step without data.
+        Stores opened with ``auto_gc`` run this after every successful ``save``/``save_async``.
         """
         self._take_pending()
+        return self._gc(())
+
+    def _gc(self, protect: tuple[int, ...]) -> list[int]:
         if self._keep_last is None and self._keep_every is None:
             return []
         steps = self.steps()
-        keep = set(steps[-1:])
-        if self._keep_last:
-            keep |= set(steps[-self._keep_last :])
-        if self._keep_every:
-            keep |= {s for s in steps if s % self._keep_every == 0}
-        keep |= self._referenced(sorted(keep))
-        deleted = [s for s in steps if s not in keep]
+        commits = self._load_commits(steps)
+        deleted = steps_to_delete(steps, commits, self._keep_last, self._keep_every, protect)
+        if not deleted:
+            return []
+        kept = [c for s, c in commits.items() if c is not None and s not in deleted]
+        needed = referenced_folders(kept)
         for step in deleted:
             self._backend.remove(self._paths.commit(step))
-            self._backend.remove(self._paths.step(step), recursive=True)
-        if deleted:
-            self._emit("checkpoint.gc", {"deleted": deleted})
+            for folder in sorted(folders_of(step, commits[step]) - needed):
+                self._backend.remove(self._paths.folder(folder), recursive=True)
+        self._emit("checkpoint.gc", {"deleted": deleted})
         return deleted
+
+    def _retain(self, step: int) -> None:
+        """Retention after committing ``step`` (``auto_gc``); a failure is reported, not raised:
+        the step is committed either way."""
+        try:
+            self._check_fence(None)  # a fenced (zombie) attempt leaves retention to its successor
+            self._gc((step,))
+        except FencedError:
+            return
+        except Exception as exc:
+            self._emit("checkpoint.gc_failed", {"step": step, "error": repr(exc)})
 
     def close(self) -> None:
         """Wait for the in-flight save (re-raising its error) and release the worker threads."""
@@ -282,6 +322,7 @@ class CheckpointStore:
         tree: dict[str, Any],
         leaves: list[Leaf],
         metadata: Mapping[str, Any] | None,
+        retain: bool = True,
     ) -> CommitInfo:
         meta = json.loads(json.dumps(dict(metadata or {})))  # fail early on non-JSON metadata
         step_name(step)
@@ -291,13 +332,15 @@ class CheckpointStore:
         self._check_fence(committed)
         older = [s for s in committed if s < step]
         previous = self._load_commit(older[-1])["arrays"] if older else {}
-        entries, written = self._write_step(step, leaves, previous)
-        self._backend.put(f"{self._paths.step(step)}/zarr.json", group_metadata(meta))
+        folder = folder_name(step, self._writer)
+        entries, written = self._write_step(step, folder, leaves, previous)
+        self._backend.put(f"{self._paths.folder(folder)}/zarr.json", group_metadata(meta))
         token = self._token if self._token is not None else 0
         commit = {
             "format": FORMAT,
             "step": step,
-            "time": _now_iso(),
+            "folder": folder,
+            "time": now_iso(),
             "token": token,
             "writer": self._writer,
             "tree": tree,
@@ -310,11 +353,15 @@ class CheckpointStore:
         self._retract_if_fenced(step)
         reused = sum(1 for e in entries.values() if e["step"] != step)
         info = CommitInfo(step, token, written, len(entries) - reused, reused)
-        self._emit("checkpoint.saved", {"step": step, "token": token, "bytes": written})
+        self._emit(
+            "checkpoint.saved", {"step": step, "token": token, "bytes": written, "folder": folder}
+        )
+        if retain and self._auto_gc:
+            self._retain(step)
         return info
 
     def _write_step(
-        self, step: int, leaves: list[Leaf], previous: Mapping[str, Any]
+        self, step: int, folder: str, leaves: list[Leaf], previous: Mapping[str, Any]
     ) -> tuple[dict[str, Any], int]:
         """Upload the leaves that changed since ``previous``; return COMMIT entries and bytes."""
         candidates = [
@@ -325,11 +372,12 @@ class CheckpointStore:
             and old.get("storage_dtype") == leaf.data.dtype.name
             and list(old.get("shape", ())) == list(leaf.data.shape)
         ]
-        algorithms = [_algorithm_or_default(previous[leaf.name]) for leaf in candidates]
+        algorithms = [entry_algorithm(previous[leaf.name]) for leaf in candidates]
+        arrays = [leaf.data for leaf in candidates]
         known = {
             leaf.name: d
             for leaf, d in zip(
-                candidates, self._io.map(_digest, candidates, algorithms), strict=True
+                candidates, self._io.map(digest_of, arrays, algorithms), strict=True
             )
         }
         reused = {n for n, d in known.items() if previous[n]["digest"] == d}
@@ -337,41 +385,24 @@ class CheckpointStore:
         digests, written = write_arrays(
             self._backend,
             self._io,
-            [(lf.name, self._paths.array(step, lf.name), lf.data, lf.dtype) for lf in changed],
+            [(lf.name, self._paths.array(folder, lf.name), lf.data, lf.dtype) for lf in changed],
             {n: d for n, d in known.items() if n not in reused},
         )
         entries = {}
         for leaf in leaves:
             if leaf.name in reused:
-                entries[leaf.name] = dict(previous[leaf.name])
+                entries[leaf.name] = reused_entry(previous[leaf.name])
             else:
-                entries[leaf.name] = _entry(leaf, step, digests[leaf.name])
+                entries[leaf.name] = new_entry(leaf, step, folder, digests[leaf.name])
         return entries, written
 
     # ----------------------------------------------------------------- fencing
-    def _bump_fence(self, token: int) -> None:
-        def update(current: dict[str, Any] | None) -> dict[str, Any] | None:
-            if current is not None and int(current.get("token", -1)) >= token:
-                return None
-            return {"format": FENCE_FORMAT, "token": token, "time": _now_iso()}
-
-        fence = self._backend.compare_and_set(self._paths.fence, update)
-        newest = int(fence["token"]) if fence else token
-        if newest > token:
-            self._emit("checkpoint.fenced", {"token": token, "fence": newest})
-
-    def _fence_token(self) -> int:
-        try:
-            return int(json.loads(self._backend.get(self._paths.fence))["token"])
-        except FileNotFoundError:
-            return -1
-
     def _check_fence(self, committed: list[int] | None) -> None:
         if self._token is None:
             return
         if committed is None:
             committed = self.steps()
-        newest = max(self._fence_token(), self._commit_token(committed))
+        newest = max(fence_token(self._backend, self._paths), self._commit_token(committed))
         if newest > self._token:
             self._emit("checkpoint.fenced", {"token": self._token, "fence": newest})
             raise FencedError(
@@ -390,7 +421,7 @@ class CheckpointStore:
         """Undo our COMMIT if a newer attempt opened between the last check and the create."""
         if self._token is None:
             return
-        newest = self._fence_token()
+        newest = fence_token(self._backend, self._paths)
         if newest > self._token:
             self._backend.remove(self._paths.commit(step))
             self._emit("checkpoint.fenced", {"token": self._token, "fence": newest, "step": step})
@@ -403,51 +434,33 @@ class CheckpointStore:
         except FileNotFoundError:
             raise NoCheckpoint(f"step {step} is not committed under {self.url}") from None
         try:
-            commit = json.loads(raw)
-            if commit.get("format") != FORMAT or commit.get("step") != step:
-                raise ValueError("wrong format tag or step")
-            for name, entry in commit["arrays"].items():
-                if not (_safe_name(name) and _safe_name(entry["path"])):
-                    raise ValueError(f"unsafe array name {name!r}")
-                step_name(int(entry["step"]))
+            return parse_commit(raw, step)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CorruptCheckpoint(f"COMMIT of step {step} is unreadable: {exc}") from None
-        return dict(commit)
 
-    def _read_items(self, commit: Mapping[str, Any]) -> list[ReadItem]:
-        return [
-            ReadItem(
-                name=name,
-                path=self._paths.array(int(e["step"]), e["path"]),
-                shape=tuple(int(n) for n in e["shape"]),
-                storage_dtype=str(e["storage_dtype"]),
-                chunks=tuple(int(n) for n in e["chunks"]),
-                digest=str(e["digest"]),
-            )
-            for name, e in commit["arrays"].items()
-        ]
+    def _load_commits(self, steps: list[int]) -> Commits:
+        """COMMITs of ``steps`` read concurrently; None for one that is unreadable or gone."""
+
+        def load(step: int) -> dict[str, Any] | None:
+            try:
+                return self._load_commit(step)
+            except (NoCheckpoint, CorruptCheckpoint):
+                return None
+
+        return dict(zip(steps, self._io.map(load, steps), strict=True))
 
     def _restore(self, step: int) -> Checkpoint:
         commit = self._load_commit(step)
-        arrays, problems = read_arrays(self._backend, self._io, self._read_items(commit))
+        arrays, problems = read_arrays(self._backend, self._io, read_items(self._paths, commit))
         if problems:
             raise CorruptCheckpoint(f"step {step}: " + "; ".join(problems))
-        raw_names = set(_torch_leaves(commit["tree"]))
+        raw_names = set(torch_leaves(commit["tree"]))
         logical = {
             name: arr if name in raw_names else logical_array(arr, commit["arrays"][name]["dtype"])
             for name, arr in arrays.items()
         }
         state = unflatten(commit["tree"], logical)
         return Checkpoint(step=step, state=state, metadata=dict(commit.get("metadata") or {}))
-
-    def _referenced(self, steps: list[int]) -> set[int]:
-        refs: set[int] = set()
-        for step in steps:
-            try:
-                refs |= {int(e["step"]) for e in self._load_commit(step)["arrays"].values()}
-            except (NoCheckpoint, CorruptCheckpoint):
-                continue
-        return refs
 
     # ----------------------------------------------------------------- plumbing
     def _take_pending(self) -> None:
@@ -471,40 +484,3 @@ class CheckpointStore:
         if self._on_event is not None:
             self._on_event(name, {"url": self.url, **payload})
 
-
-def _digest(leaf: Leaf, algorithm: str) -> str:
-    return digest_of(leaf.data, algorithm)
-
-
-def _algorithm_or_default(entry: Mapping[str, Any]) -> str:
-    """Hash a possibly unchanged array the way the previous COMMIT did, so digests compare."""
-    try:
-        return algorithm_of(str(entry.get("digest", "")))
-    except ValueError:
-        return WRITE_ALGORITHM  # unreadable old digest: the array is simply rewritten
-
-
-def _entry(leaf: Leaf, step: int, digest: str) -> dict[str, Any]:
-    data = leaf.data
-    return {
-        "path": leaf.name,
-        "step": step,
-        "dtype": leaf.dtype,
-        "storage_dtype": data.dtype.name,
-        "shape": list(data.shape),
-        "chunks": chunk_shape(data.shape, data.itemsize),
-        "nbytes": int(data.nbytes),
-        "digest": digest,
-    }
-
-
-def _torch_leaves(tree: Mapping[str, Any]) -> Iterator[str]:
-    kind = tree.get("t")
-    if kind == "torch":
-        yield str(tree["a"])
-    elif kind in ("dict", "odict"):
-        for _, _, node in tree["items"]:
-            yield from _torch_leaves(node)
-    elif kind in ("list", "tuple"):
-        for node in tree["v"]:
-            yield from _torch_leaves(node)

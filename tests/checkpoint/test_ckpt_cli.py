@@ -64,8 +64,9 @@ def test_show_latest_and_explicit(root: str) -> None:
 def test_verify_exit_code(root: str) -> None:
     res = runner.invoke(app, ["verify", "job-1", "--root", root, "-f", "json"])
     assert res.exit_code == 0 and all(r["ok"] for r in json.loads(res.output))
-    base = Path(root.removeprefix("file://"))
-    chunk = next((base / "job-1" / "steps" / "0000000001" / "w").rglob("c/*"))
+    with ckpt.open(f"{root}/job-1") as store:  # the COMMIT names the step's folder
+        step1 = Path(store.step_url(1).removeprefix("file://"))
+    chunk = next((step1 / "w").rglob("c/*"))
     chunk.write_bytes(b"\x00" * chunk.stat().st_size)
     res = runner.invoke(app, ["verify", "job-1", "--root", root, "-f", "json"])
     assert res.exit_code == 1

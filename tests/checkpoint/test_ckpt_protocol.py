@@ -37,11 +37,18 @@ def _fs(url: str) -> Any:
     return fs, path
 
 
+def _folder(store: ckpt.CheckpointStore, step: int) -> str:
+    """The folder under ``steps/`` that the COMMIT of ``step`` names."""
+    return str(store.commit_record(step)["folder"])
+
+
 def test_uncommitted_step_is_invisible_and_swept(url: str) -> None:
     fs, root = _fs(url)
     with ckpt.open(url) as store:
         store.save(1, _state())
         store.save(2, _state(seed=1))
+        one, two = _folder(store, 1), _folder(store, 2)
+        assert one == f"0000000001.{store.writer}" and two == f"0000000002.{store.writer}"
         fs.rm(f"{root}/commits/0000000002.json")  # as if the writer died before committing
         assert store.steps() == [1] and store.latest() == 1
         assert store.restore().step == 1
@@ -49,9 +56,9 @@ def test_uncommitted_step_is_invisible_and_swept(url: str) -> None:
             store.restore(2)
         assert store.sweep(older_than_s=3600) == []  # too young to be swept
         removed = store.sweep(older_than_s=0)
-        assert [p.rsplit("/", 1)[-1] for p in removed] == ["0000000002"]
-        assert not fs.exists(f"{root}/steps/0000000002")
-        assert fs.exists(f"{root}/steps/0000000001/zarr.json")
+        assert [p.rsplit("/", 1)[-1] for p in removed] == [two]
+        assert not fs.exists(f"{root}/steps/{two}")
+        assert fs.exists(f"{root}/steps/{one}/zarr.json")
         assert store.restore().step == 1
 
 
@@ -134,8 +141,8 @@ def test_commit_is_retracted_when_fenced_during_commit(url: str) -> None:
     store.close()
 
 
-def _chunk_files(tmp_path: Path, step: int, name: str) -> list[Path]:
-    folder = tmp_path / "job" / "steps" / f"{step:010d}" / name / "c"
+def _chunk_files(store: ckpt.CheckpointStore, step: int, name: str) -> list[Path]:
+    folder = Path(store.step_url(step).removeprefix("file://")) / name / "c"
     return sorted(p for p in folder.rglob("*") if p.is_file())
 
 
@@ -146,11 +153,11 @@ def test_corruption_falls_back_and_explicit_step_raises(file_url: str, tmp_path:
         store.save(2, _state(seed=2))
         store.save(3, _state(seed=3))
         # step 3: flip bytes in place (same size); step 2: truncate a chunk
-        chunk = _chunk_files(tmp_path, 3, "layer4")[0]
+        chunk = _chunk_files(store, 3, "layer4")[0]
         data = bytearray(chunk.read_bytes())
         data[100:108] = b"\x00" * 8 if data[100:108] != b"\x00" * 8 else b"\x01" * 8
         chunk.write_bytes(bytes(data))
-        truncated = _chunk_files(tmp_path, 2, "layer0")[0]
+        truncated = _chunk_files(store, 2, "layer0")[0]
         truncated.write_bytes(truncated.read_bytes()[:17])
         with pytest.warns(ckpt.CorruptCheckpointWarning) as caught:
             back = store.restore()
@@ -172,7 +179,7 @@ def test_missing_chunk_and_unreadable_commit(file_url: str, tmp_path: Path) -> N
     with ckpt.open(file_url) as store:
         store.save(1, _state(seed=1))
         store.save(2, _state(seed=2))
-        _chunk_files(tmp_path, 2, "layer9")[0].unlink()
+        _chunk_files(store, 2, "layer9")[0].unlink()
         with pytest.raises(ckpt.CorruptCheckpoint, match="missing chunk"):
             store.restore(2)
         (tmp_path / "job" / "commits" / "0000000001.json").write_text("{not json")

@@ -127,9 +127,10 @@ def test_multi_chunk_arrays_read_by_plain_zarr(
         store.save(5, state, metadata={"epoch": 2, "tags": ["a"]})
         record = store.commit_record(5)
         back = store.restore(5).state
+        assert store.step_url(5) == f"{url}/steps/0000000005.{store.writer}"
     # At most 125 int64 per chunk: 400 split into 4 equal pieces of 100 (not 125+125+125+25).
     assert record["arrays"]["wide"]["chunks"] == [1, 1, 100]
-    group = zarr.open_group(str(tmp_path / "job" / "steps" / "0000000005"), mode="r")
+    group = zarr.open_group(str(tmp_path / "job" / "steps" / record["folder"]), mode="r")
     assert dict(group.attrs) == {"epoch": 2, "tags": ["a"]}
     assert sorted(group.array_keys()) == sorted(state)
     for name, arr in state.items():
@@ -143,8 +144,9 @@ def test_plain_zarr_reads_memory_and_file_urls(url: str) -> None:
     arr = _arr("float64", (50, 3))
     with ckpt.open(url) as store:
         store.save(1, {"x": arr, "y": [np.int32(3)]})
+        step_url = store.step_url(1)
     opts = {"auto_mkdir": True} if url.startswith("file://") else None
-    group = zarr.open_group(f"{url}/steps/0000000001", mode="r", storage_options=opts)
+    group = zarr.open_group(step_url, mode="r", storage_options=opts)
     np.testing.assert_array_equal(group["x"][...], arr)
     assert group["y.0"][...] == 3
 
@@ -153,14 +155,18 @@ def test_commit_object_is_documented_shape(file_url: str, tmp_path: Path) -> Non
     with ckpt.open(file_url, token=4) as store:
         store.save(2, {"a": np.ones(3)}, metadata={"k": 1})
     commit = json.loads((tmp_path / "job" / "commits" / "0000000002.json").read_text())
-    assert commit["format"] == "gridbridge-checkpoint/1"
+    assert commit["format"] == "gridbridge-checkpoint/2"
     assert commit["step"] == 2 and commit["token"] == 4 and commit["metadata"] == {"k": 1}
+    assert commit["writer"].startswith("t4-")
+    assert commit["folder"] == f"0000000002.{commit['writer']}"
+    assert (tmp_path / "job" / "steps" / commit["folder"] / "zarr.json").is_file()
     assert commit["time"].endswith("Z")
     entry = commit["arrays"]["a"]
     import blake3
 
     assert entry["digest"] == "blake3:" + blake3.blake3(np.ones(3).tobytes()).hexdigest()
     assert entry["step"] == 2 and entry["path"] == "a" and entry["shape"] == [3]
+    assert entry["folder"] == commit["folder"]
     fence = json.loads((tmp_path / "job" / "fence.json").read_text())
     assert fence["token"] == 4
 
@@ -198,7 +204,8 @@ def test_sha256_checkpoint_still_verifies_and_restores(file_url: str, tmp_path: 
         np.testing.assert_array_equal(got["w"], arrays["w"])
         np.testing.assert_array_equal(got["i"], arrays["i"])
     # a flipped byte is still caught under the old algorithm
-    chunk = tmp_path / "job" / "steps" / "0000000001" / "w" / "c" / "0" / "0"
+    folder = json.loads((tmp_path / "job" / "commits" / "0000000001.json").read_text())["folder"]
+    chunk = tmp_path / "job" / "steps" / folder / "w" / "c" / "0" / "0"
     raw = bytearray(chunk.read_bytes())
     raw[0] ^= 0xFF
     chunk.write_bytes(bytes(raw))
