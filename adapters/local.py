@@ -53,6 +53,10 @@ _REASONS = {
 }
 _START_TIMEOUT_S = 60.0
 _GROUP_GONE_S = 5.0
+_EXIT_WAIT_S = 30.0
+"""How long a runtime that wrote its result may take to exit before its group is killed."""
+_TAG = "GRIDBRIDGE_ATTEMPT_ID"
+"""Set in the runtime's environment; every process the attempt starts inherits it."""
 
 
 class LocalOptions(BaseModel):
@@ -83,6 +87,8 @@ class LocalAdapter:
         self.root = Path(workdir) / "local" / site.name
         self.root.mkdir(parents=True, exist_ok=True)
         self._finished: set[str] = set()
+        self._gone: set[str] = set()
+        self._reaping: set[str] = set()
 
     def capabilities(self) -> frozenset[Capability]:
         caps = {Capability.ADOPT, Capability.LOGS, Capability.DEBUG_PREEMPT,
@@ -111,7 +117,11 @@ class LocalAdapter:
             url = write_launch(request, heartbeat_s=runtime.heartbeat_s)
         except OSError as exc:  # the storage is unusable: nothing was started
             raise SubmitRejected(f"cannot write the launch record: {exc}") from None
-        (d / "resources.json").write_text(request.spec.resources.model_dump_json())
+        resources = request.spec.resources
+        limit = self.site.max_walltime_s
+        if limit is not None and resources.walltime_s > limit:  # the site's limit wins
+            resources = resources.model_copy(update={"walltime_s": limit})
+        (d / "resources.json").write_text(resources.model_dump_json())
         python = runtime.python or self.options.python or sys.executable
         argv = [python, "-m", "gridbridge.runtime", "--launch", url, "--scratch", str(d)]
         if runtime.prologue:  # the operator's trusted lines; the argv stays out of the script
@@ -121,6 +131,7 @@ class LocalAdapter:
             try:
                 child = subprocess.Popen(
                     argv,
+                    env={**os.environ, _TAG: request.attempt_id},
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -156,6 +167,7 @@ class LocalAdapter:
                 return AttemptStatus(state=AttemptState.FAILED, native_state="bad-result",
                                      reason=f"unreadable result record: {exc!r}"[:500])
             state = self._site_verdict(d, state)
+            self._clear_leftovers(d, running)
             return AttemptStatus(state=state, native_state=f"exited:{code}", exit_code=code,
                                  reason=self._why(d, state) or str(data.get("error") or ""),
                                  walltime=(d / "walltime").exists())
@@ -172,6 +184,15 @@ class LocalAdapter:
         why = self._why(d, ended) or why
         return AttemptStatus(state=ended, native_state="gone", reason=why,
                              walltime=(d / "walltime").exists())
+
+    def _clear_leftovers(self, d: Path, running: bool) -> None:
+        """An attempt that ended leaves nothing running: what it left in its group is killed
+        once its runtime has exited (at once, or in the background while it finishes)."""
+        if not running:
+            _kill_group(d)
+        elif d.name not in self._reaping:
+            self._reaping.add(d.name)
+            threading.Thread(target=_kill_after, args=(d, _EXIT_WAIT_S), daemon=True).start()
 
     def _enforce_walltime(self, native_id: str, d: Path) -> None:
         """At the end of its walltime an attempt is stopped as a preemption (Slurm does the
@@ -205,8 +226,8 @@ class LocalAdapter:
         gone without a result has its whole process group killed at once."""
         for nid in native_ids:
             d = self._dir(nid)
-            if d.exists() and not (d / "result.json").exists() and not _runtime_alive(d):
-                _kill_group(d)
+            if d.exists() and (d / "spawned").exists() and not _runtime_alive(d):
+                _kill_group(d)  # lost, or ended leaving processes behind
             else:
                 self._signal(nid, "cancelled", wait=False)
 
@@ -216,10 +237,14 @@ class LocalAdapter:
         for d in sorted(self.root.iterdir()):
             if not d.is_dir() or not _ATTEMPT_ID.fullmatch(d.name):
                 continue
+            if d.name in self._gone:
+                continue
             pgid = _pid_of(d)
-            if pgid is not None and _group_alive(pgid) and (d / "spawned").exists():
+            if pgid is not None and _group_alive(pgid, d.name) and (d / "spawned").exists():
                 state = "running" if _runtime_alive(d) else "orphaned-children"
                 found.append(OwnedJob(native_id=d.name, attempt_id=d.name, native_state=state))
+            elif (d / "result.json").exists() or _age(d / "spawned") > _START_TIMEOUT_S:
+                self._gone.add(d.name)  # ended and left nothing running: never look again
         return found
 
     def preempt(self, native_id: str, *, wait: bool = False) -> None:
@@ -242,7 +267,7 @@ class LocalAdapter:
         except ProcessLookupError:
             return
         killer = threading.Thread(
-            target=_kill_after, args=(pid, d, self.options.grace_s), daemon=True
+            target=_kill_after, args=(d, self.options.grace_s), daemon=True
         )
         killer.start()
         if wait:
@@ -315,34 +340,40 @@ def _runtime_alive(d: Path) -> bool:
     return _alive(d / "pid") or (not (d / "pid").exists() and _alive_spawned(d / "spawned"))
 
 
-def _group_alive(pgid: int) -> bool:
-    """Whether any process of the group still runs (zombies waiting to be reaped do not)."""
+def _group_alive(pgid: int, attempt_id: str) -> bool:
+    """Whether a process of the attempt still runs in the group: not a zombie, and carrying the
+    attempt's tag in its environment (so a group id reused by strangers is never theirs)."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         pass
+    tag = f"{_TAG}={attempt_id}".encode()
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         try:
             with open(f"/proc/{name}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
+            if fields[0] in {"Z", "X"} or int(fields[2]) != pgid:
+                continue
+            with open(f"/proc/{name}/environ", "rb") as f:
+                if tag in f.read().split(b"\0"):
+                    return True
+        except (OSError, IndexError, ValueError):
             continue
-        if fields[0] not in {"Z", "X"} and int(fields[2]) == pgid:
-            return True
     return False
 
 
 def _kill_group(d: Path) -> None:
-    """SIGKILL the attempt's process group and wait (briefly) until it is gone."""
+    """SIGKILL what is left of the attempt's process group and wait (briefly) until it is
+    gone. Only a group that still holds a process of this attempt is signalled."""
     pgid = _pid_of(d)
     if pgid is None:
         return
     deadline = time.monotonic() + _GROUP_GONE_S
-    while _group_alive(pgid) and time.monotonic() < deadline:
+    while _group_alive(pgid, d.name) and time.monotonic() < deadline:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)
         time.sleep(0.02)
@@ -383,13 +414,10 @@ def _read_float(path: Path) -> float | None:
         return None
 
 
-def _kill_after(pgid: int, d: Path, grace_s: float) -> None:
+def _kill_after(d: Path, grace_s: float) -> None:
+    """Wait for the runtime to exit (up to the grace period), then kill whatever is left of
+    the attempt's group: the runtime itself if it overstayed, or what it left behind."""
     deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        if (d / "result.json").exists():
-            return
-        if not _alive(d / "pid"):
-            break  # the runtime is gone: whatever it left in its group goes with it
+    while time.monotonic() < deadline and _runtime_alive(d):
         time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
+    _kill_group(d)

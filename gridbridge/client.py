@@ -100,8 +100,9 @@ class JobFuture:
         job = self.client.store.job(self.job_id)
         if state is JobState.CANCELLED:
             raise JobCancelled(f"job {self.job_id} was cancelled")
-        if state is JobState.FAILED:
-            raise JobFailed(f"job {self.job_id} failed: {job.error or 'no error recorded'}")
+        if state in {JobState.FAILED, JobState.TIMEOUT}:
+            what = "failed" if state is JobState.FAILED else "timed out"
+            raise JobFailed(f"job {self.job_id} {what}: {job.error or 'no error recorded'}")
         if job.spec.callable_ref is None:
             return None
         import cloudpickle

@@ -83,10 +83,11 @@ class SiteConfig(_Frozen):
     restart_overhead_s: Annotated[float, Field(ge=0)] = 30.0
     max_walltime_s: Annotated[float, Field(gt=0)] | None = None
     runtime: RuntimeSettings = RuntimeSettings()
-    uncertain_submit: Literal["resubmit", "replace"] = "resubmit"
+    uncertain_submit: Literal["resubmit", "replace"] | None = None
     """When a submission to a site whose adapter cannot adopt by attempt id ended in doubt and
-    ``owned()`` does not list it: submit it again, or give up on it and place the job anew
-    (the sweep cancels it should it surface later)."""
+    neither ``owned()`` nor storage shows it started: submit it again (it may then run twice
+    if the site was merely slow to list it), or give up on it and place the job anew (the
+    sweep cancels it should it surface later). Such sites must choose; others ignore it."""
     options: dict[str, Any] = Field(default_factory=dict)
     """Adapter-specific settings, validated by the adapter's own ``Options`` model."""
 

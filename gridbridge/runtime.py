@@ -197,6 +197,8 @@ class _Beacon:
 
 def _run_command(launch: Launch) -> tuple[int, str, str | None]:
     assert launch.command is not None
+    if ctx_mod._stop.is_set():  # asked to stop before the command even started
+        return PREEMPTED_EXIT_CODE, "preempted", "stopped on request before it started"
     child = subprocess.Popen(list(launch.command), env=_env(launch))
 
     def forward(signum: int, _frame: object) -> None:
@@ -205,6 +207,8 @@ def _run_command(launch: Launch) -> tuple[int, str, str | None]:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGUSR1, forward)
+    if ctx_mod._stop.is_set():  # the request came while the child was being started
+        child.send_signal(signal.SIGTERM)
     code = child.wait()
     if code == 0:
         return 0, "succeeded", None
@@ -241,6 +245,7 @@ def _last_step(launch: Launch) -> int | None:
 
 def run(launch_url: str, scratch: Path | None = None) -> int:
     """Run the attempt whose launch record is at ``launch_url``; returns the exit code."""
+    ctx_mod.install_stop_handlers()  # a SIGTERM from now on is a stop request, not a death
     raw: dict[str, Any] = json.loads(get_bytes(launch_url))
     try:
         check_format(raw, "the launch record")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gridbridge.adapter import Adapter, missing_verbs
-from gridbridge.config import GridConfig
+from gridbridge.adapter import Adapter, Capability, missing_verbs
+from gridbridge.config import ConfigError, GridConfig
 from gridbridge.registry import AdapterInvalid, Registry, default_registry
 
 __all__ = ["build_adapters"]
@@ -20,7 +20,14 @@ def build_adapters(config: GridConfig, registry: Registry | None = None) -> dict
     for site in config.sites:
         cls = registry.load(site.adapter)
         adapter = cls(site, config.workdir)
-        missing = missing_verbs(cls, adapter.capabilities())
+        caps = adapter.capabilities()
+        if Capability.ADOPT not in caps and site.uncertain_submit is None:
+            raise ConfigError(
+                f"site {site.name!r}: its adapter {site.adapter!r} cannot adopt a submission by "
+                "attempt id, so set uncertain_submit: resubmit (a doubtful submission may run "
+                "twice) or replace (it may be given up and placed elsewhere)"
+            )
+        missing = missing_verbs(cls, caps)
         if missing:
             raise AdapterInvalid(
                 f"site {site.name!r}: adapter class {cls.__qualname__} declares capabilities "

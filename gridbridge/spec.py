@@ -71,9 +71,10 @@ class CheckpointPolicy(_Frozen):
     """fsspec URL of the job's checkpoint prefix; None means ``<checkpoint_root>/<job id>``."""
     interval_s: Annotated[float, Field(gt=0)] = 600.0
     keep_last: Annotated[int, Field(ge=1)] = 3
-    resumable: bool = True
-    """The job saves checkpoints and resumes from them, so it may run on a site whose walltime
-    is shorter than its own (in several attempts). False: it must finish within one attempt."""
+    resumable: bool = False
+    """The job saves checkpoints and resumes from them, so it may be placed on a site whose
+    walltime is shorter than its own (and run there in several attempts). Once a job has
+    committed a checkpoint, placement treats it as resumable anyway."""
 
 
 class Policy(_Frozen):

@@ -30,6 +30,7 @@ __all__ = [
     "Launch",
     "Result",
     "check_format",
+    "exists",
     "get_bytes",
     "load_log",
     "put_bytes",
@@ -115,6 +116,14 @@ def put_bytes(url: str, data: bytes) -> None:
 
     with fsspec.open(url, "wb", auto_mkdir=True) as f:
         f.write(data)
+
+
+def exists(url: str) -> bool:
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(url)
+    fs.invalidate_cache(path)
+    return bool(fs.exists(path))
 
 
 def get_bytes(url: str) -> bytes:

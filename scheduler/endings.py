@@ -55,14 +55,17 @@ def judge(attempt: Attempt, status: AttemptStatus, checkpoint_url: str) -> Verdi
         return Verdict(failed, None, _latest(checkpoint_url))
     if result is None:
         return Verdict(status, None, _latest(checkpoint_url))
-    if status.state is AttemptState.LOST:
+    last_step = result.last_step if result.last_step is not None else _latest(checkpoint_url)
+    if status.state is AttemptState.LOST or (
+        status.state is AttemptState.PREEMPTED and result.reason == "succeeded"
+    ):
         state = _FROM_RESULT.get(result.reason, AttemptState.FAILED)
         status = AttemptStatus(
             state=state, native_state=status.native_state, exit_code=result.exit_code,
             reason=f"the site lost it, but its result record says {result.reason}",
             walltime=status.walltime,
         )
-    return Verdict(status, result, result.last_step)
+    return Verdict(status, result, last_step)
 
 
 def _latest(checkpoint_url: str) -> int | None:
@@ -74,7 +77,8 @@ def _latest(checkpoint_url: str) -> int | None:
         return None
 
 
-NOT_RUN = frozenset({"rejected", "gave-up", "storage-failed", "site-gone", "never-submitted"})
+NOT_RUN = frozenset({"rejected", "gave-up", "storage-failed", "site-gone", "never-submitted",
+                     "cancel-unconfirmed"})
 """Native states of attempts that never ran on a site: they count for nothing."""
 
 
@@ -91,23 +95,26 @@ class History:
     stalls: int
     """Preempted or lost attempts in a row, ending with this one, that committed nothing new
     although the job had a checkpoint."""
+    ran: int
+    """Attempts that ran on a site (rejected or never-submitted ones do not count)."""
 
 
 def history(earlier: Sequence[Attempt], status: AttemptStatus, last_step: int | None) -> History:
     """Sum up the job's attempts, in order, with the one ending now last."""
     rows = [(a.state, a.native_state, a.last_step) for a in earlier]
     rows.append((status.state, status.native_state, last_step))
-    best, free, failures, stalls, advanced = -1, 0, 0, 0, False
+    best, free, failures, stalls, advanced, ran = -1, 0, 0, 0, False, 0
     for state, native, step in rows:
         if native in NOT_RUN:
             continue
+        ran += 1
         advanced = step is not None and step > best
         interrupted = state in {AttemptState.PREEMPTED, AttemptState.LOST}
         free += advanced and state is AttemptState.PREEMPTED
         failures += state is AttemptState.FAILED
         stalls = stalls + 1 if interrupted and not advanced and best >= 0 else 0
         best = max(best, step if step is not None else -1)
-    return History(advanced, free, failures, stalls)
+    return History(advanced, free, failures, stalls, ran)
 
 
 def next_job_state(
@@ -136,7 +143,7 @@ def next_job_state(
     if h.stalls >= spec.max_stalls:
         return JobState.FAILED, (f"no progress: {h.stalls} attempts in a row ended without "
                                  "committing a new checkpoint")
-    if n - h.free >= spec.max_attempts:
+    if h.ran - h.free >= spec.max_attempts:
         return JobState.FAILED, f"attempt {n} {state.lower()}; no attempts left"
     where = f"step {last_step}" if last_step is not None else "the start"
     return JobState.PENDING, f"attempt {n} {state.lower()}; will resume from {where}"
@@ -181,8 +188,12 @@ def ledger_row(
 def _price_card(attempt: Attempt, site: SiteConfig | None) -> tuple[Pricing | None, Pricing | None]:
     """The prices the attempt was placed at, else (older attempts) the site's configured ones."""
     if attempt.price_json:
-        card = json.loads(attempt.price_json)
-        return Pricing.model_validate(card["price"]), Pricing.model_validate(card["on_demand"])
+        try:
+            card = json.loads(attempt.price_json)
+            return (Pricing.model_validate(card["price"]),
+                    Pricing.model_validate(card["on_demand"]))
+        except (ValueError, KeyError, TypeError):  # written by another version: use the site's
+            log.warning("unreadable price card on %s; charging the site's prices", attempt.id)
     if site is None:
         return None, None
     return site.price, site.on_demand_price

@@ -42,7 +42,7 @@ class PendingJob(BaseModel):
     avoid: dict[str, str] = Field(default_factory=dict)
     """Sites not to use for this job now, with why (e.g. it just rejected the submission)."""
     remaining_work_s: float | None = Field(default=None, ge=0)
-    """Work left after its last checkpoint (a resumed job); None: all of it."""
+    """Work left after its last checkpoint (a job that has one); None: it has none yet."""
 
 
 class Candidate(BaseModel):
@@ -194,7 +194,8 @@ def _score(
     if problems and offer.note:
         problems.append(offer.note)
     limit = offer.max_walltime_s
-    if limit is not None and spec.resources.walltime_s > limit and not spec.checkpoint.resumable:
+    resumable = spec.checkpoint.resumable or job.remaining_work_s is not None
+    if limit is not None and spec.resources.walltime_s > limit and not resumable:
         walltime = _duration(spec.resources.walltime_s)
         problems.append(f"walltime {walltime} exceeds site limit {_duration(limit)} and the "
                         "job does not resume from checkpoints")

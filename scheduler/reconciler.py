@@ -62,9 +62,11 @@ __all__ = ["LEASE", "LeaseLost", "Reconciler", "TickReport"]
 
 log = logging.getLogger("gridbridge.reconciler")
 LEASE = "reconciler"
-_PERMANENT_STORAGE_ERRORS = (NotADirectoryError, IsADirectoryError, PermissionError,
-                             FileNotFoundError)
-"""Storage errors that retrying will not cure (a path under a file, no such bucket)."""
+_HARD_STORAGE_ERRORS = (NotADirectoryError, IsADirectoryError)
+"""Storage errors that retrying cannot cure (a path under a file)."""
+_PERMANENT_STORAGE_ERRORS = (*_HARD_STORAGE_ERRORS, PermissionError, FileNotFoundError)
+"""Storage errors that fail the job once they persist through ``max_submit_tries`` tries (no
+such bucket, no permission; a credential that expired for a moment recovers before that)."""
 _MAX_BACKOFF_S = 30.0
 
 
@@ -91,8 +93,8 @@ class _Submitted:
 
     attempt: Attempt
     kind: str
-    """``native``, ``adopted``, ``rejected``, ``gave-up``, ``storage-failed``, ``uncertain``
-    or ``fenced``."""
+    """``native``, ``adopted``, ``ran``, ``rejected``, ``gave-up``, ``storage-failed``,
+    ``uncertain`` or ``fenced``."""
     value: str = ""
 
 
@@ -114,12 +116,12 @@ class Reconciler:
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease: Lease | None = None
         self.calls = SiteCalls(list(self.adapters), config.limits.site_deadline_s,
-                               fatal=(LeaseLost,))
+                               fatal=(LeaseLost,), keepalive=self._renew,
+                               keepalive_s=min(1.0, config.limits.lease_s / 4))
         self._sites = {s.name: s for s in config.sites}
         self._last_decision: dict[str, str] = {}
         self._health: dict[str, tuple[bool, str]] = {}
         self._avoid: dict[tuple[str, str], tuple[float, str]] = {}
-        self._placed_at: dict[str, tuple[Offer, float | None]] = {}
         self._next_sweep = 0.0
 
     # the loop -----------------------------------------------------------------------------
@@ -134,8 +136,7 @@ class Reconciler:
         try:
             while not stop.is_set():
                 try:
-                    if self.acquire():
-                        self.tick()
+                    self.tick()
                     wait = interval
                 except LeaseLost as exc:
                     log.warning("%s; standing by", exc)
@@ -187,9 +188,9 @@ class Reconciler:
             raise LeaseLost(f"{self.holder} no longer holds the reconciler lease")
 
     def tick(self) -> TickReport:
-        """One pass over every phase (acquires the lease first if this reconciler has none)."""
+        """One pass over every phase, if this reconciler can take or renew the lease."""
         report = TickReport()
-        if self.lease is None and not self.acquire():
+        if not self.acquire():
             return report
         self.calls.begin_tick()
         budget = [self.config.limits.max_submissions_per_tick]
@@ -217,9 +218,12 @@ class Reconciler:
         for attempt in attempts:
             job = self.store.job(attempt.job_id)
             if job.cancel_requested:
-                self._conclude(attempt, job, _status(AttemptState.CANCELLED, "never-submitted",
-                                                     "job cancelled before submission"),
+                native = "never-submitted" if attempt.submit_tries == 0 else "cancel-unconfirmed"
+                self._conclude(attempt, job, _status(AttemptState.CANCELLED, native,
+                                                     "job cancelled before it was confirmed"),
                                charge=False)
+                if attempt.submit_tries:
+                    self.sweep_now()  # should it have started after all, the sweep cancels it
                 continue
             if attempt.site not in self.adapters:
                 gone = _status(AttemptState.FAILED, "site-gone",
@@ -232,66 +236,80 @@ class Reconciler:
             by_site[attempt.site].append((attempt, self._request(job, attempt)))
         calls = {site: functools.partial(self._submit_batch, site, items)
                  for site, items in by_site.items()}
+        fenced = False
         for site, outcomes in self.calls.run("submit", calls).items():
-            fenced = self._apply_submitted(site, outcomes, report)
-            if fenced:
-                raise LeaseLost(f"{self.holder} lost the lease while submitting to {site}")
+            for outcome in outcomes:  # every outcome is applied before a lost lease is raised
+                fenced = self._apply_submitted(site, outcome, report) or fenced
+        if fenced:
+            raise LeaseLost(f"{self.holder} lost the lease while submitting")
 
     def _submit_batch(
         self, site: str, items: Sequence[tuple[Attempt, SubmitRequest]]
     ) -> list[_Submitted]:
         """On the site's worker: submit each attempt, or find it with owned() when a second
-        submission could run it twice."""
-        adapter = self.adapters[site]
-        limits = self.config.limits
-        can_adopt = Capability.ADOPT in adapter.capabilities()
-        owned: dict[str, str] | None = None
+        submission could run it twice. Whatever goes wrong with one attempt is that attempt's
+        outcome; the others go on."""
         out: list[_Submitted] = []
+        owned: dict[str, str] | None = None
         for attempt, request in items:
-            if self.lease is None or not self.store.holds_lease(self.lease):
-                out.append(_Submitted(attempt, "fenced"))
-                break
-            tries = self.store.note_submit_try(attempt.id)
-            if tries == 0:
-                continue
-            if (tries > 1 and not can_adopt) or tries > limits.max_submit_tries:
-                if owned is None:
-                    owned = {o.attempt_id: o.native_id for o in _checked_owned(adapter)}
-                if attempt.id in owned:
-                    out.append(_Submitted(attempt, "adopted", owned[attempt.id]))
-                    continue
-                replace = self._sites[site].uncertain_submit == "replace"
-                if replace or tries > limits.max_submit_tries:
-                    why = (f"submission unconfirmed after {tries - 1} tries and the site "
-                           "holds no job for it")
-                    out.append(_Submitted(attempt, "gave-up", why))
-                    continue
-            try:  # attempt N's token fences off every older attempt of the job
-                raise_fence(request.checkpoint_url, request.token)
-            except _PERMANENT_STORAGE_ERRORS as exc:
-                why = f"checkpoint storage unusable: {type(exc).__name__}: {exc}"
-                out.append(_Submitted(attempt, "storage-failed", why))
-                continue
             try:
-                native_id = adapter.submit(request)
-            except SubmitRejected as exc:
-                out.append(_Submitted(attempt, "rejected", str(exc) or "rejected"))
-            except Exception as exc:
-                out.append(_Submitted(attempt, "uncertain", f"{type(exc).__name__}: {exc}"))
-            else:
-                if not isinstance(native_id, str) or not native_id:
-                    why = f"submit returned {native_id!r}, not a native id"
-                    out.append(_Submitted(attempt, "uncertain", why))
-                else:
-                    out.append(_Submitted(attempt, "native", native_id))
+                outcome, owned = self._submit_one(site, attempt, request, owned)
+            except Exception as exc:  # the store, the storage or owned() failed for this one
+                outcome = _Submitted(attempt, "uncertain", _describe(exc))
+            if outcome is not None:
+                out.append(outcome)
+                if outcome.kind == "fenced":
+                    break
         return out
 
-    def _apply_submitted(
-        self, site: str, outcomes: Sequence[_Submitted], report: TickReport
-    ) -> bool:
-        fenced = False
-        for o in outcomes:
-            a = o.attempt
+    def _submit_one(
+        self, site: str, attempt: Attempt, request: SubmitRequest, owned: dict[str, str] | None,
+    ) -> tuple[_Submitted | None, dict[str, str] | None]:
+        adapter = self.adapters[site]
+        limits = self.config.limits
+        tries = self.store.note_submit_try(attempt.id)
+        if tries == 0:
+            return None, owned
+        if (tries > 1 and Capability.ADOPT not in adapter.capabilities()) or (
+            tries > limits.max_submit_tries
+        ):
+            if owned is None:
+                owned = {o.attempt_id: o.native_id for o in _checked_owned(adapter)}
+            if attempt.id in owned:
+                return _Submitted(attempt, "adopted", owned[attempt.id]), owned
+            if _claimed(attempt):  # it started and ended between our tries: never rerun it
+                return _Submitted(attempt, "ran"), owned
+            if self._sites[site].uncertain_submit == "replace" or tries > limits.max_submit_tries:
+                why = (f"submission unconfirmed after {tries - 1} tries and the site holds no "
+                       "job for it")
+                return _Submitted(attempt, "gave-up", why), owned
+        try:  # attempt N's token fences off every older attempt of the job
+            token = raise_fence(request.checkpoint_url, request.token)
+        except _PERMANENT_STORAGE_ERRORS as exc:
+            if isinstance(exc, _HARD_STORAGE_ERRORS) or tries >= limits.max_submit_tries:
+                why = f"checkpoint storage unusable: {_describe(exc)}"
+                return _Submitted(attempt, "storage-failed", why), owned
+            raise
+        if token > request.token:  # another job's attempts used this checkpoint prefix
+            request = request.model_copy(update={"token": token + 1})
+            self.store.set_token(attempt.id, token + 1)
+            raise_fence(request.checkpoint_url, token + 1)
+        if self.lease is None or not self.store.holds_lease(self.lease):
+            return _Submitted(attempt, "fenced"), owned  # checked just before the native act
+        try:
+            native_id = adapter.submit(request)
+        except SubmitRejected as exc:
+            return _Submitted(attempt, "rejected", str(exc) or "rejected"), owned
+        except Exception as exc:
+            return _Submitted(attempt, "uncertain", _describe(exc)), owned
+        if not isinstance(native_id, str) or not native_id:
+            return _Submitted(attempt, "uncertain", f"submit returned {native_id!r}"), owned
+        return _Submitted(attempt, "native", native_id), owned
+
+    def _apply_submitted(self, site: str, o: _Submitted, report: TickReport) -> bool:
+        """Record one submission outcome; True if the lease was found lost."""
+        a = o.attempt
+        try:
             if o.kind in {"native", "adopted"}:
                 if self.store.set_native_id(a.id, o.value, self.holder):
                     report.submitted.append(a.id)
@@ -306,16 +324,28 @@ class Reconciler:
                 ended = _status(AttemptState.FAILED, o.kind, o.value)
                 self._conclude(a, self.store.job(a.job_id), ended, charge=False)
                 report.rejected[a.id] = o.value
+            elif o.kind == "ran":
+                lost = _status(AttemptState.LOST, "ran-unconfirmed",
+                               "it ran although its submission was never confirmed")
+                job = self.store.job(a.job_id)
+                self._conclude_verdict(a, judge(a, lost, job.checkpoint_url), job=job)
             elif o.kind == "uncertain":
                 log.warning("submission of %s to %s uncertain (retried with the same id): %s",
                             a.id, site, o.value)
                 self.calls.fail(site, "submit", o.value)
             else:
-                fenced = True
-        return fenced
+                return True
+        except StoreUnavailable:
+            raise
+        except Exception:
+            log.exception("could not record the submission of %s", a.id)
+        return False
 
     def _request(self, job: Job, attempt: Attempt) -> SubmitRequest:
-        offer, interval = self._placed_at.pop(attempt.id, (None, None))
+        """The request for an attempt, rebuilt from its record (the offer placement chose and
+        the checkpoint interval travel with it, also on a retry after a restart)."""
+        placed = json.loads(attempt.price_json) if attempt.price_json else {}
+        offer = Offer.model_validate(placed["offer"]) if "offer" in placed else None
         return SubmitRequest(
             attempt_id=attempt.id,
             job_id=job.id,
@@ -324,7 +354,7 @@ class Reconciler:
             spec=job.spec,
             checkpoint_url=job.checkpoint_url,
             attempt_url=attempt.attempt_url,
-            checkpoint_interval_s=interval,
+            checkpoint_interval_s=placed.get("checkpoint_interval_s"),
             offer=offer,
         )
 
@@ -353,53 +383,74 @@ class Reconciler:
         for attempt in active:
             if attempt.native_id is not None and attempt.site in self.adapters:
                 by_site[attempt.site].append(attempt)
-        calls = {site: functools.partial(_checked_poll, self.adapters[site],
-                                         [a.native_id for a in attempts if a.native_id])
+        calls = {site: functools.partial(self._poll_site, site, attempts)
                  for site, attempts in by_site.items()}
         lost: dict[str, list[tuple[Attempt, Verdict]]] = defaultdict(list)
-        for site, statuses in self.calls.run("poll", calls).items():
-            for attempt in by_site[site]:
-                assert attempt.native_id is not None
-                status = statuses.get(attempt.native_id)
-                if status is None or status.state is attempt.state:
-                    continue
-                if status.state is AttemptState.RUNNING:
-                    if self.store.mark_running(attempt, status.native_state, self.holder):
-                        report.started.append(attempt.id)
-                elif status.state.terminal:
-                    verdict = judge(attempt, status, self._checkpoint_url(attempt))
-                    if verdict.status.state is AttemptState.LOST:
+        for site, seen in self.calls.run("poll", calls).items():
+            for attempt, status, verdict in seen:
+                try:
+                    if verdict is None:
+                        if self.store.mark_running(attempt, status.native_state, self.holder):
+                            report.started.append(attempt.id)
+                    elif verdict.status.state is AttemptState.LOST:
                         lost[site].append((attempt, verdict))
                     elif self._conclude_verdict(attempt, verdict):
                         report.ended[attempt.id] = verdict.status.state
+                except StoreUnavailable:
+                    raise
+                except Exception:  # one bad record must not stop the others (or the tick)
+                    log.exception("could not apply the status of %s", attempt.id)
         self._end_lost(lost, report)
+
+    def _poll_site(
+        self, site: str, attempts: Sequence[Attempt]
+    ) -> list[tuple[Attempt, AttemptStatus, Verdict | None]]:
+        """On the site's worker: one batched poll, and the result records of the attempts that
+        ended (storage reads stay within the site's deadline too)."""
+        statuses = _checked_poll(self.adapters[site], [a.native_id for a in attempts
+                                                       if a.native_id])
+        seen: list[tuple[Attempt, AttemptStatus, Verdict | None]] = []
+        for attempt in attempts:
+            assert attempt.native_id is not None
+            status = statuses.get(attempt.native_id)
+            if status is None or status.state is attempt.state:
+                continue
+            if status.state is AttemptState.RUNNING:
+                seen.append((attempt, status, None))
+            elif status.state.terminal:
+                url = self.store.job(attempt.job_id).checkpoint_url
+                seen.append((attempt, status, judge(attempt, status, url)))
+        return seen
 
     def _end_lost(
         self, lost: Mapping[str, Sequence[tuple[Attempt, Verdict]]], report: TickReport
     ) -> None:
-        """LOST means gone: the site stops what is left of each lost attempt before the job
-        may be placed again (if it cannot, the checkpoint fence still holds the zombie off)."""
-        ids = {site: [a.native_id for a, _ in items if a.native_id]
-               for site, items in lost.items()}
-        stopped = self._cancel_native(ids)
-        for items in lost.values():
-            for attempt, _ in items:
-                job = self.store.job(attempt.job_id)
-                try:  # a zombie of the lost attempt can no longer commit a checkpoint
-                    raise_fence(job.checkpoint_url, attempt.token + 1)
-                except Exception as exc:
-                    log.warning("could not raise the fence of %s: %s", job.id, exc)
+        """LOST means gone: the site stops what is left of each lost attempt, and its fence is
+        raised past it, before the job may be placed again. If the site cannot stop it (a node
+        that is gone), the fence still holds the zombie off its checkpoints."""
+        calls = {site: functools.partial(self._stop_lost, site, [a for a, _ in items])
+                 for site, items in lost.items()}
+        stopped = set(self.calls.run("cancel", calls))
         for site, items in lost.items():
             for attempt, verdict in items:
                 if site not in stopped:
                     note = f"{verdict.status.reason}; the site could not stop it"
                     verdict = Verdict(verdict.status.model_copy(update={"reason": note}),
                                       verdict.result, verdict.last_step)
-                if self._conclude_verdict(attempt, verdict):
-                    report.ended[attempt.id] = AttemptState.LOST
+                try:
+                    if self._conclude_verdict(attempt, verdict):
+                        report.ended[attempt.id] = AttemptState.LOST
+                except StoreUnavailable:
+                    raise
+                except Exception:
+                    log.exception("could not conclude the lost attempt %s", attempt.id)
 
-    def _checkpoint_url(self, attempt: Attempt) -> str:
-        return self.store.job(attempt.job_id).checkpoint_url
+    def _stop_lost(self, site: str, attempts: Sequence[Attempt]) -> None:
+        """On the site's worker: fence each lost attempt off its checkpoints, then cancel it."""
+        for attempt in attempts:
+            raise_fence(self.store.job(attempt.job_id).checkpoint_url, attempt.token + 1)
+        self._fence()
+        self.adapters[site].cancel([a.native_id for a in attempts if a.native_id])
 
     def _conclude(
         self, attempt: Attempt, job: Job, status: AttemptStatus, *, retry: bool = False,
@@ -517,14 +568,15 @@ class Reconciler:
             root = f"{self.config.checkpoint_root}/{decision.job_id}"
             offer = by_key[(decision.site, decision.offer_key or "default")]
             card = json.dumps({"price": offer.price.model_dump(),
-                               "on_demand": offer.on_demand.model_dump()})
+                               "on_demand": offer.on_demand.model_dump(),
+                               "offer": offer.model_dump(mode="json"),
+                               "checkpoint_interval_s": decision.checkpoint_interval_s})
             attempt = self.store.new_attempt(decision.job_id, decision.site, root, self.holder,
                                              offer=(offer.key, card))
             if attempt is not None:
                 report.placed[decision.job_id] = decision.site
                 new.append(attempt)
                 placed.append((decision.site, job))
-                self._placed_at[attempt.id] = (offer, decision.checkpoint_interval_s)
         self._submit(new, report, budget)
         return placed
 
@@ -595,11 +647,22 @@ class Reconciler:
             self._health[site] = key
 
 
-def raise_fence(checkpoint_url: str, token: int) -> None:
-    """Raise the job's checkpoint fence to ``token`` (never lowers it)."""
+def raise_fence(checkpoint_url: str, token: int) -> int:
+    """Raise the job's checkpoint fence to ``token`` (never lowers it); returns the fence."""
     from gridbridge import checkpoint
 
-    checkpoint.raise_fence(checkpoint_url, token)
+    return checkpoint.raise_fence(checkpoint_url, token)
+
+
+def _claimed(attempt: Attempt) -> bool:
+    """The runtime claimed the attempt in storage: it started, whatever the site says now."""
+    from gridbridge.wire import exists
+
+    return exists(f"{attempt.attempt_url}/claim.json")
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _order(job: PendingJob) -> tuple[int, datetime, str]:

@@ -28,6 +28,15 @@ __all__ = ["Outcome", "SiteCalls"]
 _T = TypeVar("_T")
 
 
+def _describe(exc: BaseException) -> str:
+    """``Type: message``, even for an exception whose ``str`` itself raises."""
+    try:
+        text = str(exc)
+    except Exception:
+        text = "<unprintable>"
+    return f"{type(exc).__name__}: {text}"
+
+
 @dataclass
 class Outcome:
     """How one site's calls went during the current tick."""
@@ -83,6 +92,10 @@ class SiteCalls:
     deadline_s: float
     fatal: tuple[type[BaseException], ...] = ()
     """Exceptions that are not the site's fault (a lost lease): re-raised to the caller."""
+    keepalive: Callable[[], None] | None = None
+    """Called every ``keepalive_s`` while a phase waits for slow sites (renews the lease); what
+    it raises ends the wait and reaches the caller."""
+    keepalive_s: float = 1.0
     clock: Callable[[], float] = time.monotonic
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     _workers: dict[str, _Worker] = field(default_factory=dict)
@@ -115,8 +128,19 @@ class SiteCalls:
                 self.fail(site, phase, f"still busy with a {busy.phase} call ({waited:.0f}s)")
                 continue
             futures[site] = self._workers[site].submit(call)
-        if futures:
-            cf.wait(futures.values(), timeout=self.deadline_s)
+        started = self.clock()
+        while futures:
+            left = self.deadline_s - (self.clock() - started)
+            step = self.keepalive_s
+            _, pending = cf.wait(futures.values(), timeout=max(0.0, min(left, step)))
+            if not pending or left <= step:
+                break
+            if self.keepalive is not None:
+                try:
+                    self.keepalive()  # e.g. renew a lease while a slow site is waited for
+                except BaseException:
+                    self._mark_busy(futures, phase)
+                    raise
         results: dict[str, _T] = {}
         fatal: BaseException | None = None
         for site, future in futures.items():
@@ -128,13 +152,18 @@ class SiteCalls:
             if isinstance(exc, self.fatal):
                 fatal = fatal or exc
             elif exc is not None:
-                self.fail(site, phase, f"{type(exc).__name__}: {exc}")
+                self.fail(site, phase, _describe(exc))
             else:
                 results[site] = future.result()
                 self.outcomes[site].called = True
         if fatal is not None:
             raise fatal
         return results
+
+    def _mark_busy(self, futures: Mapping[str, cf.Future[Any]], phase: str) -> None:
+        for site, future in futures.items():
+            if not future.done():
+                self._busy[site] = _Busy(future, phase, self.clock())
 
     def fail(self, site: str, phase: str, error: str) -> None:
         """Record that ``site`` failed in ``phase`` this tick (the last failure is kept)."""

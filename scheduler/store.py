@@ -287,6 +287,18 @@ class StateStore:
             row.submit_tries += 1
             return row.submit_tries
 
+    def set_token(self, attempt_id: str, token: int) -> bool:
+        """Give a SUBMITTING attempt a higher fencing token (its checkpoint prefix was fenced
+        higher by another job's attempts); never lowers it."""
+        with self._tx() as s:
+            result = s.execute(
+                update(AttemptRow)
+                .where(AttemptRow.id == attempt_id, AttemptRow.token < token,
+                       AttemptRow.state == AttemptState.SUBMITTING.value)
+                .values(token=token)
+            )
+            return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
     def set_native_id(self, attempt_id: str, native_id: str, actor: str) -> bool:
         """SUBMITTING -> SUBMITTED with the site's id for the attempt."""
         with self._tx() as s:

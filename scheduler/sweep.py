@@ -14,6 +14,7 @@ does not track, and nothing it does track is submitted twice.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -21,9 +22,11 @@ from gridbridge.adapter import OwnedJob
 from gridbridge.states import AttemptState
 
 from .records import Attempt
-from .store import StateStore
+from .store import StateStore, StoreUnavailable
 
 __all__ = ["SweepResult", "reconcile_owned"]
+
+log = logging.getLogger("gridbridge.reconciler")
 
 
 @dataclass
@@ -41,21 +44,34 @@ def reconcile_owned(
     out = SweepResult()
     known = {a.id: a for a in store.attempts_by_ids([o.attempt_id for o in owned])}
     for job in owned:
-        attempt = known.get(job.attempt_id)
-        why = _orphan_reason(attempt, site, job)
-        if why is None:
-            continue
-        if why == "adopt":
-            assert attempt is not None
-            if store.set_native_id(attempt.id, job.native_id, actor):
-                out.adopted.append(attempt.id)
-                store.add_site_event(site, "adopted", f"native job {job.native_id} adopted by "
-                                     "attempt id after an uncertain submission", actor, attempt.id)
-            continue
-        out.orphans.append(job.native_id)
-        store.add_site_event(site, "orphan", f"native job {job.native_id} cancelled: {why}",
-                             actor, job.attempt_id)
+        try:
+            _sweep_one(store, site, job, known, out, actor)
+        except StoreUnavailable:
+            raise
+        except Exception:  # one odd entry must not keep the others from being swept
+            log.exception("could not sweep native job %s on %s", job.native_id, site)
     return out
+
+
+def _sweep_one(store: StateStore, site: str, job: OwnedJob, known: dict[str, Attempt],
+               out: SweepResult, actor: str) -> None:
+    attempt = known.get(job.attempt_id)
+    why = _orphan_reason(attempt, site, job)
+    if why == "adopt":
+        assert attempt is not None
+        if store.set_native_id(attempt.id, job.native_id, actor):
+            out.adopted.append(attempt.id)
+            store.add_site_event(site, "adopted", f"native job {job.native_id} adopted by "
+                                 "attempt id after an uncertain submission", actor, attempt.id)
+            known[attempt.id] = store.attempt(attempt.id)  # a second native job is now a twin
+            return
+        attempt = store.attempt(attempt.id)
+        why = _orphan_reason(attempt, site, job)
+    if why is None:
+        return
+    out.orphans.append(job.native_id)
+    store.add_site_event(site, "orphan", f"native job {job.native_id} cancelled: {why}",
+                         actor, job.attempt_id)
 
 
 def _orphan_reason(attempt: Attempt | None, site: str, job: OwnedJob) -> str | None:

@@ -387,3 +387,16 @@ def test_bad_options_rejected(tmp_path: Path) -> None:
     bad = site().model_copy(update={"options": {"grace": 1}})
     with pytest.raises(ValidationError):
         LocalAdapter(bad, tmp_path)
+
+
+def test_an_ended_attempt_leaves_no_process_behind(adapter: LocalAdapter, tmp_path: Path) -> None:
+    marker = tmp_path / "bg"
+    cmd = ("bash", "-c", f"sleep 300 {str(marker)!r} & exit 0")
+    nid = adapter.submit(request(tmp_path, "job-bg.1", cmd))
+    status, _ = wait_for(adapter, nid, terminal)
+    assert status.state is AttemptState.SUCCEEDED
+    deadline = time.monotonic() + DEADLINE_S
+    while nid in {o.native_id for o in adapter.owned()}:  # the runtime exits after its result
+        assert time.monotonic() < deadline, "something of the attempt still runs"
+        time.sleep(0.05)
+    assert not any(_cmdline_has(p, str(marker)) for p in _pids()), "the background sleep"

@@ -135,15 +135,18 @@ def test_preemptible_site_refused_when_job_forbids_it() -> None:
 
 
 def test_walltime_over_site_limit_needs_a_resumable_job() -> None:
-    once = make_spec(walltime_s=2 * HOUR, checkpoint=CheckpointPolicy(resumable=False))
+    once = make_spec(walltime_s=2 * HOUR)  # not resumable by default
     d = only(place([pending("j", once)], [make_offer("short", max_walltime_s=HOUR)], NOW))
     assert d.site is None
     assert reason_for(d, "short") == (
         "walltime 2h00m exceeds site limit 1h00m and the job does not resume from checkpoints")
+    resumed = PendingJob(job_id="j", spec=once, submitted_at=NOW, remaining_work_s=HOUR)
+    d = only(place([resumed], [make_offer("short", max_walltime_s=HOUR)], NOW))
+    assert d.site == "short", "a job that has committed a checkpoint does resume"
 
 
 def test_a_resumable_job_longer_than_the_walltime_pays_for_its_restarts() -> None:
-    spec = make_spec(walltime_s=5 * HOUR)  # resumable by default
+    spec = make_spec(walltime_s=5 * HOUR, checkpoint=CheckpointPolicy(resumable=True))
     short = make_offer("short", max_walltime_s=2 * HOUR, restart_overhead_s=600.0)
     d = only(place([pending("j", spec)], [short], NOW))
     assert d.site == "short"

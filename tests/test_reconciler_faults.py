@@ -466,3 +466,62 @@ def test_the_chosen_offer_and_its_price_card_are_recorded(fed: Fed, tmp_path: Pa
     assert chosen == [("bad", "small")]
     [row] = fed.client.store.ledger(job)
     assert row.cost == pytest.approx(0.1 * (row.end - row.start) / 3600)
+
+
+class _NoAdopt(FaultyAdapter):
+    def capabilities(self) -> frozenset[Capability]:
+        return self.inner.capabilities() - {Capability.ADOPT}
+
+
+def test_a_quick_job_whose_reply_was_lost_is_not_rerun_on_a_site_that_cannot_adopt(
+    tmp_path: Path,
+) -> None:
+    f = federation(tmp_path, _NoAdopt)
+    try:
+        out = tmp_path / "ran.txt"
+        f.bad.uncertain_submits(1)
+        job = f.job([sys.executable, "-c", APPEND, str(out), "0"], "bad")
+        f.tick()
+        deadline = time.monotonic() + 30
+        while not out.exists():  # it ran and ended before the next tick: owned() lists nothing
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        f.tick_until(lambda: f.state(job).terminal)
+        assert f.state(job) is JobState.SUCCEEDED
+        assert f.bad.count("submit") == 1
+        assert [a.state for a in f.client.store.attempts(job)] == [AttemptState.SUCCEEDED]
+        assert out.read_text() == "x\n"
+    finally:
+        close(f)
+
+
+def test_a_slow_site_does_not_cost_the_reconciler_its_lease(tmp_path: Path) -> None:
+    f = federation(tmp_path, lease_s=1.0, site_deadline_s=3.0)
+    try:
+        f.bad.hang("offers")
+        job = f.job([sys.executable, "-c", "pass"], "good")
+        report, took = f.tick()  # waits 3 s for the hung site: three leases long
+        assert took >= 3.0
+        assert report.placed == {job: "good"}
+        assert f"{job}.1" in report.submitted
+    finally:
+        close(f)
+
+
+def test_a_checkpoint_prefix_fenced_by_another_job_gets_a_higher_token(fed: Fed,
+                                                                     tmp_path: Path) -> None:
+    from gridbridge import checkpoint
+    from gridbridge.spec import CheckpointPolicy
+
+    url = (tmp_path / "shared-ckpt").as_uri()
+    checkpoint.raise_fence(url, 7)  # an earlier job's attempts got this far
+    code = ("import numpy as np, gridbridge\n"
+            "gridbridge.context().checkpoint.save(1, {'x': np.zeros(1)})")
+    job = fed.client.submit_command([sys.executable, "-c", code],
+                                    checkpoint=CheckpointPolicy(url=url),
+                                    constraints={"allowed_sites": ["good"]}).job_id
+    fed.tick_until(lambda: fed.state(job).terminal)
+    assert fed.state(job) is JobState.SUCCEEDED
+    [attempt] = fed.client.store.attempts(job)
+    assert attempt.token == 8
+    assert checkpoint.open(url).commit_record(1)["token"] == 8

@@ -120,7 +120,9 @@ def test_a_killed_attempts_log_is_in_storage(grid: GridConfig) -> None:
                     break
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        time.sleep(0.6)  # a few heartbeats
+        while "before the kill" not in (load_log(attempts[0].attempt_url) or ""):
+            assert time.monotonic() < deadline, "no heartbeat uploaded the log"
+            time.sleep(0.05)
         pid = int((scratch / "pid").read_text().split()[0])
         os.killpg(pid, signal.SIGKILL)  # the whole attempt dies at once: no exit handler runs
         assert f.wait(60) is JobState.FAILED

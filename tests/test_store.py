@@ -350,3 +350,21 @@ def test_cas_race_between_two_processes(tmp_path: Path) -> None:
         assert attempts[0].site == ("alpha" if -1 - i in alpha else "beta")
         assert store.job(f"k{i}").attempts == 1
     store.close()
+
+
+def test_the_sweep_adopts_one_native_job_per_attempt_and_cancels_its_twin(
+    store: StateStore,
+) -> None:
+    from gridbridge.adapter import OwnedJob
+    from gridbridge.scheduler.sweep import reconcile_owned
+
+    store.create_job(spec(), "file:///c", job_id="j")
+    a = store.new_attempt("j", "s", "file:///c/j", "t")
+    assert a is not None
+    owned = [OwnedJob(native_id="n1", attempt_id=a.id), OwnedJob(native_id="n2", attempt_id=a.id),
+             OwnedJob(native_id="n3", attempt_id="jghost0000.1")]
+    result = reconcile_owned(store, "s", owned, "t")
+    assert result.adopted == [a.id]
+    assert store.attempt(a.id).native_id == "n1"
+    assert result.orphans == ["n2", "n3"]
+    assert [e.kind for e in store.site_events("s")] == ["adopted", "orphan", "orphan"]

@@ -11,8 +11,10 @@ filesystem tests are. A subclass provides two fixtures and inherits every test::
             return tmp_path / "shared"          # can both read and write
 
 ``python`` (the interpreter the site's jobs run) and ``DEADLINE_S`` (how long a state may take to
-show) may be overridden too. The jobs are small Python commands; what they write lands in the
-workspace, so the tests can check what ran, and how often.
+show) may be overridden too. The hostile-id test compares the workspace's parent folder before
+and after, so keep the adapter's own files under it too (``tmp_path`` holds both, above).
+The jobs are small Python commands; what they write lands in the workspace, so the tests can
+check what ran, and how often.
 """
 
 from __future__ import annotations
@@ -142,7 +144,9 @@ class AdapterContract:
         status = self.wait_for(adapter, first, lambda s: s.state.terminal)
         assert status.state is AttemptState.SUCCEEDED, status
         assert adapter.submit(req) == first, "a finished attempt is adopted, not rerun"
-        time.sleep(0.5)
+        self.wait_until(lambda: req.attempt_id not in {o.attempt_id for o in adapter.owned()},
+                        "nothing of the attempt to run any more")
+        assert adapter.poll([first])[first].state is AttemptState.SUCCEEDED
         assert out.read_text() == "x\n", "the attempt ran exactly once"
 
     def test_poll_answers_every_id_in_one_call(self, adapter: Adapter, workspace: Path,
@@ -229,10 +233,13 @@ class AdapterContract:
     @pytest.mark.parametrize("attempt_id", HOSTILE_ATTEMPT_IDS, ids=repr)
     def test_hostile_attempt_ids_are_refused(self, adapter: Adapter, workspace: Path,
                                              python: str, attempt_id: str) -> None:
-        req = self.request(workspace, python, "pass").model_copy(
-            update={"attempt_id": attempt_id})
-        before = {p for p in workspace.rglob("*")}
+        req = self.request(workspace, python, "pass").model_copy(update={
+            "attempt_id": attempt_id,
+            "attempt_url": f"{(workspace / 'attempts').as_uri()}/{attempt_id}",
+        })
+        root = workspace.parent  # the test's own folder: the workspace and the adapter's files
+        before = {p for p in root.rglob("*")}
         with pytest.raises((SubmitRejected, ValueError)):
             adapter.submit(req)
-        assert {p for p in workspace.rglob("*")} == before
+        assert {p for p in root.rglob("*")} == before, "nothing created, inside or outside"
         assert attempt_id not in {o.attempt_id for o in adapter.owned()}
