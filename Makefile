@@ -9,7 +9,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 setup: $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[aws,ssh,dask,dev]"
 
 # mypy and import-linter read an installed copy of the package, where adapters/ and
 # scheduler/ already sit at gridbridge/adapters and gridbridge/scheduler as the wheel maps them.

@@ -39,7 +39,7 @@ from gridbridge.adapter import (
     SubmitRequest,
     write_launch,
 )
-from gridbridge.config import SiteConfig
+from gridbridge.config import SiteConfig, prologue_script
 from gridbridge.runtime import proc_start_time
 from gridbridge.states import AttemptState
 
@@ -125,8 +125,7 @@ class LocalAdapter:
         python = runtime.python or self.options.python or sys.executable
         argv = [python, "-m", "gridbridge.runtime", "--launch", url, "--scratch", str(d)]
         if runtime.prologue:  # the operator's trusted lines; the argv stays out of the script
-            argv = ["bash", "-c", "\n".join(runtime.prologue) + '\nexec "$@"', "gridbridge-run",
-                    *argv]
+            argv = ["bash", "-c", prologue_script(runtime.prologue), "gridbridge-run", *argv]
         with open(d / "output.log", "ab") as log:
             try:
                 child = subprocess.Popen(

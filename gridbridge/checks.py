@@ -15,7 +15,12 @@ from gridbridge.adapter import Adapter, Capability
 from gridbridge.config import GridConfig
 from gridbridge.wire import put_bytes
 
-__all__ = ["Finding", "check_sites_reach_storage", "check_storage_writable"]
+__all__ = [
+    "Finding",
+    "check_prologues",
+    "check_sites_reach_storage",
+    "check_storage_writable",
+]
 
 
 @dataclass(frozen=True)
@@ -60,4 +65,27 @@ def check_sites_reach_storage(
                 "mount the same folder")))
         else:
             findings.append(Finding(what, True, f"reaches {root}"))
+    return findings
+
+
+def check_prologues(config: GridConfig) -> list[Finding]:
+    """Each site's prologue must parse as bash (``bash -n``): a stray quote would otherwise
+    keep every attempt there from starting."""
+    import subprocess
+
+    from gridbridge.config import prologue_script
+
+    findings = []
+    for site in config.sites:
+        if not site.runtime.prologue:
+            continue
+        what = f"site {site.name} prologue"
+        try:
+            proc = subprocess.run(["bash", "-n", "-c", prologue_script(site.runtime.prologue)],
+                                  capture_output=True, text=True, timeout=10, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            findings.append(Finding(what, False, f"cannot check it with bash: {exc}"))
+            continue
+        ok = proc.returncode == 0
+        findings.append(Finding(what, ok, "parses" if ok else proc.stderr.strip()[:300]))
     return findings

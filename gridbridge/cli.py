@@ -215,12 +215,17 @@ def schema() -> None:
 def check(ctx: typer.Context) -> None:
     """Validate the configuration, then check that the checkpoint root and the state store
     can be written and that every site can reach the storage its jobs need."""
-    from gridbridge.checks import check_sites_reach_storage, check_storage_writable
+    from gridbridge.checks import (
+        check_prologues,
+        check_sites_reach_storage,
+        check_storage_writable,
+    )
 
     client = _client(ctx)
     config = client.config
     findings = [check_storage_writable(config.checkpoint_root), _state_writable(client)]
     findings += check_sites_reach_storage(config, client.adapters)
+    findings += check_prologues(config)
     rows = [{"check": f.what, "ok": "yes" if f.ok else "NO", "detail": f.detail}
             for f in findings]
     emit(console, "config check", ["check", "ok", "detail"], rows)

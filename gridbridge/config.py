@@ -30,6 +30,7 @@ __all__ = [
     "default_config",
     "load_config",
     "parse_config",
+    "prologue_script",
 ]
 
 
@@ -65,6 +66,13 @@ class RuntimeSettings(_Frozen):
     shared_filesystem: bool | None = None
     """Whether the site's hosts see this host's files, so ``file://`` checkpoint roots work
     there; None lets the adapter say (local sites: yes; remote sites: no)."""
+
+
+def prologue_script(lines: Sequence[str]) -> str:
+    """The operator's prologue lines as one ``bash -c`` script that ends by running its
+    arguments (``exec "$@"``): the job's argv travels as arguments, never inside the script.
+    A blank line keeps a trailing backslash from swallowing the ``exec``."""
+    return "\n".join(lines) + '\n\nexec "$@"\n'
 
 
 class SiteConfig(_Frozen):

@@ -18,7 +18,7 @@ from gridbridge.adapter import AttemptStatus, Pricing
 from gridbridge.config import SiteConfig
 from gridbridge.costs import attempt_cost
 from gridbridge.states import AttemptState, JobState
-from gridbridge.wire import Result, read_result
+from gridbridge.wire import Result, read_heartbeat, read_result
 
 from .records import Attempt, Job
 from .tables import LedgerRow
@@ -42,6 +42,8 @@ class Verdict:
     status: AttemptStatus
     result: Result | None
     last_step: int | None = None
+    last_seen: float | None = None
+    """The runtime's last heartbeat, for an attempt that left no result record."""
 
 
 def judge(attempt: Attempt, status: AttemptStatus, checkpoint_url: str) -> Verdict:
@@ -54,7 +56,7 @@ def judge(attempt: Attempt, status: AttemptStatus, checkpoint_url: str) -> Verdi
                                exit_code=status.exit_code, reason=reason)
         return Verdict(failed, None, _latest(checkpoint_url))
     if result is None:
-        return Verdict(status, None, _latest(checkpoint_url))
+        return Verdict(status, None, _latest(checkpoint_url), _last_seen(attempt))
     last_step = result.last_step if result.last_step is not None else _latest(checkpoint_url)
     if status.state is AttemptState.LOST or (
         status.state is AttemptState.PREEMPTED and result.reason == "succeeded"
@@ -66,6 +68,14 @@ def judge(attempt: Attempt, status: AttemptStatus, checkpoint_url: str) -> Verdi
             walltime=status.walltime,
         )
     return Verdict(status, result, last_step)
+
+
+def _last_seen(attempt: Attempt) -> float | None:
+    try:
+        beat = read_heartbeat(attempt.attempt_url)
+    except Exception:  # no heartbeat to go by
+        return None
+    return beat.at if beat is not None else None
 
 
 def _latest(checkpoint_url: str) -> int | None:
@@ -163,6 +173,8 @@ def ledger_row(
     end = now
     if result is not None:
         start, end = result.started_at, result.ended_at
+    elif outcome is AttemptState.LOST and verdict.last_seen is not None:
+        end = max(start, min(now, verdict.last_seen))  # it was last alive then, not now
     hours = max(0.0, end - start) / 3600
     res = job.spec.resources
     price, on_demand_price = _price_card(attempt, site)

@@ -157,13 +157,14 @@ def test_config_check_finds_storage_that_cannot_be_used(tmp_path: Path) -> None:
         "sites": [
             {"name": "here", "adapter": "local", "capacity": {"cpus": 1}},
             {"name": "faraway", "adapter": "local", "capacity": {"cpus": 1},
-             "runtime": {"shared_filesystem": False}},
+             "runtime": {"shared_filesystem": False, "prologue": ["echo 'unclosed"]}},
         ],
     }))
     bad = gb("config", "check", config=path)
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "NotADirectoryError" in bad.stdout
     assert "faraway" in bad.stdout and "cannot reach the checkpoint root" in bad.stdout
+    assert "site faraway prologue" in bad.stdout and "unexpected EOF" in bad.stdout
     good = gb("config", "check", config=write_good_config(tmp_path))
     assert good.returncode == 0, good.stdout + good.stderr
     assert "ok: 2 sites" in good.stdout

@@ -58,3 +58,11 @@ def test_billed_intervals_from_the_site_are_integrated() -> None:
     row = ledger_row(JOB, attempt(card), SITE, done(billing=billed), now=5400.0)
     assert row.cost == pytest.approx(0.25 + 0.20)
     assert row.on_demand_cost == pytest.approx(1.5)
+
+
+def test_a_lost_attempt_is_charged_until_its_last_heartbeat() -> None:
+    lost = Verdict(AttemptStatus(state=AttemptState.LOST, native_state="gone"), None,
+                   last_seen=1800.0)
+    row = ledger_row(JOB, attempt(None), SITE, lost, now=7200.0)
+    assert row.end == 1800.0
+    assert row.cost == pytest.approx(18.0)  # half an hour of 4 cores at $9, not two hours
