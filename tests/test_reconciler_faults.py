@@ -292,7 +292,11 @@ def test_a_reconciler_frozen_past_its_lease_submits_nothing_when_it_wakes(
     try:
         out = tmp_path / "ran.txt"
         job = a.job([sys.executable, "-c", APPEND, str(out), "0"], "bad")
-        a.bad.hang("offers")  # A freezes in its place phase, after its last lease renewal
+        # A freezes in its place phase, after its last lease renewal: its site call hangs and
+        # so does its main thread (the keepalive that would renew the lease does not run).
+        frozen_gate = threading.Event()
+        a.reconciler.calls.keepalive = frozen_gate.wait
+        a.bad.hang("offers")
         errors: list[BaseException] = []
 
         def tick_a() -> None:
@@ -307,7 +311,8 @@ def test_a_reconciler_frozen_past_its_lease_submits_nothing_when_it_wakes(
         while a.bad.count("offers") == 0 or not b.acquire():
             assert time.monotonic() < deadline, "B never got the lease"
             time.sleep(0.05)
-        a.bad.release("offers")  # A wakes
+        frozen_gate.set()  # A wakes
+        a.bad.release("offers")
         frozen.join(30)
         assert len(errors) == 1 and isinstance(errors[0], LeaseLost), errors
         assert a.bad.count("submit") == 0, "no native submission after the lease was lost"
@@ -337,6 +342,8 @@ def test_a_reconciler_frozen_mid_submit_cancels_nothing_when_it_wakes(tmp_path: 
         # A new job is already SUBMITTING on the bad site when A starts its tick.
         late = a.job([sys.executable, "-c", "pass"], "bad")
         a.reconciler.store.new_attempt(late, "bad", f"{a.config.checkpoint_root}/{late}", "t")
+        frozen_gate = threading.Event()  # the whole reconciler freezes, its keepalive too
+        a.reconciler.calls.keepalive = frozen_gate.wait
         a.bad.hang("submit")
         errors: list[BaseException] = []
         frozen = threading.Thread(target=lambda: _catch(a.reconciler.tick, errors))
@@ -346,6 +353,7 @@ def test_a_reconciler_frozen_mid_submit_cancels_nothing_when_it_wakes(tmp_path: 
             assert time.monotonic() < deadline, "B never got the lease"
             time.sleep(0.05)
         cancels_before = sum(1 for c in a.bad.calls if c.verb == "cancel")
+        frozen_gate.set()
         a.bad.release("submit")
         frozen.join(30)
         assert len(errors) == 1 and isinstance(errors[0], LeaseLost), errors
