@@ -27,11 +27,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import yaml
 
 from gridbridge.client import Client, JobFuture
 from gridbridge.runtime import proc_start_time
 from gridbridge.states import AttemptState, JobState
+
+from .serving import start_serve, two_site_config
 
 pytestmark = pytest.mark.slow
 
@@ -57,29 +58,8 @@ def _seed() -> int:
     return int(os.environ.get("GRIDBRIDGE_CHAOS_SEED") or DEFAULT_SEED)
 
 
-def _config(tmp_path: Path) -> Path:
-    path = tmp_path / "gridbridge.yaml"
-    path.write_text(yaml.safe_dump({
-        "state_url": "sqlite:///state.db",
-        "checkpoint_root": "checkpoints",
-        "workdir": "run",
-        "limits": {"tick_interval_s": 0.1, "lease_s": 30},
-        "sites": [
-            {"name": "a", "adapter": "local", "tier": "cloud", "capacity": {"cpus": SITES["a"]},
-             "price": {"per_core_hour": 0.01}},
-            {"name": "b", "adapter": "local", "tier": "hpc", "capacity": {"cpus": SITES["b"]},
-             "price": {"per_core_hour": 0.02}},
-        ],
-    }))
-    return path
 
 
-def _serve(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "gridbridge.cli", "--config", str(config), "serve"],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
 
 
 def _wait_up(proc: subprocess.Popen[bytes], log: Path, tag: str) -> None:
@@ -171,7 +151,7 @@ def test_kill_minus_nine_chaos_loop_loses_and_duplicates_no_job(tmp_path: Path) 
     seed = _seed()
     rng = random.Random(seed)
     tag = f"[GRIDBRIDGE_CHAOS_SEED={seed}]"
-    config = _config(tmp_path)
+    config = two_site_config(tmp_path, cpus=(SITES["a"], SITES["b"]))
     done_file = tmp_path / "done.txt"
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -199,7 +179,7 @@ def test_kill_minus_nine_chaos_loop_loses_and_duplicates_no_job(tmp_path: Path) 
             serves = []
             for _ in range(count):
                 log = logs / f"serve-{len(started):02d}.log"
-                serves.append(_serve(config, log))
+                serves.append(start_serve(config, log))
                 started.append(serves[-1])
             for proc in serves:
                 _wait_up(proc, logs / f"serve-{started.index(proc):02d}.log", tag)
@@ -222,7 +202,7 @@ def test_kill_minus_nine_chaos_loop_loses_and_duplicates_no_job(tmp_path: Path) 
 
         # the recovery: one last serve drives every job to its end
         final_log = logs / f"serve-{len(started):02d}.log"
-        final = _serve(config, final_log)
+        final = start_serve(config, final_log)
         started.append(final)
         _wait_up(final, final_log, tag)  # its SIGTERM handler is installed by then
         deadline = time.monotonic() + FINAL_TIMEOUT_S

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from gridbridge.client import Client
 from gridbridge.states import AttemptState, JobState
+
+from .serving import start_serve, two_site_config, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -26,40 +25,8 @@ JOB = (
 )
 
 
-def _config(tmp_path: Path) -> Path:
-    path = tmp_path / "gridbridge.yaml"
-    path.write_text(yaml.safe_dump({
-        "state_url": "sqlite:///state.db",
-        "checkpoint_root": "checkpoints",
-        "workdir": "run",
-        "limits": {"tick_interval_s": 0.1, "lease_s": 30},
-        "sites": [
-            {"name": "a", "adapter": "local", "tier": "cloud", "capacity": {"cpus": 3},
-             "price": {"per_core_hour": 0.01}},
-            {"name": "b", "adapter": "local", "tier": "hpc", "capacity": {"cpus": 2},
-             "price": {"per_core_hour": 0.02}},
-        ],
-    }))
-    return path
-
-
-def _serve(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "gridbridge.cli", "--config", str(config), "serve"],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-
-
-def _wait(predicate, timeout: float) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
-
-
 def test_kill_minus_nine_of_serve_then_restart_ends_every_job_exactly_once(tmp_path: Path) -> None:
-    config = _config(tmp_path)
+    config = two_site_config(tmp_path)
     done_file = tmp_path / "done.txt"
     client = Client(config, start=False)
     futures = [
@@ -70,21 +37,21 @@ def test_kill_minus_nine_of_serve_then_restart_ends_every_job_exactly_once(tmp_p
         for i in range(20)
     ]
     serve_log = tmp_path / "serve.log"
-    first = _serve(config, serve_log)
+    first = start_serve(config, serve_log)
 
     def finished() -> int:
         return sum(1 for f in futures if f.status() is JobState.SUCCEEDED)
 
-    _wait(lambda: finished() >= 4, 60)
+    wait_until(lambda: finished() >= 4, 60)
     running = sum(1 for f in futures if f.status() in {JobState.SCHEDULED, JobState.RUNNING})
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
     assert finished() < 20, "the crash must land in the middle of the run"
     assert running > 0, "some attempts must be in flight when serve dies"
 
-    second = _serve(config, serve_log)
+    second = start_serve(config, serve_log)
     try:
-        _wait(lambda: all(f.done() for f in futures), 120)
+        wait_until(lambda: all(f.done() for f in futures), 120)
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(timeout=30)

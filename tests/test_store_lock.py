@@ -24,12 +24,13 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from gridbridge.client import Client, JobFuture
 from gridbridge.scheduler._db import WRITE_BUSY_S
 from gridbridge.scheduler.reconciler import LEASE
 from gridbridge.states import JobState
+
+from .serving import two_site_config, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -54,23 +55,6 @@ LOCKER = (
 )
 
 
-def _config(tmp_path: Path) -> Path:
-    path = tmp_path / "gridbridge.yaml"
-    path.write_text(yaml.safe_dump({
-        "state_url": "sqlite:///state.db",
-        "checkpoint_root": "checkpoints",
-        "workdir": "run",
-        "limits": {"tick_interval_s": 0.1, "lease_s": LEASE_S},
-        "sites": [
-            {"name": "a", "adapter": "local", "tier": "cloud", "capacity": {"cpus": 2},
-             "price": {"per_core_hour": 0.01}},
-            {"name": "b", "adapter": "local", "tier": "hpc", "capacity": {"cpus": 2},
-             "price": {"per_core_hour": 0.02}},
-        ],
-    }))
-    return path
-
-
 def _gb(config: Path, *args: str, timeout: float) -> tuple[subprocess.CompletedProcess[str],
                                                           float]:
     """Run the CLI; returns its result and how long it took."""
@@ -79,13 +63,6 @@ def _gb(config: Path, *args: str, timeout: float) -> tuple[subprocess.CompletedP
     out = subprocess.run([sys.executable, "-m", "gridbridge.cli", "--config", str(config), *args],
                          env=env, capture_output=True, text=True, timeout=timeout)
     return out, time.monotonic() - start
-
-
-def _wait(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.1)
 
 
 def _scheduled_by(future: JobFuture) -> set[str]:
@@ -108,7 +85,7 @@ def _stop(proc: subprocess.Popen[bytes] | subprocess.Popen[str] | None) -> None:
 def test_frozen_writer_holding_the_lock_for_60s(tmp_path: Path,
                                                 caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="gridbridge.reconciler")
-    config = _config(tmp_path)
+    config = two_site_config(tmp_path, cpus=(2, 2), lease_s=LEASE_S)
     serve_log = tmp_path / "serve.log"
     client: Client | None = None
     other: Client | None = None
@@ -127,14 +104,14 @@ def test_frozen_writer_holding_the_lock_for_60s(tmp_path: Path,
             current = client.store.lease_holder(LEASE)
             return None if current is None else current[0]
 
-        _wait(lambda: holder() == mine, 30, "the embedded reconciler to take the lease")
+        wait_until(lambda: holder() == mine, 30, "the embedded reconciler to take the lease")
         with serve_log.open("ab") as out:
             serve = subprocess.Popen(
                 [sys.executable, "-m", "gridbridge.cli", "--config", str(config), "serve"],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )
         serve_holder = f"{socket.gethostname()}:{serve.pid}:"
-        _wait(lambda: "gridbridge serve:" in serve_log.read_text(), 60, "serve to start")
+        wait_until(lambda: "gridbridge serve:" in serve_log.read_text(), 60, "serve to start")
         time.sleep(1.0)  # a good many standby ticks of serve
         assert serve.poll() is None, serve_log.read_text()
         assert holder() == mine, "a standby serve must not take a live lease"
