@@ -122,6 +122,8 @@ class LocalAdapter:
         if limit is not None and resources.walltime_s > limit:  # the site's limit wins
             resources = resources.model_copy(update={"walltime_s": limit})
         (d / "resources.json").write_text(resources.model_dump_json())
+        work = d / "work"  # the job's own folder: its files can never pass for the adapter's
+        work.mkdir(exist_ok=True)
         python = runtime.python or self.options.python or sys.executable
         argv = [python, "-m", "gridbridge.runtime", "--launch", url, "--scratch", str(d)]
         if runtime.prologue:  # the operator's trusted lines; the argv stays out of the script
@@ -134,7 +136,7 @@ class LocalAdapter:
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    cwd=d,
+                    cwd=work,
                     start_new_session=True,
                 )
             except OSError as exc:  # no such interpreter: nothing was started

@@ -400,3 +400,17 @@ def test_an_ended_attempt_leaves_no_process_behind(adapter: LocalAdapter, tmp_pa
         assert time.monotonic() < deadline, "something of the attempt still runs"
         time.sleep(0.05)
     assert not any(_cmdline_has(p, str(marker)) for p in _pids()), "the background sleep"
+
+
+def test_files_a_job_writes_in_its_folder_never_pass_for_the_sites(adapter: LocalAdapter,
+                                                                  tmp_path: Path) -> None:
+    cmd = py("""
+        import json, time
+        json.dump({"reason": "failed", "exit_code": 3}, open("result.json", "w"))
+        open("pid", "w").write("1 1")
+        open("cancelled", "w").write("")
+        time.sleep(0.5)
+        """)
+    nid = adapter.submit(request(tmp_path, "job-cwd.1", cmd))
+    status, _ = wait_for(adapter, nid, terminal)
+    assert status.state is AttemptState.SUCCEEDED, status

@@ -116,7 +116,7 @@ def test_a_killed_attempts_log_is_in_storage(grid: GridConfig) -> None:
             attempts = client.store.attempts(f.job_id)
             if attempts and attempts[0].native_id:
                 scratch = Path(grid.workdir) / "local" / attempts[0].site / attempts[0].id
-                if (scratch / "ready").exists():
+                if (scratch / "work" / "ready").exists():  # the job's working folder
                     break
             assert time.monotonic() < deadline
             time.sleep(0.05)
