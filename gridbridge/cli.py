@@ -114,19 +114,41 @@ def status(
         _story(client, job, fmt)
         return
     rows = []
-    for j in client.store.jobs(limit=limit):
+    jobs = client.store.jobs(limit=limit)
+    details = client.store.details([j.id for j in jobs])
+    for j in jobs:
         attempts = client.store.attempts(j.id)
         rows.append({"job": j.id, "name": j.name, "state": j.state.value,
                      "attempts": j.attempts, "site": attempts[-1].site if attempts else "",
-                     "user": j.spec.owner.user, "submitted": fmt_time(j.created_at)})
-    emit(console, "jobs", ["job", "name", "state", "attempts", "site", "user", "submitted"],
-         rows, fmt)
+                     "user": j.spec.owner.user, "submitted": fmt_time(j.created_at),
+                     "why": details.get(j.id, "")})
+    emit(console, "jobs", ["job", "name", "state", "attempts", "site", "user", "submitted",
+                           "why"], rows, fmt)
 
 
 def _story(client: Client, job_id: str, fmt: Format = Format.TABLE) -> None:
     rows = [{"time": fmt_time(e.at), "attempt": e.attempt_id or "", "what": e.kind,
              "from": e.old, "to": e.new, "why": e.reason} for e in client.store.events(job_id)]
     emit(console, f"job {job_id}", ["time", "attempt", "what", "from", "to", "why"], rows, fmt)
+
+
+@app.command()
+def explain(ctx: typer.Context, job: str, fmt: FormatOpt = Format.TABLE) -> None:
+    """The latest placement decision for a job: every candidate site, its expected cost and
+    finish, and why it won or lost."""
+    client = _client(ctx)
+    client.store.job(job)  # an unknown id is an error
+    rows = client.store.decisions(job)
+    if not rows:
+        console.print(f"{job}: no placement decision yet ({client.store.detail(job)})")
+        return
+    latest = [r for r in rows if r.at == rows[-1].at]
+    emit(console, f"job {job}: attempt {latest[0].attempt}, decided {fmt_time(latest[0].at)}",
+         ["site", "offer", "chosen", "feasible", "expected_cost", "expected_finish", "why"],
+         [{"site": r.site, "offer": r.offer_key or "", "chosen": r.chosen,
+           "feasible": r.feasible, "expected_cost": r.expected_cost if fmt is not Format.TABLE
+           else fmt_money(r.expected_cost), "expected_finish": fmt_time(r.expected_finish),
+           "why": r.reason} for r in latest], fmt)
 
 
 @app.command()

@@ -117,6 +117,11 @@ class JobFuture:
         job = self.client.store.request_cancel(self.job_id)
         return job.state is JobState.CANCELLED or not job.state.terminal
 
+    def detail(self) -> str:
+        """Why the job is where it is: for a waiting job, the best site's reason it cannot
+        run yet; otherwise the reason of its last state change."""
+        return self.client.store.detail(self.job_id)
+
     def logs(self) -> str:
         return self.client.logs(self.job_id)
 
@@ -194,6 +199,7 @@ class Client:
         ref = f"{self.config.checkpoint_root}/{job_id}/payload.pkl"
         options.setdefault("name", _default_name(getattr(fn, "__name__", "")))
         spec = self._spec(options, callable_ref=ref)
+        self._admit(spec)
         with fsspec.open(ref, "wb", auto_mkdir=True) as f:
             f.write(cloudpickle.dumps((fn, args, kwargs or {})))
         return self._create(spec, job_id)
@@ -230,9 +236,17 @@ class Client:
         except ValidationError as exc:
             raise ValueError(f"invalid job options: {exc}") from None
 
+    def _admit(self, spec: JobSpec) -> None:
+        """Refuse a job that no configured site could ever run (the reason per site)."""
+        from gridbridge.scheduler.admission import check_admissible
+
+        check_admissible(spec, self.config)
+
     def _create(self, spec: JobSpec, job_id: str | None = None) -> JobFuture:
         from gridbridge.scheduler.store import new_job_id
 
+        if spec.callable_ref is None:
+            self._admit(spec)
         jid = job_id or new_job_id()
         url = spec.checkpoint.url or f"{self.config.checkpoint_root}/{jid}"
         self.store.create_job(spec, url, job_id=jid)

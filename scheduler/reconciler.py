@@ -50,8 +50,9 @@ from gridbridge.config import GridConfig
 from gridbridge.runtime import proc_start_time
 from gridbridge.states import AttemptState, JobState
 
+from .admission import ideal_offers
 from .endings import Verdict, history, judge, ledger_row, next_job_state
-from .placement import Decision, PendingJob, place
+from .placement import Candidate, Decision, PendingJob, place
 from .records import Attempt, AttemptEnding, Job, Lease
 from .sitecalls import SiteCalls
 from .store import StateStore, StoreUnavailable
@@ -609,6 +610,10 @@ class Reconciler:
         if decision.site is None and self._last_decision.get(job.id) == key:
             return
         self._last_decision[job.id] = key
+        if decision.site is None and decision.candidates:
+            best = self._best_blocker(job, decision)
+            self.store.add_event(job.id, "waiting", f"waiting: {best.site}: {best.reason}",
+                                 self.holder)
         rows = [
             DecisionRow(
                 at=now, job_id=job.id, attempt=job.attempts + 1, site=c.site,
@@ -623,6 +628,15 @@ class Reconciler:
             for c in decision.candidates
         ]
         self.store.record_decisions(rows)
+
+    def _best_blocker(self, job: Job, decision: Decision) -> Candidate:
+        """The candidate that says best why a job waits: one of the sites that could run it on
+        their whole capacity (so what blocks it there passes), else the first."""
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        pending = PendingJob(job_id=job.id, spec=job.spec, submitted_at=now)
+        [ideal] = place([pending], ideal_offers(self.config), now, self.config.policy)
+        could = {c.site for c in ideal.candidates if c.feasible}
+        return next((c for c in decision.candidates if c.site in could), decision.candidates[0])
 
     # health -------------------------------------------------------------------------------
 

@@ -375,6 +375,21 @@ class StateStore:
         with self._read() as s:
             return [_event_of(r) for r in s.scalars(q)]
 
+    def details(self, job_ids: Sequence[str]) -> dict[str, str]:
+        """Per job, why it is where it is (one query): the reason of its last state change
+        or, for a job waiting for placement, of its last ``waiting`` event."""
+        if not job_ids:
+            return {}
+        q = (select(EventRow.job_id, EventRow.reason)
+             .where(EventRow.job_id.in_(list(job_ids)),
+                    EventRow.kind.in_(["job", "waiting"]))
+             .order_by(EventRow.id))
+        with self._read() as s:  # waiting events are written only while a job is PENDING
+            return {job_id: reason for job_id, reason in s.execute(q)}
+
+    def detail(self, job_id: str) -> str:
+        return self.details([job_id]).get(job_id, "")
+
     def add_event(
         self, job_id: str, kind: str, reason: str, actor: str, attempt_id: str | None = None
     ) -> None:

@@ -1,0 +1,52 @@
+"""Admission: a job that no configured site could ever run is refused when it is submitted.
+
+"Ever" means on a site's whole, empty capacity at its configured prices: the same pure
+:func:`~gridbridge.scheduler.placement.place` the reconciler uses, given one ideal offer per
+site. A job that fails only because capacity is busy right now is admitted and waits; the
+reconciler then says why (a ``waiting`` event on the job).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from gridbridge.adapter import Offer
+from gridbridge.config import GridConfig
+from gridbridge.spec import JobSpec
+
+from .placement import PendingJob, place
+
+__all__ = ["JobRefused", "check_admissible", "ideal_offers"]
+
+
+class JobRefused(ValueError):
+    """No configured site could ever run the job; the message gives the reason per site."""
+
+
+def ideal_offers(config: GridConfig) -> list[Offer]:
+    """One offer per configured site: all of its capacity, at its configured prices."""
+    return [
+        Offer(site=s.name, tier=s.tier, cpus=s.capacity.cpus, memory_gb=s.capacity.memory_gb,
+              gpus=s.capacity.gpus, price=s.price, on_demand=s.on_demand_price,
+              preemptible=s.preemptible, preemption_rate_per_hour=s.preemption_rate_per_hour,
+              restart_overhead_s=s.restart_overhead_s, max_walltime_s=s.max_walltime_s)
+        for s in config.sites
+    ]
+
+
+def check_admissible(spec: JobSpec, config: GridConfig, now: datetime | None = None) -> None:
+    """Raise :class:`JobRefused` unless some configured site could run ``spec``."""
+    names = [s.name for s in config.sites]
+    allowed = spec.constraints.allowed_sites
+    unknown = sorted(set(allowed or ()) - set(names))
+    if unknown:
+        raise JobRefused(f"unknown site(s) {', '.join(map(repr, unknown))}; "
+                         f"valid choices: {', '.join(names)}")
+    when = now or datetime.now(UTC)
+    if spec.constraints.deadline is not None and spec.constraints.deadline.tzinfo is None:
+        when = when.replace(tzinfo=None)
+    [decision] = place([PendingJob(job_id="new", spec=spec, submitted_at=when)],
+                       ideal_offers(config), when, config.policy)
+    if decision.site is None:
+        reasons = "\n".join(f"  {c.site}: {c.reason}" for c in decision.candidates)
+        raise JobRefused(f"no configured site could ever run this job:\n{reasons}")
