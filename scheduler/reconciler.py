@@ -23,6 +23,7 @@ cancel, so a reconciler that slept through its lease cannot act on a site after 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -32,7 +33,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -54,7 +55,7 @@ from .admission import ideal_offers
 from .endings import Verdict, history, judge, ledger_row, next_job_state
 from .placement import Candidate, Decision, PendingJob, place
 from .records import Attempt, AttemptEnding, Job, Lease
-from .sitecalls import SiteCalls
+from .sitecalls import SiteCalls, describe
 from .store import StateStore, StoreUnavailable
 from .sweep import reconcile_owned
 from .tables import DecisionRow
@@ -256,7 +257,7 @@ class Reconciler:
             try:
                 outcome, owned = self._submit_one(site, attempt, request, owned)
             except Exception as exc:  # the store, the storage or owned() failed for this one
-                outcome = _Submitted(attempt, "uncertain", _describe(exc))
+                outcome = _Submitted(attempt, "uncertain", describe(exc))
             if outcome is not None:
                 out.append(outcome)
                 if outcome.kind == "fenced":
@@ -288,7 +289,7 @@ class Reconciler:
             token = raise_fence(request.checkpoint_url, request.token)
         except _PERMANENT_STORAGE_ERRORS as exc:
             if isinstance(exc, _HARD_STORAGE_ERRORS) or tries >= limits.max_submit_tries:
-                why = f"checkpoint storage unusable: {_describe(exc)}"
+                why = f"checkpoint storage unusable: {describe(exc)}"
                 return _Submitted(attempt, "storage-failed", why), owned
             raise
         if token > request.token:  # another job's attempts used this checkpoint prefix
@@ -302,7 +303,7 @@ class Reconciler:
         except SubmitRejected as exc:
             return _Submitted(attempt, "rejected", str(exc) or "rejected"), owned
         except Exception as exc:
-            return _Submitted(attempt, "uncertain", _describe(exc)), owned
+            return _Submitted(attempt, "uncertain", describe(exc)), owned
         if not isinstance(native_id, str) or not native_id:
             return _Submitted(attempt, "uncertain", f"submit returned {native_id!r}"), owned
         return _Submitted(attempt, "native", native_id), owned
@@ -310,7 +311,7 @@ class Reconciler:
     def _apply_submitted(self, site: str, o: _Submitted, report: TickReport) -> bool:
         """Record one submission outcome; True if the lease was found lost."""
         a = o.attempt
-        try:
+        with _one_attempt("record the submission of", a.id):
             if o.kind in {"native", "adopted"}:
                 if self.store.set_native_id(a.id, o.value, self.holder):
                     report.submitted.append(a.id)
@@ -336,10 +337,6 @@ class Reconciler:
                 self.calls.fail(site, "submit", o.value)
             else:
                 return True
-        except StoreUnavailable:
-            raise
-        except Exception:
-            log.exception("could not record the submission of %s", a.id)
         return False
 
     def _request(self, job: Job, attempt: Attempt) -> SubmitRequest:
@@ -389,7 +386,7 @@ class Reconciler:
         lost: dict[str, list[tuple[Attempt, Verdict]]] = defaultdict(list)
         for site, seen in self.calls.run("poll", calls).items():
             for attempt, status, verdict in seen:
-                try:
+                with _one_attempt("apply the status of", attempt.id):
                     if verdict is None:
                         if self.store.mark_running(attempt, status.native_state, self.holder):
                             report.started.append(attempt.id)
@@ -397,10 +394,6 @@ class Reconciler:
                         lost[site].append((attempt, verdict))
                     elif self._conclude_verdict(attempt, verdict):
                         report.ended[attempt.id] = verdict.status.state
-                except StoreUnavailable:
-                    raise
-                except Exception:  # one bad record must not stop the others (or the tick)
-                    log.exception("could not apply the status of %s", attempt.id)
         self._end_lost(lost, report)
 
     def _poll_site(
@@ -438,13 +431,9 @@ class Reconciler:
                     note = f"{verdict.status.reason}; the site could not stop it"
                     verdict = Verdict(verdict.status.model_copy(update={"reason": note}),
                                       verdict.result, verdict.last_step)
-                try:
+                with _one_attempt("conclude the lost attempt", attempt.id):
                     if self._conclude_verdict(attempt, verdict):
                         report.ended[attempt.id] = AttemptState.LOST
-                except StoreUnavailable:
-                    raise
-                except Exception:
-                    log.exception("could not conclude the lost attempt %s", attempt.id)
 
     def _stop_lost(self, site: str, attempts: Sequence[Attempt]) -> None:
         """On the site's worker: fence each lost attempt off its checkpoints, then cancel it."""
@@ -675,8 +664,16 @@ def _claimed(attempt: Attempt) -> bool:
     return exists(f"{attempt.attempt_url}/claim.json")
 
 
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+@contextlib.contextmanager
+def _one_attempt(what: str, attempt_id: str) -> Iterator[None]:
+    """One attempt's record that cannot be applied must not stop the others, or the tick; a
+    store that is unavailable stops the tick (the loop retries it with backoff)."""
+    try:
+        yield
+    except StoreUnavailable:
+        raise
+    except Exception:
+        log.exception("could not %s %s", what, attempt_id)
 
 
 def _order(job: PendingJob) -> tuple[int, datetime, str]:

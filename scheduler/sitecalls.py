@@ -23,12 +23,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-__all__ = ["Outcome", "SiteCalls"]
+__all__ = ["Outcome", "SiteCalls", "describe"]
 
 _T = TypeVar("_T")
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
     """``Type: message``, even for an exception whose ``str`` itself raises."""
     try:
         text = str(exc)
@@ -152,7 +152,7 @@ class SiteCalls:
             if isinstance(exc, self.fatal):
                 fatal = fatal or exc
             elif exc is not None:
-                self.fail(site, phase, _describe(exc))
+                self.fail(site, phase, describe(exc))
             else:
                 results[site] = future.result()
                 self.outcomes[site].called = True

@@ -3,6 +3,9 @@ federation in a config file, starting a serve, and waiting for a condition."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -10,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import yaml
+
+from gridbridge.runtime import proc_start_time
 
 
 def two_site_config(tmp_path: Path, *, cpus: tuple[int, int] = (3, 2),
@@ -45,3 +50,18 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str = "it"
     while not predicate():
         assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
         time.sleep(0.1)
+
+
+def kill_attempt_groups(site_root: Path) -> None:
+    """SIGKILL the process groups of the local attempts under ``site_root``, each only while
+    its pid is still the runtime's (a reused pid is left alone)."""
+    if not site_root.is_dir():
+        return
+    for d in site_root.iterdir():
+        try:
+            pid_s, start = (d / "pid").read_text().split()[:2]
+        except (OSError, ValueError):
+            continue
+        if proc_start_time(int(pid_s)) == start:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(int(pid_s), signal.SIGKILL)

@@ -32,7 +32,7 @@ from gridbridge.client import Client, JobFuture
 from gridbridge.runtime import proc_start_time
 from gridbridge.states import AttemptState, JobState
 
-from .serving import start_serve, two_site_config
+from .serving import kill_attempt_groups, start_serve, two_site_config
 
 pytestmark = pytest.mark.slow
 
@@ -108,19 +108,8 @@ def _kill_leftovers(workdir: Path, tmp_path: Path) -> None:
     """Kill the runtimes' process groups under ``workdir`` (only while each pid is still
     theirs), then any other live process that this test started (its command line names a
     path under ``tmp_path``: the serves, the runtimes, the jobs)."""
-    root = workdir / "local"
     for site in SITES:
-        site_root = root / site
-        if not site_root.is_dir():
-            continue
-        for d in site_root.iterdir():
-            try:
-                pid_s, start = (d / "pid").read_text().split()[:2]
-            except (OSError, ValueError):
-                continue
-            if proc_start_time(int(pid_s)) == start:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(int(pid_s), signal.SIGKILL)
+        kill_attempt_groups(workdir / "local" / site)
     for pid in _ours(str(tmp_path)):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)

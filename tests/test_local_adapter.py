@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -18,9 +17,11 @@ from gridbridge.adapter import Adapter, AttemptStatus, Capability, SubmitRejecte
 from gridbridge.adapters.local import LocalAdapter
 from gridbridge.config import Capacity, SiteConfig
 from gridbridge.job_context import PREEMPTED_EXIT_CODE
-from gridbridge.runtime import proc_start_time, read_result
+from gridbridge.runtime import read_result
 from gridbridge.spec import JobSpec, Resources
 from gridbridge.states import AttemptState
+
+from .serving import kill_attempt_groups
 
 DEADLINE_S = 8.0
 
@@ -43,15 +44,7 @@ def adapter(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 def _kill_leftovers(a: LocalAdapter) -> None:
-    # Only the process groups this test started, and only while the pid is still theirs.
-    for d in a.root.iterdir():
-        try:
-            pid_s, start = (d / "pid").read_text().split()[:2]
-        except (OSError, ValueError):
-            continue
-        if proc_start_time(int(pid_s)) == start:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(int(pid_s), signal.SIGKILL)
+    kill_attempt_groups(a.root)  # only the process groups this test started
     a.poll([])  # reap
 
 
