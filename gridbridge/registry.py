@@ -28,6 +28,8 @@ __all__ = [
 BUILTIN_ADAPTERS: Mapping[str, str] = MappingProxyType(
     {
         "local": "gridbridge.adapters.local:LocalAdapter",
+        "slurm": "gridbridge.adapters.slurm:SlurmAdapter",
+        "pbs": "gridbridge.adapters.pbs:PBSAdapter",
     }
 )
 

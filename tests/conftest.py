@@ -44,4 +44,35 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+
+
+_REPO = Path(__file__).resolve().parents[1]
+
+
+def _daemon_alive(pidfile: str, binary: str) -> bool:
+    try:
+        pid = int(Path(pidfile).read_text().strip())
+        return os.path.realpath(f"/proc/{pid}/exe") == os.path.realpath(binary)
+    except (OSError, ValueError):
+        return False
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[dict[str, str]]:
+    """A real Slurm on this machine (``deploy/dev/slurm-start.sh``: nodes node1..node3,
+    partitions normal, short, scavenger, priority); stopped at the end only if we started it."""
+    import subprocess
+
+    was_running = _daemon_alive("/run/slurm/slurmctld.pid", "/usr/sbin/slurmctld")
+    proc = subprocess.run(["bash", str(_REPO / "deploy" / "dev" / "slurm-start.sh")],
+                          capture_output=True, text=True, timeout=900, check=False)
+    if proc.returncode != 0:
+        pytest.fail(f"Slurm did not start: {proc.stderr[-3000:]}")
+    yield {"normal": "normal", "short": "short", "scavenger": "scavenger",
+           "priority": "priority"}
+    if not was_running:
+        subprocess.run(["bash", str(_REPO / "deploy" / "dev" / "slurm-stop.sh")],
+                       capture_output=True, timeout=120, check=False)
+
+
 from tests.checkpoint.conftest import s3_server  # noqa: E402,F401 - the SeaweedFS fixture, shared
