@@ -118,6 +118,7 @@ _WHY: Mapping[str, str] = {
     "PREEMPTED": "preempted by a higher-priority job",
     "REVOKED": "revoked by a sibling cluster",
 }
+_DURATION = re.compile(r"(?:(\d+)-)?(\d+(?::\d+){0,2})")
 _SIGNAL_SLACK_S = 65.0
 """Slurm may deliver ``--signal`` up to 60 s before the requested time (its event resolution)."""
 _SQUEUE_FIELDS = ("JobID", "State", "Reason", "Partition", "restartcnt", "exit_code",
@@ -161,6 +162,12 @@ class SlurmOptions(BaseModel):
     """A folder on the cluster's shared filesystem for job output and run files; default
     ``<workdir>/slurm/<site>`` when local, ``.gridbridge/slurm/<site>`` (in the login
     user's home) over SSH."""
+    requeue: bool = False
+    """Submit with ``--requeue``: a job still running when its preemption grace time ends is
+    requeued by Slurm and continues from its checkpoint under the same job id (gridbridge
+    decides with the cost model whether to leave it there or move it). False (the default):
+    ``--no-requeue``, and a preempted attempt ends there; placement chooses where it goes on.
+    A job that checkpoints and exits on the warning signal is never requeued by Slurm."""
     signal_before_s: Annotated[int, Field(ge=0, le=65535)] = 60
     """The runtime gets SIGTERM this long before the time limit, to checkpoint."""
     command_timeout_s: Annotated[float, Field(gt=0)] = 30.0
@@ -183,6 +190,8 @@ class _Row(BaseModel):
     signal: int = 0
     time_limit_s: float | None = None
     elapsed_s: float | None = None
+    expected_wait_s: float | None = None
+    """For a pending job: until the start Slurm expects (None: Slurm cannot say)."""
     comment: str = ""
 
 
@@ -222,9 +231,17 @@ class SlurmAdapter:
         return self.runner.run(argv, input=input, timeout=self.options.command_timeout_s)
 
     def _ensure_dir(self) -> None:
+        """Create the run folder once and make its path absolute (Slurm would read a relative
+        ``--output`` against ``--chdir``, and a relative path over SSH is the login home's)."""
         if not self._dir_made:
-            self.runner.run(["mkdir", "-p", "--", self.remote_dir],
-                            timeout=self.options.command_timeout_s).check("mkdir")
+            t = self.options.command_timeout_s
+            self.runner.run(["mkdir", "-p", "--", self.remote_dir], timeout=t).check("mkdir")
+            real = self.runner.run(["realpath", "--", self.remote_dir], timeout=t).check(
+                "realpath").strip()
+            if "%" in real or "\n" in real or not real.startswith("/"):
+                raise SubmitRejected(f"unusable run folder {real!r}: it must be an absolute path "
+                                     "without '%' (Slurm expands '%' in --output)")
+            self.remote_dir = real
             self._dir_made = True
 
     def capabilities(self) -> frozenset[Capability]:
@@ -251,6 +268,8 @@ class SlurmAdapter:
         default_python = sys.executable if self.options.login is None else "python3"
         argv = runtime_argv(self.site, url, f"{self.remote_dir}/{request.attempt_id}",
                             default_python)
+        if self.options.requeue:
+            argv += ["--rerun-env", "SLURM_RESTART_COUNT"]
         script = job_script(self.site, argv, comment=f"gridbridge attempt {request.attempt_id}")
         done = self._run(self.sbatch_argv(request, partition), input=script)
         if done.returncode != 0:
@@ -278,7 +297,7 @@ class SlurmAdapter:
             f"--mem={max(1, math.ceil(res.memory_gb * 1024))}M",
             f"--time={minutes}",
             f"--signal=B:TERM@{warn}",
-            "--no-requeue",
+            "--requeue" if o.requeue else "--no-requeue",
             f"--output={self.remote_dir}/slurm-%j.out",
             f"--chdir={self.remote_dir}",
             "--export=ALL",
@@ -324,7 +343,7 @@ class SlurmAdapter:
                                           reason="not a Slurm job id")
         if not wanted:
             return answer
-        rows = {r.job_id: r for r in self._squeue(all_states=True)}
+        rows = {r.job_id: r for r in self._squeue(all_states=True, only=set(wanted))}
         gone = [n for n in wanted if n not in rows]
         if gone:
             rows.update(self._sacct(gone))
@@ -335,8 +354,8 @@ class SlurmAdapter:
                 reason="Slurm has no record of this job (neither squeue nor sacct)"))
         return answer
 
-    def _squeue(self, *, all_states: bool) -> list[_Row]:
-        fmt = ",".join(f"{f}:|" for f in _SQUEUE_FIELDS[:-1]) + f",{_SQUEUE_FIELDS[-1]}:500"
+    def _squeue(self, *, all_states: bool, only: set[str] | None = None) -> list[_Row]:
+        fmt = ",".join(f"{f}:|" for f in _SQUEUE_FIELDS[:-1]) + f",{_SQUEUE_FIELDS[-1]}:"
         argv = ["squeue", "--me", "-h", "-O", fmt]
         if all_states:
             argv[1:1] = ["-t", "all"]
@@ -347,18 +366,24 @@ class SlurmAdapter:
             if len(parts) < len(_SQUEUE_FIELDS) or not parts[0].strip().isdigit():
                 continue
             jid, state, reason, part, restarts, raw, limit, start, end, comment = parts
+            if only is not None and jid.strip() not in only:
+                continue
             raw_code = _int(raw)
             limit_s = parse_duration(limit)
             t0, t1 = _timestamp(start), _timestamp(end)
-            elapsed = None
-            if t0 is not None:
+            elapsed, wait = None, None
+            pending = state.strip().startswith("PENDING")
+            if t0 is not None and pending:
+                wait = max(0.0, t0 - time.time())
+            elif t0 is not None:
                 elapsed = (t1 if t1 is not None and t1 >= t0 else time.time()) - t0
             rows.append(_Row(
                 job_id=jid.strip(), state=state.strip().split()[0] if state.strip() else "",
                 reason=reason.strip(), partition=part.strip(), restarts=_int(restarts) or 0,
                 exit_code=None if raw_code is None else (raw_code >> 8) & 0xFF,
                 signal=0 if raw_code is None else raw_code & 0x7F,
-                time_limit_s=limit_s, elapsed_s=elapsed, comment=comment.strip()))
+                time_limit_s=limit_s, elapsed_s=elapsed, expected_wait_s=wait,
+                comment=comment.strip()))
         return rows
 
     def _sacct(self, ids: Sequence[str]) -> dict[str, _Row]:
@@ -405,13 +430,25 @@ class SlurmAdapter:
             elif word != "PREEMPTED":
                 reason = reason or ("preempted: stopped on Slurm's warning signal before "
                                      "its time limit")
+        if not state.terminal and row.restarts:
+            # Requeued by Slurm after a preemption: the attempt lives on under the same id. The
+            # requeue counts once the job waits in the queue again (not while it completes or
+            # sits out its BeginTime), when Slurm can estimate when it will run.
+            settled = word != "COMPLETING" and row.reason != "BeginTime"
+            if state is AttemptState.SUBMITTED:
+                native += f", requeued {row.restarts}x"
+            return AttemptStatus(state=AttemptState.RUNNING, native_state=native,
+                                 reason=f"requeued by Slurm after a preemption "
+                                        f"({row.restarts}x)",
+                                 requeues=row.restarts if settled else row.restarts - 1,
+                                 queue_wait_s=row.expected_wait_s)
         if state is AttemptState.FAILED and row.signal and not reason:
             reason = f"killed by signal {row.signal}"
         if state is AttemptState.CANCELLED and not reason:
             reason = "cancelled in Slurm"
         return AttemptStatus(state=state, native_state=native,
                              exit_code=code if state.terminal else None,
-                             reason=reason, walltime=walltime)
+                             reason=reason, walltime=walltime, requeues=row.restarts)
 
     def _at_time_limit(self, row: _Row) -> bool:
         if row.time_limit_s is None or row.elapsed_s is None:
@@ -424,12 +461,17 @@ class SlurmAdapter:
     def cancel(self, native_ids: Sequence[str]) -> None:
         """``scancel`` them in one call: SIGTERM to the job (it checkpoints), SIGKILL after
         the cluster's KillWait. Finished or unknown ids are ignored."""
-        ids = [n for n in native_ids if n.isdigit()]
+        ids = [n for n in native_ids if n.isdigit() and 0 < int(n) < 2**32]
         if not ids:
             return
         done = self._run(["scancel", *ids])
         words = (done.stderr or "").lower()
-        if done.returncode != 0 and "invalid job id" not in words and "already" not in words:
+        if done.returncode != 0 and "invalid job id" in words and len(ids) > 1:
+            # scancel checks every id first: one it calls invalid (purged, never ours) stops
+            # it from cancelling the others, so each goes on its own
+            for n in ids:
+                self._run(["scancel", n])
+        elif done.returncode != 0 and "invalid job id" not in words and "already" not in words:
             done.check("scancel")
 
     def owned(self) -> Sequence[OwnedJob]:
@@ -469,14 +511,15 @@ class SlurmAdapter:
         return parts
 
     def _pending(self) -> list[tuple[list[str], int, float | None]]:
-        """Pending jobs of every user: their partitions, CPUs and expected start."""
-        done = self._run(["squeue", "-h", "-t", "PD", "--start", "-o", "%P|%C|%S"])
+        """Pending jobs of every user that wait to run (held ones do not): their partitions,
+        CPUs and expected start."""
+        done = self._run(["squeue", "-h", "-t", "PD", "--start", "-o", "%P|%C|%S|%r"])
         if done.returncode != 0:
             return []
         jobs = []
         for line in done.stdout.splitlines():
             f = line.split("|")
-            if len(f) == 3:
+            if len(f) == 4 and not f[3].startswith("JobHeld"):
                 jobs.append((f[0].split(","), _int(f[1]) or 1, _timestamp(f[2])))
         return jobs
 
@@ -560,26 +603,21 @@ class SlurmAdapter:
 
 
 def parse_duration(text: str) -> float | None:
-    """Slurm's ``[days-]hours:minutes:seconds`` (or ``minutes:seconds``, or minutes) in
-    seconds; None for ``infinite``/``UNLIMITED`` and the like."""
-    text = text.strip()
-    if not text or not text[0].isdigit():
+    """Slurm's time format in seconds: ``minutes``, ``minutes:seconds``,
+    ``hours:minutes:seconds``, ``days-hours``, ``days-hours:minutes`` or
+    ``days-hours:minutes:seconds``; None for ``infinite``/``UNLIMITED``, for 365 days or more
+    (what Slurm prints for no limit) and for anything else."""
+    m = _DURATION.fullmatch(text.strip())
+    if m is None:
         return None
-    days = 0
-    if "-" in text:
-        d, _, text = text.partition("-")
-        days = int(d)
-    nums = [int(x) for x in text.split(":") if x.isdigit()]
-    if len(nums) == 3:
-        h, m, s = nums
-    elif len(nums) == 2:
-        h, (m, s) = 0, nums
-    elif len(nums) == 1:
-        h, m, s = (nums[0], 0, 0) if days else (0, nums[0], 0)
+    days, rest = m.group(1), [int(x) for x in m.group(2).split(":")]
+    if days is not None:
+        h, mi, sec = [*rest, 0, 0][:3]
+        seconds = int(days) * 86400 + h * 3600 + mi * 60 + sec
     else:
-        return None
-    seconds = float(days * 86400 + h * 3600 + m * 60 + s)
-    return None if seconds >= 365 * 86400 else seconds
+        h, mi, sec = [0, 0, *rest][-3:] if len(rest) > 1 else (0, rest[0], 0)
+        seconds = h * 3600 + mi * 60 + sec
+    return None if seconds >= 365 * 86400 else float(seconds)
 
 
 def _timestamp(text: str) -> float | None:

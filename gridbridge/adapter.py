@@ -172,6 +172,13 @@ class AttemptStatus(BaseModel):
     reason: str = ""
     walltime: bool = False
     """The site ended it at its time limit (Slurm TIMEOUT, PBS walltime, a local walltime)."""
+    requeues: int = Field(default=0, ge=0)
+    """How many times the site took the attempt back and queued it again itself (a Slurm
+    ``--requeue``): it runs again under the same native id, from its last checkpoint. The
+    control plane then decides whether to leave it queued there or move it."""
+    queue_wait_s: float | None = Field(default=None, ge=0)
+    """For an attempt waiting in the site's queue: how long the site expects it to wait before
+    it runs (None: the site cannot say)."""
     billing: tuple[BilledInterval, ...] = ()
     """What the site billed for it, when the site knows (a time-varying spot price); the
     ledger then charges these instead of the price card the attempt was placed at."""

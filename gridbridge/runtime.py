@@ -83,8 +83,11 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _claim(scratch: Path, launch: Launch) -> bool:
-    """Claim the attempt on this host and in storage; False if it was already started."""
+def _claim(scratch: Path, launch: Launch, rerun: int = 0) -> bool:
+    """Claim the attempt on this host and in storage; False if it was already started.
+
+    ``rerun`` > 0 is the site's own rerun of the same attempt (a Slurm requeue), which the site
+    starts only after it ended the earlier run: it claims ``claim-rerun-N.json`` instead."""
     try:
         fd = os.open(scratch / "started", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
@@ -94,8 +97,9 @@ def _claim(scratch: Path, launch: Launch) -> bool:
     from gridbridge.checkpoint._backend import open_backend
 
     backend = open_backend(launch.attempt_url, None)
-    claim = {"host": socket.gethostname(), "pid": os.getpid(), "at": time.time()}
-    return backend.create(f"{backend.root}/claim.json", json.dumps(claim).encode())
+    claim = {"host": socket.gethostname(), "pid": os.getpid(), "at": time.time(), "rerun": rerun}
+    name = f"claim-rerun-{rerun}.json" if rerun else "claim.json"
+    return backend.create(f"{backend.root}/{name}", json.dumps(claim).encode())
 
 
 def _env(launch: Launch) -> dict[str, str]:
@@ -243,8 +247,9 @@ def _last_step(launch: Launch) -> int | None:
         return None
 
 
-def run(launch_url: str, scratch: Path | None = None) -> int:
-    """Run the attempt whose launch record is at ``launch_url``; returns the exit code."""
+def run(launch_url: str, scratch: Path | None = None, rerun: int = 0) -> int:
+    """Run the attempt whose launch record is at ``launch_url``; returns the exit code.
+    ``rerun`` counts the site's own reruns of the attempt (see :func:`main`)."""
     ctx_mod.install_stop_handlers()  # a SIGTERM from now on is a stop request, not a death
     raw: dict[str, Any] = json.loads(get_bytes(launch_url))
     try:
@@ -253,16 +258,19 @@ def run(launch_url: str, scratch: Path | None = None) -> int:
     except (FormatMismatch, ValueError) as exc:
         return _refuse(raw, launch_url, str(exc))
     scratch = scratch or Path(tempfile.gettempdir()) / "gridbridge" / launch.attempt_id
+    if rerun:
+        scratch = scratch / f"rerun-{rerun}"
     scratch.mkdir(parents=True, exist_ok=True)
-    if not _claim(scratch, launch):
+    if not _claim(scratch, launch, rerun):
         print(f"gridbridge-run: attempt {launch.attempt_id} was already started; this "
               "duplicate launch exits without running it", file=sys.stderr, flush=True)
         return ALREADY_RAN_EXIT_CODE
     tee = _Tee(scratch / "attempt.log")  # not output.log: a site may send stdout there
     beacon = _Beacon(launch, scratch / "attempt.log")
     started = time.time()
-    print(f"gridbridge-run: job {launch.job_id} attempt {launch.attempt} on {socket.gethostname()}",
-          flush=True)
+    again = f" (rerun {rerun}: requeued by the site)" if rerun else ""
+    print(f"gridbridge-run: job {launch.job_id} attempt {launch.attempt} on "
+          f"{socket.gethostname()}{again}", flush=True)
     runner = _run_command if launch.command is not None else _run_callable
     try:
         code, reason, error = runner(launch)
@@ -317,8 +325,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--launch", required=True, help="URL of the attempt's launch.json")
     parser.add_argument("--scratch", type=Path, default=None,
                         help="a local folder for this attempt's run files")
+    parser.add_argument("--rerun-env", default=None, metavar="NAME",
+                        help="an environment variable holding how many times the site has "
+                             "requeued this attempt (e.g. SLURM_RESTART_COUNT); a rerun "
+                             "continues the attempt from its last checkpoint")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    return run(args.launch, args.scratch)
+    rerun = 0
+    if args.rerun_env:
+        value = os.environ.get(args.rerun_env, "0").strip() or "0"
+        rerun = int(value) if value.isdigit() else 0
+    return run(args.launch, args.scratch, rerun)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ from .admission import ideal_offers
 from .endings import Verdict, history, judge, ledger_row, next_job_state
 from .placement import Candidate, Decision, PendingJob, place
 from .records import Attempt, AttemptEnding, Job, Lease
+from .requeue import decide_requeued
 from .sitecalls import SiteCalls, describe
 from .store import StateStore, StoreUnavailable
 from .sweep import reconcile_owned
@@ -125,6 +126,9 @@ class Reconciler:
         self._health: dict[str, tuple[bool, str]] = {}
         self._avoid: dict[tuple[str, str], tuple[float, str]] = {}
         self._next_sweep = 0.0
+        self._requeues: dict[str, int] = {}
+        """Per attempt, the site's requeue count already decided on."""
+        self._requeued: list[tuple[Attempt, AttemptStatus]] = []
 
     # the loop -----------------------------------------------------------------------------
 
@@ -388,6 +392,11 @@ class Reconciler:
             for attempt, status, verdict in seen:
                 with _one_attempt("apply the status of", attempt.id):
                     if verdict is None:
+                        if status.requeues > self._requeues.get(attempt.id, 0):
+                            self._requeues[attempt.id] = status.requeues
+                            self._requeued.append((attempt, status))
+                        if status.state is attempt.state:
+                            continue
                         if self.store.mark_running(attempt, status.native_state, self.holder):
                             report.started.append(attempt.id)
                     elif verdict.status.state is AttemptState.LOST:
@@ -407,7 +416,10 @@ class Reconciler:
         for attempt in attempts:
             assert attempt.native_id is not None
             status = statuses.get(attempt.native_id)
-            if status is None or status.state is attempt.state:
+            if status is None:
+                continue
+            requeued = status.requeues > self._requeues.get(attempt.id, 0)
+            if status.state is attempt.state and not (requeued and not status.state.terminal):
                 continue
             if status.state is AttemptState.RUNNING:
                 seen.append((attempt, status, None))
@@ -512,13 +524,20 @@ class Reconciler:
         """Place pending jobs on this tick's offers; a job a site rejects is placed again at
         once on what is left (each round rules one more site out for it)."""
         pending = [j for j in self.store.jobs([JobState.PENDING]) if not j.cancel_requested]
-        if not pending:
+        requeued, self._requeued = self._requeued, []
+        if not pending and not requeued:
             return
         calls = {site: functools.partial(_checked_offers, adapter, site)
                  for site, adapter in self.adapters.items()}
         offers: list[Offer] = []
         for site_offers in self.calls.run("offers", calls).values():
             offers.extend(site_offers)
+        if requeued:
+            self._decide_requeued(requeued, offers, report)
+            pending = [j for j in self.store.jobs([JobState.PENDING])
+                       if not j.cancel_requested]
+        if not pending:
+            return
         for _ in range(len(self.adapters)):
             rejected_before = set(report.rejected)
             placed = self._place_round(pending, offers, report, budget)
@@ -528,6 +547,35 @@ class Reconciler:
             offers = _consume(offers, [(site, j) for site, j in placed if j.job_id not in again])
             pending = [self.store.job(j) for j in again]
             pending = [j for j in pending if j.state is JobState.PENDING]
+
+    def _decide_requeued(self, requeued: Sequence[tuple[Attempt, AttemptStatus]],
+                         offers: Sequence[Offer], report: TickReport) -> None:
+        """An attempt its site preempted and queued again: leave it there, or cancel it there
+        and let placement move the job (the story says which, and why)."""
+        now = self.clock()
+        for attempt, status in requeued:
+            with _one_attempt("decide on the requeued", attempt.id):
+                job = self.store.job(attempt.job_id)
+                if job.state.terminal or job.cancel_requested:
+                    continue
+                choice = decide_requeued(job, attempt, offers, datetime.fromtimestamp(now, UTC),
+                                         self.config.policy, self._remaining(job),
+                                         status.queue_wait_s)
+                where = attempt.site + (f" ({attempt.offer_key})" if attempt.offer_key else "")
+                self.store.add_event(job.id, "requeued",
+                                     f"attempt {attempt.number} preempted on {where} and "
+                                     f"requeued there by the site ({status.requeues}x); "
+                                     f"{choice.why}", self.holder)
+                if choice.stay or attempt.native_id is None:
+                    continue
+                if attempt.site not in self._cancel_native({attempt.site: [attempt.native_id]}):
+                    continue  # the site did not answer: decide again on its next requeue
+                ended = AttemptStatus(state=AttemptState.PREEMPTED, native_state="requeued",
+                                      reason=f"preempted and requeued on {where}; {choice.why}",
+                                      requeues=status.requeues)
+                url = self.store.job(attempt.job_id).checkpoint_url
+                if self._conclude_verdict(attempt, judge(attempt, ended, url)):
+                    report.ended[attempt.id] = AttemptState.PREEMPTED
 
     def _place_round(
         self, pending: Sequence[Job], offers: Sequence[Offer], report: TickReport,

@@ -226,6 +226,8 @@ class StateStore:
                 return None
             number = row.attempts + 1
             reason = f"attempt {number} placed on {site}"
+            if offer is not None and offer[0] != "default":
+                reason += f" ({offer[0]})"
             if not self._cas_job(
                 s, job_id, JobState.PENDING, JobState.SCHEDULED, reason, actor, attempts=number
             ):

@@ -75,4 +75,25 @@ def slurm_cluster() -> Iterator[dict[str, str]]:
                        capture_output=True, timeout=120, check=False)
 
 
+@pytest.fixture(scope="session")
+def ssh_login() -> Iterator[dict[str, object]]:
+    """A real OpenSSH server on 127.0.0.1 standing in for a cluster's login node
+    (``deploy/dev/sshd-login-start.sh``): its port, a client key and a known_hosts file that
+    holds its host key. Stopped at the end only if we started it."""
+    import subprocess
+
+    state = _REPO / ".peers" / "login"
+    was_running = _daemon_alive(str(state / "sshd.pid"), "/usr/sbin/sshd")
+    proc = subprocess.run(["bash", str(_REPO / "deploy" / "dev" / "sshd-login-start.sh"),
+                           str(state)], capture_output=True, text=True, timeout=600, check=False)
+    if proc.returncode != 0:
+        pytest.fail(f"sshd did not start: {proc.stderr[-3000:]}")
+    yield {"host": "127.0.0.1", "port": int(proc.stdout.split()[-1]), "user": "root",
+           "key_file": str(state / "client_key"), "known_hosts": str(state / "known_hosts"),
+           "state": state}
+    if not was_running:
+        subprocess.run(["bash", str(_REPO / "deploy" / "dev" / "sshd-login-stop.sh"),
+                        str(state)], capture_output=True, timeout=60, check=False)
+
+
 from tests.checkpoint.conftest import s3_server  # noqa: E402,F401 - the SeaweedFS fixture, shared

@@ -40,3 +40,22 @@ def counter(total: int, every: int) -> int:
         if ctx.should_stop() and done < total:
             ctx.exit_preempted()
     return int(acc.sum())
+
+
+def stubborn_counter(total: int, every: int) -> int:
+    """Like :func:`counter`, but it never honours a stop request: only a kill stops it, and it
+    goes on from its last periodic checkpoint when it runs again."""
+    import gridbridge
+
+    ctx = gridbridge.context()
+    start, acc = 0, np.zeros(4, dtype=np.int64)
+    if ctx.checkpoint.latest() is not None:
+        ck = ctx.checkpoint.restore()
+        start, acc = ck.step, np.asarray(ck.state["acc"])
+        print(f"resumed from step {start}", flush=True)
+    for step in range(start, total):
+        acc += np.arange(4, dtype=np.int64) * step
+        time.sleep(0.01)
+        if (step + 1) % every == 0:
+            ctx.checkpoint.save(step + 1, {"acc": acc})
+    return int(acc.sum())

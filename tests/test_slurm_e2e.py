@@ -4,6 +4,7 @@ control plane between ``sbatch`` and recording the job id."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -171,3 +172,55 @@ def test_kill_minus_nine_between_sbatch_and_recording_the_id_adopts_the_job(
     assert sum(line.strip().endswith(f":{attempt.id}") for line in comments.splitlines()) == 1
     time.sleep(0.1)
     assert os.path.exists(log)
+
+
+@pytest.mark.parametrize("deadline_s", [None, 150.0], ids=["left-requeued", "moved"])
+def test_a_job_slurm_requeues_is_left_there_or_moved_as_the_cost_model_decides(
+    tmp_path: Path, slurm_cluster: dict[str, str], deadline_s: float | None
+) -> None:
+    # A job that ignores the warning signal is killed at the end of the grace time, and with
+    # requeue: true Slurm queues it again under the same id. Staying is cheapest; with a
+    # deadline the expected wait in scavenger's queue would miss, so it moves to normal.
+    grid = parse_config(grid_data(tmp_path, slurm_site({
+        "scavenger": {"price": {"per_core_hour": SCAVENGER_RATE}, "preemptible": True},
+        "normal": {"price": {"per_core_hour": NORMAL_RATE}},
+    }, requeue=True)))
+    total = 4000
+    options: dict[str, Any] = {"cpus": 1, "name": "stubborn", "walltime_s": 600,
+                               "resources": {"expected_runtime_s": 60},
+                               "checkpoint": {"resumable": True}}
+    if deadline_s is not None:
+        from datetime import UTC, datetime, timedelta
+
+        options["constraints"] = {"deadline": datetime.now(UTC) + timedelta(seconds=deadline_s)}
+    with Client(grid) as client:
+        f = client.submit(jobs.stubborn_counter, total, 100, **options)
+        from gridbridge import checkpoint
+
+        store = checkpoint.open(client.store.job(f.job_id).checkpoint_url)
+        wait_until(lambda: f.status() is JobState.RUNNING and (store.latest() or 0) >= 300,
+                   90, "the job to run in scavenger and commit step 300")
+        assert client.store.attempts(f.job_id)[0].offer_key == "scavenger"
+        hold = "sleep 20" if deadline_s is None else "sleep 600"
+        preemptor = sbatch("-p", "priority", "-c", "4", "--job-name=preemptor", "--wrap", hold)
+        try:
+            with contextlib.suppress(TimeoutError):
+                f.wait(240)
+        finally:
+            subprocess.run(["scancel", preemptor], check=False, timeout=30)
+        story = "\n".join(f"{e.kind} {e.new} {e.reason}" for e in client.store.events(f.job_id))
+        assert f.result(timeout=1) == sum(s * 6 for s in range(total)), story
+        attempts = client.store.attempts(f.job_id)
+        requeued = [e.reason for e in client.store.events(f.job_id) if e.kind == "requeued"]
+        logs = f.logs()
+    assert requeued, "the story must say the site requeued the attempt"
+    assert "requeued there by the site (1x)" in requeued[0]
+    if deadline_s is None:
+        assert "left requeued on cluster (scavenger)" in requeued[0], requeued
+        assert [a.state for a in attempts] == [AttemptState.SUCCEEDED]
+        assert "rerun 1: requeued by the site" in logs and "resumed from step" in logs
+    else:
+        assert "moved from the queue of cluster (scavenger)" in requeued[0], requeued
+        assert "to cluster (normal)" in requeued[0], requeued
+        assert [a.state for a in attempts] == [AttemptState.PREEMPTED, AttemptState.SUCCEEDED]
+        assert attempts[1].offer_key == "normal"

@@ -1,0 +1,88 @@
+"""Slurm driven over SSH, as from a laptop to a cluster's login node: the adapter contract
+through a real OpenSSH server (paramiko, strict host keys), and what happens when the host key
+is unknown or has changed: a clear refusal, and nothing run."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gridbridge.adapters._run import HostKeyRefused, SSHRunner, SSHTarget
+from gridbridge.adapters.slurm import SlurmAdapter
+from gridbridge.config import Capacity, RuntimeSettings, SiteConfig
+from gridbridge.testing import AdapterContract
+
+pytestmark = [pytest.mark.slurm, pytest.mark.ssh]
+
+
+def login_site(ssh_login: dict[str, Any], **login: Any) -> SiteConfig:
+    target = {k: ssh_login[k] for k in ("host", "port", "user", "key_file", "known_hosts")}
+    return SiteConfig(name="remote", adapter="slurm", capacity=Capacity(cpus=64),
+                      uncertain_submit="replace",
+                      runtime=RuntimeSettings(python=sys.executable, shared_filesystem=True),
+                      options={"partitions": {"normal": {}}, "login": {**target, **login}})
+
+
+class TestSlurmOverSSHContract(AdapterContract):
+    @pytest.fixture
+    def adapter(self, tmp_path: Path, slurm_cluster: dict[str, str],
+                ssh_login: dict[str, Any]) -> Iterator[SlurmAdapter]:
+        site = login_site(ssh_login)
+        site = site.model_copy(update={"options": {
+            **site.options, "remote_dir": str(tmp_path / "work" / "remote")}})
+        adapter = SlurmAdapter(site, tmp_path / "work")
+        assert isinstance(adapter.runner, SSHRunner)
+        yield adapter
+        adapter.cancel([o.native_id for o in adapter.owned()])
+
+    @pytest.fixture
+    def workspace(self, tmp_path: Path) -> Path:
+        path = tmp_path / "shared"
+        path.mkdir()
+        return path
+
+
+def test_an_unknown_host_key_is_refused_and_nothing_runs(
+    tmp_path: Path, ssh_login: dict[str, Any]
+) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    marker = tmp_path / "ran"
+    target = SSHTarget(host=ssh_login["host"], port=ssh_login["port"], user=ssh_login["user"],
+                       key_file=ssh_login["key_file"], known_hosts=str(empty))
+    with pytest.raises(HostKeyRefused, match="unknown") as info:
+        SSHRunner(target).run(["touch", str(marker)])
+    assert "ssh-keyscan" in str(info.value), "the message says how to add the key"
+    assert not marker.exists()
+
+
+def test_a_changed_host_key_is_refused_and_nothing_runs(
+    tmp_path: Path, ssh_login: dict[str, Any]
+) -> None:
+    # known_hosts names the server with another key: what a man in the middle looks like.
+    import paramiko
+
+    other = paramiko.Ed25519Key.from_private_key_file(ssh_login["key_file"])
+    wrong = tmp_path / "known_hosts"
+    wrong.write_text(f"[{ssh_login['host']}]:{ssh_login['port']} {other.get_name()} "
+                     f"{other.get_base64()}\n")
+    marker = tmp_path / "ran"
+    target = SSHTarget(host=ssh_login["host"], port=ssh_login["port"], user=ssh_login["user"],
+                       key_file=ssh_login["key_file"], known_hosts=str(wrong))
+    with pytest.raises(HostKeyRefused, match="CHANGED"):
+        SSHRunner(target).run(["touch", str(marker)])
+    assert not marker.exists()
+
+
+def test_a_slurm_site_behind_an_unknown_key_refuses_before_any_command(
+    tmp_path: Path, slurm_cluster: dict[str, str], ssh_login: dict[str, Any]
+) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    adapter = SlurmAdapter(login_site(ssh_login, known_hosts=str(empty)), tmp_path / "work")
+    with pytest.raises(HostKeyRefused):
+        adapter.offers()
