@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from gridbridge.adapter import SubmitRejected
-from gridbridge.config import SiteConfig, prologue_script
+from gridbridge.config import ENV_NAME_PATTERN, SiteConfig, prologue_script
 from gridbridge.job_context import PREEMPTED_EXIT_CODE
 from gridbridge.runtime import ALREADY_RAN_EXIT_CODE
 
@@ -33,6 +33,7 @@ __all__ = [
     "safe_job_name",
 ]
 
+_ENV_NAME = re.compile(ENV_NAME_PATTERN)
 ATTEMPT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
 """What an attempt id may look like on a site: it names folders and goes into job comments."""
 
@@ -58,12 +59,17 @@ def runtime_argv(site: SiteConfig, launch_url: str, scratch: str,
 
 
 def job_script(site: SiteConfig, argv: Sequence[str], directives: Sequence[str] = (),
-               comment: str = "") -> str:
+               comment: str = "", env: Mapping[str, str] | None = None) -> str:
     """The batch script: ``#!/bin/bash``, the directives (already rendered and quoted by the
-    adapter), then ``exec`` of the runtime so that the batch system's signals reach it."""
+    adapter), ``export`` of ``env`` (names checked, values quoted), then ``exec`` of the
+    runtime so that the batch system's signals reach it."""
     lines = ["#!/bin/bash", *directives]
     if comment:
         lines.append("# " + comment.replace("\n", " "))
+    for name, value in (env or {}).items():
+        if not _ENV_NAME.fullmatch(name):
+            raise ValueError(f"not an environment variable name: {name!r}")
+        lines.append(f"export {name}={shlex.quote(value)}")
     if site.runtime.prologue:
         command = ["bash", "-c", prologue_script(site.runtime.prologue), "gridbridge-run", *argv]
     else:

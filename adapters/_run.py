@@ -152,10 +152,16 @@ class SSHRunner:
             raise HostKeyRefused(
                 f"{self.describe()}: cannot read known_hosts {known}: {exc.strerror or exc}"
             ) from None
+        except Exception as exc:  # paramiko's InvalidHostKey: @cert-authority, @revoked lines
+            raise HostKeyRefused(
+                f"{self.describe()}: cannot use known_hosts {known}: {exc} (lines with "
+                "@cert-authority or @revoked markers are not supported; keep plain host "
+                "lines in the file gridbridge reads)"
+            ) from None
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         sock = socket.create_connection((t.host, t.port), timeout=t.connect_timeout_s)
-        _tune_socket(sock, t)
         try:
+            _tune_socket(sock, t)
             client.connect(
                 t.host, port=t.port, username=t.user, key_filename=t.key_file,
                 sock=sock, timeout=t.connect_timeout_s, banner_timeout=t.connect_timeout_s,
@@ -163,14 +169,14 @@ class SSHRunner:
                 look_for_keys=t.key_file is None,
             )
         except paramiko.BadHostKeyException as exc:
-            sock.close()
+            _close(client, sock)
             raise HostKeyRefused(
                 f"{self.describe()}: the host key CHANGED (got {exc.key.get_name()} "
                 f"{exc.key.get_base64()[:16]}..., known_hosts {known} has another); refusing "
                 "to connect. If the host was reinstalled, replace its line in known_hosts."
             ) from None
         except paramiko.SSHException as exc:
-            sock.close()
+            _close(client, sock)
             if "not found in known_hosts" in str(exc):
                 raise HostKeyRefused(
                     f"{self.describe()}: the host key is unknown (not in {known}); refusing to "
@@ -178,6 +184,9 @@ class SSHRunner:
                     "(after checking the fingerprint)"
                 ) from None
             raise RunnerError(f"{self.describe()}: SSH failed: {exc}") from None
+        except Exception as exc:
+            _close(client, sock)
+            raise RunnerError(f"{self.describe()}: cannot connect: {exc}") from None
         transport = client.get_transport()
         if transport is not None:
             transport.set_keepalive(max(1, round(t.keepalive_s)))
@@ -207,8 +216,9 @@ class SSHRunner:
         with self._slots:
             client = self._session()
             deadline = time.monotonic() + timeout
+            transport = client.get_transport()
+            channel = None
             try:
-                transport = client.get_transport()
                 channel = transport.open_session(timeout=timeout)
                 channel.settimeout(timeout)
                 channel.exec_command(command)
@@ -225,28 +235,41 @@ class SSHRunner:
                             and not channel.recv_stderr_ready()):
                         break
                     if time.monotonic() > deadline:
-                        channel.close()
                         raise CommandTimeout(
                             f"{self.describe()}: {argv[0]} did not finish within {timeout:g}s"
                         )
-                    time.sleep(0.002)
+                    channel.status_event.wait(0.005)
                 code = channel.recv_exit_status()
-                channel.close()
-            except (OSError, EOFError) as exc:
-                self.close()
+                if code == -1 and not transport.is_active():
+                    # paramiko closes the channel of a dead connection as if the command ended
+                    raise RunnerError(f"{self.describe()}: connection lost while {argv[0]} ran")
+            except RunnerError:
+                self._drop(transport)
+                raise
+            except Exception as exc:  # socket errors, EOF, paramiko's own
+                self._drop(transport)
                 raise RunnerError(f"{self.describe()}: connection failed: {exc}") from None
-            except Exception as exc:
-                if isinstance(exc, RunnerError):
-                    raise
-                self.close()
-                raise RunnerError(f"{self.describe()}: SSH failed: {exc}") from None
+            finally:
+                if channel is not None:
+                    channel.close()
         return Completed(code, out.decode(errors="replace"), err.decode(errors="replace"))
+
+    def _drop(self, transport: Any) -> None:
+        """Drop the pooled connection only if it is dead: a failed command must not cut the
+        other commands running over it."""
+        if transport is None or not transport.is_active():
+            self.close()
 
     def close(self) -> None:
         with self._lock:
             if self._client is not None:
                 self._client.close()
                 self._client = None
+
+
+def _close(client: Any, sock: socket.socket) -> None:
+    client.close()
+    sock.close()
 
 
 def _tune_socket(sock: socket.socket, target: SSHTarget) -> None:

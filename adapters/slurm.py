@@ -16,11 +16,16 @@ checkpoints and exits 75, and gridbridge continues the remainder in a new attemp
 What this Slurm really shows (22.05; ``deploy/dev/slurm-start.sh`` records how the test cluster
 was measured):
 
-* jobs are submitted ``--no-requeue``: a preempted job ends ``PREEMPTED`` and placement decides
-  where its remainder runs (the same partition, another, or another site). A requeued job would
-  relaunch the same attempt, which the runtime refuses (exit 76), so requeue is never left to
-  Slurm; an operator's ``scontrol requeue`` therefore ends the attempt as LOST, and the job
-  goes on from its checkpoint;
+* jobs are submitted ``--no-requeue`` unless the site sets ``requeue: true``: a preempted job
+  then ends ``PREEMPTED`` and placement decides where its remainder runs (the same partition,
+  another, or another site). With ``requeue: true`` a job still running at the end of its
+  grace time is requeued by Slurm under the same id, its rerun continues from the checkpoint
+  (``--rerun-env SLURM_RESTART_COUNT``), and the control plane decides with the cost model
+  whether to leave it queued there or move it. Without it, an operator's ``scontrol requeue``
+  relaunches an attempt the runtime refuses (exit 76): the attempt is LOST and the job goes on
+  from its checkpoint;
+* suspension (``PreemptMode=SUSPEND``/``GANG``) is not detected as a preemption: a suspended
+  job is reported running;
 * a job that exits by itself during its preemption grace time may be recorded ``TIMEOUT``, and
   one stopped by the warning signal ``FAILED`` with exit 75: whether an end was the time limit
   is judged from the run time against the limit, not from the word;
@@ -35,11 +40,12 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, ClassVar
 
@@ -120,6 +126,9 @@ _WHY: Mapping[str, str] = {
 }
 _DURATION = re.compile(r"(?:(\d+)-)?(\d+(?::\d+){0,2})")
 _SIGNAL_SLACK_S = 65.0
+_UNCERTAIN = ("socket timed out", "unable to contact slurm controller", "connection refused",
+              "communication connection failure", "slurm_receive_msg", "zero bytes were")
+"""sbatch errors after which the job may have been queued all the same."""
 """Slurm may deliver ``--signal`` up to 60 s before the requested time (its event resolution)."""
 _SQUEUE_FIELDS = ("JobID", "State", "Reason", "Partition", "restartcnt", "exit_code",
                   "TimeLimit", "StartTime", "EndTime", "Comment")
@@ -220,6 +229,7 @@ class SlurmAdapter:
         self._dir_made = False
         self._limits: dict[str, float | None] = {}
         self._nodes: dict[str, set[str]] = {}
+        self._used: dict[str, tuple[float, float]] = {}
 
     # plumbing -----------------------------------------------------------------------------
 
@@ -228,7 +238,8 @@ class SlurmAdapter:
 
     def _run(self, argv: list[str], *, input: str | None = None) -> Completed:
         argv = [self._cmd(argv[0]), *argv[1:]]
-        return self.runner.run(argv, input=input, timeout=self.options.command_timeout_s)
+        return self.runner.run(argv, input=input, timeout=self.options.command_timeout_s,
+                               env={"TZ": "UTC"})  # times in UTC, whatever the cluster's zone
 
     def _ensure_dir(self) -> None:
         """Create the run folder once and make its path absolute (Slurm would read a relative
@@ -270,10 +281,18 @@ class SlurmAdapter:
                             default_python)
         if self.options.requeue:
             argv += ["--rerun-env", "SLURM_RESTART_COUNT"]
-        script = job_script(self.site, argv, comment=f"gridbridge attempt {request.attempt_id}")
+        # The values of runtime.env_names travel in the script when sbatch runs on a login
+        # node (locally, --export=ALL hands the runtime this process's environment anyway).
+        env = ({n: os.environ[n] for n in self.site.runtime.env_names if n in os.environ}
+               if self.options.login else None)
+        script = job_script(self.site, argv, comment=f"gridbridge attempt {request.attempt_id}",
+                            env=env)
         done = self._run(self.sbatch_argv(request, partition), input=script)
         if done.returncode != 0:
-            raise SubmitRejected(f"sbatch refused the job: {(done.stderr or done.stdout).strip()}")
+            words = (done.stderr or done.stdout).strip()
+            if any(m in words.lower() for m in _UNCERTAIN):  # it may have been queued
+                raise RunnerError(f"sbatch did not get an answer from Slurm: {words}")
+            raise SubmitRejected(f"sbatch refused the job: {words}")
         native = done.stdout.strip().split(";")[0]
         if not native.isdigit():
             raise RunnerError(f"sbatch answered something that is not a job id: {done.stdout!r}")
@@ -288,7 +307,7 @@ class SlurmAdapter:
             if limit is not None:
                 walltime = min(walltime, limit)
         minutes = max(1, math.ceil(walltime / 60))
-        warn = min(o.signal_before_s, max(10, minutes * 60 // 2))
+        warn = self._warning_s(walltime)
         argv = [
             "sbatch", "--parsable",
             f"--job-name={safe_job_name(request.spec.name, request.attempt_id)}",
@@ -389,11 +408,14 @@ class SlurmAdapter:
     def _sacct(self, ids: Sequence[str]) -> dict[str, _Row]:
         fields = "JobIDRaw,State,ExitCode,Partition,ElapsedRaw,TimelimitRaw"
         rows: dict[str, _Row] = {}
+        answered, errors = False, []
         for argv in (["sacct", "-X", "--parsable2", "-n", "-o", fields, "-j", ",".join(ids)],
                      ["sacct", "-c", "--parsable2", "-n", "-o", fields, "-j", ",".join(ids)]):
             done = self._run(argv)
             if done.returncode != 0:
+                errors.append((done.stderr or done.stdout).strip())
                 continue  # no accounting database: the completion log (-c) is next
+            answered = True
             for line in done.stdout.splitlines():
                 parts = line.split("|")
                 if len(parts) < 6 or not parts[0].isdigit():
@@ -405,8 +427,11 @@ class SlurmAdapter:
                     partition=parts[3], exit_code=_int(code), signal=_int(sig) or 0,
                     elapsed_s=_int(parts[4]),
                     time_limit_s=None if limit_min is None else limit_min * 60.0)
-            if rows:
+            if len(rows) == len(set(ids)):
                 break
+        if not answered:  # never "unknown, so LOST" because the history could not be read
+            raise RunnerError(f"sacct cannot tell what became of jobs {', '.join(ids)}: "
+                              f"{' / '.join(errors)[-1000:]}")
         return rows
 
     def _status(self, row: _Row) -> AttemptStatus:
@@ -423,7 +448,7 @@ class SlurmAdapter:
             state = AttemptState.PREEMPTED  # stopped on Slurm's warning signal, checkpointed
         if state.terminal and code == ALREADY_RAN_EXIT_CODE:
             state, reason = AttemptState.LOST, "a second launch of the attempt (a requeue?)"
-        if state is AttemptState.PREEMPTED and word != "BOOT_FAIL":
+        if state is AttemptState.PREEMPTED and word not in {"BOOT_FAIL", "PREEMPTED"}:
             walltime = self._at_time_limit(row)
             if walltime:
                 reason = "time limit reached"
@@ -435,26 +460,37 @@ class SlurmAdapter:
             # requeue counts once the job waits in the queue again (not while it completes or
             # sits out its BeginTime), when Slurm can estimate when it will run.
             settled = word != "COMPLETING" and row.reason != "BeginTime"
-            if state is AttemptState.SUBMITTED:
+            waiting = state is AttemptState.SUBMITTED
+            if waiting:
                 native += f", requeued {row.restarts}x"
             return AttemptStatus(state=AttemptState.RUNNING, native_state=native,
                                  reason=f"requeued by Slurm after a preemption "
                                         f"({row.restarts}x)",
                                  requeues=row.restarts if settled else row.restarts - 1,
-                                 queue_wait_s=row.expected_wait_s)
+                                 queued=waiting and settled,
+                                 queue_wait_s=row.expected_wait_s if waiting else None)
         if state is AttemptState.FAILED and row.signal and not reason:
             reason = f"killed by signal {row.signal}"
         if state is AttemptState.CANCELLED and not reason:
             reason = "cancelled in Slurm"
+        pending = state is AttemptState.SUBMITTED
         return AttemptStatus(state=state, native_state=native,
                              exit_code=code if state.terminal else None,
-                             reason=reason, walltime=walltime, requeues=row.restarts)
+                             reason=reason, walltime=walltime, requeues=row.restarts,
+                             queued=pending,
+                             queue_wait_s=row.expected_wait_s if pending else None)
 
     def _at_time_limit(self, row: _Row) -> bool:
         if row.time_limit_s is None or row.elapsed_s is None:
             return row.state == "TIMEOUT"
-        margin = self.options.signal_before_s + _SIGNAL_SLACK_S
+        margin = self._warning_s(row.time_limit_s) + _SIGNAL_SLACK_S
         return row.elapsed_s >= row.time_limit_s - margin
+
+    def _warning_s(self, limit_s: float) -> int:
+        """How long before a time limit of ``limit_s`` the runtime is signalled (at most half
+        of it, at least 10 s)."""
+        minutes = max(1, math.ceil(limit_s / 60))
+        return min(self.options.signal_before_s, max(10, minutes * 60 // 2))
 
     # cancel, owned ------------------------------------------------------------------------
 
@@ -524,8 +560,17 @@ class SlurmAdapter:
         return jobs
 
     def _allocation_used(self, partition: str) -> float:
-        """Core-hours gridbridge's jobs have used in ``partition`` (finished runs)."""
-        for argv in (["sacct", "-X", "-a", "--parsable2", "-n", "-r", partition, "-o",
+        """Core-hours gridbridge's jobs of this user have used in ``partition`` (finished
+        runs), read at most once a minute."""
+        cached = self._used.get(partition)
+        if cached is not None and time.monotonic() - cached[0] < 60:
+            return cached[1]
+        used = self._read_allocation_used(partition)
+        self._used[partition] = (time.monotonic(), used)
+        return used
+
+    def _read_allocation_used(self, partition: str) -> float:
+        for argv in (["sacct", "-X", "--parsable2", "-n", "-r", partition, "-o",
                       "JobName,NCPUS,ElapsedRaw", "-S", "2000-01-01"],
                      ["sacct", "-c", "--parsable2", "-n", "-o",
                       "JobName,Partition,NCPUS,ElapsedRaw"]):
@@ -625,7 +670,7 @@ def _timestamp(text: str) -> float | None:
     if not text or not text[0].isdigit():
         return None
     try:
-        return datetime.fromisoformat(text).timestamp()  # Slurm prints local time
+        return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()  # run with TZ=UTC
     except ValueError:
         return None
 

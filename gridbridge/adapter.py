@@ -176,6 +176,9 @@ class AttemptStatus(BaseModel):
     """How many times the site took the attempt back and queued it again itself (a Slurm
     ``--requeue``): it runs again under the same native id, from its last checkpoint. The
     control plane then decides whether to leave it queued there or move it."""
+    queued: bool = False
+    """It waits in the site's queue (with ``requeues`` > 0: taken back and queued again, not
+    yet running again). Only then is there anything to decide about leaving it there."""
     queue_wait_s: float | None = Field(default=None, ge=0)
     """For an attempt waiting in the site's queue: how long the site expects it to wait before
     it runs (None: the site cannot say)."""

@@ -190,13 +190,13 @@ def sites_list(
             rows.append({**base, "note": f"offers: {calls.outcomes[site.name].error}"})
             continue
         for o in answers[site.name]:
-            rows.append({**base, "free_cpus": o.cpus, "free_gpus": o.gpus,
+            rows.append({**base, "offer": o.key, "free_cpus": o.cpus, "free_gpus": o.gpus,
                          "price_core_h": fmt_money(o.price.per_core_hour),
                          "price_h": fmt_money(o.price.per_hour), "preemptible": o.preemptible,
                          "preempt_per_h": o.preemption_rate_per_hour, "note": o.note})
     emit(console, "sites", ["site", "adapter", "tier", "health", "since", "last_error",
-                            "free_cpus", "free_gpus", "price_core_h", "price_h", "preemptible",
-                            "preempt_per_h", "note"], rows, fmt)
+                            "offer", "free_cpus", "free_gpus", "price_core_h", "price_h",
+                            "preemptible", "preempt_per_h", "note"], rows, fmt)
 
 
 @app.command()

@@ -199,6 +199,7 @@ class Reconciler:
         if not self.acquire():
             return report
         self.calls.begin_tick()
+        self._requeued = []  # decisions are made on this tick's poll, never a stale one
         budget = [self.config.limits.max_submissions_per_tick]
         try:
             submitting = [a for a in self.store.active_attempts()
@@ -381,6 +382,8 @@ class Reconciler:
         self.adapters[site].cancel(native_ids)
 
     def _poll(self, active: Sequence[Attempt], report: TickReport) -> None:
+        live = {a.id for a in active}
+        self._requeues = {aid: n for aid, n in self._requeues.items() if aid in live}
         by_site: dict[str, list[Attempt]] = defaultdict(list)
         for attempt in active:
             if attempt.native_id is not None and attempt.site in self.adapters:
@@ -392,9 +395,7 @@ class Reconciler:
             for attempt, status, verdict in seen:
                 with _one_attempt("apply the status of", attempt.id):
                     if verdict is None:
-                        if status.requeues > self._requeues.get(attempt.id, 0):
-                            self._requeues[attempt.id] = status.requeues
-                            self._requeued.append((attempt, status))
+                        self._note_requeue(attempt, status)
                         if status.state is attempt.state:
                             continue
                         if self.store.mark_running(attempt, status.native_state, self.holder):
@@ -404,6 +405,28 @@ class Reconciler:
                     elif self._conclude_verdict(attempt, verdict):
                         report.ended[attempt.id] = verdict.status.state
         self._end_lost(lost, report)
+
+    def _note_requeue(self, attempt: Attempt, status: AttemptStatus) -> None:
+        """A site requeued the attempt again: if it waits in the queue, decide (in the place
+        phase) whether to leave it there; if it already runs again, only tell the story. The
+        counts already told survive a restart in the story itself."""
+        if status.requeues <= self._requeues.get(attempt.id, 0) or status.state.terminal:
+            return
+        if attempt.id not in self._requeues:
+            told = [e for e in self.store.events(attempt.job_id)
+                    if e.kind == "requeued" and e.attempt_id == attempt.id]
+            self._requeues[attempt.id] = len(told)
+            if status.requeues <= len(told):
+                return
+        self._requeues[attempt.id] = status.requeues
+        if status.queued:
+            self._requeued.append((attempt, status))
+            return
+        where = attempt.site + (f" ({attempt.offer_key})" if attempt.offer_key else "")
+        self.store.add_event(attempt.job_id, "requeued",
+                             f"attempt {attempt.number} preempted on {where} and requeued there "
+                             f"by the site ({status.requeues}x); already running again",
+                             self.holder, attempt_id=attempt.id)
 
     def _poll_site(
         self, site: str, attempts: Sequence[Attempt]
@@ -553,8 +576,14 @@ class Reconciler:
         """An attempt its site preempted and queued again: leave it there, or cancel it there
         and let placement move the job (the story says which, and why)."""
         now = self.clock()
-        for attempt, status in requeued:
-            with _one_attempt("decide on the requeued", attempt.id):
+        for seen, status in requeued:
+            with _one_attempt("decide on the requeued", seen.id):
+                # Act only on the attempt as it stands now: still this native job, still live.
+                attempt = next((a for a in self.store.attempts(seen.job_id) if a.id == seen.id),
+                               None)
+                if (attempt is None or attempt.state.terminal
+                        or attempt.native_id != seen.native_id):
+                    continue
                 job = self.store.job(attempt.job_id)
                 if job.state.terminal or job.cancel_requested:
                     continue
@@ -565,17 +594,19 @@ class Reconciler:
                 self.store.add_event(job.id, "requeued",
                                      f"attempt {attempt.number} preempted on {where} and "
                                      f"requeued there by the site ({status.requeues}x); "
-                                     f"{choice.why}", self.holder)
+                                     f"{choice.why}", self.holder, attempt_id=attempt.id)
                 if choice.stay or attempt.native_id is None:
                     continue
-                if attempt.site not in self._cancel_native({attempt.site: [attempt.native_id]}):
-                    continue  # the site did not answer: decide again on its next requeue
+                # Conclude first: if the cancel below fails, the native job is an orphan the
+                # sweep cancels; the other order could leave a live attempt whose site says
+                # CANCELLED, which would end the user's job.
                 ended = AttemptStatus(state=AttemptState.PREEMPTED, native_state="requeued",
                                       reason=f"preempted and requeued on {where}; {choice.why}",
                                       requeues=status.requeues)
-                url = self.store.job(attempt.job_id).checkpoint_url
-                if self._conclude_verdict(attempt, judge(attempt, ended, url)):
-                    report.ended[attempt.id] = AttemptState.PREEMPTED
+                if not self._conclude_verdict(attempt, judge(attempt, ended, job.checkpoint_url)):
+                    continue
+                report.ended[attempt.id] = AttemptState.PREEMPTED
+                self._cancel_native({attempt.site: [attempt.native_id]})
 
     def _place_round(
         self, pending: Sequence[Job], offers: Sequence[Offer], report: TickReport,

@@ -84,8 +84,11 @@ def ssh_login() -> Iterator[dict[str, object]]:
 
     state = _REPO / ".peers" / "login"
     was_running = _daemon_alive(str(state / "sshd.pid"), "/usr/sbin/sshd")
+    import sys
+
     proc = subprocess.run(["bash", str(_REPO / "deploy" / "dev" / "sshd-login-start.sh"),
-                           str(state)], capture_output=True, text=True, timeout=600, check=False)
+                           str(state)], capture_output=True, text=True, timeout=600, check=False,
+                          env={**os.environ, "PYTHON": sys.executable})
     if proc.returncode != 0:
         pytest.fail(f"sshd did not start: {proc.stderr[-3000:]}")
     yield {"host": "127.0.0.1", "port": int(proc.stdout.split()[-1]), "user": "root",

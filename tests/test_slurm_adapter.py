@@ -610,3 +610,25 @@ def test_a_relative_remote_dir_still_gets_the_output(
     finally:
         adapter.cancel([nid])
     wait_until(lambda: "relative ok" in adapter.logs(nid), "the log line")
+
+
+# requeued jobs ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("word", "reason", "requeues", "queued"), [
+    ("COMPLETING", "None", 1, False),   # still being taken back: not counted yet
+    ("PENDING", "BeginTime", 1, False),  # sitting out cred_expire: not counted yet
+    ("PENDING", "Resources", 2, True),   # waiting in the queue again: decide now
+    ("RUNNING", "None", 2, False),       # already running again: nothing to decide
+])
+def test_a_requeued_job_counts_once_it_waits_again(tmp_path: Path, word: str, reason: str,
+                                                   requeues: int, queued: bool) -> None:
+    got = status(tmp_path, word, reason=reason, restarts=2, expected_wait_s=42.0)
+    assert got.state is AttemptState.RUNNING, "it lives on under the same id"
+    assert (got.requeues, got.queued) == (requeues, queued)
+    assert got.queue_wait_s == (42.0 if word == "PENDING" else None)
+    assert "requeued by Slurm after a preemption (2x)" in got.reason
+
+
+def test_a_preempted_word_is_never_walltime_even_near_the_limit(tmp_path: Path) -> None:
+    got = status(tmp_path, "PREEMPTED", exit_code=0, time_limit_s=3600.0, elapsed_s=3590.0)
+    assert (got.state, got.walltime) == (AttemptState.PREEMPTED, False)

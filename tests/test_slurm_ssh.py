@@ -4,7 +4,9 @@ is unknown or has changed: a clear refusal, and nothing run."""
 
 from __future__ import annotations
 
+import json
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -86,3 +88,32 @@ def test_a_slurm_site_behind_an_unknown_key_refuses_before_any_command(
     adapter = SlurmAdapter(login_site(ssh_login, known_hosts=str(empty)), tmp_path / "work")
     with pytest.raises(HostKeyRefused):
         adapter.offers()
+
+
+def test_runtime_env_names_travel_to_the_job_over_ssh(
+    tmp_path: Path, slurm_cluster: dict[str, str], ssh_login: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The login node's environment is not ours: the values of runtime.env_names must reach the
+    # job anyway, literally (quotes, $(...), newlines), and nothing else of ours must.
+    value = "it's $(touch pwned) \"a;b\"\nline2"
+    monkeypatch.setenv("GB_STORAGE_HINT", value)
+    monkeypatch.setenv("GB_NOT_LISTED", "private")
+    site = login_site(ssh_login)
+    site = site.model_copy(update={
+        "runtime": site.runtime.model_copy(update={"env_names": ("GB_STORAGE_HINT",)}),
+        "options": {**site.options, "remote_dir": str(tmp_path / "remote")}})
+    adapter = SlurmAdapter(site, tmp_path / "work")
+    out = tmp_path / "env.json"
+    req = AdapterContract().request(tmp_path, sys.executable, """
+        import json, os, sys
+        json.dump({k: os.environ.get(k) for k in ("GB_STORAGE_HINT", "GB_NOT_LISTED")},
+                  open(sys.argv[1], "w"))
+        """, str(out))
+    nid = adapter.submit(req)
+    deadline = time.monotonic() + 60
+    while not adapter.poll([nid])[nid].state.terminal:
+        assert time.monotonic() < deadline, "the job did not finish"
+        time.sleep(0.2)
+    assert json.loads(out.read_text()) == {"GB_STORAGE_HINT": value, "GB_NOT_LISTED": None}
+    assert not (tmp_path / "remote" / "pwned").exists()

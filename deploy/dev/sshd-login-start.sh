@@ -6,6 +6,7 @@
 #
 # Leaves in STATE_DIR: port, client_key (+ .pub), known_hosts (the host key, for strict
 # checking), sshd.pid, sshd.log. Prints the port. Stop with sshd-login-stop.sh STATE_DIR.
+# $PYTHON (default python3) picks a free port.
 set -euo pipefail
 say() { printf 'sshd-login-start: %s\n' "$*" >&2; }
 fail() { say "ERROR: $*"; exit 1; }
@@ -52,7 +53,7 @@ cp "$DIR/client_key.pub" "$DIR/authorized_keys"
 chmod 600 "$DIR/authorized_keys" "$DIR/host_key" "$DIR/client_key"
 mkdir -p /run/sshd && chmod 755 /run/sshd   # sshd's privilege separation directory
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+PORT=$("${PYTHON:-python3}" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 cat > "$DIR/sshd_config" <<EOF
 ListenAddress 127.0.0.1
 Port $PORT
@@ -73,7 +74,7 @@ $SSHD -t -f "$DIR/sshd_config" || fail "sshd refused the config"
 $SSHD -f "$DIR/sshd_config" -E "$DIR/sshd.log" </dev/null
 printf '[127.0.0.1]:%s %s\n' "$PORT" "$(cut -d' ' -f1-2 "$DIR/host_key.pub")" > "$DIR/known_hosts"
 for _ in $(seq 50); do
-  running && python3 -c "import socket; socket.create_connection(('127.0.0.1', $PORT), 1)" 2>/dev/null && break
+  running && "${PYTHON:-python3}" -c "import socket; socket.create_connection(('127.0.0.1', $PORT), 1)" 2>/dev/null && break
   sleep 0.1
 done
 running || fail "sshd did not start; see $DIR/sshd.log"

@@ -1,0 +1,230 @@
+#!/usr/bin/env bash
+# edge-start.sh STATE_DIR [N]: a fleet of N (default 3) real OpenSSH "edge nodes" for the tests
+# of the edge adapter. Each node is a network namespace of its own with one sshd running inside
+# it, reached from this host over a veth pair, so a test can cut one node's link (a silent
+# partition: the node keeps running, packets vanish) or kill its sshd (a crash) while the other
+# nodes stay up. Installs openssh-server and iproute2 with apt when missing (root only; a
+# temporary policy-rc.d keeps the package from starting the system's sshd). Never touches the
+# system's sshd or any namespace, link or address it did not make.
+#
+# Idempotent: run again on the same STATE_DIR, it keeps what is there and repairs what is not
+# (a missing namespace or veth, a host-side link left down, a dead sshd). Prints the path of
+# STATE_DIR/nodes.json. Control with edge-ctl.sh, stop with edge-stop.sh.
+#
+# Addressing (reserved for these tests: 10.213.0.0/16, nothing else on this machine uses it):
+#   node i gets the first free /24 10.213.K.0/24 (K in 1..254, free = no host interface holds an
+#   address in it): host side 10.213.K.1 on veth "<prefix><i>h", node side 10.213.K.2 on
+#   "eth0" inside netns "<prefix><i>"; sshd listens on 10.213.K.2:22. A node has no default
+#   route, so nothing it sends can leave its /24. On the host, a route
+#   "unreachable 10.213.0.0/16 metric 4000" (the safety route) stays under the connected routes:
+#   while a host-side veth is down (a partition) its connected route is gone and traffic for
+#   that node fails with "No route to host" here instead of following the default route off the
+#   machine. The safety route is added once for all fleets (marker /run/gridbridge-edge/) and
+#   removed by edge-stop.sh when no fleet address is left.
+#
+# Env: GB_EDGE_PREFIX  names of the namespaces and host-side veths (default gbfleet, 1..10 of
+#                      [a-z0-9], starting with a letter); give each concurrent fleet its own.
+#                      A STATE_DIR keeps the prefix it was started with.
+#
+# Leaves in STATE_DIR:
+#   client_key (+ .pub)  the client identity for every node (ed25519, root login)
+#   authorized_keys      that key, for every node's sshd
+#   known_hosts          one line per node address with that node's own host key
+#   nodes.json           [{"name", "address", "port", "netns", "pidfile", "host_veth"}, ...]
+#                        (one node per line; edge-ctl.sh and edge-stop.sh act only on these)
+#   prefix               the GB_EDGE_PREFIX of this fleet
+#   edgeI/               host_key (+ .pub), sshd_config, sshd.pid, sshd.log
+set -euo pipefail
+say() { printf 'edge-start: %s\n' "$*" >&2; }
+fail() { say "ERROR: $*"; exit 1; }
+
+[ $# -ge 1 ] && [ $# -le 2 ] || fail "usage: edge-start.sh STATE_DIR [N]"
+N=${2:-3}
+[[ $N =~ ^[1-9][0-9]?$ ]] && [ "$N" -le 50 ] || fail "N must be 1..50"
+[ "$(id -u)" = 0 ] || fail "needs root (network namespaces, sshd with root login)"
+SSHD=/usr/sbin/sshd
+NET=10.213
+SAFETY="unreachable $NET.0.0/16"
+SHARED=/run/gridbridge-edge
+
+mkdir -p "$1"
+DIR=$(cd "$1" && pwd)
+# Paths go into sshd_config and JSON unquoted: keep them plain.
+[[ $DIR =~ ^[A-Za-z0-9._/+@,:-]+$ ]] || fail "STATE_DIR must be a plain path: $DIR"
+
+# --- packages -----------------------------------------------------------------------------
+missing=()
+[ -x "$SSHD" ] && command -v ssh-keygen >/dev/null || missing+=(openssh-server)
+command -v ip >/dev/null || missing+=(iproute2)
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]}"
+  made_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
+    made_policy=1
+  fi
+  apt=(apt-get -q -y -o DPkg::Lock::Timeout=600)
+  export DEBIAN_FRONTEND=noninteractive
+  rc=0
+  "${apt[@]}" install --no-install-recommends "${missing[@]}" >&2 \
+    || { "${apt[@]}" update >&2 && "${apt[@]}" install --no-install-recommends "${missing[@]}" >&2; } \
+    || rc=$?
+  [ $made_policy = 1 ] && rm -f /usr/sbin/policy-rc.d
+  [ $rc = 0 ] || fail "apt-get install ${missing[*]} failed ($rc)"
+fi
+
+# One fleet at a time changes addresses and the safety route (fd 9 is closed for sshd).
+mkdir -p "$SHARED"
+exec 9>"$SHARED/lock"
+flock -w 120 9 || fail "another edge-start/edge-stop holds $SHARED/lock"
+
+# --- prefix and what this STATE_DIR already holds -----------------------------------------
+recorded_prefix=$(cat "$DIR/prefix" 2>/dev/null || true)
+PREFIX=${GB_EDGE_PREFIX:-${recorded_prefix:-gbfleet}}
+[[ $PREFIX =~ ^[a-z][a-z0-9]{0,9}$ ]] || fail "GB_EDGE_PREFIX must be 1..10 of [a-z0-9], a letter first"
+if [ -n "$recorded_prefix" ] && [ "$recorded_prefix" != "$PREFIX" ] && [ -s "$DIR/nodes.json" ]; then
+  fail "$DIR was started with prefix $recorded_prefix, not $PREFIX: stop it first (edge-stop.sh $DIR)"
+fi
+
+# nodes.json has one node a line, in the exact form write_nodes prints; read it back with sed.
+nodes_tsv() {  # file -> name address port netns pidfile host_veth, tab-separated
+  sed -n 's/^ *{"name": "\([^"]*\)", "address": "\([^"]*\)", "port": \([0-9]*\), "netns": "\([^"]*\)", "pidfile": "\([^"]*\)", "host_veth": "\([^"]*\)"}.*$/\1\t\2\t\3\t\4\t\5\t\6/p' "$1"
+}
+declare -A rec_ns=()
+if [ -s "$DIR/nodes.json" ]; then
+  while IFS=$'\t' read -r name _ _ ns _ _; do rec_ns[$name]=$ns; done < <(nodes_tsv "$DIR/nodes.json")
+  [ ${#rec_ns[@]} -le "$N" ] \
+    || fail "$DIR holds ${#rec_ns[@]} nodes, more than N=$N: stop it first (edge-stop.sh $DIR)"
+fi
+echo "$PREFIX" >"$DIR/prefix"
+
+declare -a names=() addrs=()
+write_nodes() {  # the nodes made so far -> nodes.json (atomically)
+  local i sep
+  {
+    echo "["
+    for i in "${!names[@]}"; do
+      sep=","; [ "$i" = $((${#names[@]} - 1)) ] && sep=""
+      printf '  {"name": "%s", "address": "%s", "port": 22, "netns": "%s", "pidfile": "%s", "host_veth": "%s"}%s\n' \
+        "${names[$i]}" "${addrs[$i]}" "$PREFIX$((i + 1))" "$DIR/${names[$i]}/sshd.pid" \
+        "$PREFIX$((i + 1))h" "$sep"
+    done
+    echo "]"
+  } >"$DIR/nodes.json.tmp"
+  mv "$DIR/nodes.json.tmp" "$DIR/nodes.json"
+}
+
+netns_inode() { stat -L -c %i "/run/netns/$1" 2>/dev/null; }
+# The pid in PIDFILE, if it runs sshd inside network namespace NS.
+sshd_pid() {
+  local pid
+  pid=$(tr -dc 0-9 2>/dev/null <"$1") || return 1
+  [ -n "$pid" ] || return 1
+  [ "$(readlink -f "/proc/$pid/exe" 2>/dev/null)" = "$(readlink -f "$SSHD")" ] || return 1
+  [ "$(readlink "/proc/$pid/ns/net" 2>/dev/null)" = "net:[$(netns_inode "$2")]" ] || return 1
+  echo "$pid"
+}
+# An SSH banner from ADDR:22, read from inside NS (so it works during a partition too).
+banner_ok() {
+  local got
+  got=$(ip netns exec "$1" timeout 2 bash -c "exec 3<>/dev/tcp/$2/22 && head -c 7 <&3" 2>/dev/null) \
+    && [ "$got" = "SSH-2.0" ]
+}
+free_net() {  # the first 10.213.K (K 1..254) with no address on any host interface
+  local used k
+  used=$(ip -o -4 addr show | awk '{print $4}')
+  for k in $(seq 1 254); do
+    grep -q "^$NET\.$k\." <<<"$used" || { echo "$NET.$k"; return 0; }
+  done
+  return 1
+}
+
+# --- the safety route, before any node address exists -------------------------------------
+routes=$(ip route show table main)  # (no grep -q in a pipe: SIGPIPE + pipefail)
+if ! grep -q "^$SAFETY " <<<"$routes"; then
+  ip route add $SAFETY metric 4000
+  touch "$SHARED/safety-route"
+fi
+
+mkdir -p /run/sshd && chmod 755 /run/sshd   # sshd's privilege separation directory
+[ -s "$DIR/client_key" ] || ssh-keygen -q -t ed25519 -N '' -C gridbridge-edge-client -f "$DIR/client_key"
+cp "$DIR/client_key.pub" "$DIR/authorized_keys"
+chmod 600 "$DIR/client_key" "$DIR/authorized_keys"
+
+# --- the nodes ----------------------------------------------------------------------------
+for i in $(seq 1 "$N"); do
+  name=edge$i ns=$PREFIX$i hv=${PREFIX}${i}h E=$DIR/edge$i
+  mkdir -p "$E"
+  if [ -e "/run/netns/$ns" ]; then
+    [ "${rec_ns[$name]:-}" = "$ns" ] \
+      || fail "netns $ns exists but is not in $DIR/nodes.json: another fleet uses prefix $PREFIX (set GB_EDGE_PREFIX)"
+  else
+    ip link show dev "$hv" >/dev/null 2>&1 && fail "a link $hv exists without netns $ns: not ours"
+    ip netns add "$ns"
+  fi
+  names+=("$name") addrs+=("")
+  if ip link show dev "$hv" >/dev/null 2>&1; then
+    [ "${rec_ns[$name]:-}" = "$ns" ] || fail "link $hv exists but is not in $DIR/nodes.json"
+    net=$(ip -o -4 addr show dev "$hv" | awk '$4 ~ /^10\.213\.[0-9]+\.1\/24$/ && !n {
+      split($4, a, "."); n = a[1] "." a[2] "." a[3]} END {if (n) print n}')
+    [ -n "$net" ] || net=$(free_net) || fail "no free /24 left in $NET.0.0/16"
+  else
+    net=$(free_net) || fail "no free /24 left in $NET.0.0/16"
+    ip link add "$hv" type veth peer name eth0 netns "$ns"
+  fi
+  addr=$net.2
+  addrs[$((i - 1))]=$addr
+  write_nodes   # recorded before anything else of it is made, so edge-stop.sh can undo it
+  ip addr replace "$net.1/24" dev "$hv"
+  ip link set "$hv" up
+  ip -n "$ns" link set lo up
+  ip -n "$ns" addr replace "$addr/24" dev eth0
+  ip -n "$ns" link set eth0 up
+
+  [ -s "$E/host_key" ] || ssh-keygen -q -t ed25519 -N '' -C "gridbridge-$name-host" -f "$E/host_key"
+  chmod 600 "$E/host_key"
+  cat >"$E/sshd_config" <<EOF
+# $name of the edge test fleet in $DIR (written by edge-start.sh)
+ListenAddress $addr
+Port 22
+HostKey $E/host_key
+PidFile $E/sshd.pid
+AuthorizedKeysFile $DIR/authorized_keys
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+UsePAM no
+StrictModes no
+UseDNS no
+PrintMotd no
+ClientAliveInterval 5
+ClientAliveCountMax 3
+MaxSessions 32
+MaxStartups 64
+Subsystem sftp internal-sftp
+EOF
+  if ! sshd_pid "$E/sshd.pid" "$ns" >/dev/null; then
+    rm -f "$E/sshd.pid"
+    "$SSHD" -t -f "$E/sshd_config" || fail "sshd refused $E/sshd_config"
+    ip netns exec "$ns" "$SSHD" -f "$E/sshd_config" -E "$E/sshd.log" </dev/null 9>&-
+  fi
+done
+
+tmp=$DIR/known_hosts.tmp
+: >"$tmp"
+for i in "${!names[@]}"; do
+  printf '%s %s\n' "${addrs[$i]}" "$(cut -d' ' -f1-2 "$DIR/${names[$i]}/host_key.pub")" >>"$tmp"
+done
+mv "$tmp" "$DIR/known_hosts"
+
+for i in "${!names[@]}"; do
+  name=${names[$i]} ns=$PREFIX$((i + 1))
+  for _ in $(seq 100); do
+    sshd_pid "$DIR/$name/sshd.pid" "$ns" >/dev/null && banner_ok "$ns" "${addrs[$i]}" && continue 2
+    sleep 0.1
+  done
+  tail -5 "$DIR/$name/sshd.log" >&2 2>/dev/null || true
+  fail "$name (${addrs[$i]}) did not come up; see $DIR/$name/sshd.log"
+done
+echo "$DIR/nodes.json"
