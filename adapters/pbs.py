@@ -1,19 +1,25 @@
 """A PBS Professional / OpenPBS cluster as a site: ``qsub``, ``qstat``, ``qdel`` and ``pbsnodes``
 run as argv lists on the login host (here, or over SSH), never through a shell string.
 
-    submit ── mkdir -p <remote_dir>/<attempt id>
+    submit ── mkdir -p <remote_dir>; realpath <remote_dir>     (once: the absolute path)
+           ├─ mkdir -p <remote_dir>/<attempt id>
            └─ qsub -N .. -r n -j oe -k doe -o <remote_dir>/<attempt id>/output.log
                    -l select=1:ncpus=N:mem=Mmb[:ngpus=G] -l walltime=HH:MM:SS
-                   -v GRIDBRIDGE_ATTEMPT_ID=<attempt id>[,NAME...]   < job script on stdin
+                   -v GRIDBRIDGE_ATTEMPT_ID=<attempt id>,GRIDBRIDGE_FEDERATION=<tag>[,NAME...]
+                   < job script on stdin
     poll   ── qstat -f -F json -x <ids>     (one call; -x includes finished jobs)
     cancel ── qdel <ids>                    (after a local marker: a cancel we issued)
-    owned  ── qstat -f -F json              (live jobs whose Variable_List has the attempt id)
+    owned  ── qstat -f -F json -u <user>    (the user's live jobs carrying our federation tag)
     offers ── pbsnodes -a -F json
 
 ``qsub`` is not idempotent, so the adapter does not declare ADOPT: a restarted control plane
 finds its jobs through ``owned()``, which reads the attempt id back from the job's
-``Variable_List``. Jobs are submitted not rerunnable (``-r n``): a requeued job would run its
-launch record twice, and the runtime refuses that (exit 76), so PBS must not requeue it.
+``Variable_List``, keeping only jobs with this federation's tag (two control planes sharing a
+PBS user never sweep each other's jobs). A ``qsub`` that could not reach the server may or may
+not have queued the job: that is a :class:`RunnerError`, not a rejection, so the control plane
+looks the attempt up with ``owned()`` before trying again. Jobs are submitted not rerunnable
+(``-r n``): a requeued job would run its launch record twice, and the runtime refuses that
+(exit 76), so PBS must not requeue it.
 
 A finished job is judged from ``Exit_status`` (:data:`EXIT_STATUSES`, the ``JOB_EXEC_*`` codes
 of OpenPBS's ``src/include/job.h``); a job this adapter cancelled reports CANCELLED whatever
@@ -23,14 +29,17 @@ SIGTERM checkpoints and exits 75 just as it does when preempted.
 
 from __future__ import annotations
 
+import getpass
+import hashlib
 import json
 import math
 import os
+import posixpath
 import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -75,6 +84,8 @@ __all__ = [
 
 TAG = "GRIDBRIDGE_ATTEMPT_ID"
 """The job variable (``qsub -v``) that carries the attempt id; ``qstat -f`` shows it."""
+FEDERATION = "GRIDBRIDGE_FEDERATION"
+"""The job variable that carries the federation tag of the control plane that submitted it."""
 
 _NATIVE_ID = re.compile(r"^[0-9]+(\[[0-9]*\])?(\.[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
 """What ``qsub`` prints: ``<sequence number>[.<server>]`` (array jobs: ``12[].server``)."""
@@ -86,6 +97,14 @@ _PATH_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f,:'\"\\]")
 """``-o`` takes ``[host:]path`` and ``-v`` splits on commas: neither may appear in a path."""
 _UNKNOWN_JOB = re.compile(r"Unknown Job Id (\S+)")
 _FINISHED_JOB = re.compile(r"has finished")
+_UNREACHABLE = re.compile(
+    r"connection refused|cannot connect to server|pbs_connect|communication failure|"
+    r"timed out|timeout|no route to host", re.IGNORECASE)
+"""What qsub says when it could not reach (or lost) the server: the job may be queued or not."""
+_MARKER_TTL_S = 86400.0
+"""Cancel markers older than this are removed whatever became of their job."""
+_REPORTED_TTL_S = 3600.0
+"""... and those of jobs already reported ended after this (a repeated poll still agrees)."""
 _SIZE = re.compile(r"^([0-9]+)(b|kb|mb|gb|tb|pb|w|kw|mw|gw|tw|pw)?$", re.IGNORECASE)
 _SIZE_UNITS = {"b": 1, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "tb": 1 << 40, "pb": 1 << 50}
 _BUSY_NODE_STATES = frozenset({
@@ -165,8 +184,12 @@ class PBSOptions(BaseModel):
     """The login host; None runs the commands on this host."""
     remote_dir: str | None = None
     """A folder the login host and the compute nodes share, for each attempt's output and
-    scratch; default ``<workdir>/pbs/<site name>``."""
+    scratch; default ``<workdir>/pbs/<site name>`` when local, ``.gridbridge/pbs/<site name>``
+    (in the login user's home) over SSH."""
     command_timeout_s: float = Field(default=30.0, gt=0)
+    federation_tag: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")] | None = None
+    """Marks this federation's jobs (a ``-v`` variable) so that two control planes sharing a
+    PBS user never sweep each other's jobs; default: derived from the workdir."""
 
     @field_validator("queue")
     @classmethod
@@ -208,10 +231,18 @@ class PBSAdapter:
                  runner: Runner | None = None) -> None:
         self.site = site
         self.options = PBSOptions.model_validate(site.options)
-        local = Path(workdir) / "pbs" / site.name
-        self.remote_dir = self.options.remote_dir or str(local)
-        if _PATH_FORBIDDEN.search(self.remote_dir):
-            raise ValueError(f"unusable folder for PBS output paths: {self.remote_dir!r}")
+        local = Path(workdir).resolve() / "pbs" / site.name
+        if self.options.remote_dir:
+            self.remote_dir = self.options.remote_dir
+        elif self.options.login:
+            self.remote_dir = f".gridbridge/pbs/{site.name}"
+        else:
+            self.remote_dir = str(local)
+        self._dir_made = False
+        self.federation_tag = self.options.federation_tag or hashlib.sha256(
+            str(Path(workdir).resolve()).encode()).hexdigest()[:10]
+        self.user = self.options.login.user if self.options.login else getpass.getuser()
+        """Whose jobs ``owned()`` lists (``qstat -u``): the login user, or this process's."""
         self._cancelled = local / ".cancelled"
         """Markers of the cancels this adapter issued, on this host, one file per native id."""
         self._cancelled.mkdir(parents=True, exist_ok=True)
@@ -236,6 +267,19 @@ class PBSAdapter:
     def _run(self, argv: Sequence[str], stdin: str | None = None) -> Completed:
         return self.runner.run(argv, input=stdin, timeout=self.options.command_timeout_s)
 
+    def _ensure_dir(self) -> None:
+        """Create the run folder once and make its path absolute on the login host (a relative
+        path over SSH is the login home's; ``logs()`` compares job paths against it)."""
+        if not self._dir_made:
+            self._run(["mkdir", "-p", "--", self.remote_dir]).check("mkdir of the run folder")
+            real = self._run(["realpath", "--", self.remote_dir]).check("realpath").strip()
+            if not real.startswith("/") or _PATH_FORBIDDEN.search(real):
+                raise SubmitRejected(
+                    f"unusable run folder {real!r}: it must be an absolute path without "
+                    "newlines, quotes, backslashes, commas or colons (qsub -o and -v)")
+            self.remote_dir = real
+            self._dir_made = True
+
     # submit --------------------------------------------------------------------------------
 
     def submit(self, request: SubmitRequest) -> str:
@@ -246,12 +290,16 @@ class PBSAdapter:
             launch_url = write_launch(request, heartbeat_s=self.site.runtime.heartbeat_s)
         except OSError as exc:
             raise SubmitRejected(f"cannot write the launch record: {exc}") from None
+        self._ensure_dir()
         folder = f"{self.remote_dir}/{request.attempt_id}"
         self._run(["mkdir", "-p", "--", folder]).check("mkdir of the attempt folder")
         script = job_script(self.site, runtime_argv(self.site, launch_url, folder),
                             comment=f"gridbridge attempt {request.attempt_id}")
         done = self._run([self._cmd("qsub"), *self.qsub_options(request, folder)], stdin=script)
         words = (done.stderr or done.stdout).strip()
+        if done.returncode != 0 and _UNREACHABLE.search(done.stderr + done.stdout):
+            raise RunnerError(f"qsub could not reach the PBS server (exit {done.returncode}; "
+                              f"the job may have been queued): {words[:500]}")
         if done.returncode != 0:
             raise SubmitRejected(f"qsub refused the job (exit {done.returncode}): {words[:500]}")
         native_id = done.stdout.strip().splitlines()[-1].strip() if done.stdout.strip() else ""
@@ -268,7 +316,8 @@ class PBSAdapter:
         select = f"1:ncpus={resources.cpus}:mem={math.ceil(resources.memory_gb * 1024)}mb"
         if resources.gpus:
             select += f":ngpus={resources.gpus}"
-        variables = [f"{TAG}={request.attempt_id}", *self.site.runtime.env_names]
+        variables = [f"{TAG}={request.attempt_id}", f"{FEDERATION}={self.federation_tag}",
+                     *self.site.runtime.env_names]
         argv = ["-N", safe_job_name(request.spec.name, request.attempt_id, limit=200),
                 "-r", "n", "-j", "oe", "-k", "doe", "-o", f"{folder}/output.log",
                 "-l", f"select={select}", "-l", f"walltime={format_walltime(walltime)}",
@@ -292,6 +341,7 @@ class PBSAdapter:
         if not pbs_ids:
             return answer
         jobs, unknown = self._qstat(pbs_ids, history=True)
+        self._sweep_markers()
         for nid in pbs_ids:
             job = _find(jobs, nid)
             if job is None:
@@ -300,60 +350,102 @@ class PBSAdapter:
                                             reason=why)
             else:
                 answer[nid] = status_of(job, cancelled=self._was_cancelled(nid))
+            if answer[nid].state.terminal:
+                self._reported(nid)
         return answer
 
-    def _qstat(self, ids: Sequence[str], *, history: bool) -> tuple[dict[str, Any], set[str]]:
-        """``qstat -f -F json [-x] [ids]``: the jobs it printed and the ids it called unknown.
-        qstat exits non-zero when any id is unknown (153) or finished without -x (35), yet
-        prints the others; only an answer that is neither JSON nor such a refusal is an error."""
-        argv = [self._cmd("qstat"), "-f", "-F", "json", *(["-x"] if history else []), *ids]
+    def _qstat(self, ids: Sequence[str], *, history: bool,
+               user: str | None = None) -> tuple[dict[str, Any], set[str]]:
+        """``qstat -f -F json [-x] [-u user] [ids]``: the jobs it printed and the ids it called
+        unknown. qstat exits non-zero when any id is unknown (153) or finished without -x (35),
+        yet prints the others; a non-zero exit with any other complaint (the server not
+        reached), or without JSON, is an error: never "no such jobs"."""
+        argv = [self._cmd("qstat"), "-f", "-F", "json", *(["-x"] if history else []),
+                *(["-u", user] if user else []), *ids]
         done = self._run(argv)
         unknown = set(_UNKNOWN_JOB.findall(done.stderr))
         text = done.stdout.strip()
+        refusals = [line for line in done.stderr.splitlines() if line.strip()]
+        benign = all(_UNKNOWN_JOB.search(r) or _FINISHED_JOB.search(r) for r in refusals)
+        if done.returncode != 0 and not (benign and (text or refusals)):
+            done.check("qstat")
         if text:
             try:
                 return parse_qstat(text), unknown
             except ValueError as exc:
                 raise RunnerError(f"qstat printed something that is not its JSON: {exc}") from None
-        refusals = [line for line in done.stderr.splitlines() if line.strip()]
-        if done.returncode == 0 or (refusals and all(
-                _UNKNOWN_JOB.search(r) or _FINISHED_JOB.search(r) for r in refusals)):
-            return {}, unknown
-        done.check("qstat")
         return {}, unknown
 
     def _was_cancelled(self, native_id: str) -> bool:
         return (self._cancelled / native_id).exists()
 
+    def _reported(self, native_id: str) -> None:
+        """A job was reported ended: its marker goes at the next sweep after
+        :data:`_REPORTED_TTL_S` (backdated, so the one-day rule removes it then)."""
+        marker = self._cancelled / native_id
+        backdated = time.time() - _MARKER_TTL_S + _REPORTED_TTL_S
+        try:
+            if marker.stat().st_mtime > backdated:
+                os.utime(marker, (backdated, backdated))
+        except FileNotFoundError:
+            pass
+
+    def _sweep_markers(self) -> None:
+        """Remove cancel markers older than a day, or reported ended an hour ago."""
+        cutoff = time.time() - _MARKER_TTL_S
+        for marker in self._cancelled.iterdir():
+            try:
+                if marker.stat().st_mtime < cutoff:
+                    marker.unlink()
+            except FileNotFoundError:
+                pass
+
     # cancel --------------------------------------------------------------------------------
 
     def cancel(self, native_ids: Sequence[str]) -> None:
         """``qdel`` (PBS sends SIGTERM, then SIGKILL after the queue's kill_delay). A marker
-        is written first, so the job reports CANCELLED however it exits. Ids PBS no longer
-        knows, or that already finished, are no error."""
+        is written first, so the job reports CANCELLED however it exits; it is taken back for
+        a job qdel calls unknown or finished (it ends as it ended), and for every job of a
+        qdel that failed otherwise (then nothing was cancelled). Ids PBS no longer knows, or
+        that already finished, are no error."""
         ids = [n for n in dict.fromkeys(native_ids) if _NATIVE_ID.fullmatch(n)]
         if not ids:
             return
-        for nid in ids:
+        fresh = [n for n in ids if not self._was_cancelled(n)]
+        for nid in fresh:
             (self._cancelled / nid).write_text(f"{time.time()}\n")
-        done = self._run([self._cmd("qdel"), *ids])
+        try:
+            done = self._run([self._cmd("qdel"), *ids])
+        except RunnerError:
+            self._unmark(fresh)  # whether qdel ran is unknown: the caller cancels again
+            raise
         if done.returncode == 0:
             return
         complaints = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
-        if complaints and all(_UNKNOWN_JOB.search(c) or _FINISHED_JOB.search(c)
-                              for c in complaints):
+        gone = [c for c in complaints if _UNKNOWN_JOB.search(c) or _FINISHED_JOB.search(c)]
+        for complaint in gone:
+            self._unmark([n for n in fresh if _names(complaint, n, single=len(ids) == 1)])
+        if complaints and len(gone) == len(complaints):
             return
+        self._unmark(fresh)
         done.check("qdel")
+
+    def _unmark(self, native_ids: Sequence[str]) -> None:
+        for nid in native_ids:
+            (self._cancelled / nid).unlink(missing_ok=True)
 
     # owned ---------------------------------------------------------------------------------
 
     def owned(self) -> Sequence[OwnedJob]:
-        """Every live PBS job (``qstat -f -F json``, no history) carrying an attempt id."""
-        jobs, _ = self._qstat([], history=False)
+        """The user's live PBS jobs (``qstat -f -F json -u <user>``, no history) carrying an
+        attempt id and this federation's tag."""
+        jobs, _ = self._qstat([], history=False, user=self.user)
         found = []
         for native_id, job in jobs.items():
-            attempt_id = variables(job).get(TAG, "")
-            if ATTEMPT_ID.fullmatch(attempt_id) and job.get("job_state") not in ("F", "X"):
+            found_vars = variables(job)
+            attempt_id = found_vars.get(TAG, "")
+            if (ATTEMPT_ID.fullmatch(attempt_id) and found_vars.get(FEDERATION) ==
+                    self.federation_tag and job.get("job_state") not in ("F", "X")):
                 found.append(OwnedJob(native_id=native_id, attempt_id=attempt_id,
                                       native_state=str(job.get("job_state", ""))))
         return found
@@ -394,7 +486,12 @@ class PBSAdapter:
         if job is None:
             return ""
         path = str(job.get("Output_Path", "")).partition(":")[2] or str(job.get("Output_Path"))
-        if not path.startswith(self.remote_dir + "/"):
+        try:
+            self._ensure_dir()
+        except SubmitRejected:
+            return ""
+        path = posixpath.normpath(path)
+        if not path.startswith(self.remote_dir.rstrip("/") + "/"):
             return ""  # not one of ours: never read a path a job record merely names
         done = self._run(["tail", "-c", "1048576", "--", path])
         return done.stdout if done.returncode == 0 else ""
@@ -533,6 +630,17 @@ def format_walltime(seconds: float) -> str:
     """``HH:MM:SS`` (whole seconds, rounded up, at least one)."""
     total = max(1, math.ceil(seconds))
     return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
+
+
+def _names(line: str, native_id: str, *, single: bool) -> bool:
+    """Whether a qdel complaint names ``native_id`` (or the same sequence number); one that
+    names no job id is about the only id qdel was given, when ``single``."""
+    words = [w.strip(".,;:()") for w in line.split()]
+    ids = [w for w in words if _NATIVE_ID.fullmatch(w)]
+    if not ids:
+        return single
+    head = native_id.partition(".")[0]
+    return any(w == native_id or w.partition(".")[0] == head for w in ids)
 
 
 def _find(jobs: Mapping[str, Any], native_id: str) -> dict[str, Any] | None:

@@ -525,18 +525,19 @@ class SlurmAdapter:
     def _partitions(self) -> dict[str, dict[str, float]]:
         """``sinfo`` per node: for each partition that is up, its nodes, idle and total CPUs,
         memory (in proportion to idle CPUs), GPUs and time limit."""
-        out = self._run(["sinfo", "-h", "-N", "-o", "%N|%R|%a|%l|%C|%m|%G"]).check("sinfo")
+        fmt = "NodeList:|,Partition:|,Available:|,Time:|,CPUsState:|,Memory:|,Gres:|,GresUsed:"
+        out = self._run(["sinfo", "-h", "-N", "-O", fmt]).check("sinfo")
         parts: dict[str, dict[str, float]] = {}
         self._nodes = {}
         for line in out.splitlines():
             f = line.split("|")
-            if len(f) < 7 or f[2] != "up":
+            if len(f) < 8 or f[2].strip() != "up":
                 continue
-            node, name = f[0], f[1]
+            node, name = f[0].strip(), f[1].strip().rstrip("*")
             _alloc, idle, _other, total = (
                 _int(x) or 0 for x in (f[4].split("/") + ["0"] * 4)[:4])
             mem_mb = _int(f[5].rstrip("+")) or 0
-            gpus = sum(_int(m.group(1)) or 0 for m in re.finditer(r"gpu(?::[^:,(]+)?:(\d+)", f[6]))
+            gpus = max(0, _gpus(f[6]) - _gpus(f[7]))  # configured less in use
             p = parts.setdefault(name, {"idle": 0, "total": 0, "mem_gb": 0.0, "gpus": 0})
             p["idle"] += idle
             p["total"] += total
@@ -673,6 +674,11 @@ def _timestamp(text: str) -> float | None:
         return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()  # run with TZ=UTC
     except ValueError:
         return None
+
+
+def _gpus(gres: str) -> int:
+    """GPUs in a GRES string such as ``gpu:a100:4(S:0-1),gpu:2`` (``(null)``: none)."""
+    return sum(_int(m.group(1)) or 0 for m in re.finditer(r"gpu(?::[^:,(]+)?:(\d+)", gres))
 
 
 def _int(text: str) -> int | None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gridbridge.adapter import SubmitRejected
-from gridbridge.adapters._run import LocalRunner
+from gridbridge.adapters._run import LocalRunner, RunnerError
 from gridbridge.adapters.pbs import PBSAdapter
 from gridbridge.config import Capacity, RuntimeSettings, SiteConfig
 from gridbridge.states import AttemptState
@@ -27,14 +27,16 @@ def _site(**update: object) -> SiteConfig:
     return site.model_copy(update=update)
 
 
-def _adapter(tmp_path: Path, site: SiteConfig) -> PBSAdapter:
-    """A PBS adapter whose commands are the fake's, with the fake's state in ``tmp_path``."""
+def _adapter(tmp_path: Path, site: SiteConfig, workdir: str = "work",
+             **env: str) -> PBSAdapter:
+    """A PBS adapter whose commands are the fake's, with the fake's state in ``tmp_path``
+    (``env``: more of the fake's settings, such as its faults)."""
     bin_dir = install(tmp_path / "pbsbin")
     home = tmp_path / "fakepbs"
     home.mkdir(exist_ok=True)
     options = {"bin_dir": str(bin_dir), "remote_dir": str(tmp_path / "remote"), **site.options}
-    return PBSAdapter(site.model_copy(update={"options": options}), tmp_path / "work",
-                      runner=LocalRunner(env={"FAKEPBS_HOME": str(home)}))
+    return PBSAdapter(site.model_copy(update={"options": options}), tmp_path / workdir,
+                      runner=LocalRunner(env={"FAKEPBS_HOME": str(home), **env}))
 
 
 def _drain(adapter: PBSAdapter) -> None:
@@ -127,3 +129,79 @@ class TestPBSContract(AdapterContract):
         finally:
             adapter.cancel([nid])
             _drain(adapter)
+
+    # two control planes, other users, faults ----------------------------------------------
+
+    def test_another_federation_does_not_own_our_jobs(self, tmp_path: Path,
+                                                      workspace: Path) -> None:
+        ours = _adapter(tmp_path, _site())
+        theirs = _adapter(tmp_path, _site(), workdir="elsewhere")  # the same PBS user
+        tagged = _adapter(tmp_path, _site(options={"federation_tag": "blue"}))
+        assert len({ours.federation_tag, theirs.federation_tag, "blue"}) == 3
+        req = self.request(workspace, sys.executable, "import time; time.sleep(60)")
+        nid = ours.submit(req)
+        try:
+            assert (nid, req.attempt_id) in {(o.native_id, o.attempt_id) for o in ours.owned()}
+            assert theirs.owned() == [] and tagged.owned() == []
+        finally:
+            _drain(ours)
+
+    def test_owned_lists_only_this_users_jobs(self, tmp_path: Path, workspace: Path) -> None:
+        ours = _adapter(tmp_path, _site())
+        other_user = _adapter(tmp_path, _site(), FAKEPBS_USER="someoneelse")
+        nid = other_user.submit(self.request(workspace, sys.executable,
+                                             "import time; time.sleep(60)"))
+        try:
+            assert ours.owned() == [], "another user's job (with our very tag) is not ours"
+            assert [o.native_id for o in other_user.owned()] == []  # -u is who runs qstat
+        finally:
+            ours.cancel([nid])
+
+    def test_a_qsub_without_a_server_is_uncertain_not_rejected(self, tmp_path: Path,
+                                                               workspace: Path) -> None:
+        ours = _adapter(tmp_path, _site())
+        down = _adapter(tmp_path, _site(), FAKEPBS_DOWN="qsub")
+        with pytest.raises(RunnerError, match="Connection refused") as caught:
+            down.submit(self.request(workspace, sys.executable, "pass"))
+        assert not isinstance(caught.value, SubmitRejected)
+        assert ours.owned() == []
+        lost_reply = _adapter(tmp_path, _site(), FAKEPBS_DOWN="qsub-after-queuing")
+        req = self.request(workspace, sys.executable, "import time; time.sleep(60)")
+        with pytest.raises(RunnerError, match="may have been queued"):
+            lost_reply.submit(req)
+        try:
+            found = {o.attempt_id for o in ours.owned()}
+            assert req.attempt_id in found, "it was queued: owned() finds it"
+        finally:
+            _drain(ours)
+
+    def test_a_qstat_without_a_server_is_an_error_not_lost_jobs(self, tmp_path: Path,
+                                                                workspace: Path) -> None:
+        ours = _adapter(tmp_path, _site())
+        nid = ours.submit(self.request(workspace, sys.executable, "pass"))
+        self.wait_for(ours, nid, lambda s: s.state.terminal)
+        down = _adapter(tmp_path, _site(), FAKEPBS_DOWN="qstat")
+        with pytest.raises(RunnerError, match="cannot connect to server"):
+            down.poll([nid])
+        with pytest.raises(RunnerError, match="cannot connect to server"):
+            down.owned()
+
+    def test_a_failed_qdel_does_not_turn_the_end_into_a_cancel(self, tmp_path: Path,
+                                                               workspace: Path) -> None:
+        ours = _adapter(tmp_path, _site())
+        down = _adapter(tmp_path, _site(), FAKEPBS_DOWN="qdel")  # the same markers
+        go = workspace / "go"
+        nid = ours.submit(self.request(workspace, sys.executable, """
+            import os, sys, time
+            while not os.path.exists(sys.argv[1]):
+                time.sleep(0.05)
+            sys.exit(3)
+            """, str(go)))
+        try:
+            with pytest.raises(RunnerError, match="cannot connect"):
+                down.cancel([nid])
+            go.write_text("")
+            status = self.wait_for(ours, nid, lambda s: s.state.terminal)
+            assert (status.state, status.exit_code) == (AttemptState.FAILED, 3), status
+        finally:
+            _drain(ours)

@@ -9,15 +9,23 @@ what OpenPBS documents and prints, not what would suit the adapter:
   [-j oe|eo|n] [-k ...] [-r y|n] [-v NAME[=value],...] [script]``: the script comes from the
   file or, with none, from stdin; the job id ``<seq>.<server>`` is printed on stdout. An
   unknown queue is refused (``qsub: Unknown queue``, exit 170 = PBSE_UNKQUE 15018 mod 256).
-* ``qstat -f -F json [-x] [ids]``: OpenPBS's JSON shape (``timestamp``, ``pbs_version``,
-  ``pbs_server``, ``Jobs``; no ``Jobs`` key when there are none), values that look numeric
-  printed without quotes as OpenPBS does (also inside ``Variable_List``). Unknown ids:
+* ``qstat -f -F json [-x] [-u user[@host][,..]] [ids]``: OpenPBS's JSON shape
+  (``timestamp``, ``pbs_version``, ``pbs_server``, ``Jobs``; no ``Jobs`` key when there are
+  none), values that look numeric printed without quotes as OpenPBS does (also inside
+  ``Variable_List``). Unknown ids:
   ``qstat: Unknown Job Id ID`` on stderr, exit 153 (PBSE_UNKJOBID 15001 mod 256); a finished
   job without ``-x``: exit 35 (PBSE_HISTJOBID 15139 mod 256). The known jobs still print.
+  ``-u`` keeps the jobs whose ``Job_Owner`` is one of the users.
 * ``qdel ids``: SIGTERM to the job's session, SIGKILL ``FAKEPBS_KILL_DELAY`` seconds (2)
   later (PBS's ``kill_delay``); a job deleted while queued never starts.
 * ``pbsnodes -a -F json``: one node, ``FAKEPBS_NCPUS`` (8) cpus, ``FAKEPBS_MEM_KB`` memory,
   ``FAKEPBS_NGPUS`` (0) gpus, less what running jobs were assigned.
+
+Faults, for the tests: ``FAKEPBS_USER`` submits as that user (another user's jobs);
+``FAKEPBS_DOWN=cmd[,cmd..]`` makes those commands fail as when the server cannot be reached
+(``Connection refused`` / ``cmd: cannot connect to server S (errno=15010)``, exit 1, nothing
+printed on stdout); ``FAKEPBS_DOWN=qsub-after-queuing`` makes qsub fail that way after it
+queued the job (the reply lost on the way back).
 
 Each job really runs: a small detached supervisor (the "mom", ``main.py pbs_mom SEQ``) waits
 a scheduling cycle (Q), runs ``bash SCRIPT`` in its own session with PBS's job environment
@@ -68,6 +76,19 @@ def _home() -> Path:
 
 def _server() -> str:
     return os.environ.get("FAKEPBS_SERVER", "fakepbs")
+
+
+def _user() -> str:
+    return os.environ.get("FAKEPBS_USER") or getpass.getuser()
+
+
+def _down(name: str) -> bool:
+    """Whether ``FAKEPBS_DOWN`` names this command: then it cannot reach the server."""
+    if name not in os.environ.get("FAKEPBS_DOWN", "").split(","):
+        return False
+    print(f"Connection refused\n{name.partition('-')[0]}: cannot connect to server "
+          f"{_server()} (errno=15010)", file=sys.stderr)
+    return True
 
 
 def _kill_delay() -> float:
@@ -192,7 +213,7 @@ def qsub(args: list[str]) -> int:
     cwd = os.getcwd()
     job["output"] = _with_host(job.get("output") or f"{cwd}/{name}.o{seq}", host)
     job["error"] = _with_host(job.get("error") or f"{cwd}/{name}.e{seq}", host)
-    job.update(id=f"{seq}.{_server()}", seq=seq, owner=f"{getpass.getuser()}@{host}",
+    job.update(id=f"{seq}.{_server()}", seq=seq, owner=f"{_user()}@{host}",
                host=host, cwd=cwd, ctime=time.time(), walltime_s=walltime,
                args=" ".join(args))
     env = os.environ
@@ -209,6 +230,8 @@ def qsub(args: list[str]) -> int:
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
             start_new_session=True, close_fds=True,
         )
+    if _down("qsub-after-queuing"):
+        return 1
     print(job["id"])
     return 0
 
@@ -373,12 +396,20 @@ def _hms(seconds: int) -> str:
 
 
 def qstat(args: list[str]) -> int:
-    """``qstat -f -F json [-x] [ids]``."""
-    flags = [a for a in args if a.startswith("-")]
-    ids = [a for a in args if not a.startswith("-") and a != "json"]
-    if "-f" not in flags or "-F" not in flags or "json" not in args:
-        print("fakepbs: only 'qstat -f -F json [-x] [ids]' is emulated", file=sys.stderr)
+    """``qstat -f -F json [-x] [-u users] [ids]``."""
+    import getopt
+
+    try:
+        opts, ids = getopt.getopt(args, "fF:xu:")
+    except getopt.GetoptError as exc:
+        print(f"qstat: {exc}", file=sys.stderr)
         return 2
+    flags = dict(opts)
+    if "-f" not in flags or flags.get("-F") != "json":
+        print("fakepbs: only 'qstat -f -F json [-x] [-u users] [ids]' is emulated",
+              file=sys.stderr)
+        return 2
+    users = {u.partition("@")[0] for u in flags["-u"].split(",")} if "-u" in flags else None
     history, code, jobs = "-x" in flags, 0, {}
     for job_id in ids or [f"{s}.{_server()}" for s in _all_seqs()]:
         seq = _seq_of(job_id)
@@ -387,6 +418,8 @@ def qstat(args: list[str]) -> int:
             code = PBSE_UNKJOBID
             continue
         state, attrs = _attributes(seq)
+        if users is not None and attrs["Job_Owner"].partition("@")[0] not in users:
+            continue
         if state == "F" and not history:
             if ids:
                 print(f"qstat: {job_id} Job has finished, use -x or -H to obtain historical "
@@ -489,6 +522,8 @@ def main(argv: list[str]) -> int:
         print(f"fakepbs: unknown command {name!r}", file=sys.stderr)
         return 2
     (_home() / "jobs").mkdir(parents=True, exist_ok=True)
+    if _down(name):
+        return 1
     return COMMANDS[name](args)
 
 
