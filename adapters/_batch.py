@@ -28,6 +28,7 @@ __all__ = [
     "ATTEMPT_ID",
     "PREEMPTED_EXIT_CODE",
     "check_attempt_id",
+    "job_command",
     "job_script",
     "runtime_argv",
     "safe_job_name",
@@ -66,6 +67,15 @@ def job_script(site: SiteConfig, argv: Sequence[str], directives: Sequence[str] 
     lines = ["#!/bin/bash", *directives]
     if comment:
         lines.append("# " + comment.replace("\n", " "))
+    return "\n".join([*lines, job_command(site, argv, env)]) + "\n"
+
+
+def job_command(site: SiteConfig, argv: Sequence[str],
+                env: Mapping[str, str] | None = None) -> str:
+    """The body of the job script, POSIX ``sh``: ``export`` of ``env`` (names checked, values
+    quoted), then ``exec`` of the runtime (through the prologue, if any). Usable as
+    ``sbatch --wrap``, which saves sbatch reading a script from its stdin."""
+    lines = []
     for name, value in (env or {}).items():
         if not _ENV_NAME.fullmatch(name):
             raise ValueError(f"not an environment variable name: {name!r}")
@@ -75,4 +85,4 @@ def job_script(site: SiteConfig, argv: Sequence[str], directives: Sequence[str] 
     else:
         command = list(argv)
     lines.append("exec " + shlex.join(command))
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines)

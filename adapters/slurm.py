@@ -65,7 +65,7 @@ from gridbridge.adapters._batch import (
     ALREADY_RAN_EXIT_CODE,
     PREEMPTED_EXIT_CODE,
     check_attempt_id,
-    job_script,
+    job_command,
     runtime_argv,
     safe_job_name,
 )
@@ -285,9 +285,8 @@ class SlurmAdapter:
         # node (locally, --export=ALL hands the runtime this process's environment anyway).
         env = ({n: os.environ[n] for n in self.site.runtime.env_names if n in os.environ}
                if self.options.login else None)
-        script = job_script(self.site, argv, comment=f"gridbridge attempt {request.attempt_id}",
-                            env=env)
-        done = self._run(self.sbatch_argv(request, partition), input=script)
+        body = job_command(self.site, argv, env=env)  # --wrap: sbatch reads no stdin
+        done = self._run([*self.sbatch_argv(request, partition), f"--wrap={body}"])
         if done.returncode != 0:
             words = (done.stderr or done.stdout).strip()
             if any(m in words.lower() for m in _UNCERTAIN):  # it may have been queued
@@ -371,7 +370,31 @@ class SlurmAdapter:
             answer[n] = (self._status(row) if row is not None else AttemptStatus(
                 state=AttemptState.LOST, native_state="unknown",
                 reason="Slurm has no record of this job (neither squeue nor sacct)"))
+        rerun = [n for n in wanted if n in rows and rows[n].restarts and answer[n].state.terminal]
+        if rerun:  # requeued jobs ran more than once: the ledger charges each run
+            for n, runs in self._runs(rerun).items():
+                answer[n] = answer[n].model_copy(update={"runs": runs})
         return answer
+
+    def _runs(self, ids: Sequence[str]) -> dict[str, tuple[tuple[float, float], ...]]:
+        """Each run (start, end) of jobs Slurm requeued, from its accounting; {} if it has
+        none (the ledger then charges the attempt from first start to end)."""
+        for argv in (["sacct", "-X", "-D", "--parsable2", "-n", "-o", "JobIDRaw,Start,End",
+                      "-j", ",".join(ids)],
+                     ["sacct", "-c", "--parsable2", "-n", "-o", "JobIDRaw,Start,End",
+                      "-j", ",".join(ids)]):
+            done = self._run(argv)
+            if done.returncode != 0:
+                continue
+            runs: dict[str, list[tuple[float, float]]] = {}
+            for line in done.stdout.splitlines():
+                f = line.split("|")
+                t0, t1 = (_timestamp(f[1]), _timestamp(f[2])) if len(f) == 3 else (None, None)
+                if t0 is not None and t1 is not None and t1 >= t0:
+                    runs.setdefault(f[0], []).append((t0, t1))
+            if runs:
+                return {k: tuple(sorted(v)) for k, v in runs.items()}
+        return {}
 
     def _squeue(self, *, all_states: bool, only: set[str] | None = None) -> list[_Row]:
         fmt = ",".join(f"{f}:|" for f in _SQUEUE_FIELDS[:-1]) + f",{_SQUEUE_FIELDS[-1]}:"

@@ -182,6 +182,9 @@ class AttemptStatus(BaseModel):
     queue_wait_s: float | None = Field(default=None, ge=0)
     """For an attempt waiting in the site's queue: how long the site expects it to wait before
     it runs (None: the site cannot say)."""
+    runs: tuple[tuple[float, float], ...] = ()
+    """When the site ran the attempt more than once (it requeued it): each run's start and end,
+    so the ledger charges the runs and not the waits between them."""
     billing: tuple[BilledInterval, ...] = ()
     """What the site billed for it, when the site knows (a time-varying spot price); the
     ledger then charges these instead of the price card the attempt was placed at."""

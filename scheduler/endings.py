@@ -176,6 +176,10 @@ def ledger_row(
     elif outcome is AttemptState.LOST and verdict.last_seen is not None:
         end = max(start, min(now, verdict.last_seen))  # it was last alive then, not now
     hours = max(0.0, end - start) / 3600
+    runs = verdict.status.runs
+    if runs:  # the site ran it several times (requeues): the runs, not the waits between
+        start, end = runs[0][0], runs[-1][1]
+        hours = sum(max(0.0, e - s) for s, e in runs) / 3600
     res = job.spec.resources
     price, on_demand_price = _price_card(attempt, site)
     cost = attempt_cost(price, res, hours * 3600) if price else 0.0

@@ -213,12 +213,17 @@ def test_a_job_slurm_requeues_is_left_there_or_moved_as_the_cost_model_decides(
         attempts = client.store.attempts(f.job_id)
         requeued = [e.reason for e in client.store.events(f.job_id) if e.kind == "requeued"]
         logs = f.logs()
+        ledger = client.store.ledger(f.job_id)
     assert requeued, "the story must say the site requeued the attempt"
     assert "requeued there by the site (1x)" in requeued[0]
     if deadline_s is None:
         assert "left requeued on cluster (scavenger)" in requeued[0], requeued
         assert [a.state for a in attempts] == [AttemptState.SUCCEEDED]
         assert "rerun 1: requeued by the site" in logs and "resumed from step" in logs
+        # Billed for its two runs, not for the wait in the queue between them (at least the
+        # cluster's 10 s cred_expire).
+        [row] = ledger
+        assert row.core_hours * 3600 < (row.end - row.start) - 5, row.__dict__
     else:
         assert "moved from the queue of cluster (scavenger)" in requeued[0], requeued
         assert "to cluster (normal)" in requeued[0], requeued
