@@ -30,6 +30,7 @@ BUILTIN_ADAPTERS: Mapping[str, str] = MappingProxyType(
         "local": "gridbridge.adapters.local:LocalAdapter",
         "slurm": "gridbridge.adapters.slurm:SlurmAdapter",
         "pbs": "gridbridge.adapters.pbs:PBSAdapter",
+        "edge": "gridbridge.adapters.edge:EdgeAdapter",
     }
 )
 

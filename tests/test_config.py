@@ -196,7 +196,7 @@ def test_unknown_adapter(tmp_path: Path) -> None:
     msg = bad(tmp_path, variant(**{"1__adapter": "slurmm"}))
     names = ", ".join(default_registry().names())
     assert f"sites[1].adapter: unknown adapter 'slurmm'; valid choices: {names}" in msg
-    assert "valid choices: local" in msg
+    assert "valid choices: edge, local, pbs, slurm" in msg
 
 
 def test_unknown_adapter_choices_come_from_the_given_registry(tmp_path: Path) -> None:
@@ -354,7 +354,8 @@ def test_cli_unknown_adapter_exits_non_zero(tmp_path: Path) -> None:
     path = write(tmp_path, variant(**{"0__adapter": "slurmm"}))
     proc = _cli("--config", str(path), "sites", "list", cwd=tmp_path)
     _assert_clean_failure(
-        proc, str(path), "sites[0].adapter", "unknown adapter 'slurmm'", "valid choices: local"
+        proc, str(path), "sites[0].adapter", "unknown adapter 'slurmm'",
+        "valid choices: edge, local, pbs, slurm"
     )
 
 
