@@ -609,6 +609,7 @@ class EdgeAdapter:
                 preemption_rate_per_hour=self.site.preemption_rate_per_hour,
                 restart_overhead_s=self.site.restart_overhead_s,
                 max_walltime_s=self.site.max_walltime_s,
+                labels=dict(node.labels), latency_ms=round(rtt_ms, 2),
                 note=f"rtt {rtt_ms:.1f} ms",
             ))
         return offers

@@ -125,6 +125,10 @@ class Offer(BaseModel):
     restart_overhead_s: float = Field(default=0.0, ge=0)
     queue_wait_s: float = Field(default=0.0, ge=0)
     max_walltime_s: float | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    """What the capacity is, as the operator labels it (``location``, ``accelerator``)."""
+    latency_ms: float | None = Field(default=None, ge=0)
+    """The round-trip time to where the job would run, as the adapter measured it."""
     note: str = ""
     """Why capacity is what it is (e.g. 'capacity reclaimed after an interruption')."""
 

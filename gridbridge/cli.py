@@ -199,6 +199,48 @@ def sites_list(
                             "preemptible", "preempt_per_h", "note"], rows, fmt)
 
 
+@sites_app.command("check")
+def sites_check(
+    ctx: typer.Context,
+    site: Annotated[str, typer.Argument(help="the site's name")],
+    fmt: FormatOpt = Format.TABLE,
+) -> None:
+    """Check a site's hosts: per node (edge sites) reachable, host key, the Python and
+    gridbridge versions there, free resources and round-trip time; for other sites, whether
+    the site answers and what it offers. Exits 1 when something is unreachable."""
+    client = _client(ctx)
+    names = [s.name for s in client.config.sites]
+    if site not in client.adapters:
+        err.print(f"error: no site {site!r}; valid choices: {', '.join(names)}")
+        raise typer.Exit(2)
+    adapter = client.adapters[site]
+    check = getattr(adapter, "check", None)
+    rows: list[dict[str, Any]] = []
+    if callable(check):
+        for c in check():
+            rows.append({**c.model_dump(), "host_key_ok": _yes_no(c.host_key_ok),
+                         "reachable": _yes_no(c.reachable)})
+        columns = ["node", "reachable", "host_key_ok", "python", "gridbridge", "cpus",
+                   "memory_gb", "rtt_ms", "error"]
+    else:
+        try:
+            offers = adapter.offers()
+            rows = [{"offer": o.key, "reachable": "yes", "free_cpus": o.cpus,
+                     "memory_gb": round(o.memory_gb, 1), "error": ""} for o in offers]
+        except Exception as exc:
+            from gridbridge.scheduler.sitecalls import describe
+
+            rows = [{"offer": "", "reachable": "no", "error": describe(exc)}]
+        columns = ["offer", "reachable", "free_cpus", "memory_gb", "error"]
+    emit(console, f"site {site}", columns, rows, fmt)
+    if any(r["reachable"] != "yes" for r in rows):
+        raise typer.Exit(1)
+
+
+def _yes_no(value: bool | None) -> str:
+    return "" if value is None else ("yes" if value else "no")
+
+
 @app.command()
 def serve(ctx: typer.Context) -> None:
     """Run the reconciler in the foreground over the configured store."""

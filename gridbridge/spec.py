@@ -84,6 +84,10 @@ class Policy(_Frozen):
     name: Literal["cheapest"] = "cheapest"
 
 
+LABEL_PATTERN = r"^[A-Za-z0-9_.:/-]{1,64}$"
+"""What a label's key or value may look like."""
+
+
 class Constraints(_Frozen):
     """Where a job may run and by when it must be done."""
 
@@ -92,6 +96,11 @@ class Constraints(_Frozen):
     tiers: frozenset[Tier] = frozenset(Tier)
     deadline: datetime | None = None
     preemptible_ok: bool = True
+    labels: dict[Annotated[str, Field(pattern=LABEL_PATTERN)],
+                 Annotated[str, Field(pattern=LABEL_PATTERN)]] = Field(default_factory=dict)
+    """Labels the offer must carry, e.g. ``{"location": "plant-2"}`` for an edge node."""
+    max_latency_ms: Annotated[float, Field(gt=0)] | None = None
+    """The most round-trip time the offer may have, as its site measures it (edge nodes)."""
 
     @field_serializer("allowed_sites", "denied_sites", "tiers")
     def _sorted(self, value: frozenset[str] | None) -> list[str] | None:

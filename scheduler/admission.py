@@ -42,6 +42,10 @@ def check_admissible(spec: JobSpec, config: GridConfig, now: datetime | None = N
     if unknown:
         raise JobRefused(f"unknown site(s) {', '.join(map(repr, unknown))}; "
                          f"valid choices: {', '.join(names)}")
+    # Labels and latency belong to live offers (a node's labels, a measured round trip), not
+    # to a site's configured whole: a job is not refused for them, it waits and says why.
+    live_only = spec.constraints.model_copy(update={"labels": {}, "max_latency_ms": None})
+    spec = spec.model_copy(update={"constraints": live_only})
     when = now or datetime.now(UTC)
     if spec.constraints.deadline is not None and spec.constraints.deadline.tzinfo is None:
         when = when.replace(tzinfo=None)

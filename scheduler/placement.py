@@ -229,6 +229,16 @@ def _site_problems(spec: JobSpec, offer: Offer) -> list[str]:
         problems.append(f"tier {offer.tier.value} not allowed (allowed: {allowed})")
     if offer.preemptible and not c.preemptible_ok:
         problems.append("site is preemptible and the job does not allow preemption")
+    missing = {k: v for k, v in c.labels.items() if offer.labels.get(k) != v}
+    if missing:
+        want = ", ".join(f"{k}={v}" for k, v in sorted(missing.items()))
+        has = ", ".join(f"{k}={v}" for k, v in sorted(offer.labels.items())) or "none"
+        problems.append(f"lacks label {want} (has {has})")
+    if c.max_latency_ms is not None:
+        if offer.latency_ms is None:
+            problems.append(f"latency unknown (the job needs at most {c.max_latency_ms:g} ms)")
+        elif offer.latency_ms > c.max_latency_ms:
+            problems.append(f"latency {offer.latency_ms:.1f} ms > max {c.max_latency_ms:g} ms")
     return problems
 
 

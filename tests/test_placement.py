@@ -312,3 +312,46 @@ def test_the_sites_own_note_explains_an_infeasible_candidate() -> None:
     [decision] = place([PendingJob(job_id="a", spec=spec, submitted_at=NOW)], [reclaimed], NOW)
     assert decision.site is None
     assert decision.candidates[0].reason.endswith(note)
+
+
+def test_labels_and_latency_pick_the_node_near_the_sensor() -> None:
+    # Three edge nodes of one site; the job must run at plant-2 within 5 ms. The cheapest
+    # node is elsewhere, the next one is at plant-2 but too far away.
+    offers = [
+        make_offer("edge", 0.10, key="n1", tier=Tier.EDGE, labels={"location": "plant-1"},
+                   latency_ms=1.0),
+        make_offer("edge", 0.20, key="n2", tier=Tier.EDGE, labels={"location": "plant-2"},
+                   latency_ms=12.5),
+        make_offer("edge", 0.30, key="n3", tier=Tier.EDGE,
+                   labels={"location": "plant-2", "gpu": "jetson"}, latency_ms=3.2),
+        make_offer("cloud", 0.01),
+    ]
+    spec = make_spec(memory_gb=8,
+                     constraints=Constraints(labels={"location": "plant-2"}, max_latency_ms=5))
+    d = only(place([pending("j", spec)], offers, NOW, Policy()))
+    assert (d.site, d.offer_key) == ("edge", "n3")
+    why = {c.offer_key: c.reason for c in d.candidates}
+    assert "lacks label location=plant-2 (has location=plant-1)" in why["n1"]
+    assert "latency 12.5 ms > max 5 ms" in why["n2"]
+    assert "lacks label location=plant-2 (has none)" in why["default"]
+
+
+def test_an_offer_that_cannot_say_its_latency_does_not_meet_a_bound() -> None:
+    spec = make_spec(constraints=Constraints(max_latency_ms=50))
+    d = only(place([pending("j", spec)], [make_offer("cloud")], NOW, Policy()))
+    assert d.site is None
+    assert "latency unknown (the job needs at most 50 ms)" in d.candidates[0].reason
+
+
+def test_the_memory_bound_rules_out_a_small_node() -> None:
+    offers = [make_offer("edge", 0.1, key="small", memory_gb=2.0, labels={"location": "x"}),
+              make_offer("edge", 0.5, key="big", memory_gb=32.0, labels={"location": "x"})]
+    spec = make_spec(memory_gb=8, constraints=Constraints(labels={"location": "x"}))
+    d = only(place([pending("j", spec)], offers, NOW, Policy()))
+    assert d.offer_key == "big"
+
+
+@pytest.mark.parametrize("bad", [{"loc ation": "x"}, {"location": "a;b"}, {"k": "x\ny"}])
+def test_hostile_labels_are_refused(bad: dict[str, str]) -> None:
+    with pytest.raises(ValidationError, match="labels"):
+        Constraints(labels=bad)
