@@ -13,6 +13,7 @@ Each node is an offer (key = node name). An attempt runs on one node as
                SIGKILLs what is left after the grace period
     owned  ──> 1 round trip per node: live attempt folders carrying our federation tag
     offers ──> 1 round trip per node: nproc, MemAvailable, load, what our live attempts hold
+    bootstrap ─> per node: probe, upload the missing wheels, make the venv, pip install offline
 
 Every command is an argv list through :class:`~gridbridge.adapters._run.SSHRunner` (strict
 host keys, one pooled connection per node). The shell scripts are constants run as
@@ -28,11 +29,20 @@ finds its attempts again through ``owned()`` and a re-submit of the same attempt
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import importlib.util
 import json
 import logging
 import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import threading
 import time
+import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -62,10 +72,11 @@ from gridbridge.config import SiteConfig, prologue_script
 from gridbridge.spec import Tier
 from gridbridge.states import AttemptState
 
-__all__ = ["EdgeAdapter", "EdgeNode", "EdgeOptions", "NodeCheck"]
+__all__ = ["BootstrapReport", "EdgeAdapter", "EdgeNode", "EdgeOptions", "NodeBootstrap",
+           "NodeCheck"]
 
 log = logging.getLogger(__name__)
-_NAME = r"^[A-Za-z0-9_.-]{1,64}$"
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _T = TypeVar("_T")
 _REASONS = {
     "succeeded": AttemptState.SUCCEEDED,
@@ -249,6 +260,81 @@ else echo "python-error $(printf '%s\n' "$out" | tail -n 1)"; fi
 """
 
 
+_PROBE = r"""
+code='import gridbridge; print(gridbridge.__version__)'
+if out=$("$1" -c "$code" 2>&1); then echo "have $(printf '%s\n' "$out" | tail -n 1)"
+else echo "missing $(printf '%s\n' "$out" | tail -n 1)"; fi
+tag='import sys, sysconfig
+print(sys.implementation.name, "%d.%d" % sys.version_info[:2], sysconfig.get_platform())'
+if out=$("$2" -c "$tag" 2>&1); then echo "base $out"
+else echo "nobase $(printf '%s\n' "$out" | tail -n 1)"; fi
+if [ -e "$3/pyvenv.cfg" ]; then echo "venv yes"
+elif [ ! -e "$3" ] || { [ -d "$3" ] && [ -z "$(ls -A -- "$3" 2>/dev/null)" ]; }; then
+  echo "venv absent"
+else echo "venv other"; fi
+"""
+"""$1 the runtime's interpreter, $2 the base interpreter for the venv, $3 the venv:
+``have VERSION`` or ``missing WHY``, ``base IMPL X.Y PLATFORM`` or ``nobase WHY``, then
+``venv yes|absent|other`` (other: something that is not a venv is in the way)."""
+
+_LIST = r"""
+mkdir -p -- "$1" || exit 4
+for f in "$1"/*.whl; do
+  [ -f "$f" ] && printf '%s\t%s\n' "${f##*/}" "$(wc -c < "$f")"
+done
+exit 0
+"""
+"""$1 the node's wheelhouse: ``name TAB size`` per wheel there."""
+
+_PUT = r"""
+part=$1.part-$4
+if [ "$2" = first ]; then base64 -d > "$part" || exit 4
+else base64 -d >> "$part" || exit 4; fi
+if [ "$3" = last ]; then mv -f -- "$part" "$1" || exit 4; fi
+"""
+"""Base64 on stdin -> $1 (through ``$1.part-$4``, $4 the node, so nodes that share a
+filesystem never write one file together): $2 ``first``/``more``, $3 ``last``/``more``."""
+
+_INSTALL = r"""
+base=$1; venv=$2; wh=$3; pipwhl=$4; req=$5; py=$6; want=$7
+not_venv() {
+  [ -e "$venv" ] && [ ! -e "$venv/pyvenv.cfg" ] && [ -n "$(ls -A -- "$venv" 2>/dev/null)" ]
+}
+if not_venv; then echo "$venv exists and is not a virtual environment: refusing to touch it" >&2
+  exit 3; fi
+lock=$venv.gridbridge-bootstrap-lock
+mkdir -p -- "${venv%/*}" || exit 4
+n=0
+until mkdir -- "$lock" 2>/dev/null; do
+  n=$((n + 1))
+  if [ "$n" -gt 600 ]; then
+    echo "$lock held for 10 minutes (remove it if no bootstrap runs)" >&2; exit 4
+  fi
+  sleep 1
+done
+trap 'rmdir -- "$lock" 2>/dev/null' EXIT
+code='import gridbridge; print(gridbridge.__version__)'
+if [ "$("$py" -c "$code" 2>/dev/null)" = "$want" ]; then echo already; exit 0; fi
+if not_venv; then echo "$venv exists and is not a virtual environment: refusing to touch it" >&2
+  exit 3; fi
+if [ ! -e "$venv/pyvenv.cfg" ] || [ ! -x "$venv/bin/python" ]; then
+  "$base" -m venv --without-pip "$venv" || { echo "$base -m venv $venv failed" >&2; exit 4; }
+fi
+"$venv/bin/python" "$wh/$pipwhl/pip" install --no-index --find-links "$wh" --no-cache-dir \
+  --disable-pip-version-check --no-warn-script-location --quiet "$req" pip || exit 5
+echo installed
+"""
+"""$1 base interpreter, $2 the venv, $3 the node's wheelhouse, $4 the pip wheel in it (run
+from the wheel itself, so the base needs neither pip nor ensurepip), $5 the requirement
+(``gridbridge==X``), $6 the runtime's interpreter, $7 the version wanted. One bootstrap at a
+time per venv (a lock folder beside it): a node that shares the filesystem with one that
+just installed it finds it there. Exit 3: a folder that is not a venv is in the way."""
+
+_CHUNK = 4 << 20
+"""Bytes of a wheel per upload round trip (base64 on the command's stdin)."""
+_VENV_PYTHON = re.compile(r"(/[^\n\t]*[^/\n\t])/bin/python[0-9.]*")
+
+
 class EdgeNode(BaseModel):
     """One node of the fleet (``options.nodes[]``)."""
 
@@ -315,6 +401,130 @@ class NodeCheck(BaseModel):
     error: str = ""
 
 
+class NodeBootstrap(BaseModel):
+    """What :meth:`EdgeAdapter.bootstrap` did on one node."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    node: str
+    action: str
+    """``installed``, ``skipped`` (it had the version already) or ``failed``."""
+    before: str | None = None
+    """The gridbridge version the runtime's interpreter had before (None: none)."""
+    after: str | None = None
+    seconds: float = 0.0
+    uploaded_files: int = 0
+    uploaded_bytes: int = 0
+    upload_s: float = 0.0
+    install_s: float = 0.0
+    detail: str = ""
+    error: str = ""
+
+
+class BootstrapReport(BaseModel):
+    """What :meth:`EdgeAdapter.bootstrap` did: the wheelhouse and every node."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: str
+    """The gridbridge version the nodes were brought to."""
+    wheelhouse: str | None = None
+    """The local wheelhouse (None: no node needed one)."""
+    built: bool = False
+    """Whether the wheelhouse was built by this call (False: cached or given)."""
+    build_s: float = 0.0
+    nodes: list[NodeBootstrap]
+
+
+class _Wheelhouse:
+    """The local wheelhouse, built from the checkout the first time a node needs it."""
+
+    def __init__(self, checkout: Path | None, given: Path | None, cache_dir: Path,
+                 version: str) -> None:
+        self.checkout, self.given, self.cache_dir, self.version = (
+            checkout, given, cache_dir, version)
+        self._lock = threading.Lock()
+        self._path: Path | None = given
+        self._error: str | None = None
+        self.built = False
+        self.build_s = 0.0
+
+    def get(self) -> Path:
+        with self._lock:
+            if self._path is None and self._error is None:
+                try:
+                    self._path = self._build()
+                except RunnerError as exc:
+                    self._error = str(exc)
+            if self._path is None:
+                raise RunnerError(self._error or "no wheelhouse")
+            return self._path
+
+    @property
+    def path(self) -> Path | None:
+        return self._path
+
+    def _build(self) -> Path:
+        assert self.checkout is not None
+        pyproject = (self.checkout / "pyproject.toml").read_bytes()
+        key = hashlib.sha256(pyproject + "\0".join(
+            [self.version, *_local_tag()]).encode()).hexdigest()[:16]
+        dest = self.cache_dir / f"wheelhouse-{self.version}-{key}"
+        if (dest / ".complete").exists():
+            return dest
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.cache_dir / f".wheelhouse-{key}.tmp{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        t0 = time.monotonic()
+        # The base install only (no extras), plus pip itself: the nodes run pip from its wheel.
+        argv = [sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check", "--quiet",
+                "--wheel-dir", str(tmp), str(self.checkout), "pip"]
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=1800,
+                                  stdin=subprocess.DEVNULL, check=False)
+        except subprocess.TimeoutExpired:
+            raise RunnerError("pip wheel did not finish within 1800s") from None
+        if done.returncode != 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise RunnerError(f"building the wheelhouse failed (pip wheel, exit "
+                              f"{done.returncode}): {(done.stderr or done.stdout)[-2000:]}")
+        _wheel_of(tmp, "gridbridge")
+        _wheel_of(tmp, "pip")
+        (tmp / ".complete").write_text(f"{self.version}\n")
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.rename(dest)
+        self.built, self.build_s = True, round(time.monotonic() - t0, 1)
+        return dest
+
+
+def _local_tag() -> tuple[str, str, str]:
+    """What a wheelhouse built here fits: implementation, X.Y, platform."""
+    return (sys.implementation.name, "{}.{}".format(*sys.version_info[:2]),
+            sysconfig.get_platform())
+
+
+def _wheel_of(folder: Path, project: str) -> Path:
+    """The one wheel of ``project`` in ``folder`` (RunnerError when there is none or several)."""
+    found = sorted(folder.glob(f"{project}-*.whl"))
+    if len(found) != 1:
+        raise RunnerError(f"{folder} holds {len(found)} {project} wheels, not exactly one")
+    return found[0]
+
+
+def _checkout() -> Path | None:
+    """The source checkout gridbridge runs from (the folder with its pyproject.toml above the
+    package), else None (installed from a wheel)."""
+    spec = importlib.util.find_spec("gridbridge")
+    if spec is None or spec.origin is None:
+        return None
+    root = Path(spec.origin).resolve().parent.parent
+    try:
+        meta = tomllib.loads((root / "pyproject.toml").read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    return root if meta.get("project", {}).get("name") == "gridbridge" else None
+
+
 class _BadRunDir(RunnerError):
     """The node's run folder does not resolve to a usable absolute path."""
 
@@ -341,6 +551,7 @@ class EdgeAdapter:
                                known_hosts=node.known_hosts or o.known_hosts,
                                connect_timeout_s=o.connect_timeout_s)
             self.runners[node.name] = SSHRunner(target, max_sessions=o.max_sessions_per_node)
+        self.workdir = Path(workdir)
         self.tag = o.federation_tag or hashlib.sha256(
             str(Path(workdir).resolve()).encode()).hexdigest()[:10]
         self._dir = o.remote_dir or f".gridbridge/edge/{site.name}"
@@ -383,6 +594,9 @@ class EdgeAdapter:
             base = done.check(f"realpath on {node}").removesuffix("\n")
             if not base.startswith("/") or any(c in base for c in "\n\t\r"):
                 raise _BadRunDir(f"unusable run folder on {node}: {base!r}")
+            # A folder of its own per node: nodes that share a filesystem (an NFS home) must
+            # never see each other's attempts as their own.
+            base = f"{base.rstrip('/')}/{node}"
             self._bases[node] = base
         return base
 
@@ -664,6 +878,165 @@ class EdgeAdapter:
             memory_gb=(int(facts["memavail"]) / 2**20
                        if facts.get("memavail", "").isdigit() else None),
             rtt_ms=round(rtt_ms, 1), error=facts.get("python-error", ""))
+
+    # bootstrap ----------------------------------------------------------------------------
+
+    def bootstrap(self, *, wheelhouse: str | os.PathLike[str] | None = None,
+                  cache_dir: str | os.PathLike[str] | None = None,
+                  base_python: str = "python3") -> BootstrapReport:
+        """Bring every node to running jobs: where the runtime's interpreter
+        (``runtime.python``, else ``options.python``; it must be ``<venv>/bin/python``) does
+        not import this gridbridge version, upload a wheelhouse (only the wheels missing there
+        or of another size) to ``<run folder>/.wheelhouse``, make the venv with
+        ``base_python -m venv`` and ``pip install --no-index`` gridbridge into it, then check
+        the import. The nodes need no package index.
+
+        The wheelhouse is ``wheelhouse`` (made by the operator: a gridbridge wheel, its
+        dependencies, and a pip wheel), else built here from the checkout gridbridge runs from
+        (``pip wheel``, once a node needs it) and kept under ``cache_dir`` (default
+        ``<workdir>/bootstrap``) for as long as the version and ``pyproject.toml`` stay the
+        same. All nodes at once; a node's failure is its row. ValueError when the site's
+        configuration cannot be bootstrapped at all."""
+        python = self.site.runtime.python or self.options.python
+        match = _VENV_PYTHON.fullmatch(python or "")
+        if python is None or match is None:
+            raise ValueError(
+                f"site {self.site.name}: bootstrap makes the venv the runtime uses, so "
+                f"runtime.python must be an absolute venv path like "
+                f"/opt/gridbridge-edge/venv/bin/python (it is {python!r})")
+        venv = match.group(1)
+        if "/../" in f"{venv}/" or "/./" in f"{venv}/":
+            raise ValueError(f"site {self.site.name}: runtime.python {python!r} is not a plain "
+                             "path")
+        checkout = None
+        if wheelhouse is not None:
+            given = Path(wheelhouse).resolve()
+            try:
+                wheel = _wheel_of(given, "gridbridge")
+                _wheel_of(given, "pip")
+            except RunnerError as exc:
+                raise ValueError(f"--wheelhouse {given}: {exc}") from None
+            version = wheel.name.split("-")[1]
+        else:
+            given = None
+            checkout = _checkout()
+            if checkout is None:
+                raise ValueError(
+                    "gridbridge is not installed from a source checkout, so there is nothing "
+                    "to build a wheelhouse from: give one (a gridbridge wheel, its "
+                    "dependencies and pip, e.g. `pip wheel --wheel-dir DIR gridbridge pip`)")
+            meta = tomllib.loads((checkout / "pyproject.toml").read_text())
+            version = str(meta["project"].get("version") or "")
+            if not version:
+                from importlib.metadata import version as dist_version
+
+                version = dist_version("gridbridge")
+        cache = Path(cache_dir) if cache_dir is not None else self.workdir / "bootstrap"
+        house = _Wheelhouse(checkout, given, cache.resolve(), version)
+        found = self._each(list(self.nodes), lambda n: self._bootstrap_node(
+            n, python, venv, base_python, house))
+        nodes = [got if isinstance(got, NodeBootstrap) else
+                 NodeBootstrap(node=n, action="failed", error=str(got))
+                 for n, got in found.items()]
+        return BootstrapReport(version=version, nodes=nodes, built=house.built,
+                               build_s=house.build_s,
+                               wheelhouse=str(house.path) if house.path else None)
+
+    def _bootstrap_node(self, node: str, python: str, venv: str, base_python: str,
+                        house: _Wheelhouse) -> NodeBootstrap:
+        t0 = time.monotonic()
+        row: dict[str, object] = {"node": node}
+
+        def done(action: str, **more: object) -> NodeBootstrap:
+            return NodeBootstrap.model_validate(
+                {**row, "action": action, **more, "seconds": round(time.monotonic() - t0, 1)})
+
+        try:
+            facts = self._probe(node, python, base_python, venv)
+            row["before"] = facts.get("have")
+            if facts.get("have") == house.version:
+                return done("skipped", after=house.version,
+                            detail=f"already has gridbridge {house.version}")
+            if facts.get("venv") == "other":
+                return done("failed", error=f"{venv} exists and is not a virtual environment: "
+                            "refusing to touch it (point runtime.python at a venv of its own)")
+            if "base" not in facts:
+                return done("failed", error=f"no base interpreter {base_python!r} there: "
+                            f"{facts.get('nobase', '')}")
+            if house.given is None and tuple(facts["base"].split()) != _local_tag():
+                return done("failed", error=(
+                    f"{base_python} there is {facts['base']}, the wheelhouse built here fits "
+                    f"{' '.join(_local_tag())}: build one for it and pass --wheelhouse"))
+            local = house.get()
+            remote = f"{self._base(node)}/.wheelhouse"
+            t1 = time.monotonic()
+            files, size = self._upload(node, local, remote)
+            row.update(uploaded_files=files, uploaded_bytes=size,
+                       upload_s=round(time.monotonic() - t1, 1))
+            t2 = time.monotonic()
+            out = self.runners[node].run(
+                ["sh", "-c", _INSTALL, "gridbridge-bootstrap", base_python, venv, remote,
+                 _wheel_of(local, "pip").name, f"gridbridge=={house.version}", python,
+                 house.version], timeout=max(900.0, self.options.command_timeout_s))
+            row["install_s"] = round(time.monotonic() - t2, 1)
+            if out.returncode != 0:
+                words = (out.stderr or out.stdout).strip()[-1500:]
+                return done("failed", error=f"install failed (exit {out.returncode}): {words}")
+            after = self._probe(node, python, base_python, venv)
+            row["after"] = after.get("have")
+            if after.get("have") != house.version:
+                return done("failed", error=f"after the install {python} imports gridbridge "
+                            f"{after.get('have')!r}, not {house.version}: "
+                            f"{after.get('missing', '')}")
+            if out.stdout.split()[-1:] == ["already"]:
+                return done("skipped", detail="installed meanwhile (a node that shares "
+                            "this filesystem?)")
+            return done("installed", detail=f"{files} wheels ({size / 2**20:.1f} MiB) "
+                        f"uploaded to {remote}")
+        except HostKeyRefused as exc:
+            return done("failed", error=str(exc))
+        except RunnerError as exc:
+            return done("failed", error=str(exc))
+
+    def _probe(self, node: str, python: str, base_python: str, venv: str) -> dict[str, str]:
+        out = self._sh(node, _PROBE, python, base_python, venv)
+        facts: dict[str, str] = {}
+        for line in out.splitlines():
+            word, _, rest = line.partition(" ")
+            facts[word] = rest.strip()
+        return facts
+
+    def _upload(self, node: str, local: Path, remote: str) -> tuple[int, int]:
+        """Copy the wheels the node lacks (or has with another size) to ``remote``, through
+        base64 on the stdin of a constant script (any Runner, no SFTP subsystem needed)."""
+        listing = self._sh(node, _LIST, remote)
+        there: dict[str, int] = {}
+        for line in listing.splitlines():
+            name, _, length = line.partition("\t")
+            if length.strip().isdigit():
+                there[name] = int(length.strip())
+        files = total = 0
+        timeout = max(120.0, self.options.command_timeout_s)
+        for wheel in sorted(local.glob("*.whl")):
+            size = wheel.stat().st_size
+            if there.get(wheel.name) == size:
+                continue
+            with wheel.open("rb") as f:
+                first = True
+                while True:
+                    chunk = f.read(_CHUNK)
+                    last = f.tell() >= size
+                    done = self.runners[node].run(
+                        ["sh", "-c", _PUT, "gridbridge-put", f"{remote}/{wheel.name}",
+                         "first" if first else "more", "last" if last else "more", node],
+                        input=base64.b64encode(chunk).decode("ascii"), timeout=timeout)
+                    done.check(f"uploading {wheel.name} to {node}")
+                    first = False
+                    if last:
+                        break
+            files += 1
+            total += size
+        return files, total
 
 
 def _status(node: str, word: str, marks: set[str], result: str) -> AttemptStatus:

@@ -237,6 +237,48 @@ def sites_check(
         raise typer.Exit(1)
 
 
+@sites_app.command("bootstrap")
+def sites_bootstrap(
+    ctx: typer.Context,
+    site: Annotated[str, typer.Argument(help="the site's name")],
+    fmt: FormatOpt = Format.TABLE,
+    wheelhouse: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="wheels to install from (gridbridge, its dependencies, pip); default: built "
+        "from the checkout gridbridge runs from", show_default=False)] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="where the built wheelhouse is kept (default: <workdir>/bootstrap)",
+        show_default=False)] = None,
+    base_python: Annotated[str, typer.Option(
+        help="the interpreter on the nodes that makes the venv")] = "python3",
+) -> None:
+    """Install gridbridge on a site's bare nodes (edge sites): upload a wheelhouse, make the
+    venv runtime.python names and pip install into it, without a package index on the nodes.
+    Nodes that already have this version are left alone. Exits 1 when a node failed."""
+    client = _client(ctx)
+    names = [s.name for s in client.config.sites]
+    if site not in client.adapters:
+        err.print(f"error: no site {site!r}; valid choices: {', '.join(names)}")
+        raise typer.Exit(2)
+    bootstrap = getattr(client.adapters[site], "bootstrap", None)
+    if not callable(bootstrap):
+        able = [n for n, a in client.adapters.items() if callable(getattr(a, "bootstrap", None))]
+        adapter = next(s.adapter for s in client.config.sites if s.name == site)
+        err.print(f"error: site {site!r} (adapter {adapter}) has no bootstrap; only edge sites "
+                  f"do{' (here: ' + ', '.join(able) + ')' if able else ''}")
+        raise typer.Exit(2)
+    report = bootstrap(wheelhouse=wheelhouse, cache_dir=cache_dir, base_python=base_python)
+    if report.wheelhouse:
+        how = f"built in {report.build_s:g}s" if report.built else "cached" if (
+            wheelhouse is None) else "given"
+        err.print(f"wheelhouse ({how}): {report.wheelhouse}", highlight=False, markup=False)
+    rows = [r.model_dump() for r in report.nodes]
+    emit(console, f"site {site}: gridbridge {report.version}",
+         ["node", "before", "after", "action", "seconds", "upload_s", "install_s", "detail",
+          "error"], rows, fmt)
+    if any(r.action == "failed" for r in report.nodes):
+        raise typer.Exit(1)
+
+
 def _yes_no(value: bool | None) -> str:
     return "" if value is None else ("yes" if value else "no")
 

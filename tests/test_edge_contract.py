@@ -233,7 +233,8 @@ class TestEdgeContract(AdapterContract):
         self.wait_for(adapter, nid, lambda s: s.state is AttemptState.RUNNING)
         self.wait_until(pidfile.exists, "the job to start")
         job_pid = int(pidfile.read_text())
-        runtime_pid = int((tmp_path / "work" / "remote" / req.attempt_id / "pid")
+        # each node keeps its attempts in a folder of its own under the run folder
+        runtime_pid = int((tmp_path / "work" / "remote" / node.name / req.attempt_id / "pid")
                           .read_text().split()[0])
         fleet.ctl("partition", node)
         try:
@@ -280,7 +281,8 @@ class TestEdgeContract(AdapterContract):
             req = self.request(workspace, python, "pass")
             with pytest.raises(SubmitRejected, match="no interpreter"):
                 adapter.submit(req)
-            assert list(remote.iterdir()) == [], "the attempt's folder was removed"
+            left = [p for p in remote.rglob("*") if p.parent != remote]  # nodes' own folders
+            assert left == [], "the attempt's folder was removed"
         finally:
             adapter.close()
 

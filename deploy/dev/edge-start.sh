@@ -203,6 +203,10 @@ ClientAliveCountMax 3
 MaxSessions 32
 MaxStartups 64
 Subsystem sftp internal-sftp
+# A login shell's rc files run before every command (bash reads ~/.bashrc under sshd). Where
+# they run "pyenv rehash", a rehash killed mid-way leaves a lock that makes every later
+# session wait 60 s: cap that wait for the test sshds.
+SetEnv PYENV_REHASH_TIMEOUT=1
 EOF
   if ! sshd_pid "$E/sshd.pid" "$ns" >/dev/null; then
     rm -f "$E/sshd.pid"

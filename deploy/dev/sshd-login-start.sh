@@ -69,6 +69,10 @@ StrictModes no
 ClientAliveInterval 5
 MaxSessions 32
 MaxStartups 64
+# A login shell's rc files run before every command (bash reads ~/.bashrc under sshd). Where
+# they run "pyenv rehash", a rehash killed mid-way leaves a lock that makes every later
+# session wait 60 s: cap that wait for the test sshds.
+SetEnv PYENV_REHASH_TIMEOUT=1
 EOF
 $SSHD -t -f "$DIR/sshd_config" || fail "sshd refused the config"
 $SSHD -f "$DIR/sshd_config" -E "$DIR/sshd.log" </dev/null
