@@ -560,6 +560,8 @@ class EdgeAdapter:
         """attempt id -> (node, cpus) of attempts this adapter submitted and saw live."""
         self._last: dict[str, AttemptStatus] = {}
         self._down: dict[str, float] = {}
+        self._flaps: dict[str, list[float]] = {}
+        """Per node, when it went from answering to not answering (the last hour's)."""
         """node -> when it was first found unreachable (this time round)."""
         self._lost: dict[str, AttemptStatus] = {}
 
@@ -710,9 +712,23 @@ class EdgeAdapter:
                     self._last[nid] = status
         return answer
 
+    def _went_down(self, node: str, when: float) -> float:
+        """Note that ``node`` does not answer; a node that answered before has flapped.
+        Returns since when it has been down."""
+        if node not in self._down:
+            self._down[node] = when
+            recent = [t for t in self._flaps.get(node, []) if t > when - 3600]
+            self._flaps[node] = [*recent, when]
+        return self._down[node]
+
+    def flaps(self, node: str, now: float | None = None) -> int:
+        """How often ``node`` stopped answering in the last hour."""
+        now = time.time() if now is None else now
+        return sum(1 for t in self._flaps.get(node, []) if t > now - 3600)
+
     def _unreachable(self, node: str, error: RunnerError, started: float,
                      aids: Sequence[str], answer: dict[str, AttemptStatus]) -> None:
-        since = self._down.setdefault(node, started)
+        since = self._went_down(node, started)
         lost = time.time() - since >= self.options.lost_after_s
         when = datetime.fromtimestamp(since, UTC).isoformat(timespec="seconds")
         log.warning("edge site %s: node %s unreachable since %s: %s",
@@ -802,9 +818,14 @@ class EdgeAdapter:
         offers = []
         for name, got in found.items():
             if isinstance(got, RunnerError):
+                self._went_down(name, time.time())
                 log.warning("edge site %s: node %s not offered: %s", self.site.name, name, got)
                 continue
             facts, busy, rtt_ms = got
+            self._down.pop(name, None)
+            # Its recent reliability is its interruption rate: each time it stopped answering
+            # in the last hour counts as one interruption an hour.
+            flaps = self.flaps(name)
             node = self.nodes[name]
             cpus = node.cpus if node.cpus is not None else int(facts.get("nproc", 0))
             mem_free = facts.get("memavail", 0.0) / 2**20
@@ -819,12 +840,13 @@ class EdgeAdapter:
                 gpus=max(0, node.gpus - int(busy[2])),
                 price=price,
                 on_demand=self.site.on_demand if self.site.on_demand is not None else price,
-                preemptible=self.site.preemptible,
-                preemption_rate_per_hour=self.site.preemption_rate_per_hour,
+                preemptible=self.site.preemptible or flaps > 0,
+                preemption_rate_per_hour=self.site.preemption_rate_per_hour + flaps,
                 restart_overhead_s=self.site.restart_overhead_s,
                 max_walltime_s=self.site.max_walltime_s,
                 labels=dict(node.labels), latency_ms=round(rtt_ms, 2),
-                note=f"rtt {rtt_ms:.1f} ms",
+                note=f"rtt {rtt_ms:.1f} ms" + (f", {flaps} flaps in the last hour"
+                                               if flaps else ""),
             ))
         return offers
 

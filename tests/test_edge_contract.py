@@ -269,6 +269,12 @@ class TestEdgeContract(AdapterContract):
             time.sleep(0.05)
         assert adapter.poll([nid])[nid].state is AttemptState.LOST
         assert req.attempt_id not in {o.attempt_id for o in adapter.owned()}
+        # The partition counts against the node: its offer now carries an interruption rate.
+        offer = {o.key: o for o in adapter.offers()}[node.name]
+        assert offer.preemptible and offer.preemption_rate_per_hour >= 1.0, offer
+        assert "1 flaps in the last hour" in offer.note, offer.note
+        others = [o for o in adapter.offers() if o.key != node.name]
+        assert others and all(o.preemption_rate_per_hour == 0.0 for o in others), others
 
     def test_a_missing_interpreter_is_rejected_and_leaves_nothing(
         self, fleet: Fleet, workspace: Path, python: str, tmp_path: Path
