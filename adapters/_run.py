@@ -254,6 +254,22 @@ class SSHRunner:
                     channel.close()
         return Completed(code, out.decode(errors="replace"), err.decode(errors="replace"))
 
+    def ping(self, timeout: float = 10.0) -> float:
+        """The network round trip to the host in ms: one SSH global request on the pooled
+        connection, answered by sshd itself (no command, no shell start-up in it)."""
+        with self._slots:
+            transport = self._session().get_transport()
+            t0 = time.monotonic()
+            try:
+                transport.global_request("keepalive@openssh.com", wait=True)
+            except Exception as exc:
+                self._drop(transport)
+                raise RunnerError(f"{self.describe()}: connection failed: {exc}") from None
+            if time.monotonic() - t0 > timeout or not transport.is_active():
+                self._drop(transport)
+                raise RunnerError(f"{self.describe()}: no answer within {timeout:g}s")
+            return (time.monotonic() - t0) * 1000
+
     def _drop(self, transport: Any) -> None:
         """Drop the pooled connection only if it is dead: a failed command must not cut the
         other commands running over it."""
