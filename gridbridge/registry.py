@@ -31,6 +31,7 @@ BUILTIN_ADAPTERS: Mapping[str, str] = MappingProxyType(
         "slurm": "gridbridge.adapters.slurm:SlurmAdapter",
         "pbs": "gridbridge.adapters.pbs:PBSAdapter",
         "edge": "gridbridge.adapters.edge:EdgeAdapter",
+        "ec2spot": "gridbridge.adapters.ec2spot:Ec2SpotAdapter",
     }
 )
 

@@ -8,6 +8,8 @@ plane but storage (:mod:`gridbridge.wire` lists the records)::
         ──> SCRATCH/pid; stdout+stderr teed into SCRATCH/attempt.log
         ──> every heartbeat_s: <attempt_url>/heartbeat.json and <attempt_url>/output.log
         ──> run the pickled callable, or the command as a child (SIGTERM/SIGUSR1 forwarded)
+        ──> with --imds: a spot interruption notice from the instance metadata service is a
+            stop request, as a SIGTERM is (the job checkpoints and exits 75 before the deadline)
         ──> <attempt_url>/output.log, <attempt_url>/result.json, then SCRATCH/result.json last
 
 ``SCRATCH`` is a local folder only (default: a folder under the system's temp dir). Exit codes:
@@ -50,8 +52,10 @@ from gridbridge.wire import (
 
 __all__ = [
     "ALREADY_RAN_EXIT_CODE",
+    "SPOT_NOTICE",
     "Launch",
     "Result",
+    "SpotWatch",
     "load_log",
     "main",
     "proc_start_time",
@@ -199,6 +203,100 @@ class _Beacon:
         self._thread.join(timeout=5.0)
 
 
+SPOT_NOTICE = "spot interruption notice"
+"""How a result record's ``error`` begins when the attempt stopped for a spot notice."""
+IMDS_ENDPOINT_ENV = "AWS_EC2_METADATA_SERVICE_ENDPOINT"
+"""The AWS SDKs' setting for where the instance metadata service is; it wins over ``--imds``."""
+
+
+class SpotWatch:
+    """Polls the EC2 instance metadata service (IMDSv2) for a spot interruption notice.
+
+    Every ``interval_s``: a session token (``PUT /latest/api/token``, renewed before it expires),
+    then ``GET /latest/meta-data/spot/instance-action``: 404 while no interruption is planned,
+    else ``{"action": "terminate", "time": "2026-11-26T22:40:00Z"}``. On a notice it calls
+    ``on_notice(action, deadline)`` once and stops. An unreachable service is reported once and
+    polled again: it never ends the attempt."""
+
+    def __init__(self, endpoint: str, on_notice: Any, interval_s: float = 5.0) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self.interval_s = interval_s
+        self.on_notice = on_notice
+        self.notice: dict[str, Any] | None = None
+        self._token: tuple[str, float] | None = None
+        self._complained = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="gridbridge-imds", daemon=True)
+
+    def start(self) -> SpotWatch:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _request(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
+        import urllib.error
+        import urllib.request
+
+        url = f"{self.endpoint}{path}"
+        if not url.startswith(("http://", "https://")):
+            raise OSError(f"not an http(s) endpoint: {self.endpoint!r}")
+        req = urllib.request.Request(url, method=method, headers=headers)  # noqa: S310
+        try:
+            with urllib.request.urlopen(req, timeout=2.0) as answer:  # noqa: S310
+                return int(answer.status), bytes(answer.read())
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), b""
+
+    def _session(self) -> str:
+        if self._token is None or self._token[1] < time.monotonic():
+            code, body = self._request("PUT", "/latest/api/token",
+                                       {"X-aws-ec2-metadata-token-ttl-seconds": "21600"})
+            if code != 200:
+                raise OSError(f"IMDS token request answered HTTP {code}")
+            self._token = (body.decode().strip(), time.monotonic() + 21000)
+        return self._token[0]
+
+    def check(self) -> dict[str, Any] | None:
+        """One poll: the notice, or None while no interruption is planned."""
+        token = self._session()
+        code, body = self._request("GET", "/latest/meta-data/spot/instance-action",
+                                   {"X-aws-ec2-metadata-token": token})
+        if code == 401:  # the token expired early (the service restarted): get another
+            self._token = None
+            return None
+        if code == 404:
+            return None
+        if code != 200:
+            raise OSError(f"IMDS spot/instance-action answered HTTP {code}")
+        notice: dict[str, Any] = json.loads(body)
+        return notice
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                notice = self.check()
+            except (OSError, ValueError) as exc:
+                if not self._complained:
+                    print(f"gridbridge-run: the instance metadata service at {self.endpoint} "
+                          f"does not answer ({exc}); still watching", file=sys.stderr,
+                          flush=True)
+                    self._complained = True
+                notice = None
+            if notice is not None:
+                self.notice = notice
+                self.on_notice(str(notice.get("action", "terminate")), str(notice.get("time")))
+                return
+            self._stop.wait(self.interval_s)
+
+
+def _spot_notice(action: str, deadline: str) -> None:
+    print(f"gridbridge-run: {SPOT_NOTICE}: {action} at {deadline}; asking the job "
+          "to checkpoint and stop", file=sys.stderr, flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)  # the same path as the site's own stop signal
+
+
 def _run_command(launch: Launch) -> tuple[int, str, str | None]:
     assert launch.command is not None
     if ctx_mod._stop.is_set():  # asked to stop before the command even started
@@ -247,9 +345,11 @@ def _last_step(launch: Launch) -> int | None:
         return None
 
 
-def run(launch_url: str, scratch: Path | None = None, rerun: int = 0) -> int:
+def run(launch_url: str, scratch: Path | None = None, rerun: int = 0,
+        imds: str | None = None, imds_interval_s: float = 5.0) -> int:
     """Run the attempt whose launch record is at ``launch_url``; returns the exit code.
-    ``rerun`` counts the site's own reruns of the attempt (see :func:`main`)."""
+    ``rerun`` counts the site's own reruns of the attempt (see :func:`main`); ``imds``, the
+    instance metadata service to watch for a spot interruption notice."""
     ctx_mod.install_stop_handlers()  # a SIGTERM from now on is a stop request, not a death
     raw: dict[str, Any] = json.loads(get_bytes(launch_url))
     try:
@@ -272,10 +372,18 @@ def run(launch_url: str, scratch: Path | None = None, rerun: int = 0) -> int:
     print(f"gridbridge-run: job {launch.job_id} attempt {launch.attempt} on "
           f"{socket.gethostname()}{again}", flush=True)
     runner = _run_command if launch.command is not None else _run_callable
+    endpoint = (os.environ.get(IMDS_ENDPOINT_ENV) or imds) if imds else None
+    watch = SpotWatch(endpoint, _spot_notice, imds_interval_s).start() if endpoint else None
     try:
         code, reason, error = runner(launch)
     except Exception:  # the runtime itself broke (payload unreadable, command not found)
         code, reason, error = 1, "failed", traceback.format_exc()
+    if watch is not None:
+        watch.stop()
+        if watch.notice is not None and code == PREEMPTED_EXIT_CODE:
+            reason = "preempted"
+            error = (f"{SPOT_NOTICE}: {watch.notice.get('action')} at "
+                     f"{watch.notice.get('time')}")
     if error:
         print(f"gridbridge-run: {reason}: {error}", file=sys.stderr, flush=True)
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -329,12 +437,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="an environment variable holding how many times the site has "
                              "requeued this attempt (e.g. SLURM_RESTART_COUNT); a rerun "
                              "continues the attempt from its last checkpoint")
+    parser.add_argument("--imds", default=None, metavar="URL",
+                        help="an EC2 instance metadata service to watch for a spot "
+                             "interruption notice, e.g. http://169.254.169.254 "
+                             f"(${IMDS_ENDPOINT_ENV} overrides it)")
+    parser.add_argument("--imds-interval", type=float, default=5.0, metavar="SECONDS",
+                        help="how often to ask it (default 5)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     rerun = 0
     if args.rerun_env:
         value = os.environ.get(args.rerun_env, "0").strip() or "0"
         rerun = int(value) if value.isdigit() else 0
-    return run(args.launch, args.scratch, rerun)
+    return run(args.launch, args.scratch, rerun, args.imds, args.imds_interval)
 
 
 if __name__ == "__main__":

@@ -567,7 +567,7 @@ class Reconciler:
             again = {a.rsplit(".", 1)[0] for a in set(report.rejected) - rejected_before}
             if not again:
                 return
-            offers = _consume(offers, [(site, j) for site, j in placed if j.job_id not in again])
+            offers = _consume(offers, [p for p in placed if p[2].job_id not in again])
             pending = [self.store.job(j) for j in again]
             pending = [j for j in pending if j.state is JobState.PENDING]
 
@@ -611,8 +611,9 @@ class Reconciler:
     def _place_round(
         self, pending: Sequence[Job], offers: Sequence[Offer], report: TickReport,
         budget: list[int],
-    ) -> list[tuple[str, PendingJob]]:
-        """One call of ``place`` and the submissions it leads to; returns (site, job) placed."""
+    ) -> list[tuple[str, str, PendingJob]]:
+        """One call of ``place`` and the submissions it leads to; returns (site, offer key,
+        job) placed."""
         now = self.clock()
         jobs = [
             PendingJob(job_id=j.id, spec=j.spec, attempt=j.attempts + 1,
@@ -623,7 +624,7 @@ class Reconciler:
         by_id = {j.id: j for j in pending}
         by_key = {(o.site, o.key): o for o in offers}
         new: list[Attempt] = []
-        placed: list[tuple[str, PendingJob]] = []
+        placed: list[tuple[str, str, PendingJob]] = []
         decisions = place(jobs, offers, datetime.fromtimestamp(now, UTC), self.config.policy)
         for job, decision in zip(sorted(jobs, key=_order), decisions, strict=True):
             if decision.site is None:
@@ -645,7 +646,7 @@ class Reconciler:
             if attempt is not None:
                 report.placed[decision.job_id] = decision.site
                 new.append(attempt)
-                placed.append((decision.site, job))
+                placed.append((decision.site, offer.key, job))
         self._submit(new, report, budget)
         return placed
 
@@ -760,13 +761,15 @@ def _order(job: PendingJob) -> tuple[int, datetime, str]:
     return (-job.spec.priority, job.submitted_at, job.job_id)
 
 
-def _consume(offers: Sequence[Offer], placed: Sequence[tuple[str, PendingJob]]) -> list[Offer]:
-    """The offers less the resources of the jobs placed on them."""
+def _consume(offers: Sequence[Offer],
+             placed: Sequence[tuple[str, str, PendingJob]]) -> list[Offer]:
+    """The offers less the resources of the jobs placed on them (by site and offer key: a
+    job placed on one instance type or partition takes nothing from the others)."""
     left = list(offers)
-    for site, job in placed:
+    for site, key, job in placed:
         res = job.spec.resources
         for i, o in enumerate(left):
-            if o.site == site and o.cpus >= res.cpus:
+            if o.site == site and o.key == key and o.cpus >= res.cpus:
                 left[i] = o.model_copy(update={"cpus": o.cpus - res.cpus,
                                                "memory_gb": max(0.0, o.memory_gb - res.memory_gb),
                                                "gpus": max(0, o.gpus - res.gpus)})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -100,3 +101,37 @@ def ssh_login() -> Iterator[dict[str, object]]:
 
 
 from tests.checkpoint.conftest import s3_server  # noqa: E402,F401 - the SeaweedFS fixture, shared
+
+
+@pytest.fixture(scope="session")
+def ec2_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """moto's EC2 API with booting instances (``gridbridge.testing.ec2``), for the session."""
+    pytest.importorskip("moto", reason="moto[server] is in the dev extra")
+    from gridbridge.testing.ec2 import Ec2Emulator
+
+    with Ec2Emulator(tmp_path_factory.mktemp("ec2")) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def ec2(ec2_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The EC2 emulation with real prices in force now and no queued faults; after the test,
+    no instance may be left pending or running."""
+    from tests.ec2site import ending_now, real_prices
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    ec2_emulator.launch_faults.clear()
+    ec2_emulator.notice_s = 120.0
+    ec2_emulator.set_prices(ending_now(real_prices()))
+    yield ec2_emulator
+    ec2_emulator.launch_faults.clear()
+    import time
+
+    deadline = time.monotonic() + 15
+    while ec2_emulator.live_instances() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    leaked = ec2_emulator.live_instances()
+    assert not leaked, f"instances left running after the test: {leaked}"
