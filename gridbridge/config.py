@@ -118,6 +118,9 @@ class Limits(_Frozen):
     """How often each site's ``owned()`` is swept for native jobs the store does not track."""
     reject_backoff_s: Annotated[float, Field(ge=0)] = 60.0
     """After a site rejects a job's submission, the job is not placed there for this long."""
+    max_rejections: Annotated[int, Field(ge=1)] = 20
+    """Submissions of one job rejected in a row (by any sites, nothing run in between) before
+    the job fails with the last site's reason, rather than wait for ever."""
     max_submit_tries: Annotated[int, Field(ge=1)] = 5
     """Uncertain submissions of one attempt before it is looked up with ``owned()`` and, if
     the site holds nothing for it, given up and the job placed anew."""

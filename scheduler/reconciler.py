@@ -493,6 +493,17 @@ class Reconciler:
         status, last_step = verdict.status, verdict.last_step
         if status.native_state in {"rejected", "gave-up"}:
             job_state, job_reason = JobState.PENDING, f"attempt {attempt.number} {status.reason}"
+            in_a_row = 1
+            for a in sorted(self.store.attempts(job.id), key=lambda a: -a.number):
+                if a.number >= attempt.number:
+                    continue
+                if a.native_state not in {"rejected", "gave-up"}:
+                    break
+                in_a_row += 1
+            if in_a_row >= self.config.limits.max_rejections:
+                job_state = JobState.FAILED
+                job_reason = (f"{in_a_row} submissions rejected in a row "
+                              f"(limits.max_rejections); the last: {status.reason}")
             if job.cancel_requested:
                 job_state, job_reason = JobState.CANCELLED, "cancelled by user"
         elif status.native_state == "storage-failed":  # no site can help: it is the job's
