@@ -48,10 +48,31 @@ def test_sites_parse_as_written(raw: dict[str, Any], config: GridConfig) -> None
         assert site.options == written.get("options", {})
 
 
-def test_only_available_adapters_are_active(config: GridConfig) -> None:
-    # The slurm/ec2spot entries are examples of what is planned and must stay commented out.
+def test_only_local_adapters_are_active(config: GridConfig) -> None:
+    # The slurm/ec2spot entries need a cluster or AWS credentials: they stay commented out.
     assert {s.adapter for s in config.sites} == {"local"}
     assert len(config.sites) >= 2
+
+
+def test_the_commented_out_sites_are_valid_when_uncommented() -> None:
+    """Uncommenting the Slurm or EC2 spot example gives a site its adapter accepts."""
+    from gridbridge.adapters.ec2spot import Ec2SpotOptions
+    from gridbridge.adapters.slurm import SlurmOptions
+    from gridbridge.config import SiteConfig
+
+    lines = EXAMPLE.read_text(encoding="utf-8").splitlines()
+    entries: list[list[str]] = []
+    for line in lines:
+        if line.startswith("#  - name:"):
+            entries.append([])
+        if entries and line.startswith("#  ") and not line.startswith("#  #"):
+            entries[-1].append(line[1:])  # the entry's lines, uncommented
+    parsed = [yaml.safe_load("\n".join(e))[0] for e in entries if e]
+    assert {p["adapter"] for p in parsed} == {"slurm", "ec2spot"}
+    for site in parsed:
+        model = SiteConfig.model_validate(site)
+        options = {"slurm": SlurmOptions, "ec2spot": Ec2SpotOptions}[model.adapter]
+        options.model_validate(model.options)
 
 
 def test_limits_and_paths(raw: dict[str, Any], config: GridConfig) -> None:
