@@ -1,0 +1,403 @@
+"""``GridCluster``: one Dask cluster whose workers are gridbridge jobs, placed across sites.
+
+The scheduler runs here, in the process that made the cluster; each worker (or group of
+``processes`` workers) is one gridbridge command job, ``python -m gridbridge.dask.worker``,
+with the worker's cores, memory and GPUs as the job's resources. Placement chooses its site
+like any job's, and every attempt of it is a row in the cost ledger::
+
+    cluster.scale(n) / adapt()  ──> SpecCluster: worker spec names  ──> GridWorker.start()
+        ──> client.submit_command([... gridbridge.dask.worker <scheduler> --name N ...])
+        ──> reconciler: place (cheapest site) ──> the runtime starts the worker there
+    preemption on a site ──> the worker retires (its results move to other workers), the
+        attempt ends PREEMPTED, gridbridge places the job again ──> a new worker, same name,
+        on a site with capacity (not one whose capacity was just reclaimed)
+    scale down / close ──> scheduler.retire_workers, then the job is cancelled
+
+distributed's ``SpecCluster`` does the scaling and adaptivity; this module only says how a
+worker is started and stopped, and keeps two promises of its own: a worker that left the
+scheduler while its job lives is gridbridge's to replace (not closed after
+``lost-worker-timeout``), and a worker whose job ended for good while the cluster still wants
+it is started afresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import logging
+import math
+import os
+import re
+import sys
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any
+
+from distributed.core import Status
+from distributed.deploy.cluster import Cluster
+from distributed.deploy.spec import ProcessInterface, SpecCluster
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gridbridge.client import Client, JobFuture
+from gridbridge.config import GridConfig
+from gridbridge.dask.worker import worker_argv
+from gridbridge.spec import NAME_PATTERN, JobSpec, Policy
+
+__all__ = ["GridCluster", "GridWorker", "WorkerOptions"]
+
+logger = logging.getLogger(__name__)
+_NAME_RE = re.compile(NAME_PATTERN)
+_WATCH_S = 1.0
+"""How often the cluster looks at its workers' jobs."""
+
+
+class WorkerOptions(BaseModel):
+    """How each worker job is submitted (``worker_options=`` of :class:`GridCluster`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    walltime_s: Annotated[float, Field(gt=0)] = 3600.0
+    """Walltime of one worker attempt; at its end the worker retires like on a preemption."""
+    expected_runtime_s: Annotated[float, Field(gt=0)] | None = None
+    """What placement prices a worker attempt at; default: ``walltime_s``."""
+    team: str = "default"
+    project: str = "default"
+    """The cost ledger's team and project for the workers (the user is who runs this)."""
+    python: str | None = None
+    """The interpreter that runs the worker on the sites (with distributed installed);
+    default: this one (right for local sites and a shared filesystem)."""
+    death_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    """A worker that cannot reach the scheduler this long exits."""
+    retire_timeout_s: Annotated[float, Field(gt=0)] = 8.0
+    """How long a preempted worker may spend handing its results over; keep it below the
+    sites' grace period (``grace_s`` of local sites, ``signal_before_s`` of Slurm)."""
+    max_attempts: Annotated[int, Field(ge=1, le=1000)] = 1000
+    """Attempts per worker job. A worker keeps no checkpoint, so every preemption counts."""
+    priority: int = 0
+    max_cost: Annotated[float, Field(ge=0)] | None = None
+    local_directory: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class _Launcher:
+    """Submits and stops worker jobs for one cluster (in threads: the store is blocking)."""
+
+    def __init__(self, client: Client, argv_of: Any, options: dict[str, Any],
+                 stop_wait_s: float) -> None:
+        self.client = client
+        self.argv_of = argv_of
+        self.options = options
+        self.stop_wait_s = stop_wait_s
+        self.jobs: list[JobFuture] = []
+
+    def submit(self, scheduler: str, name: str) -> JobFuture:
+        future = self.client.submit_command(self.argv_of(scheduler, name), name=name,
+                                            **self.options)
+        self.jobs.append(future)
+        logger.info("worker %s is gridbridge job %s", name, future.job_id)
+        return future
+
+    def stop(self, job: JobFuture) -> None:
+        """Cancel the job (a running worker gets SIGTERM and retires) and wait for its end."""
+        if not job.done():
+            job.cancel()
+            with contextlib.suppress(TimeoutError):
+                job.wait(self.stop_wait_s)
+
+
+class GridWorker(ProcessInterface):
+    """One worker job as distributed's ``SpecCluster`` sees it: started by submitting the job,
+    closed by cancelling it. ``job`` is the gridbridge job."""
+
+    def __init__(self, scheduler: str, name: str, *, launcher: _Launcher) -> None:
+        super().__init__(scheduler=scheduler, name=name)  # type: ignore[no-untyped-call]
+        self.scheduler_address = scheduler
+        self.name = name
+        self.launcher = launcher
+        self.job: JobFuture | None = None
+        self.ended = False
+        """The job ended for good (the cluster's watcher sets it)."""
+
+    async def start(self) -> None:
+        self.job = await asyncio.to_thread(self.launcher.submit, self.scheduler_address,
+                                           self.name)
+        await super().start()  # type: ignore[no-untyped-call]
+
+    async def close(self) -> None:
+        if self.job is not None:
+            await asyncio.to_thread(self.launcher.stop, self.job)
+        await super().close()  # type: ignore[no-untyped-call]
+
+    def __repr__(self) -> str:
+        job = self.job.job_id if self.job is not None else "-"
+        return f"<GridWorker {self.name} job={job} status={self.status.name}>"
+
+
+class GridCluster(SpecCluster):
+    """A Dask cluster whose workers gridbridge places on the federation's cheapest sites.
+
+    >>> from dask.distributed import Client as DaskClient                   # doctest: +SKIP
+    >>> with GridCluster(cores=2, memory="4 GiB") as cluster:               # doctest: +SKIP
+    ...     cluster.scale(4)            # or cluster.adapt(minimum=0, maximum=20)
+    ...     with DaskClient(cluster) as dc:
+    ...         print(dc.submit(sum, [1, 2, 3]).result())
+    6
+
+    ``config`` is a ``gridbridge.yaml`` path, a :class:`~gridbridge.GridConfig`, a running
+    :class:`~gridbridge.Client` (its reconciler is used and it is left open), or None for the
+    embedded default. Each worker job has ``cores`` threads (split over ``processes`` worker
+    processes), ``memory`` (``"4 GiB"`` or bytes) and ``gpus`` (offered to tasks as the
+    resource ``GPU``). ``sites`` limits where workers may go; ``policy`` is the placement
+    policy (see :class:`~gridbridge.spec.Policy`); ``worker_options`` are
+    :class:`WorkerOptions`; ``scheduler_options`` go to distributed's ``Scheduler``.
+    """
+
+    def __init__(
+        self,
+        config: str | os.PathLike[str] | GridConfig | Client | None = None,
+        *,
+        cores: int,
+        memory: str | int,
+        gpus: int = 0,
+        processes: int = 1,
+        policy: str | Policy | Mapping[str, Any] | None = None,
+        sites: Sequence[str] | None = None,
+        worker_options: WorkerOptions | Mapping[str, Any] | None = None,
+        scheduler_options: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        asynchronous: bool = False,
+        loop: Any = None,
+    ) -> None:
+        shape = _Shape.of(cores, memory, gpus, processes)
+        options = _worker_options(worker_options)
+        name = name or f"dask-{uuid.uuid4().hex[:8]}"
+        if not _NAME_RE.fullmatch(f"{name}-0000"):
+            raise ValueError(f"cluster name {name!r}: letters, digits, '_', '.', '-' "
+                             "(at most 58 characters)")
+        self.grid, self._owns_client = _grid_client(config, policy)
+        try:
+            site_names = _check_sites(self.grid.config, sites)
+            spec_options = _spec_options(shape, options, sites)
+            from gridbridge.scheduler.admission import check_admissible
+
+            check_admissible(JobSpec.model_validate({**spec_options, "command": ("dask",),
+                                                     "name": f"{name}-0"}), self.grid.config)
+            self.shape = shape
+            self.worker_options = options
+            launcher = _Launcher(self.grid, _argv_builder(shape, options), spec_options,
+                                 options.retire_timeout_s + 30.0)
+            self.launcher = launcher
+            worker: dict[str, Any] = {"cls": GridWorker, "options": {"launcher": launcher}}
+            if shape.processes > 1:
+                worker["group"] = [f"-{i}" for i in range(shape.processes)]
+            scheduler = {"cls": "distributed.Scheduler",
+                         "options": _scheduler_options(self.grid.config, site_names,
+                                                       scheduler_options)}
+            self._watcher: asyncio.Task[None] | None = None
+            super().__init__(scheduler=scheduler, worker=worker, name=name,  # type: ignore[no-untyped-call]
+                             asynchronous=asynchronous, loop=loop)
+        except BaseException:
+            if self._owns_client:
+                self.grid.close()
+            raise
+        if not asynchronous:
+            print(self._banner(), flush=True)
+
+    # what the cluster reports ---------------------------------------------------------------
+
+    @property
+    def jobs(self) -> list[JobFuture]:
+        """Every worker job this cluster submitted, replacements included, in order."""
+        return list(self.launcher.jobs)
+
+    def _banner(self) -> str:
+        link = self.dashboard_link if self.scheduler_info.get("services", {}).get(
+            "dashboard") else "not available (pip install bokeh)"
+        where = ", ".join(s.name for s in self.grid.config.sites)
+        return (f"GridCluster {self.name}: scheduler {self.scheduler_address}; dashboard "
+                f"{link}; workers of {self.shape.cores} cores, {self.shape.memory_gb:g} GB "
+                f"placed by gridbridge on: {where}")
+
+    # SpecCluster hooks ------------------------------------------------------------------------
+
+    def _new_worker_name(self, worker_number: int) -> str:
+        return f"{self.name}-{worker_number}"
+
+    async def _start(self) -> None:
+        await super()._start()  # type: ignore[no-untyped-call]
+        if self._watcher is None:
+            self._watcher = asyncio.ensure_future(self._watch())
+
+    def _update_worker_status(self, op: str, msg: Any) -> None:
+        """A worker that left while its job lives is gridbridge's to replace: skip the
+        SpecCluster rule that closes it after ``lost-worker-timeout``."""
+        if op == "remove":
+            name = self.scheduler_info["workers"].get(msg, {}).get("name")
+            worker = self.workers.get(name)
+            if isinstance(worker, GridWorker) and not worker.ended:
+                Cluster._update_worker_status(self, op, msg)  # type: ignore[no-untyped-call]
+                return
+        super()._update_worker_status(op, msg)  # type: ignore[no-untyped-call]
+
+    async def _watch(self) -> None:
+        """Start afresh a worker whose job ended for good (failed, out of attempts, walltime)
+        while the cluster still wants it."""
+        while self.status not in (Status.closing, Status.closed):
+            await asyncio.sleep(_WATCH_S)
+            ended = []
+            for name, worker in list(self.workers.items()):
+                if isinstance(worker, GridWorker) and worker.job is not None and (
+                    not worker.ended and await asyncio.to_thread(worker.job.done)
+                ):
+                    worker.ended = True
+                    ended.append(name)
+            if not ended or self.status in (Status.closing, Status.closed):
+                continue
+            for name in ended:
+                worker = self.workers.pop(name)
+                await worker.close()
+                if name in self.worker_spec:
+                    logger.info("worker %s: job %s ended; starting a new one", name,
+                                worker.job.job_id if worker.job else "-")
+            await self._correct_state()  # type: ignore[no-untyped-call]
+
+    async def _close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
+        try:
+            await super()._close()  # type: ignore[no-untyped-call]
+        finally:
+            if self._owns_client:
+                await asyncio.to_thread(self.grid.close)
+                self._owns_client = False
+
+
+class _Shape(BaseModel):
+    """One worker job's resources, checked."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cores: Annotated[int, Field(ge=1)]
+    memory_bytes: Annotated[int, Field(ge=1)]
+    gpus: Annotated[int, Field(ge=0)]
+    processes: Annotated[int, Field(ge=1)]
+
+    @classmethod
+    def of(cls, cores: int, memory: str | int, gpus: int, processes: int) -> _Shape:
+        from dask.utils import parse_bytes
+
+        try:
+            memory_bytes = parse_bytes(memory)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"memory={memory!r}: not an amount of memory, e.g. '4 GiB' or "
+                             f"4294967296 ({exc})") from None
+        try:
+            shape = cls(cores=cores, memory_bytes=memory_bytes, gpus=gpus, processes=processes)
+        except ValidationError as exc:
+            fields = "; ".join(f"{e['loc'][0]}: {e['msg']} (got {e['input']!r})"
+                               for e in exc.errors())
+            raise ValueError(f"GridCluster: {fields}") from None
+        if processes > cores:
+            raise ValueError(f"processes={processes} exceeds cores={cores}: each worker "
+                             "process needs at least one core")
+        return shape
+
+    @property
+    def memory_gb(self) -> float:
+        return math.ceil(self.memory_bytes / 1e9 * 100) / 100
+
+
+def _worker_options(given: WorkerOptions | Mapping[str, Any] | None) -> WorkerOptions:
+    if isinstance(given, WorkerOptions):
+        return given
+    try:
+        return WorkerOptions.model_validate(dict(given or {}))
+    except ValidationError as exc:
+        valid = ", ".join(sorted(WorkerOptions.model_fields))
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"worker_options: {problems}; valid fields: {valid}") from None
+
+
+def _grid_client(config: Any, policy: Any) -> tuple[Client, bool]:
+    """The gridbridge client the workers are submitted through, and whether we own it."""
+    if isinstance(config, Client):
+        if policy is not None:
+            raise ValueError("policy= applies only when GridCluster makes its own client; "
+                             "set it in that client's configuration instead")
+        return config, False
+    if policy is not None:
+        from gridbridge.client import default_home
+        from gridbridge.config import default_config, load_config
+
+        grid = config if isinstance(config, GridConfig) else (
+            default_config(default_home()) if config is None else load_config(config))
+        value = {"name": policy} if isinstance(policy, str) else policy
+        try:
+            chosen = value if isinstance(value, Policy) else Policy.model_validate(value)
+        except ValidationError as exc:
+            raise ValueError(f"policy={policy!r}: {exc.errors()[0]['msg']}") from None
+        config = grid.model_copy(update={"policy": chosen})
+    return Client(config), True
+
+
+def _check_sites(config: GridConfig, sites: Sequence[str] | None) -> list[str]:
+    names = [s.name for s in config.sites]
+    if isinstance(sites, str):
+        raise TypeError("sites must be a list of site names, e.g. ['spot-local']")
+    unknown = sorted(set(sites or ()) - set(names))
+    if unknown:
+        raise ValueError(f"sites: unknown site(s) {', '.join(map(repr, unknown))}; "
+                         f"valid choices: {', '.join(names)}")
+    return list(sites) if sites else names
+
+
+def _spec_options(shape: _Shape, options: WorkerOptions,
+                  sites: Sequence[str] | None) -> dict[str, Any]:
+    resources: dict[str, Any] = {"cpus": shape.cores, "memory_gb": shape.memory_gb,
+                                 "gpus": shape.gpus, "walltime_s": options.walltime_s}
+    if options.expected_runtime_s is not None:
+        resources["expected_runtime_s"] = options.expected_runtime_s
+    spec: dict[str, Any] = {
+        "resources": resources, "owner": {"team": options.team, "project": options.project},
+        "max_attempts": options.max_attempts, "priority": options.priority, "env": options.env,
+    }
+    if sites:
+        spec["constraints"] = {"allowed_sites": list(sites)}
+    if options.max_cost is not None:
+        spec["max_cost"] = options.max_cost
+    return spec
+
+
+def _argv_builder(shape: _Shape, options: WorkerOptions) -> Any:
+    extra = {"death-timeout": f"{options.death_timeout_s:g}",
+             "retire-timeout": f"{options.retire_timeout_s:g}"}
+    if shape.processes > 1:
+        extra["processes"] = str(shape.processes)
+    if shape.gpus:
+        extra["resources"] = f"GPU={shape.gpus / shape.processes:g}"
+    if options.local_directory:
+        extra["local-directory"] = options.local_directory
+    python = options.python or sys.executable
+
+    def argv_of(scheduler: str, name: str) -> list[str]:
+        return worker_argv(python, scheduler, name, nthreads=shape.cores // shape.processes,
+                           memory_limit=shape.memory_bytes // shape.processes, extra=extra)
+
+    return argv_of
+
+
+def _scheduler_options(config: GridConfig, sites: Sequence[str],
+                       given: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Listen on loopback when every candidate site runs on this host, else where the
+    sites can reach us (``host``/``interface`` in ``scheduler_options`` choose)."""
+    options: dict[str, Any] = {"dashboard": importlib.util.find_spec("bokeh") is not None}
+    if all(config.site(s).adapter == "local" for s in sites):
+        options["host"] = "127.0.0.1"
+    options.update(given or {})
+    if "dashboard_address" in options and not options["dashboard"]:
+        del options["dashboard_address"]
+    return options
