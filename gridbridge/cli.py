@@ -340,6 +340,31 @@ def check(ctx: typer.Context) -> None:
     console.print(f"ok: {len(config.sites)} sites: {', '.join(s.name for s in config.sites)}")
 
 
+@config_app.command("import-jobqueue")
+def import_jobqueue(
+    path: Annotated[Optional[Path], typer.Argument(  # noqa: UP045 - typer needs Optional
+        help="dask-jobqueue's jobqueue.yaml (default: ~/.config/dask/jobqueue.yaml)",
+        show_default=False)] = None,
+    output: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        "--output", "-o", help="write gridbridge.yaml here (default: print it)",
+        show_default=False)] = None,
+) -> None:
+    """Turn dask-jobqueue's configuration (slurm and pbs sections) into gridbridge.yaml
+    sites; each setting that could not be carried over gets a note on stderr."""
+    from gridbridge.jobqueue_import import default_jobqueue_path, load_jobqueue
+
+    result = load_jobqueue(path or default_jobqueue_path())
+    text = result.to_yaml()
+    if output is None:
+        console.out(text, highlight=False, end="")
+    else:
+        output.write_text(text, encoding="utf-8")
+        err.print(f"wrote {output}: {len(result.config['sites'])} sites", highlight=False,
+                  markup=False)
+    for note in result.notes:
+        err.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+
+
 def _state_writable(client: Client) -> Any:
     from gridbridge.checks import Finding
 
