@@ -36,6 +36,8 @@ app.add_typer(sites_app, name="sites")
 app.add_typer(report_app, name="report")
 app.add_typer(config_app, name="config")
 app.add_typer(debug_app, name="debug")
+simulate_app = typer.Typer(help="What-if replays of real traces against a simulated federation.")
+app.add_typer(simulate_app, name="simulate")
 
 console = Console()
 err = Console(stderr=True)
@@ -399,6 +401,53 @@ def demo(
     from gridbridge.demo import run_demo
 
     raise typer.Exit(run_demo(console, steps=steps, keep=keep))
+
+
+@simulate_app.callback(invoke_without_command=True)
+def simulate(
+    ctx: typer.Context,
+    trace: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="an SWF workload trace (.swf or .swf.gz) to replay", show_default=False)] = None,
+    spot_prices: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="spot price history CSV (one region)", show_default=False)] = None,
+    spot_advisor: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="AWS Spot Advisor JSON (interruption buckets)", show_default=False)] = None,
+    spot_availability: Annotated[Optional[list[Path]], typer.Option(  # noqa: UP045
+        help="spot availability trace JSON to replay instead of Poisson draws (repeat)",
+        show_default=False)] = None,
+    ondemand: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="on-demand price table CSV (instance shapes and prices)", show_default=False)] = None,
+    sites: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="YAML of the simulated federation (default: see docs/simulate.md)",
+        show_default=False)] = None,
+    policy: Annotated[str, typer.Option(help="a policy name, or all")] = "all",
+    seed: Annotated[int, typer.Option(help="seeds the interruption draws")] = 0,
+    fmt: FormatOpt = Format.TABLE,
+    plots: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="write cost-over-time and turnaround plots (SVG) into this folder",
+        show_default=False)] = None,
+    limit: Annotated[Optional[int], typer.Option(  # noqa: UP045
+        min=1, help="replay only the trace's first N jobs", show_default=False)] = None,
+) -> None:
+    """Replay an SWF trace: every policy (gridbridge's placement and the hpc-only,
+    on-demand-only and spot-greedy baselines) on the same trace, sites and seed."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if trace is None:
+        err.print("error: give --trace SWF (or a subcommand; see --help)")
+        raise typer.Exit(2)
+    from gridbridge.scheduler.sim.command import run_command
+    from gridbridge.scheduler.sim.run import Inputs
+
+    inputs = Inputs(trace=str(trace), spot_prices=_opt(spot_prices),
+                    spot_advisor=_opt(spot_advisor), ondemand=_opt(ondemand),
+                    spot_availability=tuple(str(p) for p in spot_availability or ()),
+                    sites=_opt(sites), limit=limit)
+    run_command(inputs, policy, seed, fmt, plots, (console, err))
+
+
+def _opt(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 def _mount_checkpoints() -> None:
