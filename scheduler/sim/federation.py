@@ -99,6 +99,23 @@ class Federation:
         return [self._cloud_offer(t, n, copies, _Priced(f"{t.name}/{zone}", price, rate, zone))
                 for price, rate, zone, t, n in found]
 
+    def cheapest_spot_offer(self, shape: Shape, now: float) -> Offer | None:
+        """The spot offer with the lowest price for ``shape`` now, whatever its rate (ties:
+        the lower rate, then type and zone names)."""
+        if self.cloud is None or not self.cloud.spot or self.prices is None:
+            return None
+        best: _Found | None = None
+        for t, zone, price, rate in self._spot_now(now, True):
+            n = shape.instances(t)
+            f = (n * price, n * rate, zone, t, n)
+            if best is None or (f[0], f[1], t.name, zone) < (best[0], best[1], best[3].name,
+                                                              best[2]):
+                best = f
+        if best is None:
+            return None
+        price, rate, zone, t, n = best
+        return self._cloud_offer(t, n, 1, _Priced(f"{t.name}/{zone}", price, rate, zone))
+
     def _spot_now(self, now: float, cheapest_zone: bool,
                   ) -> list[tuple[CloudType, str, float, float]]:
         """(type, zone, $/h per instance, rate per instance-hour) of what is available now;

@@ -179,11 +179,10 @@ class GreedySpot:
     def place(self, replay: Replay, jobs: Sequence[SimJob], now: float) -> list[SimJob]:
         left = []
         for job in jobs:
-            offers = replay.fed.spot_offers(job.shape, now, 1, prune=False)
-            if not offers:
+            best = replay.fed.cheapest_spot_offer(job.shape, now)
+            if best is None:
                 left.append(job)
                 continue
-            best = min(offers, key=lambda o: (o.price.per_hour, o.key))
             interval = checkpoint_interval_s(job_spec(replay, job), best)
             replay.start(job, choice_for(replay, best, interval), now)
         return left
