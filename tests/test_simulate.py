@@ -20,7 +20,7 @@ from gridbridge.scheduler.sim import Inputs, SitesError, SwfError, prepare, read
 from gridbridge.scheduler.sim.engine import Kind, Replay, plan_s, progress
 from gridbridge.scheduler.sim.federation import CloudType, Federation
 from gridbridge.scheduler.sim.hpc import EasyCluster, QueueItem
-from gridbridge.scheduler.sim.market import advisor_rate, read_spot_prices
+from gridbridge.scheduler.sim.market import advisor_rate, read_availability, read_spot_prices
 from gridbridge.scheduler.sim.policies import chooser, offers_for, pending_job
 from gridbridge.scheduler.sim.swf import TraceJob
 from gridbridge.spec import Policy
@@ -274,3 +274,16 @@ def test_bad_inputs_fail_clearly(tmp_path: Path) -> None:
         chooser("nope")
     with pytest.raises(ValueError, match="need --ondemand CSV"):
         prepare(Inputs(trace=str(TRACE)))
+
+
+def test_a_replayed_availability_trace_interrupts_at_its_next_loss(tmp_path: Path) -> None:
+    path = tmp_path / "us-east-1a_v100_1.json"
+    path.write_text(json.dumps({"metadata": {"gap_seconds": 10}, "data": [0, 0, 1, 0, 0, 0]}))
+    trace = read_availability(path, "p3.2xlarge", "us-east-1a")
+    assert [trace.available(t) for t in (0, 15, 20, 29, 30)] == [True, True, False, False, True]
+    assert trace.next_loss(0) == 20
+    assert trace.next_loss(31) == 80  # wraps around: the next lap's tick 2
+    four = tmp_path / "preemption-4-node_x" / "z.json"
+    four.parent.mkdir()
+    four.write_text(json.dumps({"metadata": {"gap_seconds": 5}, "data": [4, 1, 0, 2]}))
+    assert read_availability(four, "p3.2xlarge", "z").up == (True, True, False, True)

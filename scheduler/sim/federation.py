@@ -74,7 +74,8 @@ class Federation:
         prices, table, advisor = market
         types: list[CloudType] = []
         if cloud is not None:
-            types = _cloud_types(cloud, prices, table, advisor)
+            extra = {name for name, _ in availability}
+            types = _cloud_types(cloud, prices, table, advisor, extra)
         return cls(hpc, hpc_cores, cloud, tuple(types), prices, availability, edge)
 
     def spot_price(self, t: CloudType, zone: str, now: float) -> float:
@@ -236,14 +237,16 @@ def _wanted(cloud: CloudSite, name: str) -> bool:
 
 
 def _cloud_types(cloud: CloudSite, prices: PriceHistory | None, table: dict[str, InstanceType],
-                 advisor: Advisor | None) -> list[CloudType]:
+                 advisor: Advisor | None, extra: set[str]) -> list[CloudType]:
+    """The offered types: those the settings name, and those with a replayed availability
+    trace (``extra``), which must be in the on-demand table and the price history."""
     zones: dict[str, list[str]] = {}
     if prices is not None:
         for name, zone in sorted(prices.series):
             zones.setdefault(name, []).append(zone)
-    names = sorted({n for n in [*table, *zones] if _wanted(cloud, n)})
-    if cloud.types is not None:
-        missing = [n for n in cloud.types if n not in table]
+    names = sorted({n for n in [*table, *zones] if _wanted(cloud, n)} | extra)
+    if cloud.types is not None or extra:
+        missing = [n for n in (*(cloud.types or ()), *sorted(extra)) if n not in table]
         if missing:
             raise MarketError(f"instance type(s) {', '.join(missing)} not in the on-demand "
                               "price table")
@@ -251,7 +254,8 @@ def _cloud_types(cloud: CloudSite, prices: PriceHistory | None, table: dict[str,
     for name in names:
         if name not in table:
             continue
-        if cloud.spot and prices is not None and name not in zones and cloud.types is not None:
+        if cloud.spot and prices is not None and name not in zones and (
+                cloud.types is not None or name in extra):
             raise MarketError(f"{prices.path}: no spot prices for {name}")
         shape = table[name]
         rate = advisor.rate(name) if advisor is not None else None

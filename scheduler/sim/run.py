@@ -113,6 +113,9 @@ def prepare(inputs: Inputs) -> Setup:
     prices, table, advisor = _market(inputs, sites, notes)
     availability: dict[tuple[str, str], Availability] = {}
     for f in _availability_files(inputs, sites):
+        if prices is not None and (f.instance_type, f.zone) not in prices.series:
+            raise MarketError(f"{f.file}: {prices.path} has no spot prices for "
+                              f"{f.instance_type} in {f.zone}")
         availability[(f.instance_type, f.zone)] = read_availability(
             f.file, f.instance_type, f.zone, f.nodes)
     cores = max(j.cores for j in trace.jobs)
