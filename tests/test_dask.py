@@ -242,3 +242,21 @@ def test_worker_argv_carries_hostile_values_verbatim() -> None:
                        memory_limit=10, extra={"local-directory": hostile})
     assert argv[-2:] == ["--local-directory", hostile]
     assert argv[:4] == [sys.executable, "-m", "gridbridge.dask.worker", "tcp://127.0.0.1:1"]
+
+
+def test_processes_split_one_job_into_several_workers(dask_grid: GridConfig) -> None:
+    """``processes=2``: one gridbridge job of 2 cpus runs two single-thread workers, named as
+    dask-jobqueue names a job's group (NAME-0, NAME-1), both retired when the job goes."""
+    with GridCluster(dask_grid, cores=2, memory="1 GiB", processes=2) as c, \
+            DaskClient(c) as dc:
+        c.scale(2)  # workers, i.e. one job
+        dc.wait_for_workers(2, timeout=90)
+        [job] = c.jobs
+        assert c.grid.store.job(job.job_id).spec.resources.cpus == 2
+        names = sorted(w["name"] for w in dc.scheduler_info()["workers"].values())
+        assert names == [f"{c.name}-0-0", f"{c.name}-0-1"]
+        assert {w["nthreads"] for w in dc.scheduler_info()["workers"].values()} == {1}
+        assert dc.submit(sum, [1, 2, 3]).result() == 6
+        c.scale(0)
+        until(lambda: not dc.scheduler_info()["workers"], 60, "both workers to leave")
+        until(job.done, 60, "the job to end")

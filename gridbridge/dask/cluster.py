@@ -212,12 +212,34 @@ class GridCluster(SpecCluster):
         return list(self.launcher.jobs)
 
     def _banner(self) -> str:
-        link = self.dashboard_link if self.scheduler_info.get("services", {}).get(
-            "dashboard") else "not available (pip install bokeh)"
+        has_bokeh = importlib.util.find_spec("bokeh") is not None
+        link = self.dashboard_link if has_bokeh else "not available (pip install bokeh)"
         where = ", ".join(s.name for s in self.grid.config.sites)
         return (f"GridCluster {self.name}: scheduler {self.scheduler_address}; dashboard "
                 f"{link}; workers of {self.shape.cores} cores, {self.shape.memory_gb:g} GB "
                 f"placed by gridbridge on: {where}")
+
+    # scaling, counted as dask-jobqueue counts it -------------------------------------------
+
+    def scale(self, n: int | None = None, jobs: int = 0, memory: str | None = None,
+              cores: int | None = None) -> Any:
+        """Scale to ``n`` workers (``processes`` of them per job), or to ``jobs`` jobs, or
+        to enough jobs for ``memory`` or ``cores`` in all; the largest of these wins."""
+        from dask.utils import parse_bytes
+
+        if n is not None:
+            jobs = max(jobs, math.ceil(n / self.shape.processes))
+        if memory is not None:
+            jobs = max(jobs, math.ceil(parse_bytes(memory) / self.shape.memory_bytes))
+        if cores is not None:
+            jobs = max(jobs, math.ceil(cores / self.shape.cores))
+        return super().scale(jobs)
+
+    def _threads_per_worker(self) -> int:
+        return self.shape.cores // self.shape.processes
+
+    def _memory_per_worker(self) -> int:
+        return self.shape.memory_bytes // self.shape.processes
 
     # SpecCluster hooks ------------------------------------------------------------------------
 
