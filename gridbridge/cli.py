@@ -32,10 +32,13 @@ sites_app = typer.Typer(help="The sites of the federation.", no_args_is_help=Tru
 report_app = typer.Typer(help="What was spent, where and by whom.", no_args_is_help=True)
 config_app = typer.Typer(help="The gridbridge.yaml file.", no_args_is_help=True)
 debug_app = typer.Typer(help="Tools for exercising failure paths.", no_args_is_help=True)
+simulate_app = typer.Typer(help="What-if replays on real traces (no sites, no store).",
+                           no_args_is_help=False)
 app.add_typer(sites_app, name="sites")
 app.add_typer(report_app, name="report")
 app.add_typer(config_app, name="config")
 app.add_typer(debug_app, name="debug")
+app.add_typer(simulate_app, name="simulate")
 simulate_app = typer.Typer(help="What-if replays of real traces against a simulated federation.")
 app.add_typer(simulate_app, name="simulate")
 
@@ -390,6 +393,67 @@ def debug_preempt(ctx: typer.Context, attempt: str) -> None:
         err.print(f"error: {exc}", highlight=False, markup=False)
         raise typer.Exit(2) from None
     console.print(f"preempted {attempt} on {a.site}")
+
+
+@simulate_app.callback(invoke_without_command=True)
+def _simulate(ctx: typer.Context) -> None:
+    """What-if replays on real traces: ``gridbridge simulate deadline ...``."""
+    if ctx.invoked_subcommand is None:
+        console.print(ctx.get_help())
+
+
+@simulate_app.command("deadline")
+def simulate_deadline(
+    availability: Annotated[list[Path], typer.Option(
+        help="a spot-traces JSON file (.json or .json.gz), one zone; repeat for the zones "
+        "of one region", exists=True, dir_okay=False, show_default=False)],
+    job_hours: Annotated[list[float], typer.Option(help="job length (repeat)")] = [48.0],  # noqa: B006
+    deadline_hours: Annotated[list[float], typer.Option(
+        help="deadline after the start (repeat)")] = [52.0, 70.0],  # noqa: B006
+    restart_hours: Annotated[list[float], typer.Option(
+        help="restart overhead of each new instance (repeat)")] = [0.02, 0.05, 0.1],  # noqa: B006
+    stride_hours: Annotated[float, typer.Option(help="hours between starts")] = 6.0,
+    on_demand_price: Annotated[float, typer.Option(help="$/h")] = 3.06,
+    spot_price: Annotated[float, typer.Option(help="$/h where a file has no prices")] = 0.9731,
+    hpc_hours: Annotated[Optional[float], typer.Option(  # noqa: UP045
+        help="offer an HPC tier with this allocation (hours)", show_default=False)] = None,
+    hpc_price: Annotated[float, typer.Option(help="$/h inside the allocation")] = 0.0,
+    hpc_overage_price: Annotated[Optional[float], typer.Option(  # noqa: UP045
+        help="$/h beyond the allocation (default: on-demand)", show_default=False)] = None,
+    hpc_wait_hours: Annotated[float, typer.Option(help="HPC queue wait")] = 0.0,
+    fmt: FormatOpt = Format.TABLE,
+) -> None:
+    """Replay one long job with a deadline on spot availability traces, started every
+    --stride-hours: greedy, uniform-progress, gridbridge and omniscient, each file alone and
+    (gridbridge, omniscient) all files as zones of one region. Cost is a fraction of
+    on-demand only; gap_to_omniscient is mean cost / omniscient's - 1."""
+    from rich.progress import Progress
+
+    from gridbridge.scheduler import simulate_deadline as sim
+
+    try:
+        traces = [sim.load_trace(p) for p in availability]
+        hpc = None if hpc_hours is None else sim.HpcTier(
+            hpc_wait_hours, hpc_price, hpc_hours,
+            on_demand_price if hpc_overage_price is None else hpc_overage_price)
+        prices = sim.Prices(on_demand_price, spot_price, hpc)
+        settings = [sim.Setting(j, d, r) for j in job_hours for d in deadline_hours
+                    for r in restart_hours]
+        with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
+            task = bar.add_task("simulating", total=None)
+            rows = sim.evaluate(traces, settings, prices, stride_hours,
+                                lambda done, total: bar.update(task, completed=done,
+                                                               total=total))
+    except ValueError as exc:
+        err.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    if fmt is Format.TABLE:
+        rows = [{**r, **{k: round(r[k], 4) for k in ("mean_cost_fraction", "gap_to_omniscient")
+                         if r[k] is not None}, "mean_cost": fmt_money(r["mean_cost"])}
+                for r in rows]
+    emit(console, "deadline jobs on spot availability", [
+        "policy", "zones", "traces", "job_hours", "deadline_hours", "restart_hours", "runs",
+        "mean_cost_fraction", "deadline_misses", "gap_to_omniscient", "mean_cost"], rows, fmt)
 
 
 @app.command()
