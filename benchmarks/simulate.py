@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--advisor", default="aws-spot-advisor-2021-02.json.gz")
     parser.add_argument("--ondemand", default="aws-ec2-ondemand-prices-2019-04.csv.gz")
     parser.add_argument("--sites", default=None, help="a sites YAML (default: the defaults)")
-    parser.add_argument("--policy", default="all")
+    parser.add_argument("--policy", default="all", help="all, or names separated by commas")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -39,7 +39,7 @@ def main() -> None:
     setup = prepare(Inputs(trace=str(d / args.trace), spot_prices=str(d / args.prices),
                            spot_advisor=str(d / args.advisor), ondemand=str(d / args.ondemand),
                            sites=args.sites))
-    names = policy_names(args.policy)
+    names = [n for p in args.policy.split(",") for n in policy_names(p)]
     if "on-demand-only" not in names:
         names.append("on-demand-only")
     results, seconds = [], {}

@@ -40,8 +40,8 @@ def describe_sites(setup: Setup) -> str:
                      f"{fed.cloud.restart_overhead_s:g}s")
     parts += [f"edge {e.name} {e.cores} cores ${e.per_core_hour:g}/core-h" for e in fed.edge]
     parts.append(f"checkpoint every {model.checkpoint_interval_s:g}s (or Young's) costing "
-                 f"{model.checkpoint_cost_s:g}s; deadline submit + {model.deadline_factor:g} x "
-                 f"requested; rounds every {model.round_s:g}s")
+                 f"{model.checkpoint_cost_s:g}s; deadline submit + round + "
+                 f"{model.deadline_factor:g} x requested; rounds every {model.round_s:g}s")
     return "; ".join(parts)
 
 

@@ -178,8 +178,8 @@ class Replay:
 
     def _job(self, index: int, t: TraceJob) -> SimJob:
         memory = t.cores * (t.memory_gb_per_core or self.model.memory_gb_per_core)
-        return SimJob(index, t, Shape(t.cores, memory),
-                      t.submit_s + self.model.deadline_factor * t.requested_s)
+        deadline = t.submit_s + self.model.round_s + self.model.deadline_factor * t.requested_s
+        return SimJob(index, t, Shape(t.cores, memory), deadline)
 
     def at(self, t: float) -> datetime:
         """The datetime placement sees for simulated second ``t``."""

@@ -9,7 +9,8 @@ Invariant: every number is computed from the replay's jobs and attempts, never e
 * ``mean_turnaround_s``, ``p95_turnaround_s``: finish - submit over finished jobs.
 * ``lost_core_hours``: work done since the last checkpoint when an interruption struck, plus
   the restart the job then paid, in core-hours.
-* ``deadline_misses``: finished after submit + factor x requested time, or never finished.
+* ``deadline_misses``: finished after its deadline (submit + round + factor x requested time),
+  or never finished.
 """
 
 from __future__ import annotations

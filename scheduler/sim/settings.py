@@ -85,7 +85,7 @@ class JobModel(_Frozen):
     checkpoint_cost_s: Annotated[float, Field(ge=0)] = 30.0
     """Wall time each checkpoint takes (held and billed, no work done)."""
     deadline_factor: Annotated[float, Field(gt=0)] = 3.0
-    """Deadline = submit + factor x requested time."""
+    """Deadline = submit + ``round_s`` + factor x requested time."""
     memory_gb_per_core: Annotated[float, Field(gt=0)] = 1.0
     """For traces that record no memory."""
     round_s: Annotated[float, Field(ge=0)] = 60.0
