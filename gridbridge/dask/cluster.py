@@ -221,8 +221,10 @@ class GridCluster(SpecCluster):
 
     # scaling, counted as dask-jobqueue counts it -------------------------------------------
 
-    def scale(self, n: int | None = None, jobs: int = 0, memory: str | None = None,
-              cores: int | None = None) -> Any:
+    def scale(  # type: ignore[override]  # dask-jobqueue's signature: jobs comes second
+        self, n: int | None = None, jobs: int = 0, memory: str | None = None,
+        cores: int | None = None,
+    ) -> Any:
         """Scale to ``n`` workers (``processes`` of them per job), or to ``jobs`` jobs, or
         to enough jobs for ``memory`` or ``cores`` in all; the largest of these wins."""
         from dask.utils import parse_bytes
@@ -233,7 +235,7 @@ class GridCluster(SpecCluster):
             jobs = max(jobs, math.ceil(parse_bytes(memory) / self.shape.memory_bytes))
         if cores is not None:
             jobs = max(jobs, math.ceil(cores / self.shape.cores))
-        return super().scale(jobs)
+        return super().scale(jobs)  # type: ignore[no-untyped-call]
 
     def _threads_per_worker(self) -> int:
         return self.shape.cores // self.shape.processes
