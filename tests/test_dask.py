@@ -260,3 +260,20 @@ def test_processes_split_one_job_into_several_workers(dask_grid: GridConfig) -> 
         c.scale(0)
         until(lambda: not dc.scheduler_info()["workers"], 60, "both workers to leave")
         until(job.done, 60, "the job to end")
+
+
+def test_a_worker_whose_job_ended_for_good_is_started_afresh(dask_grid: GridConfig) -> None:
+    """A worker job that reaches its walltime retires and ends TIMEOUT (it has no checkpoint
+    to continue from); the cluster still wants the worker, so it submits a new job under the
+    same name, and the worker comes back."""
+    with GridCluster(dask_grid, cores=1, memory="512 MiB",
+                     worker_options={"walltime_s": 6}) as c, DaskClient(c) as dc:
+        c.scale(1)
+        dc.wait_for_workers(1, timeout=90)
+        [name] = list(c.workers)
+        first = _worker_by_name(dc, name)
+        until(lambda: len(c.jobs) >= 2, 60, "a second job")
+        assert c.jobs[0].status() is JobState.TIMEOUT
+        assert c.grid.store.attempts(c.jobs[0].job_id)[-1].state is AttemptState.PREEMPTED
+        until(lambda: _worker_by_name(dc, name) not in (None, first), 60, "the new worker")
+        assert dc.submit(sum, [1, 2]).result(timeout=30) == 3
