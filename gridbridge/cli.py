@@ -32,13 +32,10 @@ sites_app = typer.Typer(help="The sites of the federation.", no_args_is_help=Tru
 report_app = typer.Typer(help="What was spent, where and by whom.", no_args_is_help=True)
 config_app = typer.Typer(help="The gridbridge.yaml file.", no_args_is_help=True)
 debug_app = typer.Typer(help="Tools for exercising failure paths.", no_args_is_help=True)
-simulate_app = typer.Typer(help="What-if replays on real traces (no sites, no store).",
-                           no_args_is_help=False)
 app.add_typer(sites_app, name="sites")
 app.add_typer(report_app, name="report")
 app.add_typer(config_app, name="config")
 app.add_typer(debug_app, name="debug")
-app.add_typer(simulate_app, name="simulate")
 simulate_app = typer.Typer(help="What-if replays of real traces against a simulated federation.")
 app.add_typer(simulate_app, name="simulate")
 
@@ -393,13 +390,6 @@ def debug_preempt(ctx: typer.Context, attempt: str) -> None:
         err.print(f"error: {exc}", highlight=False, markup=False)
         raise typer.Exit(2) from None
     console.print(f"preempted {attempt} on {a.site}")
-
-
-@simulate_app.callback(invoke_without_command=True)
-def _simulate(ctx: typer.Context) -> None:
-    """What-if replays on real traces: ``gridbridge simulate deadline ...``."""
-    if ctx.invoked_subcommand is None:
-        console.print(ctx.get_help())
 
 
 @simulate_app.command("deadline")
