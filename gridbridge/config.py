@@ -20,6 +20,7 @@ from gridbridge.registry import AdapterNotFound, Registry, default_registry
 from gridbridge.spec import NAME_PATTERN, Policy, Tier
 
 __all__ = [
+    "Budgets",
     "Capacity",
     "ConfigError",
     "GridConfig",
@@ -90,6 +91,8 @@ class SiteConfig(_Frozen):
     preemption_rate_per_hour: Annotated[float, Field(ge=0)] = 0.0
     restart_overhead_s: Annotated[float, Field(ge=0)] = 30.0
     max_walltime_s: Annotated[float, Field(gt=0)] | None = None
+    max_running: Annotated[int, Field(ge=1)] | None = None
+    """At most this many attempts live on the site at once (a concurrency quota)."""
     runtime: RuntimeSettings = RuntimeSettings()
     uncertain_submit: Literal["resubmit", "replace"] | None = None
     """When a submission to a site whose adapter cannot adopt by attempt id ended in doubt and
@@ -126,6 +129,23 @@ class Limits(_Frozen):
     the site holds nothing for it, given up and the job placed anew."""
 
 
+class Budgets(_Frozen):
+    """Monthly budgets (``budgets:`` in the config), in ``currency``, per calendar month (UTC).
+
+    A job whose expected cost exceeds what its team or project has left this month is held
+    (it stays PENDING, and its story and ``status`` say why); it is placed once money is
+    left again (a new month, a raised budget). Spent = the ledger's cost this month plus the
+    expected cost of attempts still running."""
+
+    teams: dict[Annotated[str, Field(min_length=1)], Annotated[float, Field(ge=0)]] = Field(
+        default_factory=dict)
+    """Money a team (``owner.team`` of its jobs) may spend a month."""
+    projects: dict[Annotated[str, Field(min_length=1)], Annotated[float, Field(ge=0)]] = Field(
+        default_factory=dict)
+    """Money a project (``owner.project``) may spend a month."""
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "USD"
+
+
 class GridConfig(_Frozen):
     """The whole federation: sites, where state and checkpoints live, and limits."""
 
@@ -138,7 +158,8 @@ class GridConfig(_Frozen):
     sites: Annotated[tuple[SiteConfig, ...], Field(min_length=1)]
     limits: Limits = Limits()
     policy: Policy = Policy()
-    """How placement chooses among feasible offers."""
+    """How placement chooses among feasible offers (a job may set its own)."""
+    budgets: Budgets = Budgets()
 
     @field_validator("sites")
     @classmethod

@@ -78,10 +78,24 @@ class CheckpointPolicy(_Frozen):
 
 
 class Policy(_Frozen):
-    """How placement chooses among feasible offers (``policy:`` in the config). Today it knows
-    one: the cheapest expected cost."""
+    """How placement chooses among feasible offers (``policy:`` in the config, or a job's own
+    ``policy``)::
 
-    name: Literal["cheapest"] = "cheapest"
+        cheapest   lowest expected cost (preemptions, restarts and queue wait counted), then
+                   earlier expected finish
+        fastest    earliest expected finish (queue wait + expected run time), then cost
+        balanced   lowest  weight * cost / best cost + (1 - weight) * time / best time, each
+                   against the best feasible offer of that job (a cent and a minute added to
+                   both sides, so a free allocation or an instant start does not divide by 0)
+        deadline   cheapest among the offers whose chance of finishing by the job's deadline
+                   is at least ``target`` (jobs without a deadline: cheapest)
+    """
+
+    name: Literal["cheapest", "fastest", "balanced", "deadline"] = "cheapest"
+    weight: Annotated[float, Field(ge=0, le=1)] = 0.5
+    """``balanced``: the weight of cost against time (1: cheapest, 0: fastest)."""
+    target: Annotated[float, Field(gt=0, lt=1)] = 0.95
+    """``deadline``: the chance of finishing by the deadline an offer must give."""
 
 
 LABEL_PATTERN = r"^[A-Za-z0-9_.:/-]{1,64}$"
@@ -141,6 +155,8 @@ class JobSpec(_Frozen):
     max_stalls: Annotated[int, Field(ge=1, le=1000)] = 2
     """Preempted or lost attempts in a row that commit no new checkpoint, once the job has
     one, before the job fails with "no progress"."""
+    policy: Policy | None = None
+    """How placement chooses for this job; None: the federation's ``policy``."""
 
     @field_validator("name")
     @classmethod

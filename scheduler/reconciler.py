@@ -53,7 +53,7 @@ from gridbridge.states import AttemptState, JobState
 
 from .admission import ideal_offers
 from .endings import Verdict, history, judge, ledger_row, next_job_state
-from .placement import Candidate, Decision, PendingJob, place
+from .placement import Candidate, Decision, PendingJob, place, plan
 from .records import Attempt, AttemptEnding, Job, Lease
 from .requeue import decide_requeued
 from .sitecalls import SiteCalls, describe
@@ -125,6 +125,7 @@ class Reconciler:
         self._last_decision: dict[str, str] = {}
         self._health: dict[str, tuple[bool, str]] = {}
         self._avoid: dict[tuple[str, str], tuple[float, str]] = {}
+        self._save_cost: dict[str, tuple[int, float | None]] = {}
         self._next_sweep = 0.0
         self._requeues: dict[str, int] = {}
         """Per attempt, the site's requeue count already decided on."""
@@ -629,37 +630,103 @@ class Reconciler:
         jobs = [
             PendingJob(job_id=j.id, spec=j.spec, attempt=j.attempts + 1,
                        submitted_at=datetime.fromtimestamp(j.created_at, UTC),
-                       avoid=self._avoided(j.id, now), remaining_work_s=self._remaining(j))
+                       avoid=self._avoided(j.id, now), remaining_work_s=self._remaining(j),
+                       checkpoint_cost_s=self._checkpoint_cost(j))
             for j in pending
         ]
         by_id = {j.id: j for j in pending}
-        by_key = {(o.site, o.key): o for o in offers}
         new: list[Attempt] = []
         placed: list[tuple[str, str, PendingJob]] = []
-        decisions = place(jobs, offers, datetime.fromtimestamp(now, UTC), self.config.policy)
-        for job, decision in zip(sorted(jobs, key=_order), decisions, strict=True):
-            if decision.site is None:
-                self._record(decision, by_id[decision.job_id], now)
-                report.unplaced[decision.job_id] = decision.reason
+        round_ = plan(jobs, offers, datetime.fromtimestamp(now, UTC), self.config.policy,
+                      self._budgets_left(now), self._site_slots())
+        explained = 0
+        for i in round_.order:
+            job = jobs[i]
+            if round_.choice[i] < 0:
+                # Explaining costs a pass over every offer: the first jobs in line get it
+                # each tick, the rest when they come near the front.
+                if explained < _EXPLAIN_PER_TICK:
+                    explained += 1
+                    decision = round_.decision(i)
+                    self._record(decision, by_id[job.job_id], now)
+                    report.unplaced[job.job_id] = decision.reason
+                else:
+                    report.unplaced[job.job_id] = "not placed this tick"
                 continue
             if len(new) >= budget[0]:
-                report.unplaced[decision.job_id] = "max_submissions_per_tick reached"
+                report.unplaced[job.job_id] = "max_submissions_per_tick reached"
                 continue
+            decision = round_.decision(i)
             self._record(decision, by_id[decision.job_id], now)
             root = f"{self.config.checkpoint_root}/{decision.job_id}"
-            offer = by_key[(decision.site, decision.offer_key or "default")]
+            offer = offers[round_.choice[i]]
+            chosen = decision.chosen
             card = json.dumps({"price": offer.price.model_dump(),
                                "on_demand": offer.on_demand.model_dump(),
                                "offer": offer.model_dump(mode="json"),
-                               "checkpoint_interval_s": decision.checkpoint_interval_s})
-            attempt = self.store.new_attempt(decision.job_id, decision.site, root, self.holder,
-                                             offer=(offer.key, card))
+                               "checkpoint_interval_s": decision.checkpoint_interval_s,
+                               "expected_cost": chosen.expected_cost if chosen else None})
+            attempt = self.store.new_attempt(decision.job_id, decision.site or offer.site, root,
+                                             self.holder, offer=(offer.key, card))
             if attempt is not None:
-                report.placed[decision.job_id] = decision.site
+                report.placed[decision.job_id] = offer.site
                 new.append(attempt)
-                placed.append((decision.site, offer.key, job))
+                placed.append((offer.site, offer.key, job))
         self._submit(new, report, budget)
         return placed
+
+    def _budgets_left(self, now: float) -> dict[str, float] | None:
+        """What each team and project with a budget has left this month: the budget, less
+        the ledger since the month began, less the expected cost of live attempts."""
+        b = self.config.budgets
+        if not b.teams and not b.projects:
+            return None
+        day = datetime.fromtimestamp(now, UTC)
+        month = day.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
+        spent = self.store.spent_since(month)
+        for a in self.store.active_attempts():
+            expected = _card(a).get("expected_cost")
+            if not isinstance(expected, int | float):
+                continue
+            owner = self.store.job(a.job_id).spec.owner
+            for key in (f"team:{owner.team}", f"project:{owner.project}"):
+                spent[key] = spent.get(key, 0.0) + float(expected)
+        left = {f"team:{t}": v - spent.get(f"team:{t}", 0.0) for t, v in b.teams.items()}
+        left.update({f"project:{p}": v - spent.get(f"project:{p}", 0.0)
+                     for p, v in b.projects.items()})
+        return left
+
+    def _site_slots(self) -> dict[str, int] | None:
+        """Attempts each site with ``max_running`` may still start."""
+        limited = {s.name: s.max_running for s in self.config.sites if s.max_running}
+        if not limited:
+            return None
+        live: dict[str, int] = {}
+        for a in self.store.active_attempts():
+            live[a.site] = live.get(a.site, 0) + 1
+        return {site: n - live.get(site, 0) for site, n in limited.items() if n is not None}
+
+    def _checkpoint_cost(self, job: Job) -> float | None:
+        """How long the job's last save took, as its checkpoint store recorded it (cached
+        per committed step); None before its first checkpoint."""
+        if job.attempts == 0:
+            return None
+        cached = self._save_cost.get(job.id)
+        try:
+            from gridbridge import checkpoint
+
+            store = checkpoint.open(job.checkpoint_url)
+            step = store.latest()
+            if step is None:
+                return None
+            if cached is not None and cached[0] == step:
+                return cached[1]
+            value = store.commit_record(step).get("save_s")
+        except Exception:  # no store, or an unreadable one: the offer's restart stands in
+            return None
+        cost = float(value) if isinstance(value, int | float) and value >= 0 else None
+        self._save_cost[job.id] = (step, cost)
+        return cost
 
     def _remaining(self, job: Job) -> float | None:
         """Work left after the job's last checkpoint: the estimate less the time of the
@@ -767,9 +834,18 @@ def _one_attempt(what: str, attempt_id: str) -> Iterator[None]:
         log.exception("could not %s %s", what, attempt_id)
 
 
-def _order(job: PendingJob) -> tuple[int, datetime, str]:
-    """The order ``place`` decides in (its decisions come back in this order)."""
-    return (-job.spec.priority, job.submitted_at, job.job_id)
+_EXPLAIN_PER_TICK = 200
+"""Unplaced jobs whose decision is explained (and its story told) each tick, first in line
+first; the others are explained once they come near the front."""
+
+
+def _card(attempt: Attempt) -> dict[str, Any]:
+    """The price card placement stored with the attempt ({} if none or unreadable)."""
+    try:
+        card = json.loads(attempt.price_json) if attempt.price_json else {}
+    except ValueError:
+        return {}
+    return card if isinstance(card, dict) else {}
 
 
 def _consume(offers: Sequence[Offer],

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import create_engine, select, update
+from sqlalchemy import create_engine, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -413,6 +413,18 @@ class StateStore:
             q = q.where(LedgerRow.job_id == job_id)
         with self._read() as s:
             return list(s.scalars(q))
+
+    def spent_since(self, since: float) -> dict[str, float]:
+        """Ledger cost of attempts that ended at or after ``since``, by ``team:NAME`` and
+        ``project:NAME`` (one query, summed in the database)."""
+        out: dict[str, float] = {}
+        with self._read() as s:
+            for column, prefix in ((LedgerRow.team, "team"), (LedgerRow.project, "project")):
+                q = (select(column, func.sum(LedgerRow.cost)).where(LedgerRow.end >= since)
+                     .group_by(column))
+                for name, total in s.execute(q):
+                    out[f"{prefix}:{name}"] = float(total or 0.0)
+        return out
 
     def ledger_records(self, job_id: str | None = None) -> list[dict[str, Any]]:
         """The ledger as plain mappings, column name to value (what the reports read)."""

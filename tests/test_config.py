@@ -196,7 +196,7 @@ def test_unknown_adapter(tmp_path: Path) -> None:
     msg = bad(tmp_path, variant(**{"1__adapter": "slurmm"}))
     names = ", ".join(default_registry().names())
     assert f"sites[1].adapter: unknown adapter 'slurmm'; valid choices: {names}" in msg
-    assert "valid choices: edge, local, pbs, slurm" in msg
+    assert "valid choices: ec2spot, edge, local, pbs, slurm" in msg
 
 
 def test_unknown_adapter_choices_come_from_the_given_registry(tmp_path: Path) -> None:
@@ -355,7 +355,7 @@ def test_cli_unknown_adapter_exits_non_zero(tmp_path: Path) -> None:
     proc = _cli("--config", str(path), "sites", "list", cwd=tmp_path)
     _assert_clean_failure(
         proc, str(path), "sites[0].adapter", "unknown adapter 'slurmm'",
-        "valid choices: edge, local, pbs, slurm"
+        "valid choices: ec2spot, edge, local, pbs, slurm"
     )
 
 

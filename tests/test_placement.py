@@ -297,7 +297,9 @@ def test_pure_deterministic_and_inputs_untouched() -> None:
 def test_policy_is_strict() -> None:
     assert Policy().name == "cheapest"
     with pytest.raises(ValidationError):
-        Policy.model_validate({"name": "fastest"})
+        Policy.model_validate({"name": "cheapest-ish"})
+    with pytest.raises(ValidationError):
+        Policy.model_validate({"name": "balanced", "weight": 1.5})
     with pytest.raises(ValidationError):
         Policy.model_validate({"extra_knob": 1})
     with pytest.raises(ValidationError):

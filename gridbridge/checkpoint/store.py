@@ -324,6 +324,7 @@ class CheckpointStore:
         metadata: Mapping[str, Any] | None,
         retain: bool = True,
     ) -> CommitInfo:
+        started = time.monotonic()
         meta = json.loads(json.dumps(dict(metadata or {})))  # fail early on non-JSON metadata
         step_name(step)
         committed = self.steps()
@@ -341,6 +342,7 @@ class CheckpointStore:
             "step": step,
             "folder": folder,
             "time": now_iso(),
+            "save_s": round(time.monotonic() - started, 3),
             "token": token,
             "writer": self._writer,
             "tree": tree,
