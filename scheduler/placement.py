@@ -271,7 +271,11 @@ def _rows(ks: Sequence[_Class], o: _Offers, now: datetime,
     """Each class's numbers on every offer, with gridbridge.costs' formulas, as arrays of
     shape (classes, offers)."""
     n = len(o.items)
-    col = lambda values: np.asarray(values, dtype=np.float64)[:, None]  # noqa: E731
+
+    def col(values: Sequence[float]) -> _Array:
+        out: _Array = np.asarray(values, dtype=np.float64)[:, None]
+        return out
+
     work = col([k.work for k in ks])
     own = col([k.spec.checkpoint.interval_s for k in ks])
     lam, restart = o.lam[None, :], o.restart[None, :]
@@ -680,9 +684,9 @@ def _plan(jobs: Sequence[PendingJob], offers: Sequence[Offer], now: datetime, po
                         and slots[site_of[j]] > 0):
                     if not keys:
                         break
-                    c = costs[p]
+                    price = costs[p]
                     for b in keys:
-                        if c > left[b]:
+                        if price > left[b]:
                             break
                     else:
                         break
