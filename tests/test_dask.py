@@ -234,6 +234,31 @@ def test_bad_arguments_name_the_field_and_the_valid_choices(dask_grid: GridConfi
         GridCluster(dask_grid, cores=1, memory="1 GiB", worker_options={"wall": 5})
     with pytest.raises(ValueError, match="no configured site could ever run"):
         GridCluster(dask_grid, cores=64, memory="1 GiB")
+    with pytest.raises(ValueError, match=r"policy='cheapst': name: .*'cheapest'.*'fastest'"):
+        GridCluster(dask_grid, cores=1, memory="1 GiB", policy="cheapst")
+
+
+def test_workers_carry_the_cluster_s_policy_and_sites_through_a_given_client(
+    dask_grid: GridConfig,
+) -> None:
+    """A running gridbridge Client can be handed in (and is left open); every worker job
+    carries the cluster's policy and site list, and lands where they allow."""
+    from gridbridge import Client
+
+    with Client(dask_grid) as client:
+        with GridCluster(client, cores=1, memory="512 MiB", policy="fastest",
+                         sites=["ondemand-local"]) as c, DaskClient(c) as dc:
+            c.scale(1)
+            dc.wait_for_workers(1, timeout=90)
+            [job] = c.jobs
+            spec = client.store.job(job.job_id).spec
+            assert spec.policy is not None and spec.policy.name == "fastest"
+            assert spec.constraints.allowed_sites == frozenset({"ondemand-local"})
+            assert client.store.attempts(job.job_id)[-1].site == "ondemand-local"
+        # the worker retired at close; the given client is still open and usable
+        assert job.status() in {JobState.SUCCEEDED, JobState.CANCELLED}
+        assert client.submit_command([sys.executable, "-c", "pass"]).wait(60) is (
+            JobState.SUCCEEDED)
 
 
 def test_worker_argv_carries_hostile_values_verbatim() -> None:

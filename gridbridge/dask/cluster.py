@@ -148,8 +148,9 @@ class GridCluster(SpecCluster):
     :class:`~gridbridge.Client` (its reconciler is used and it is left open), or None for the
     embedded default. Each worker job has ``cores`` threads (split over ``processes`` worker
     processes), ``memory`` (``"4 GiB"`` or bytes) and ``gpus`` (offered to tasks as the
-    resource ``GPU``). ``sites`` limits where workers may go; ``policy`` is the placement
-    policy (see :class:`~gridbridge.spec.Policy`); ``worker_options`` are
+    resource ``GPU``). ``sites`` limits where workers may go; ``policy`` is the workers'
+    placement policy (``"cheapest"``, ``"fastest"``, ... or a :class:`~gridbridge.spec.Policy`;
+    default: the federation's); ``worker_options`` are
     :class:`WorkerOptions`; ``scheduler_options`` go to distributed's ``Scheduler``.
     """
 
@@ -175,10 +176,11 @@ class GridCluster(SpecCluster):
         if not _NAME_RE.fullmatch(f"{name}-0000"):
             raise ValueError(f"cluster name {name!r}: letters, digits, '_', '.', '-' "
                              "(at most 58 characters)")
-        self.grid, self._owns_client = _grid_client(config, policy)
+        chosen = _policy(policy)
+        self.grid, self._owns_client = _grid_client(config)
         try:
             site_names = _check_sites(self.grid.config, sites)
-            spec_options = _spec_options(shape, options, sites)
+            spec_options = _spec_options(shape, options, sites, chosen)
             from gridbridge.scheduler.admission import check_admissible
 
             check_admissible(JobSpec.model_validate({**spec_options, "command": ("dask",),
@@ -346,26 +348,23 @@ def _worker_options(given: WorkerOptions | Mapping[str, Any] | None) -> WorkerOp
         raise ValueError(f"worker_options: {problems}; valid fields: {valid}") from None
 
 
-def _grid_client(config: Any, policy: Any) -> tuple[Client, bool]:
+def _grid_client(config: Any) -> tuple[Client, bool]:
     """The gridbridge client the workers are submitted through, and whether we own it."""
     if isinstance(config, Client):
-        if policy is not None:
-            raise ValueError("policy= applies only when GridCluster makes its own client; "
-                             "set it in that client's configuration instead")
         return config, False
-    if policy is not None:
-        from gridbridge.client import default_home
-        from gridbridge.config import default_config, load_config
-
-        grid = config if isinstance(config, GridConfig) else (
-            default_config(default_home()) if config is None else load_config(config))
-        value = {"name": policy} if isinstance(policy, str) else policy
-        try:
-            chosen = value if isinstance(value, Policy) else Policy.model_validate(value)
-        except ValidationError as exc:
-            raise ValueError(f"policy={policy!r}: {exc.errors()[0]['msg']}") from None
-        config = grid.model_copy(update={"policy": chosen})
     return Client(config), True
+
+
+def _policy(policy: str | Policy | Mapping[str, Any] | None) -> Policy | None:
+    """The workers' own placement policy (each worker job carries it)."""
+    if policy is None or isinstance(policy, Policy):
+        return policy
+    value = {"name": policy} if isinstance(policy, str) else dict(policy)
+    try:
+        return Policy.model_validate(value)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"policy={policy!r}: {problems}") from None
 
 
 def _check_sites(config: GridConfig, sites: Sequence[str] | None) -> list[str]:
@@ -379,8 +378,8 @@ def _check_sites(config: GridConfig, sites: Sequence[str] | None) -> list[str]:
     return list(sites) if sites else names
 
 
-def _spec_options(shape: _Shape, options: WorkerOptions,
-                  sites: Sequence[str] | None) -> dict[str, Any]:
+def _spec_options(shape: _Shape, options: WorkerOptions, sites: Sequence[str] | None,
+                  policy: Policy | None) -> dict[str, Any]:
     resources: dict[str, Any] = {"cpus": shape.cores, "memory_gb": shape.memory_gb,
                                  "gpus": shape.gpus, "walltime_s": options.walltime_s}
     if options.expected_runtime_s is not None:
@@ -393,6 +392,8 @@ def _spec_options(shape: _Shape, options: WorkerOptions,
         spec["constraints"] = {"allowed_sites": list(sites)}
     if options.max_cost is not None:
         spec["max_cost"] = options.max_cost
+    if policy is not None:
+        spec["policy"] = policy.model_dump()
     return spec
 
 
