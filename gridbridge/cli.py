@@ -79,12 +79,23 @@ def submit(
     walltime_s: Annotated[float, typer.Option()] = 3600.0,
     site: Annotated[Optional[list[str]], typer.Option(help="allowed site (repeat)")] = None,  # noqa: UP045
     max_attempts: Annotated[int, typer.Option(min=1)] = 5,
+    policy: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="placement policy for this job: cheapest, fastest, balanced or deadline")] = None,
+    team: Annotated[Optional[str], typer.Option(help="who pays: team")] = None,  # noqa: UP045
+    project: Annotated[Optional[str], typer.Option(help="who pays: project")] = None,  # noqa: UP045
     wait: Annotated[bool, typer.Option(help="run a reconciler here until the job ends")] = False,
 ) -> None:
     """Submit a command: ``gridbridge submit --cpus 2 -- python train.py``."""
+    import getpass
+
     client = _client(ctx, start=wait)
     options: dict[str, Any] = dict(cpus=cpus, memory_gb=memory_gb, gpus=gpus,
                                    walltime_s=walltime_s, max_attempts=max_attempts)
+    owner = {"user": getpass.getuser()}
+    owner.update({k: v for k, v in (("team", team), ("project", project)) if v})
+    options["owner"] = owner
+    if policy:
+        options["policy"] = {"name": policy}
     if name:
         options["name"] = name
     if site:

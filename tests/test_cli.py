@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from gridbridge.client import Client
+from gridbridge.config import load_config
 from gridbridge.states import AttemptState, JobState
 
 
@@ -180,3 +181,19 @@ def write_good_config(tmp_path: Path) -> Path:
         ],
     }))
     return path
+
+
+def test_submit_takes_a_policy_and_who_pays(config: Path) -> None:
+    bad = gb("submit", "--policy", "cheapestt", "--", "true", config=config)
+    assert bad.returncode == 2
+    assert "'cheapest', 'fastest', 'balanced' or 'deadline'" in bad.stderr
+    done = gb("submit", "--policy", "fastest", "--team", "lab", "--project", "vision",
+              "--wait", "--", sys.executable, "-c", "pass", config=config)
+    assert done.returncode == 0, done.stderr
+    job_id = done.stdout.split()[0]
+    with Client(load_config(config)) as client:
+        job = client.store.job(job_id)
+        [attempt] = client.store.attempts(job_id)
+    assert job.spec.policy is not None and job.spec.policy.name == "fastest"
+    assert (job.spec.owner.team, job.spec.owner.project) == ("lab", "vision")
+    assert attempt.site == "steady", "the fastest: the preemptible site's expected run is longer"
