@@ -302,3 +302,20 @@ def test_a_worker_whose_job_ended_for_good_is_started_afresh(dask_grid: GridConf
         assert c.grid.store.attempts(c.jobs[0].job_id)[-1].state is AttemptState.PREEMPTED
         until(lambda: _worker_by_name(dc, name) not in (None, first), 60, "the new worker")
         assert dc.submit(sum, [1, 2]).result(timeout=30) == 3
+
+
+def test_asynchronous_use(dask_grid: GridConfig, capsys: pytest.CaptureFixture[str]) -> None:
+    """``asynchronous=True`` inside a running event loop, as distributed's clusters allow."""
+    import asyncio
+
+    async def main() -> int:
+        async with GridCluster(dask_grid, cores=1, memory="512 MiB",
+                               asynchronous=True) as c:
+            c.scale(1)
+            async with DaskClient(c, asynchronous=True) as dc:
+                await dc.wait_for_workers(1, timeout=90)
+                value: int = await dc.submit(sum, [4, 5])
+                return value
+
+    assert asyncio.run(main()) == 9
+    assert "scheduler tcp://127.0.0.1:" in capsys.readouterr().out

@@ -203,8 +203,6 @@ class GridCluster(SpecCluster):
             if self._owns_client:
                 self.grid.close()
             raise
-        if not asynchronous:
-            print(self._banner(), flush=True)
 
     # what the cluster reports ---------------------------------------------------------------
 
@@ -253,6 +251,7 @@ class GridCluster(SpecCluster):
     async def _start(self) -> None:
         await super()._start()  # type: ignore[no-untyped-call]
         if self._watcher is None:
+            print(self._banner(), flush=True)
             self._watcher = asyncio.ensure_future(self._watch())
 
     def _update_worker_status(self, op: str, msg: Any) -> None:
@@ -271,13 +270,12 @@ class GridCluster(SpecCluster):
         while the cluster still wants it."""
         while self.status not in (Status.closing, Status.closed):
             await asyncio.sleep(_WATCH_S)
-            ended = []
-            for name, worker in list(self.workers.items()):
-                if isinstance(worker, GridWorker) and worker.job is not None and (
-                    not worker.ended and await asyncio.to_thread(worker.job.done)
-                ):
-                    worker.ended = True
-                    ended.append(name)
+            watched = {name: w.job for name, w in self.workers.items()
+                       if isinstance(w, GridWorker) and w.job is not None and not w.ended}
+            ended = await asyncio.to_thread(_ended, watched)  # one hop to the store for all
+            ended = [name for name in ended if name in self.workers]  # not scaled down since
+            for name in ended:
+                self.workers[name].ended = True
             if not ended or self.status in (Status.closing, Status.closed):
                 continue
             for name in ended:
@@ -300,6 +298,11 @@ class GridCluster(SpecCluster):
             if self._owns_client:
                 await asyncio.to_thread(self.grid.close)
                 self._owns_client = False
+
+
+def _ended(jobs: Mapping[str, JobFuture]) -> list[str]:
+    """The names whose job has ended (a blocking read of the store)."""
+    return [name for name, job in jobs.items() if job.done()]
 
 
 class _Shape(BaseModel):
