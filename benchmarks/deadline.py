@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--folder", action="append", choices=sorted(FOLDERS))
     ap.add_argument("--stride-hours", type=float, default=6.0)
+    ap.add_argument("--match", help="only the files whose name contains this (e.g. us-east-1)")
     ap.add_argument("--hpc", nargs=3, type=float, metavar=("WAIT_H", "PRICE", "HOURS"),
                     help="also offer an HPC tier (overage at the on-demand price)")
     ap.add_argument("--json", type=Path)
@@ -60,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             wait, price, hours = args.hpc
             prices = Prices(prices.on_demand, prices.spot,
                             HpcTier(wait, price, hours, prices.on_demand))
-        traces = [load_trace(p) for p in sorted((args.data / folder).glob("*.json*"))]
+        traces = [load_trace(p) for p in sorted((args.data / folder).glob("*.json*"))
+                  if args.match is None or args.match in p.name]
         t0 = time.perf_counter()
         rows = evaluate(traces, settings, prices, args.stride_hours)
         took = time.perf_counter() - t0
