@@ -261,6 +261,23 @@ def test_workers_carry_the_cluster_s_policy_and_sites_through_a_given_client(
             JobState.SUCCEEDED)
 
 
+def test_the_worker_entry_point_stays_light() -> None:
+    """A worker process imports neither the control plane's store nor, until it runs,
+    distributed: ``--help`` answers without them."""
+    import json
+    import subprocess
+
+    code = ("import json, sys, gridbridge.dask.worker as w; "
+            "print(json.dumps([m for m in ('sqlalchemy', 'distributed', 'gridbridge.dask.cluster')"
+            " if m in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert json.loads(out.stdout) == []
+    helped = subprocess.run([sys.executable, "-m", "gridbridge.dask.worker", "--help"],
+                            capture_output=True, text=True, check=True, timeout=60)
+    assert "--retire-timeout" in helped.stdout
+
+
 def test_worker_argv_carries_hostile_values_verbatim() -> None:
     hostile = "a'b\"; rm -rf / $(id) `id`\n"
     argv = worker_argv(sys.executable, "tcp://127.0.0.1:1", "w-0", nthreads=2,
