@@ -216,7 +216,7 @@ def test_adapt_scales_from_zero_under_load_and_back_to_zero_and_bills_every_work
     assert {j.job_id for j in jobs} <= by_job
     for j in jobs:
         spec = store.job(j.job_id).spec
-        assert spec.name.startswith(f"{cluster.name}-")
+        assert spec.name.startswith(f"{cluster.name}-") and spec.name.startswith("dask-")
         assert spec.owner.user not in {"", "unknown"} or os.environ.get("USER") is None
         assert all(row.cost > 0 for row in store.ledger(j.job_id))
 
@@ -247,11 +247,13 @@ def test_workers_carry_the_cluster_s_policy_and_sites_through_a_given_client(
 
     with Client(dask_grid) as client:
         with GridCluster(client, cores=1, memory="512 MiB", policy="fastest",
-                         sites=["ondemand-local"]) as c, DaskClient(c) as dc:
+                         sites=["ondemand-local"], name="etl") as c, DaskClient(c) as dc:
             c.scale(1)
             dc.wait_for_workers(1, timeout=90)
             [job] = c.jobs
             spec = client.store.job(job.job_id).spec
+            assert spec.name == "dask-etl-0"  # tagged as a Dask worker
+            assert [w["name"] for w in dc.scheduler_info()["workers"].values()] == ["etl-0"]
             assert spec.policy is not None and spec.policy.name == "fastest"
             assert spec.constraints.allowed_sites == frozenset({"ondemand-local"})
             assert client.store.attempts(job.job_id)[-1].site == "ondemand-local"

@@ -44,7 +44,7 @@ from gridbridge.config import GridConfig
 from gridbridge.dask.worker import worker_argv
 from gridbridge.spec import NAME_PATTERN, JobSpec, Policy
 
-__all__ = ["GridCluster", "GridWorker", "WorkerOptions"]
+__all__ = ["GridCluster", "GridWorker", "WorkerOptions", "job_name"]
 
 logger = logging.getLogger(__name__)
 _NAME_RE = re.compile(NAME_PATTERN)
@@ -80,6 +80,12 @@ class WorkerOptions(BaseModel):
     env: dict[str, str] = Field(default_factory=dict)
 
 
+def job_name(worker: str) -> str:
+    """A worker's gridbridge job name: the worker's name, tagged ``dask-`` at the front
+    (``gridbridge status`` and the cost report tell Dask workers by it)."""
+    return worker if worker.startswith("dask-") else f"dask-{worker}"
+
+
 class _Launcher:
     """Submits and stops worker jobs for one cluster (in threads: the store is blocking)."""
 
@@ -92,8 +98,8 @@ class _Launcher:
         self.jobs: list[JobFuture] = []
 
     def submit(self, scheduler: str, name: str) -> JobFuture:
-        future = self.client.submit_command(self.argv_of(scheduler, name), name=name,
-                                            **self.options)
+        future = self.client.submit_command(self.argv_of(scheduler, name),
+                                            name=job_name(name), **self.options)
         self.jobs.append(future)
         logger.info("worker %s is gridbridge job %s", name, future.job_id)
         return future
@@ -173,9 +179,9 @@ class GridCluster(SpecCluster):
         shape = _Shape.of(cores, memory, gpus, processes)
         options = _worker_options(worker_options)
         name = name or f"dask-{uuid.uuid4().hex[:8]}"
-        if not _NAME_RE.fullmatch(f"{name}-0000"):
+        if not _NAME_RE.fullmatch(job_name(f"{name}-0000")):
             raise ValueError(f"cluster name {name!r}: letters, digits, '_', '.', '-' "
-                             "(at most 58 characters)")
+                             "(at most 53 characters)")
         chosen = _policy(policy)
         self.grid, self._owns_client = _grid_client(config)
         try:
