@@ -67,6 +67,7 @@ from gridbridge.adapter import (
     write_launch,
 )
 from gridbridge.config import ENV_NAME_PATTERN, SiteConfig, prologue_script
+from gridbridge.costs import advisor_rate
 from gridbridge.runtime import SPOT_NOTICE
 from gridbridge.spec import Tier
 from gridbridge.states import AttemptState
@@ -106,10 +107,6 @@ _PREEMPTING_REASONS = ("Server.SpotInstanceTermination", "Server.SpotInstanceShu
                        "Server.ScheduledStop")
 _LIVE = ("pending", "running", "stopping", "stopped")
 _INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8,17}$")
-_ADVISOR_MONTHLY = (0.025, 0.075, 0.125, 0.175, 0.25)
-"""The chance an instance is reclaimed within a month for each Spot Advisor bucket (<5%,
-5-10%, 10-15%, 15-20%, >20%): the bucket's middle, and 25% for the open last one. AWS
-publishes only the buckets, so this mapping is ours."""
 _HOURS_PER_MONTH = 730.0
 _MIN_BILLED_S = 60.0
 _Series = list[tuple[float, float]]
@@ -192,12 +189,6 @@ def user_data(site: SiteConfig, options: Ec2SpotOptions, launch_url: str,
     lines += [shlex.join(argv), "echo \"gridbridge: runtime exited $?; shutting down\"",
               "sync", "shutdown -h now", ""]
     return "\n".join(lines)
-
-
-def advisor_rate(bucket: int) -> float:
-    """The interruption rate per hour of a Spot Advisor bucket (see ``_ADVISOR_MONTHLY``)."""
-    p = _ADVISOR_MONTHLY[min(max(bucket, 0), len(_ADVISOR_MONTHLY) - 1)]
-    return -math.log1p(-p) / _HOURS_PER_MONTH
 
 
 def billed_intervals(prices: Sequence[tuple[float, float]], start: float,

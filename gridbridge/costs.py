@@ -32,7 +32,9 @@ from gridbridge.adapter import Offer, Pricing
 from gridbridge.spec import JobSpec, Resources
 
 __all__ = [
+    "ADVISOR_MONTHLY",
     "CostEstimate",
+    "advisor_rate",
     "attempt_cost",
     "checkpoint_interval_s",
     "estimate",
@@ -40,6 +42,18 @@ __all__ = [
 ]
 
 _HOUR_S = 3600.0
+_HOURS_PER_MONTH = 730.0
+ADVISOR_MONTHLY = (0.025, 0.075, 0.125, 0.175, 0.25)
+"""The chance that a spot instance is reclaimed within a month, per AWS Spot Advisor bucket
+(<5%, 5-10%, 10-15%, 15-20%, >20%): the bucket's middle, and 25% for the open last one. AWS
+publishes only the buckets, so this mapping is gridbridge's."""
+
+
+def advisor_rate(bucket: int) -> float:
+    """Interruptions per instance-hour for a Spot Advisor bucket: ``-ln(1 - p) / 730`` with
+    ``p`` from :data:`ADVISOR_MONTHLY` (a Poisson process over a month of 730 hours)."""
+    p = ADVISOR_MONTHLY[min(max(bucket, 0), len(ADVISOR_MONTHLY) - 1)]
+    return -math.log1p(-p) / _HOURS_PER_MONTH
 
 
 def _check_non_negative(name: str, value: float) -> None:

@@ -103,7 +103,9 @@ def test_debug_preempt_requeues_through_a_running_serve(config: Path, tmp_path: 
         serve = subprocess.Popen([sys.executable, "-m", "gridbridge.cli", "--config",
                                   str(config), "serve"], stdout=log, stderr=subprocess.STDOUT)
     try:
-        job_id = gb("submit", "--", sys.executable, "-c", waits, config=config).stdout.split()[0]
+        submitted = gb("submit", "--", sys.executable, "-c", waits, config=config)
+        assert submitted.returncode == 0, submitted.stderr
+        job_id = submitted.stdout.split()[0]
         client = Client(config, start=False)
         deadline = time.monotonic() + 60
         while client.store.job(job_id).state is not JobState.RUNNING:

@@ -10,9 +10,8 @@ The cost of holding an instance over ``[a, b]`` is the exact integral of the ste
 
 Interruption rates: AWS publishes only a bucket of the monthly share of instances reclaimed.
 The bucket's middle is read as the probability ``p`` that one instance is reclaimed within a
-month of 730 hours, so the Poisson rate per instance-hour is ``-ln(1 - p) / 730`` -- the same
-mapping as the EC2 adapter's ``advisor_rate`` (re-derived here: the scheduler may not import
-adapters)::
+month of 730 hours, so the Poisson rate per instance-hour is ``-ln(1 - p) / 730``
+(``gridbridge.costs.advisor_rate``, which the EC2 adapter uses too)::
 
     bucket   <5%    5-10%   10-15%   15-20%   >20%
     p        2.5%   7.5%    12.5%    17.5%    25%
@@ -32,6 +31,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from gridbridge.costs import ADVISOR_MONTHLY, advisor_rate
+
 __all__ = [
     "ADVISOR_MONTHLY",
     "Advisor",
@@ -45,19 +46,10 @@ __all__ = [
     "read_on_demand",
 ]
 
-ADVISOR_MONTHLY = (0.025, 0.075, 0.125, 0.175, 0.25)
-"""The probability that one instance is reclaimed within a month, per Spot Advisor bucket."""
-_HOURS_PER_MONTH = 730.0
 
 
 class MarketError(ValueError):
     """A market file that cannot be used: the message names the file, the line and the field."""
-
-
-def advisor_rate(bucket: int) -> float:
-    """Interruptions per instance-hour for a Spot Advisor bucket (see the module docstring)."""
-    p = ADVISOR_MONTHLY[min(max(bucket, 0), len(ADVISOR_MONTHLY) - 1)]
-    return -math.log1p(-p) / _HOURS_PER_MONTH
 
 
 def _text(path: Path) -> Iterator[str]:
