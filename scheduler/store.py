@@ -407,6 +407,26 @@ class StateStore:
         with self._read() as s:
             return list(s.scalars(q))
 
+    def decision_records(self, since: float, until: float) -> list[dict[str, Any]]:
+        """Every stored candidate of the decisions made in ``[since, until)``, in id order,
+        as plain mappings (what ``report placements`` reads)."""
+        q = (select(DecisionRow).where(DecisionRow.at >= since, DecisionRow.at < until)
+             .order_by(DecisionRow.id))
+        cols = [c.key for c in DecisionRow.__table__.columns]
+        with self._read() as s:
+            return [{c: getattr(row, c) for c in cols} for row in s.scalars(q)]
+
+    def job_names(self, job_ids: Iterable[str]) -> dict[str, tuple[str, str]]:
+        """Job id to (name, state) for the given ids that exist."""
+        ids = list(dict.fromkeys(job_ids))
+        out: dict[str, tuple[str, str]] = {}
+        with self._read() as s:
+            for i in range(0, len(ids), 500):
+                q = select(JobRow.id, JobRow.name, JobRow.state).where(
+                    JobRow.id.in_(ids[i:i + 500]))
+                out.update({jid: (name, state) for jid, name, state in s.execute(q)})
+        return out
+
     def ledger(self, job_id: str | None = None) -> list[LedgerRow]:
         q = select(LedgerRow).order_by(LedgerRow.start)
         if job_id is not None:
