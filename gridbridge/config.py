@@ -20,6 +20,7 @@ from gridbridge.registry import AdapterNotFound, Registry, default_registry
 from gridbridge.spec import NAME_PATTERN, Policy, Tier
 
 __all__ = [
+    "Allocation",
     "Budgets",
     "Capacity",
     "ConfigError",
@@ -76,6 +77,16 @@ def prologue_script(lines: Sequence[str]) -> str:
     return "\n".join(lines) + '\n\nexec "$@"\n'
 
 
+class Allocation(_Frozen):
+    """Prepaid core-hours on a site (an HPC centre's allocation): ``core_hours`` granted each
+    calendar month (UTC), or once for all time. Reports show how much is used and left; the
+    site's ``price`` is what each core-hour is charged at in the ledger (0 for a grant that is
+    already paid for)."""
+
+    core_hours: Annotated[float, Field(gt=0)]
+    every: Literal["month", "total"] = "month"
+
+
 class SiteConfig(_Frozen):
     """One site of the federation."""
 
@@ -93,6 +104,8 @@ class SiteConfig(_Frozen):
     max_walltime_s: Annotated[float, Field(gt=0)] | None = None
     max_running: Annotated[int, Field(ge=1)] | None = None
     """At most this many attempts live on the site at once (a concurrency quota)."""
+    allocation: Allocation | None = None
+    """Prepaid core-hours, for the burn-down in the cost reports."""
     runtime: RuntimeSettings = RuntimeSettings()
     uncertain_submit: Literal["resubmit", "replace"] | None = None
     """When a submission to a site whose adapter cannot adopt by attempt id ended in doubt and
