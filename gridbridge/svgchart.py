@@ -137,6 +137,12 @@ def lines(title: str, labels: Sequence[str], series: Mapping[str, Sequence[float
                        for x, v in zip(xs, series[name], strict=True))
         out.append(f'<polyline class="mark" fill="none" stroke="{colour}" stroke-width="2" '
                    f'points="{pts}"><title>{html.escape(name)}</title></polyline>')
+        step = max(1, math.ceil(n / 62))  # a dot per point (a one-day line is a dot)
+        out += [f'<circle class="mark" cx="{x:.1f}" cy="{_H - _B - plot_h * v / top:.1f}" '
+                f'r="2.5" fill="{colour}"><title>{html.escape(f"{lab} {name}: {v:,.6f}")}'
+                "</title></circle>"
+                for i, (x, v, lab) in enumerate(zip(xs, series[name], labels, strict=True))
+                if i % step == 0 or i == n - 1]
         if name in levels:
             y = _H - _B - plot_h * levels[name] / top
             out.append(f'<line class="level" x1="{_L}" x2="{_W - _R}" y1="{y:.1f}" '

@@ -239,3 +239,101 @@ def test_bad_periods_are_one_line_errors(books: Books) -> None:
         out = gb(books, "report", "costs", *args)
         assert out.returncode == 2, (args, out.stdout)
         assert says in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+# -- the HTML report in a real browser -----------------------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+CHARTS = ("spend-by-team", "spend-by-tier", "savings", "budget-burn-down", "lost-work",
+          "top-jobs")
+
+
+@pytest.fixture(scope="module")
+def chromium() -> tuple[str, str]:
+    """Debian's Chromium and ChromeDriver (``deploy/dev/browser-install.sh`` installs them)."""
+    pytest.importorskip("selenium", reason="selenium is in the dev extra")
+    out = subprocess.run(["bash", str(REPO / "deploy" / "dev" / "browser-install.sh")],
+                         capture_output=True, text=True, timeout=1200, check=False)
+    if out.returncode != 0:
+        pytest.skip(f"no Chromium here: {out.stderr.strip()[-400:]}")
+    browser, driver = out.stdout.split()
+    return browser, driver
+
+
+def _table(page: object, ident: str) -> list[dict[str, str]]:
+    from selenium.webdriver.common.by import By
+
+    rows = []
+    for tr in page.find_elements(By.CSS_SELECTOR, f"#{ident} tbody tr"):  # type: ignore[attr-defined]
+        cells = tr.find_elements(By.CSS_SELECTOR, "td[data-col]")
+        rows.append({c.get_attribute("data-col"): c.text for c in cells})
+    return rows
+
+
+@pytest.mark.browser
+def test_the_html_report_draws_every_chart_in_chromium(books: Books, chromium: tuple[str, str],
+                                                      tmp_path: Path) -> None:
+    import tempfile
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    page_file = tmp_path / "report.html"
+    ok(gb(books, "report", "html", "--since", books.since, "-o", str(page_file),
+          config=books.budgets))
+    text = page_file.read_text()
+    # self-contained: nothing to fetch when it is opened
+    assert not re.search(r"<script|<link|<img|@import|url\(", text)
+    assert set(re.findall(r"https?://[^\s\"'<>]+", text)) == {"http://www.w3.org/2000/svg"}
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium[0]
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--window-size=1400,1000",
+                f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    page = webdriver.Chrome(service=Service(chromium[1]), options=options)
+    try:
+        page.get(page_file.as_uri())
+        drawn = page.execute_script(
+            "return Array.from(document.querySelectorAll('figure[data-chart]')).map(f => {"
+            "  const svg = f.querySelector('svg'); const box = svg.getBBox();"
+            "  const marks = Array.from(svg.querySelectorAll('.mark')).map(m => m.getBBox())"
+            "    .filter(b => b.width > 0 && b.height > 0).length;"
+            "  return [f.dataset.chart, box.width, box.height, marks]; })")
+        charts = {name: (w, h, marks) for name, w, h, marks in drawn}
+        assert set(charts) == set(CHARTS)
+        for name, (w, h, marks) in charts.items():
+            assert w > 100 and h > 100, (name, w, h)
+            assert marks > 0, f"{name} drew no bars or lines"
+        errors = [e for e in page.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
+        assert errors == []
+        height = page.execute_script("return document.body.scrollHeight")
+        page.set_window_size(1400, int(height) + 80)
+        shot = tmp_path / "report.png"
+        assert page.save_screenshot(str(shot)) and shot.stat().st_size > 20_000
+        print(f"screenshot: {shot}")
+
+        # the tables show exactly what the CSV says for the same period
+        csv_team = {r["team"]: r for r in rows_of(ok(gb(
+            books, "report", "costs", "--by", "team", "--since", books.since, "--format", "csv",
+            config=books.budgets)))}
+        html_team = _table(page, "costs-by-team")
+        assert [r["team"] for r in html_team] == list(csv_team)
+        for r in html_team:
+            for col in ("attempts", "cost", "on_demand_cost", "savings"):
+                assert r[col] == csv_team[r["team"]][col], (r["team"], col)
+        csv_site = {r["site"]: r for r in rows_of(ok(gb(
+            books, "report", "costs", "--by", "site", "--since", books.since, "--format", "csv",
+            config=books.budgets)))}
+        for r in _table(page, "costs-by-site"):
+            for col in ("cost", "allocation_used", "allocation_left"):
+                assert r[col] == csv_site[r["site"]][col], (r["site"], col)
+        tile = page.execute_script(
+            "return document.querySelector('[data-tile=\"spent\"]').textContent")
+        assert tile.split()[0] in (csv_team["TOTAL"]["cost"],
+                                   f"{Decimal(csv_team['TOTAL']['cost']):,.2f}")
+    finally:
+        page.quit()
