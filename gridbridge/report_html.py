@@ -70,6 +70,10 @@ def _table(title: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]
             f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
 
 
+_MOST_SERIES = 7
+"""A chart shows this many groups by name; the rest are summed as "others"."""
+
+
 def _per_piece(rows: Sequence[Mapping[str, Any]], key: str, labels: Sequence[str],
                column: str = "cost") -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
@@ -78,38 +82,58 @@ def _per_piece(rows: Sequence[Mapping[str, Any]], key: str, labels: Sequence[str
         if r[key] == "TOTAL":
             continue
         out.setdefault(str(r[key]), [0.0] * len(labels))[index[r["period"]]] += float(r[column])
-    return out
+    if len(out) <= _MOST_SERIES + 1:
+        return out
+    ranked = sorted(out, key=lambda k: -sum(out[k]))
+    top = {k: out[k] for k in ranked[:_MOST_SERIES]}
+    top[f"{len(ranked) - _MOST_SERIES} others"] = [
+        sum(out[k][i] for k in ranked[_MOST_SERIES:]) for i in range(len(labels))]
+    return top
 
 
 def _burn_down(inp: ReportInputs) -> tuple[str, str]:
     """Cumulative spend through the last month the window touches, per team and project with
-    a budget, against the budget (a dashed line)."""
+    a budget, against the budget (a dashed line); with no budget set, the dearest teams'."""
     month = inp.window.months()[-1]
     end = min(month.until, inp.window.until, max(inp.now, month.since + 1))
-    days = [d for d in Window(month.since, end, month.label).cut(Every.DAY)]
+    days = list(Window(month.since, end, month.label).cut(Every.DAY))
     labels = [d.label[-2:] for d in days]
     series: dict[str, list[float]] = {}
     levels: dict[str, float] = {}
-    for kind, budgets in (("team", inp.team_budgets), ("project", inp.project_budgets)):
-        for name, budget in budgets.items():
-            label = f"{kind}:{name}"
-            spent = money(0)
-            points = []
-            ledger = sorted((r for r in inp.ledger if str(r[kind]) == name
-                             and month.since <= r["end"] < end), key=lambda r: r["end"])
-            j = 0
-            for d in days:
-                while j < len(ledger) and ledger[j]["end"] < d.until:
-                    spent += money(ledger[j]["cost"])
-                    j += 1
-                points.append(float(spent))
-            series[label] = points
+    wanted: list[tuple[str, str, float | None]] = [
+        (kind, name, budget)
+        for kind, budgets in (("team", inp.team_budgets), ("project", inp.project_budgets))
+        for name, budget in budgets.items()]
+    if not wanted:
+        spent_by: dict[str, float] = {}
+        for r in inp.ledger:
+            if month.since <= r["end"] < end:
+                spent_by[str(r["team"])] = spent_by.get(str(r["team"]), 0.0) + float(r["cost"])
+        wanted = [("team", name, None) for name in
+                  sorted(spent_by, key=lambda k: -spent_by[k])[:_MOST_SERIES]]
+    for kind, name, budget in wanted:
+        label = f"{kind}:{name}"
+        spent = money(0)
+        points = []
+        ledger = sorted((r for r in inp.ledger if str(r[kind]) == name
+                         and month.since <= r["end"] < end), key=lambda r: r["end"])
+        j = 0
+        for d in days:
+            while j < len(ledger) and ledger[j]["end"] < d.until:
+                spent += money(ledger[j]["cost"])
+                j += 1
+            points.append(float(spent))
+        series[label] = points
+        if budget is not None:
             levels[label] = float(budget)
-    chart = svgchart.lines(f"Budget burn-down, {month.label} ({inp.currency})", labels, series,
+    title = "Budget burn-down" if levels else "Month-to-date spend (no budgets set)"
+    chart = svgchart.lines(f"{title}, {month.label} ({inp.currency})", labels, series,
                            inp.currency, levels)
-    rows = [{"budget_of": name, "budget": money(levels[name]),
+    rows = [{"budget_of": name,
+             "budget": money(levels[name]) if name in levels else None,
              "spent": money(vs[-1] if vs else 0.0),
-             "left": money(levels[name]) - money(vs[-1] if vs else 0.0)}
+             "left": money(levels[name]) - money(vs[-1] if vs else 0.0)
+             if name in levels else None}
             for name, vs in series.items()]
     table = _table(f"Budgets, {month.label}", ["budget_of", "budget", "spent", "left"], rows,
                    "budgets")
@@ -161,9 +185,11 @@ def render_html(inp: ReportInputs) -> str:
 
     money_cols = ["cost", "on_demand_cost", "savings"]
     alloc = ["allocation_used", "allocation_left"] if inp.allocations else []
+    teams_shown = _dearest(team_total, "team")
     tables = {
-        "spend-by-team": _table("Costs by team", ["team", "attempts", *money_cols],
-                                team_total, "costs-by-team"),
+        "spend-by-team": _table(_caption("Costs by team", team_total, teams_shown),
+                                ["team", "attempts", *money_cols], teams_shown,
+                                "costs-by-team"),
         "spend-by-tier": _table("Costs by tier", ["tier", "attempts", "core_hours",
                                                   *money_cols], tier_total, "costs-by-tier"),
         "savings": _table("Costs by site", ["site", *money_cols, *alloc],
@@ -185,6 +211,21 @@ def render_html(inp: ReportInputs) -> str:
     return _PAGE.format(title=html.escape(inp.title), period=html.escape(w.label),
                         span=html.escape(span), made=made, tiles=tiles, sections=sections,
                         currency=html.escape(cur))
+
+
+_MOST_ROWS = 15
+
+
+def _dearest(rows: Sequence[Mapping[str, Any]], key: str) -> list[Mapping[str, Any]]:
+    """The dearest :data:`_MOST_ROWS` groups and the TOTAL (rows come dearest first)."""
+    groups = [r for r in rows if r[key] != "TOTAL"]
+    return [*groups[:_MOST_ROWS], *(r for r in rows if r[key] == "TOTAL")]
+
+
+def _caption(title: str, rows: Sequence[Mapping[str, Any]],
+             shown: Sequence[Mapping[str, Any]]) -> str:
+    hidden = len(rows) - len(shown)
+    return f"{title} (the {len(shown) - 1} dearest of {len(rows) - 1})" if hidden else title
 
 
 def _short(label: str, every: Every) -> str:

@@ -56,17 +56,28 @@ def _for_table(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_command(inputs: Inputs, policy: str, seed: int, fmt: Format,
-                plots: Path | None, consoles: tuple[Console, Console]) -> None:
-    """Load, replay, print; errors (bad files, unknown policy) raise ``ValueError``."""
+                plots: Path | None, consoles: tuple[Console, Console],
+                store: str | None = None) -> None:
+    """Load, replay, print; errors (bad files, unknown policy) raise ``ValueError``.
+    ``store``: also write the replay of ``policy`` (one, not ``all``) into that state store."""
     out, err = consoles
+    if store is not None and policy == "all":
+        raise ValueError("--store writes one policy's replay: give --policy NAME too")
     setup = prepare(inputs)
     for note in setup.notes:
         err.print(f"note: {note}", highlight=False, markup=False)
     err.print(f"sites: {describe_sites(setup)}", highlight=False, markup=False)
-    rows, results = simulate(setup, policy, seed, console=err)
+    rows, results = simulate(setup, policy, seed, console=err,
+                             keep_decisions=store is not None)
     shown = rows if fmt is not Format.TABLE else [_for_table(r) for r in rows]
     title = f"{setup.trace.name}: {len(setup.trace.jobs)} jobs, seed {seed}"
     emit(out, title, COLUMNS, shown, fmt)
     if plots is not None:
         for path in write_svg_plots(results, plots):
             err.print(f"wrote {path}", highlight=False, markup=False)
+    if store is not None:
+        from .books import write_books
+
+        n = write_books(results[0], setup, store)
+        err.print(f"wrote {n} attempts of {results[0].policy} into {store}: read them with "
+                  f"gridbridge report costs --store {store}", highlight=False, markup=False)

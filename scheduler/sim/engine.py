@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from gridbridge.spec import JobSpec
 
@@ -33,6 +33,9 @@ from .federation import Federation, Shape
 from .hpc import EasyCluster, QueueItem
 from .settings import JobModel
 from .swf import TraceJob
+
+if TYPE_CHECKING:
+    from gridbridge.scheduler.placement import Decision
 
 __all__ = ["Attempt", "Choice", "Chooser", "Kind", "Outcome", "Replay", "ReplayResult",
            "SimJob", "progress"]
@@ -110,6 +113,11 @@ class Attempt:
     outcome: Outcome | None = None
     cost: float = 0.0
     item: QueueItem | None = None
+    placed_s: float = 0.0
+    """When the policy sent it there (an HPC attempt may start later)."""
+    decision: Decision | None = None
+    """Placement's whole decision, kept only when the replay is asked to
+    (:attr:`Replay.keep_decisions`), for a what-if written as a store."""
 
 
 @dataclass
@@ -175,6 +183,8 @@ class Replay:
         self._pending: list[SimJob] = []
         self._round_at: float | None = None
         self._last_round = -math.inf
+        self.keep_decisions = False
+        """Keep each attempt's placement decision (memory: every candidate of every one)."""
 
     def _job(self, index: int, t: TraceJob) -> SimJob:
         memory = t.cores * (t.memory_gb_per_core or self.model.memory_gb_per_core)
@@ -230,7 +240,7 @@ class Replay:
         """Send ``job`` where ``choice`` says: queued on the cluster, or started at once."""
         restart = choice.restart_s if job.done_s > 0 else 0.0
         att = Attempt(job, choice, plan_s(restart, job.remaining_s, choice.interval_s,
-                                          self.model.checkpoint_cost_s), restart)
+                                          self.model.checkpoint_cost_s), restart, placed_s=now)
         self.attempts.append(att)
         if choice.kind is Kind.HPC:
             assert self.cluster is not None

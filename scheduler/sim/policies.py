@@ -130,6 +130,8 @@ class Placement:
                     continue
                 offer = by_key[(d.site, d.offer_key)]
                 replay.start(job, choice_for(replay, offer, d.checkpoint_interval_s), now)
+                if replay.keep_decisions:
+                    replay.attempts[-1].decision = d
                 if offer.tier is Tier.HPC and i + 1 < len(decisions):
                     todo = [lookup[x.job_id] for x in decisions[i + 1:]]
                     break

@@ -143,17 +143,19 @@ def policy_names(policy: str) -> list[str]:
 
 def run_policies(setup: Setup, names: Sequence[str], seed: int,
                  tick: Callable[[str], Callable[[int], None] | None] | None = None,
-                 ) -> list[ReplayResult]:
-    """Replay each policy (``tick(name)`` gives a per-job callback, e.g. a progress bar)."""
+                 keep_decisions: bool = False) -> list[ReplayResult]:
+    """Replay each policy (``tick(name)`` gives a per-job callback, e.g. a progress bar;
+    ``keep_decisions``: each attempt keeps placement's decision)."""
     out = []
     for name in names:
         replay = Replay(setup.federation, setup.trace.jobs, setup.sites.jobs, setup.base, seed)
+        replay.keep_decisions = keep_decisions
         out.append(replay.run(chooser(name), tick(name) if tick else None))
     return out
 
 
 def simulate(setup: Setup, policy: str, seed: int, console: Console | None = None,
-             ) -> tuple[list[dict[str, Any]], list[ReplayResult]]:
+             keep_decisions: bool = False) -> tuple[list[dict[str, Any]], list[ReplayResult]]:
     """Run ``policy`` (or ``all``) and on-demand-only; rows in the order asked for.
 
     With a ``console``, a progress bar per policy is drawn on it (transient)."""
@@ -162,14 +164,14 @@ def simulate(setup: Setup, policy: str, seed: int, console: Console | None = Non
     if "on-demand-only" not in names and setup.federation.types:
         names = [*names, "on-demand-only"]
     if console is None:
-        results = run_policies(setup, names, seed)
+        results = run_policies(setup, names, seed, keep_decisions=keep_decisions)
     else:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console, transient=True) as bar:
             def tick(name: str) -> Callable[[int], None]:
                 task = bar.add_task(name, total=len(setup.trace.jobs))
                 return lambda n: bar.update(task, completed=n) if n % 200 == 0 else None
-            results = run_policies(setup, names, seed, tick)
+            results = run_policies(setup, names, seed, tick, keep_decisions)
     by_name = {r.policy: r for r in results}
     od = by_name.get("on-demand-only")
     od_cost = sum(a.cost for a in od.attempts) if od is not None else None

@@ -52,6 +52,8 @@ class TraceJob:
     memory_gb_per_core: float | None
     user: int
     status: int
+    group: int = -1
+    """The user's group (field 13; -1 where the trace has none)."""
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,7 @@ def _job(path: Path, lineno: int, fields: list[str]) -> TraceJob | None:
         job_id=int(v[0]), submit_s=v[1], runtime_s=runtime, cores=cores,
         requested_s=v[8] if v[8] > 0 else -1.0,
         memory_gb_per_core=None if memory_kb is None else memory_kb / 2**20,
-        user=int(v[11]), status=int(v[10]),
+        user=int(v[11]), status=int(v[10]), group=int(v[12]),
     )
 
 
