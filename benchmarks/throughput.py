@@ -209,9 +209,9 @@ def _seed(store: Any, root: str, n: int, live: float, site: str) -> tuple[list[s
     the number pending."""
     from sqlalchemy import insert
 
+    from gridbridge.scheduler.tables import AttemptRow, EventRow, JobRow
     from gridbridge.spec import JobSpec
     from gridbridge.states import AttemptState, JobState
-    from gridbridge.scheduler.tables import AttemptRow, EventRow, JobRow
 
     spec = JobSpec(name="seeded", command=("true",)).model_dump_json()
     k = max(1, int(n * live))

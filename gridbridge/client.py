@@ -92,7 +92,7 @@ class JobFuture:
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"job {self.job_id} still {state} after {timeout}s")
             time.sleep(delay)
-            delay = min(delay * 1.5, 0.5)
+            delay = min(delay * 1.5, 0.1)  # a read of one row: cheap, and a result is awaited
 
     def result(self, timeout: float | None = None) -> Any:
         """The callable's return value (None for a command); raises if the job did not succeed."""
@@ -250,6 +250,7 @@ class Client:
         jid = job_id or new_job_id()
         url = spec.checkpoint.url or f"{self.config.checkpoint_root}/{jid}"
         self.store.create_job(spec, url, job_id=jid)
+        self.reconciler.wake()  # place it now, not at the end of the tick interval
         return JobFuture(self, jid)
 
     # operations ---------------------------------------------------------------------------

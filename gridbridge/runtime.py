@@ -98,12 +98,38 @@ def _claim(scratch: Path, launch: Launch, rerun: int = 0) -> bool:
         return False
     os.close(fd)
     _write_atomic(scratch / "pid", f"{os.getpid()} {proc_start_time(os.getpid())}\n")
+    claim = {"host": socket.gethostname(), "pid": os.getpid(), "at": time.time(), "rerun": rerun}
+    name = f"claim-rerun-{rerun}.json" if rerun else "claim.json"
+    local = _local_dir(launch.attempt_url)
+    if local is not None:  # no storage library to import for a local prefix
+        local.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(local / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as f:
+            f.write(json.dumps(claim).encode())
+        return True
     from gridbridge.checkpoint._backend import open_backend
 
     backend = open_backend(launch.attempt_url, None)
-    claim = {"host": socket.gethostname(), "pid": os.getpid(), "at": time.time(), "rerun": rerun}
-    name = f"claim-rerun-{rerun}.json" if rerun else "claim.json"
     return backend.create(f"{backend.root}/{name}", json.dumps(claim).encode())
+
+
+def _get(url: str) -> bytes:
+    """Read a record; a local one without importing the storage library (a trivial job's
+    start-up is mostly imports)."""
+    local = _local_dir(url)
+    return local.read_bytes() if local is not None else get_bytes(url)
+
+
+def _local_dir(url: str) -> Path | None:
+    """The path of a local storage URL (``file:///p`` or a plain path), else None."""
+    if url.startswith("file:///"):
+        return Path(url[len("file://"):])
+    if "://" in url or "::" in url:
+        return None
+    return Path(url)
 
 
 def _env(launch: Launch) -> dict[str, str]:
@@ -325,7 +351,7 @@ def _run_callable(launch: Launch) -> tuple[int, str, str | None]:
     assert launch.callable_ref is not None
     os.environ.update(_env(launch))
     ctx_mod.install_stop_handlers()
-    fn, args, kwargs = cloudpickle.loads(get_bytes(launch.callable_ref))
+    fn, args, kwargs = cloudpickle.loads(_get(launch.callable_ref))
     try:
         value = fn(*args, **kwargs)
     except Preempted as exc:
@@ -337,6 +363,9 @@ def _run_callable(launch: Launch) -> tuple[int, str, str | None]:
 
 
 def _last_step(launch: Launch) -> int | None:
+    local = _local_dir(launch.checkpoint_url)
+    if local is not None and not (local / "commits").is_dir():
+        return None  # nothing committed yet (see checkpoint._layout): skip the store's imports
     try:
         from gridbridge import checkpoint
 
@@ -351,7 +380,7 @@ def run(launch_url: str, scratch: Path | None = None, rerun: int = 0,
     ``rerun`` counts the site's own reruns of the attempt (see :func:`main`); ``imds``, the
     instance metadata service to watch for a spot interruption notice."""
     ctx_mod.install_stop_handlers()  # a SIGTERM from now on is a stop request, not a death
-    raw: dict[str, Any] = json.loads(get_bytes(launch_url))
+    raw: dict[str, Any] = json.loads(_get(launch_url))
     try:
         check_format(raw, "the launch record")
         launch = Launch.model_validate(raw)

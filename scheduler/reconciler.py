@@ -126,10 +126,18 @@ class Reconciler:
         self._health: dict[str, tuple[bool, str]] = {}
         self._avoid: dict[tuple[str, str], tuple[float, str]] = {}
         self._save_cost: dict[str, tuple[int, float | None]] = {}
+        """Per job: (attempts it had, its last save's duration), read once per ended attempt."""
+        self._remaining_cache: dict[str, tuple[int, float | None]] = {}
         self._next_sweep = 0.0
         self._requeues: dict[str, int] = {}
         """Per attempt, the site's requeue count already decided on."""
         self._requeued: list[tuple[Attempt, AttemptStatus]] = []
+        self._renewed_at = float("-inf")
+        """When (our clock) the lease was last written; a renewal sooner than a quarter of
+        its time only checks that it is still held (a read, not a write transaction)."""
+        self._wake = threading.Event()
+        self._decisions: list[DecisionRow] | None = None
+        """While a placement round runs: the decision rows it will store in one write."""
 
     # the loop -----------------------------------------------------------------------------
 
@@ -154,9 +162,23 @@ class Reconciler:
                 except Exception:
                     log.exception("reconciler tick failed; the reconciler carries on")
                     wait = interval
-                stop.wait(wait)
+                self._pause(stop, wait)
         finally:
             self._release()
+
+    def wake(self) -> None:
+        """Tick now rather than at the end of the interval (a job was submitted)."""
+        self._wake.set()
+
+    def _pause(self, stop: threading.Event, wait: float) -> None:
+        """Wait ``wait`` seconds, less if woken or stopped."""
+        deadline = time.monotonic() + wait
+        while not stop.is_set() and not self._wake.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._wake.wait(min(left, 0.05))  # a stop request is seen within 50 ms
+        self._wake.clear()
 
     def _release(self) -> None:
         try:
@@ -172,22 +194,37 @@ class Reconciler:
     def acquire(self) -> bool:
         """Take or renew the lease; take over at once from a dead holder on this host."""
         ttl = self.config.limits.lease_s
+        if self._fresh_lease():
+            return True
         self.lease = self.store.acquire_lease(LEASE, self.holder, ttl)
         if self.lease is not None:
+            self._renewed_at = self.clock()
             return True
         current = self.store.lease_holder(LEASE)
         if current is not None and _dead_local_holder(current[0]):
             log.warning("taking over the lease of %s, whose process is gone", current[0])
             self.store.release_lease(LEASE, current[0])
             self.lease = self.store.acquire_lease(LEASE, self.holder, ttl)
+            self._renewed_at = self.clock()
         return self.lease is not None
 
+    def _fresh_lease(self) -> bool:
+        """We hold the lease, renewed less than a quarter of its time ago (checked by a read)."""
+        if self.lease is None or self.clock() - self._renewed_at >= self.config.limits.lease_s / 4:
+            return False
+        return self.store.holds_lease(self.lease)
+
     def _renew(self) -> None:
-        """Between phases: renew the lease, or stop the tick if it changed hands or lapsed."""
+        """Between phases: renew the lease, or stop the tick if it changed hands or lapsed.
+        A lease renewed moments ago is only checked: a write per phase would cost more than
+        the rest of a small tick."""
         held = self.lease
+        if held is not None and self._fresh_lease():
+            return
         self.lease = self.store.acquire_lease(LEASE, self.holder, self.config.limits.lease_s)
         if held is None or self.lease is None or self.lease.generation != held.generation:
             raise LeaseLost(f"{self.holder} lost the reconciler lease during a tick")
+        self._renewed_at = self.clock()
 
     def _fence(self) -> None:
         """Immediately before a native submit or cancel: are we still the lease holder?"""
@@ -575,7 +612,11 @@ class Reconciler:
             return
         for _ in range(len(self.adapters)):
             rejected_before = set(report.rejected)
-            placed = self._place_round(pending, offers, report, budget)
+            self._decisions = []
+            try:
+                placed = self._place_round(pending, offers, report, budget)
+            finally:
+                self._flush_decisions()
             again = {a.rsplit(".", 1)[0] for a in set(report.rejected) - rejected_before}
             if not again:
                 return
@@ -672,8 +713,14 @@ class Reconciler:
                 report.placed[decision.job_id] = offer.site
                 new.append(attempt)
                 placed.append((offer.site, offer.key, job))
+        self._flush_decisions()  # one write for the round's decisions, before the submits
         self._submit(new, report, budget)
         return placed
+
+    def _flush_decisions(self) -> None:
+        rows, self._decisions = self._decisions, None
+        if rows:
+            self.store.record_decisions(rows)
 
     def _budgets_left(self, now: float) -> dict[str, float] | None:
         """What each team and project with a budget has left this month: the budget, less
@@ -684,13 +731,13 @@ class Reconciler:
         day = datetime.fromtimestamp(now, UTC)
         month = day.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
         spent = self.store.spent_since(month)
-        for a in self.store.active_attempts():
-            expected = _card(a).get("expected_cost")
-            if not isinstance(expected, int | float):
-                continue
-            owner = self.store.job(a.job_id).spec.owner
-            for key in (f"team:{owner.team}", f"project:{owner.project}"):
-                spent[key] = spent.get(key, 0.0) + float(expected)
+        cards = [(a.job_id, _card(a).get("expected_cost")) for a in self.store.active_attempts()]
+        live = [(j, float(e)) for j, e in cards if isinstance(e, int | float)]
+        owners = self.store.owners([j for j, _ in live])  # one query, not one per attempt
+        for job_id, expected in live:
+            team, project = owners.get(job_id, ("", ""))
+            for key in (f"team:{team}", f"project:{project}"):
+                spent[key] = spent.get(key, 0.0) + expected
         left = {f"team:{t}": v - spent.get(f"team:{t}", 0.0) for t, v in b.teams.items()}
         left.update({f"project:{p}": v - spent.get(f"project:{p}", 0.0)
                      for p, v in b.projects.items()})
@@ -707,25 +754,26 @@ class Reconciler:
         return {site: n - live.get(site, 0) for site, n in limited.items() if n is not None}
 
     def _checkpoint_cost(self, job: Job) -> float | None:
-        """How long the job's last save took, as its checkpoint store recorded it (cached
-        per committed step); None before its first checkpoint."""
+        """How long the job's last save took, as its checkpoint store recorded it; None before
+        its first checkpoint. Read once per attempt that ended: only a running attempt can
+        commit, so the answer holds until the job's next attempt (a pending job is not
+        listed in its checkpoint store tick after tick)."""
         if job.attempts == 0:
             return None
         cached = self._save_cost.get(job.id)
+        if cached is not None and cached[0] == job.attempts:
+            return cached[1]
+        cost: float | None = None
         try:
             from gridbridge import checkpoint
 
             store = checkpoint.open(job.checkpoint_url)
             step = store.latest()
-            if step is None:
-                return None
-            if cached is not None and cached[0] == step:
-                return cached[1]
-            value = store.commit_record(step).get("save_s")
+            value = store.commit_record(step).get("save_s") if step is not None else None
+            cost = float(value) if isinstance(value, int | float) and value >= 0 else None
         except Exception:  # no store, or an unreadable one: the offer's restart stands in
-            return None
-        cost = float(value) if isinstance(value, int | float) and value >= 0 else None
-        self._save_cost[job.id] = (step, cost)
+            cost = None
+        self._save_cost[job.id] = (job.attempts, cost)
         return cost
 
     def _remaining(self, job: Job) -> float | None:
@@ -733,14 +781,18 @@ class Reconciler:
         attempts that advanced it (None for a job that has not checkpointed)."""
         if job.attempts == 0:
             return None
+        cached = self._remaining_cache.get(job.id)
+        if cached is not None and cached[0] == job.attempts and job.state is JobState.PENDING:
+            return cached[1]  # a pending job's attempts have all ended: nothing changes
         done, best = 0.0, -1
         for a in self.store.attempts(job.id):
             if a.last_step is not None and a.last_step > best and a.started_at and a.ended_at:
                 done += a.ended_at - a.started_at
                 best = a.last_step
-        if best < 0:
-            return None
-        return max(0.0, job.spec.resources.runtime_estimate_s - done)
+        left = None if best < 0 else max(0.0, job.spec.resources.runtime_estimate_s - done)
+        if job.state is JobState.PENDING:
+            self._remaining_cache[job.id] = (job.attempts, left)
+        return left
 
     def _avoided(self, job_id: str, now: float) -> dict[str, str]:
         out = {}
@@ -774,7 +826,10 @@ class Reconciler:
             )
             for c in decision.candidates
         ]
-        self.store.record_decisions(rows)
+        if self._decisions is not None:
+            self._decisions.extend(rows)
+        else:
+            self.store.record_decisions(rows)
 
     def _best_blocker(self, job: Job, decision: Decision) -> Candidate:
         """The candidate that says best why a job waits: one of the sites that could run it on

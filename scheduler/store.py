@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import create_engine, func, select, update
+from sqlalchemy import create_engine, func, inspect, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -81,6 +81,7 @@ class StateStore:
         with _unavailable_as_error(url):
             Base.metadata.create_all(self._read_engine)  # deferred: no lock unless it creates
             add_missing_columns(self.engine, self._read_engine)
+            _add_missing_indexes(self.engine, self._read_engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._reads = sessionmaker(self._read_engine, expire_on_commit=False)
 
@@ -141,15 +142,31 @@ class StateStore:
                 raise JobNotFound(f"no job {job_id!r}")
             return Job.of(row)
 
-    def jobs(self, states: Iterable[JobState] | None = None, limit: int | None = None) -> list[Job]:
-        """Jobs, newest first, optionally only in the given states."""
-        q = select(JobRow).order_by(JobRow.created_at.desc())
-        if states is not None:
-            q = q.where(JobRow.state.in_([s.value for s in states]))
+    def jobs(self, states: Iterable[JobState] | None = None, limit: int | None = None,
+             **match: str | None) -> list[Job]:
+        """Jobs, newest first, optionally only in the given states and only those whose
+        ``user``, ``team``, ``project`` or ``name`` is the one given (filtered and limited in
+        the database: a listing of the newest few reads only those rows)."""
+        q = _matching(select(JobRow), states, match).order_by(JobRow.created_at.desc())
         if limit is not None:
             q = q.limit(limit)
         with self._read() as s:
             return [Job.of(r) for r in s.scalars(q)]
+
+    def count_jobs(self, states: Iterable[JobState] | None = None, **match: str | None) -> int:
+        """How many jobs :meth:`jobs` would list without a limit (one query)."""
+        q = _matching(select(func.count()).select_from(JobRow), states, match)
+        with self._read() as s:
+            return int(s.scalar(q) or 0)
+
+    def owners(self, job_ids: Iterable[str]) -> dict[str, tuple[str, str]]:
+        """Per job, the team and project it is charged to (one query)."""
+        ids = list(set(job_ids))
+        if not ids:
+            return {}
+        q = select(JobRow.id, JobRow.team, JobRow.project).where(JobRow.id.in_(ids))
+        with self._read() as s:
+            return {jid: (team, project) for jid, team, project in s.execute(q)}
 
     def cancel_requested(self, job_ids: Iterable[str]) -> set[str]:
         """Those of ``job_ids`` whose cancellation was requested (one query)."""
@@ -566,8 +583,41 @@ def _event(
     )
 
 
+_MATCHABLE = {"user": JobRow.user, "team": JobRow.team, "project": JobRow.project,
+              "name": JobRow.name}
+
+
+def _matching(q: Any, states: Iterable[JobState] | None, match: dict[str, str | None]) -> Any:
+    """``q`` restricted to jobs in ``states`` whose columns in ``match`` hold those values
+    (None matches anything)."""
+    unknown = set(match) - set(_MATCHABLE)
+    if unknown:
+        raise TypeError(f"cannot match jobs on {', '.join(sorted(unknown))}; "
+                        f"only on {', '.join(_MATCHABLE)}")
+    if states is not None:
+        q = q.where(JobRow.state.in_([s.value for s in states]))
+    for key, value in match.items():
+        if value is not None:
+            q = q.where(_MATCHABLE[key] == value)
+    return q
+
+
 def _event_of(r: EventRow) -> Event:
     return Event(r.at, r.job_id, r.attempt_id, r.kind, r.old, r.new, r.reason, r.actor, r.site)
+
+
+def _add_missing_indexes(engine: Engine, read: Engine) -> None:
+    """Create the indexes a newer gridbridge defines on tables an older one made (looked at
+    through ``read``: the write lock is taken only when one is missing)."""
+    existing = inspect(read)
+    tables = set(existing.get_table_names())
+    for table in Base.metadata.sorted_tables:
+        if table.name not in tables:
+            continue
+        have = {i["name"] for i in existing.get_indexes(table.name)}
+        for index in table.indexes:
+            if index.name not in have:
+                index.create(engine, checkfirst=True)
 
 
 def _is_file(url: str) -> bool:

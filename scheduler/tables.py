@@ -5,7 +5,8 @@ attempt's ledger entry. The ledger's primary key is the attempt id, so an attemp
 exactly once however often a reconciler retries.
 
 Columns added after the first release carry a ``server_default`` (or are nullable), so the
-store can add them to an older database in place (:mod:`gridbridge.scheduler._db`).
+store can add them to an older database in place (:mod:`gridbridge.scheduler._db`); indexes
+added later are created in place too, when the store opens.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ class JobRow(Base):
     user: Mapped[str] = mapped_column(String(128))
     team: Mapped[str] = mapped_column(String(128))
     project: Mapped[str] = mapped_column(String(128))
-    created_at: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float, index=True)
+    """Indexed: listings are newest first, and a listing of the newest few must not sort all."""
     updated_at: Mapped[float] = mapped_column(Float)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)

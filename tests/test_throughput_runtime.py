@@ -1,0 +1,233 @@
+"""The control plane's per-tick work stays per tick, not per job (no timings here: those live
+in ``benchmarks/throughput.py``), and what the runtime tells a user when a job goes wrong."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gridbridge.client import Client
+from gridbridge.config import load_config
+from gridbridge.scheduler.store import StateStore
+from gridbridge.spec import JobSpec, Owner
+from gridbridge.states import AttemptState, JobState
+
+
+def _config(tmp_path: Path, **limits: float) -> Path:
+    path = tmp_path / "gridbridge.yaml"
+    path.write_text(yaml.safe_dump({
+        "state_url": "sqlite:///state.db", "checkpoint_root": "ckpt", "workdir": "run",
+        "limits": {"tick_interval_s": 0.1, "lease_s": 30, **limits},
+        "sites": [{"name": "here", "adapter": "local", "tier": "cloud",
+                   "capacity": {"cpus": 2}, "price": {"per_core_hour": 0.02}}],
+    }))
+    return path
+
+
+@pytest.fixture
+def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    c = Client(_config(tmp_path), start=False)
+    yield c
+    c.close()
+
+
+def _spec(name: str = "j", team: str = "t", user: str = "u") -> JobSpec:
+    return JobSpec(name=name, command=("true",), owner=Owner(user=user, team=team))
+
+
+# the store -----------------------------------------------------------------------------------
+
+
+def test_jobs_are_filtered_limited_and_counted_in_the_database(tmp_path: Path) -> None:
+    store = StateStore(f"sqlite:///{tmp_path / 's.db'}")
+    for i in range(6):
+        store.create_job(_spec(name=f"n{i % 2}", team="a" if i < 4 else "b"), "file:///x")
+    assert store.count_jobs() == 6
+    assert store.count_jobs(team="a") == 4
+    assert store.count_jobs([JobState.PENDING], team="b", name="n1") == 1
+    newest = store.jobs(limit=2, team="a")
+    assert [j.name for j in newest] == ["n1", "n0"]
+    assert all(j.spec.owner.team == "a" for j in store.jobs(team="a"))
+    with pytest.raises(TypeError, match="cannot match jobs on colour"):
+        store.jobs(colour="red")
+    store.close()
+
+
+def test_an_older_store_gets_the_listing_index_when_opened(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    StateStore(f"sqlite:///{path}").close()
+    with sqlite3.connect(path) as db:
+        db.execute("DROP INDEX ix_jobs_created_at")
+    StateStore(f"sqlite:///{path}").close()
+    with sqlite3.connect(path) as db:
+        names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert "ix_jobs_created_at" in names
+
+
+def test_owners_of_many_jobs_in_one_read(tmp_path: Path) -> None:
+    store = StateStore(f"sqlite:///{tmp_path / 's.db'}")
+    a = store.create_job(_spec(team="vision"), "file:///x")
+    b = store.create_job(_spec(team="nlp"), "file:///y")
+    assert store.owners([a.id, b.id, a.id]) == {a.id: ("vision", "default"),
+                                                b.id: ("nlp", "default")}
+    assert store.owners([]) == {}
+    store.close()
+
+
+# the reconciler ------------------------------------------------------------------------------
+
+
+def test_a_tick_renews_the_lease_once_not_per_phase(client: Client,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    writes = []
+    real = client.store.acquire_lease
+    monkeypatch.setattr(client.store, "acquire_lease",
+                        lambda *a, **k: writes.append(a) or real(*a, **k))
+    rec = client.reconciler
+    rec.tick()
+    rec.tick()
+    assert len(writes) == 1  # taken once; the phases and the next tick only check it
+
+
+def test_a_lease_taken_over_mid_tick_still_stops_the_tick(client: Client) -> None:
+    from gridbridge.scheduler.reconciler import LEASE, LeaseLost
+
+    rec = client.reconciler
+    rec.tick()
+    client.store.release_lease(LEASE, rec.holder)
+    assert client.store.acquire_lease(LEASE, "someone-else", 30) is not None
+    with pytest.raises(LeaseLost):
+        rec._renew()
+    assert rec.tick().placed == {}  # and the next tick does nothing
+
+
+def test_a_pending_job_is_not_listed_in_its_checkpoint_store_every_tick(
+    client: Client, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from gridbridge import checkpoint
+
+    job = client.store.create_job(_spec(), client.config.checkpoint_root + "/j")
+    attempt = client.store.new_attempt(job.id, "here", client.config.checkpoint_root + "/j",
+                                       "test")
+    assert attempt is not None
+    from gridbridge.scheduler.records import AttemptEnding
+
+    client.store.conclude(attempt, AttemptEnding(
+        state=AttemptState.PREEMPTED, native_state="gone", reason="", job_state=JobState.PENDING,
+        job_reason="preempted"), "test")
+    opened = []
+    real = checkpoint.open
+    monkeypatch.setattr(checkpoint, "open", lambda *a, **k: opened.append(a) or real(*a, **k))
+    rec = client.reconciler
+    pending = client.store.job(job.id)
+    for _ in range(3):
+        rec._checkpoint_cost(pending)
+        rec._remaining(pending)
+    assert len(opened) == 1
+    again = client.store.new_attempt(job.id, "here", client.config.checkpoint_root + "/j", "t")
+    assert again is not None  # a new attempt may commit: the next pending spell reads again
+    client.store.conclude(again, AttemptEnding(
+        state=AttemptState.PREEMPTED, native_state="gone", reason="", job_state=JobState.PENDING,
+        job_reason="preempted"), "test")
+    rec._checkpoint_cost(client.store.job(job.id))
+    assert len(opened) == 2
+
+
+def test_budgets_read_the_owners_of_live_attempts_in_one_query(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = _config(tmp_path)
+    data = yaml.safe_load(path.read_text())
+    data["budgets"] = {"teams": {"t": 100.0}}
+    path.write_text(yaml.safe_dump(data))
+    c = Client(load_config(path), start=False)
+    try:
+        for _ in range(3):
+            job = c.store.create_job(_spec(), "file:///x")
+            card = '{"expected_cost": 2.5}'
+            c.store.new_attempt(job.id, "here", "file:///x", "t", offer=("default", card))
+        monkeypatch.setattr(c.store, "job", lambda *_: pytest.fail("one job read per attempt"))
+        left = c.reconciler._budgets_left(0.0)
+        assert left is not None and left["team:t"] == pytest.approx(100.0 - 7.5)
+    finally:
+        c.close()
+
+
+def test_decisions_of_a_placement_round_are_stored_in_one_write(
+    client: Client, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for _ in range(4):  # two fit, two wait
+        client.store.create_job(_spec().model_copy(update={"command": ("sleep", "30")}),
+                                client.config.checkpoint_root + "/x")
+    writes = []
+    real = client.store.record_decisions
+    monkeypatch.setattr(client.store, "record_decisions",
+                        lambda rows: writes.append(len(rows)) or real(rows))
+    try:
+        report = client.reconciler.tick()
+        assert len(report.placed) == 2
+        assert len(writes) == 1 and writes[0] >= 4
+    finally:
+        ids = [a.native_id for a in client.store.active_attempts() if a.native_id]
+        client.adapters["here"].cancel(ids)
+
+
+def test_a_submission_wakes_the_reconciler(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    c = Client(_config(tmp_path, tick_interval_s=600), start=False)
+    ticked = threading.Event()
+    real = c.reconciler.tick
+    calls = []
+
+    def tick() -> object:
+        calls.append(1)
+        if len(calls) > 1:
+            ticked.set()
+        return real()
+
+    monkeypatch.setattr(c.reconciler, "tick", tick)
+    c.start()
+    try:
+        c.submit_command([sys.executable, "-c", "pass"])
+        assert ticked.wait(60), "the reconciler slept through the tick interval"
+    finally:
+        c.close()
+
+
+# the runtime ---------------------------------------------------------------------------------
+
+
+def test_a_trivial_local_job_does_not_import_the_storage_stack(tmp_path: Path) -> None:
+    """Its start-up is what a trivial job costs: no fsspec, no numpy for a local attempt."""
+    import cloudpickle
+
+    from gridbridge.wire import Launch
+
+    attempt = tmp_path / "ckpt" / "j" / "attempts" / "1"
+    attempt.mkdir(parents=True)
+    payload = tmp_path / "payload.pkl"
+    payload.write_bytes(cloudpickle.dumps((sum, ([1, 2],), {})))
+    launch = Launch(job_id="j", attempt=1, attempt_id="j.1", token=1,
+                    checkpoint_url=(tmp_path / "ckpt" / "j").as_uri(),
+                    attempt_url=attempt.as_uri(), callable_ref=payload.as_uri(),
+                    heartbeat_s=60)
+    (attempt / "launch.json").write_text(launch.model_dump_json())
+    code = ("import sys; from gridbridge import runtime; "
+            f"rc = runtime.main(['--launch', {str(attempt / 'launch.json')!r}, "
+            f"'--scratch', {str(tmp_path / 'scratch')!r}]); "
+            "print('LOADED', sorted(m for m in ('fsspec', 'numpy', 'zarr') if m in sys.modules));"
+            "sys.exit(rc)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "LOADED []" in done.stdout
+    assert (attempt / "claim.json").exists() and (attempt / "result.json").exists()
