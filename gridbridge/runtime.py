@@ -61,6 +61,7 @@ __all__ = [
     "proc_start_time",
     "read_result",
     "run",
+    "user_traceback",
 ]
 
 ALREADY_RAN_EXIT_CODE = 76
@@ -327,7 +328,12 @@ def _run_command(launch: Launch) -> tuple[int, str, str | None]:
     assert launch.command is not None
     if ctx_mod._stop.is_set():  # asked to stop before the command even started
         return PREEMPTED_EXIT_CODE, "preempted", "stopped on request before it started"
-    child = subprocess.Popen(list(launch.command), env=_env(launch))
+    try:
+        child = subprocess.Popen(list(launch.command), env=_env(launch))
+    except FileNotFoundError:
+        return 127, "failed", f"command not found: {launch.command[0]}"
+    except PermissionError:
+        return 126, "failed", f"command not executable: {launch.command[0]}"
 
     def forward(signum: int, _frame: object) -> None:
         ctx_mod.request_stop(signum)
@@ -356,10 +362,44 @@ def _run_callable(launch: Launch) -> tuple[int, str, str | None]:
         value = fn(*args, **kwargs)
     except Preempted as exc:
         return PREEMPTED_EXIT_CODE, "preempted", str(exc)
-    except Exception:
-        return 1, "failed", traceback.format_exc()
+    except Exception as exc:
+        return 1, "failed", user_traceback(exc)
     put_bytes(f"{launch.attempt_url}/return.pkl", cloudpickle.dumps(value))
     return 0, "succeeded", None
+
+
+def user_traceback(exc: BaseException) -> str:
+    """The traceback of an exception the job's function raised, from the function down.
+
+    cloudpickle ships a function defined in a script or notebook by value and names its code
+    ``<dynamic-code>``; it keeps the line numbers and the defining module's ``__file__`` in
+    the function's globals, so each such frame is shown with that file, and its source line
+    where the file is on this host. The runtime's own frame that called the function is left
+    out."""
+    tb = exc.__traceback__
+    te = traceback.TracebackException(type(exc), exc, tb.tb_next if tb is not None else None)
+    _restore_files(te, exc, skip_first=tb is not None)
+    return "".join(te.format())
+
+
+def _restore_files(te: traceback.TracebackException, exc: BaseException | None,
+                   skip_first: bool = False, depth: int = 0) -> None:
+    if exc is None or depth > 20:
+        return
+    frames = [frame for frame, _ in traceback.walk_tb(exc.__traceback__)]
+    if skip_first:
+        frames = frames[1:]
+    fixed = []
+    for summary, frame in zip(te.stack, frames, strict=False):
+        path = frame.f_globals.get("__file__")
+        if summary.filename == "<dynamic-code>" and isinstance(path, str):
+            summary = traceback.FrameSummary(path, summary.lineno, summary.name)
+        fixed.append(summary)
+    te.stack = traceback.StackSummary.from_list(fixed + list(te.stack)[len(fixed):])
+    if te.__cause__ is not None:
+        _restore_files(te.__cause__, exc.__cause__, depth=depth + 1)
+    if te.__context__ is not None:
+        _restore_files(te.__context__, exc.__context__, depth=depth + 1)
 
 
 def _last_step(launch: Launch) -> int | None:
@@ -413,7 +453,10 @@ def run(launch_url: str, scratch: Path | None = None, rerun: int = 0,
             reason = "preempted"
             error = (f"{SPOT_NOTICE}: {watch.notice.get('action')} at "
                      f"{watch.notice.get('time')}")
-    if error:
+    if reason == "preempted" and _cancelled(scratch, rerun):  # a cancel: never "preempted"
+        error = f"cancelled ({error or 'stopped on request'})"
+        print(f"gridbridge-run: {error}", file=sys.stderr, flush=True)
+    elif error:
         print(f"gridbridge-run: {reason}: {error}", file=sys.stderr, flush=True)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -429,6 +472,14 @@ def run(launch_url: str, scratch: Path | None = None, rerun: int = 0,
     beacon.upload_log()
     _publish(scratch, launch, result)
     return code
+
+
+def _cancelled(scratch: Path, rerun: int) -> bool:
+    """Whether the site said, before it signalled, that the stop request is a cancel: a site
+    that cancels writes ``cancelled`` into the attempt's scratch folder first (the local
+    adapter does), so the log does not call a cancel a preemption."""
+    base = scratch.parent if rerun else scratch
+    return (base / "cancelled").exists()
 
 
 def _refuse(raw: dict[str, Any], launch_url: str, why: str) -> int:

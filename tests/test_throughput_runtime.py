@@ -231,3 +231,111 @@ def test_a_trivial_local_job_does_not_import_the_storage_stack(tmp_path: Path) -
     assert done.returncode == 0, done.stderr
     assert "LOADED []" in done.stdout
     assert (attempt / "claim.json").exists() and (attempt / "result.json").exists()
+
+
+# what a user is told -------------------------------------------------------------------------
+
+_USER_SCRIPT = '''
+import sys
+import cloudpickle
+
+
+def helper(x):
+    return 1 / x
+
+
+def boom(x):
+    y = x - 1
+    return helper(y)
+
+
+if __name__ == "__main__":
+    with open(sys.argv[1], "wb") as f:
+        f.write(cloudpickle.dumps((boom, (1,), {})))
+'''
+
+
+def _local_site(tmp_path: Path):  # type: ignore[no-untyped-def]
+    from gridbridge.adapters.local import LocalAdapter
+    from gridbridge.config import Capacity, SiteConfig
+
+    return LocalAdapter(SiteConfig(name="laptop", adapter="local",
+                                   capacity=Capacity(cpus=4, memory_gb=8),
+                                   options={"grace_s": 30.0}), tmp_path / "work")
+
+
+def _request(tmp_path: Path, attempt_id: str, **target: object):  # type: ignore[no-untyped-def]
+    from gridbridge.adapter import SubmitRequest
+
+    job_id = attempt_id.rsplit(".", 1)[0]
+    return SubmitRequest(
+        attempt_id=attempt_id, job_id=job_id, attempt=1, token=1,
+        spec=JobSpec(name=job_id, **target),  # type: ignore[arg-type]
+        checkpoint_url=(tmp_path / "ckpt" / job_id).as_uri(),
+        attempt_url=(tmp_path / "attempts" / attempt_id).as_uri())
+
+
+def _until(adapter, nid: str, done, timeout: float = 60.0):  # type: ignore[no-untyped-def]
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        status = adapter.poll([nid])[nid]
+        if done(status):
+            return status
+        assert time.monotonic() < deadline, f"{nid} still {status}"
+        time.sleep(0.05)
+
+
+def test_a_failing_functions_traceback_names_the_users_file_and_line(tmp_path: Path) -> None:
+    from gridbridge.runtime import read_result
+
+    script = tmp_path / "train_model.py"
+    script.write_text(_USER_SCRIPT)
+    payload = tmp_path / "payload.pkl"
+    subprocess.run([sys.executable, str(script), str(payload)], check=True, timeout=60)
+    adapter = _local_site(tmp_path)
+    req = _request(tmp_path, "job-tb.1", callable_ref=payload.as_uri())
+    status = _until(adapter, adapter.submit(req), lambda s: s.state.terminal)
+    assert status.state is AttemptState.FAILED
+    result = read_result(req.attempt_url)
+    assert result is not None and result.error is not None
+    error = result.error
+    assert "<dynamic-code>" not in error
+    assert f'File "{script}", line 12, in boom' in error
+    assert "return helper(y)" in error
+    assert f'File "{script}", line 7, in helper' in error
+    assert "return 1 / x" in error
+    assert "ZeroDivisionError" in error
+    assert "gridbridge/runtime.py" not in error  # the runtime's own frame is not the user's
+
+
+def test_a_missing_command_is_one_line(tmp_path: Path) -> None:
+    from gridbridge.runtime import read_result
+
+    adapter = _local_site(tmp_path)
+    missing = str(tmp_path / "no-such-program")
+    req = _request(tmp_path, "job-nf.1", command=(missing, "--flag"))
+    status = _until(adapter, adapter.submit(req), lambda s: s.state.terminal)
+    assert status.state is AttemptState.FAILED
+    assert status.exit_code == 127
+    result = read_result(req.attempt_url)
+    assert result is not None
+    assert result.error == f"command not found: {missing}"
+    log = adapter.logs("job-nf.1")
+    assert f"command not found: {missing}" in log
+    assert "Traceback" not in log
+
+
+def test_a_cancelled_attempts_log_says_cancelled(tmp_path: Path) -> None:
+    adapter = _local_site(tmp_path)
+    sleeper = (sys.executable, "-c", "import time\nfor _ in range(600): time.sleep(0.05)")
+    req = _request(tmp_path, "job-cancel.1", command=sleeper)
+    nid = adapter.submit(req)
+    _until(adapter, nid, lambda s: s.state is AttemptState.RUNNING)
+    adapter.cancel([nid])
+    status = _until(adapter, nid, lambda s: s.state.terminal)
+    assert status.state is AttemptState.CANCELLED
+    log = adapter.logs(nid)
+    assert "gridbridge-run: cancelled" in log
+    assert "preempted" not in log
