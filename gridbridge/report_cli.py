@@ -102,9 +102,19 @@ class _Books:
 
     @property
     def allocations(self) -> list[Allocation]:
-        return [Allocation(site=s.name, core_hours=s.allocation.core_hours,
-                           every=s.allocation.every)
-                for s in self.config.sites if s.allocation is not None]
+        """Each site's ``allocation:``, and each Slurm partition's ``allocation_core_hours``
+        (prepaid for all time, as the adapter counts it)."""
+        out = [Allocation(site=s.name, core_hours=s.allocation.core_hours,
+                          every=s.allocation.every)
+               for s in self.config.sites if s.allocation is not None]
+        for s in self.config.sites:
+            partitions = s.options.get("partitions") if s.adapter == "slurm" else None
+            for name, opts in (partitions or {}).items():
+                hours = (opts or {}).get("allocation_core_hours")
+                if hours:
+                    out.append(Allocation(site=s.name, core_hours=float(hours), every="total",
+                                          offer_key=name))
+        return out
 
 
 def _books(ctx: typer.Context, store: str | None, at: str | None) -> _Books:

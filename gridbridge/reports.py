@@ -198,11 +198,17 @@ class Window:
 @dataclass(frozen=True)
 class Allocation:
     """A site's prepaid core-hours: ``core_hours`` each calendar month (``every="month"``) or
-    once for all time (``every="total"``)."""
+    once for all time (``every="total"``); with ``offer_key``, only for that offer of the site
+    (a Slurm partition's allocation)."""
 
     site: str
     core_hours: float
     every: str = "month"
+    offer_key: str | None = None
+
+    def covers(self, row: Mapping[str, Any]) -> bool:
+        return row["site"] == self.site and (self.offer_key is None
+                                             or row.get("offer_key") == self.offer_key)
 
 
 # -- the cost report ---------------------------------------------------------------------------
@@ -306,19 +312,23 @@ def _budget(rows: Iterable[Mapping[str, Any]], key: str, group: str, piece: Wind
     return {"budget": budget, "budget_left": budget - spent}
 
 
-def _allocation(rows: Iterable[Mapping[str, Any]], site: str, piece: Window,
+def _allocation(rows: Sequence[Mapping[str, Any]], site: str, piece: Window,
                 allocations: Sequence[Allocation]) -> dict[str, Any]:
-    alloc = next((a for a in allocations if a.site == site), None)
-    if alloc is None:
+    """A site's allocations (one, or one per partition) summed: granted, used, left."""
+    mine = [a for a in allocations if a.site == site]
+    if not mine:
         return {}
-    per = Decimal(repr(float(alloc.core_hours))).quantize(_HOURS)
-    if alloc.every == "total":
-        since, granted = 0.0, per
-    else:
-        months = piece.months()
-        since, granted = months[0].since, per * len(months)
-    used = sum((Decimal(repr(float(r["core_hours"]))).quantize(_HOURS) for r in rows
-                if r["site"] == site and since <= r["end"] < piece.until), Decimal(0))
+    granted = used = Decimal(0)
+    for alloc in mine:
+        per = Decimal(repr(float(alloc.core_hours))).quantize(_HOURS)
+        if alloc.every == "total":
+            since, grant = 0.0, per
+        else:
+            months = piece.months()
+            since, grant = months[0].since, per * len(months)
+        granted += grant
+        used += sum((Decimal(repr(float(r["core_hours"]))).quantize(_HOURS) for r in rows
+                     if alloc.covers(r) and since <= r["end"] < piece.until), Decimal(0))
     return {"allocation_core_hours": granted, "allocation_used": used,
             "allocation_left": granted - used}
 

@@ -197,7 +197,7 @@ def ledger_row(
         team=job.spec.owner.team, project=job.spec.owner.project, site=attempt.site,
         tier=site.tier.value if site else "unknown", outcome=outcome.value, start=start,
         end=end, core_hours=hours * res.cpus, gpu_hours=hours * res.gpus, cost=cost,
-        on_demand_cost=on_demand, lost_cost=lost,
+        on_demand_cost=on_demand, lost_cost=lost, offer_key=attempt.offer_key,
     )
 
 

@@ -129,6 +129,9 @@ class LedgerRow(Base):
     lost_cost: Mapped[float] = mapped_column(Float)
     """What the work thrown away by a preemption or loss cost (the time since the last
     committed checkpoint)."""
+    offer_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    """The offer it ran on (a Slurm partition, an instance type and zone), for allocations
+    granted per partition."""
 
 
 class LeaseRow(Base):

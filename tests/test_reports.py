@@ -145,6 +145,17 @@ def test_allocation_burn_down_counts_core_hours_used_on_the_site() -> None:
     assert next(r for r in total if r["site"] == "hpc")["allocation_used"] == Decimal("41")
 
 
+def test_a_partitions_allocation_counts_only_the_work_run_in_that_partition() -> None:
+    ledger = [{**row(1, "2026-11-02T00:00:00", 0.0, hours=8.0), "offer_key": "gpu"},
+              {**row(2, "2026-11-03T00:00:00", 0.0, hours=5.0), "offer_key": "cpu"},
+              {**row(3, "2026-11-04T00:00:00", 0.0, hours=1.0), "offer_key": "gpu"}]
+    allocs = [Allocation(site="hpc", core_hours=10.0, every="total", offer_key="gpu"),
+              Allocation(site="hpc", core_hours=3.0, every="total", offer_key="debug")]
+    [hpc, _] = cost_report(ledger, GroupBy.SITE, Window.period("2026-11"), allocations=allocs)
+    assert (hpc["allocation_core_hours"], hpc["allocation_used"], hpc["allocation_left"]) == (
+        Decimal("13"), Decimal("9"), Decimal("4"))  # the cpu partition's 5 hours are not in it
+
+
 def test_job_rows_carry_the_jobs_name_and_state() -> None:
     rows = cost_report(LEDGER, GroupBy.JOB, Window.period("2026-11"),
                        jobs={"j3": ("train", "SUCCEEDED"), "j5": ("sweep", "RUNNING")})

@@ -91,7 +91,8 @@ def _ledger_row(setup: Setup, att: Attempt, job_id: str, n: int, user: str, team
         attempt_id=f"{job_id}.{n}", job_id=job_id, user=user, team=team, project=project,
         site=att.choice.site, tier=_TIER[att.choice.kind], outcome=_OUTCOME[att.outcome],
         start=base + att.start_s, end=base + att.end_s, core_hours=cores * elapsed / 3600.0,
-        gpu_hours=0.0, cost=att.cost, on_demand_cost=on_demand, lost_cost=lost)
+        gpu_hours=0.0, cost=att.cost, on_demand_cost=on_demand, lost_cost=lost,
+        offer_key=att.choice.key)
 
 
 def _decision_rows(att: Attempt, job_id: str, n: int, base: float) -> list[DecisionRow]:
