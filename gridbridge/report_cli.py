@@ -149,8 +149,10 @@ def _json_value(v: Any) -> Any:
 def _emit(title: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]],
           fmt: ReportFormat) -> None:
     """Table for people; CSV with exact decimal text; JSON with numbers as numbers."""
-    if fmt is ReportFormat.TABLE:
-        console.print(render(title, columns, for_display(rows)))
+    if fmt is ReportFormat.TABLE:  # the currency is in the title; empty columns left out
+        shown = [c for c in columns[1:] if c != "currency"
+                 and any(r.get(c) not in (None, "", 0) for r in rows)]
+        console.print(render(title, [columns[0], *shown], for_display(rows)))
     elif fmt is ReportFormat.JSON:
         out = [{c: _json_value(r.get(c)) for c in columns} for r in rows]
         console.file.write(json.dumps(out, indent=2) + "\n")
@@ -245,9 +247,10 @@ def placements_cmd(
     window = _window(period, since, until, books.now)
     rows = _placements(books, window)
     totals = placements_totals(rows)
-    if fmt is ReportFormat.TABLE:
+    if fmt is ReportFormat.TABLE:  # the columns a person reads first; CSV and JSON have all
         _emit(f"placements, {window.label} ({books.currency}; expected costs at placement)",
-              list(PLACEMENT_COLUMNS), rows, fmt)
+              ["placed_at", "job_id", "site", "expected_cost", "runner_up", "vs_runner_up",
+               "actual_cost"], rows, fmt)
         console.print(
             f"{totals['placements']} placements ({totals['with_runner_up']} with a runner-up): "
             f"expected {totals['expected_cost']} {books.currency}; placement saved "
