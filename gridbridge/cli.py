@@ -17,7 +17,9 @@ import typer
 from rich.console import Console
 
 from gridbridge.config import ConfigError, config_schema
-from gridbridge.reports import COST_COLUMNS, GroupBy, cost_summary, for_display
+from gridbridge.report_cli import app as report_app
+from gridbridge.spec import Tier
+from gridbridge.states import JobState
 from gridbridge.views import Format, emit, fmt_money, fmt_time
 
 if TYPE_CHECKING:
@@ -29,7 +31,6 @@ app = typer.Typer(help="gridbridge: one job, the cheapest site that can run it, 
                   "from its checkpoint when preempted.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 sites_app = typer.Typer(help="The sites of the federation.", no_args_is_help=True)
-report_app = typer.Typer(help="What was spent, where and by whom.", no_args_is_help=True)
 config_app = typer.Typer(help="The gridbridge.yaml file.", no_args_is_help=True)
 debug_app = typer.Typer(help="Tools for exercising failure paths.", no_args_is_help=True)
 app.add_typer(sites_app, name="sites")
@@ -48,21 +49,35 @@ ConfigOpt = Annotated[Optional[Path], typer.Option(  # noqa: UP045 - typer needs
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="table, csv or json")]
 
 
-@app.callback()
-def _root(ctx: typer.Context, config: ConfigOpt = None) -> None:
-    ctx.obj = {"config_path": config}
-    if ctx.invoked_subcommand == "checkpoints":  # they need the root, not the whole client
-        from gridbridge.client import default_home
-        from gridbridge.config import default_config, load_config
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
 
-        grid = load_config(config) if config else default_config(default_home())
-        ctx.obj["checkpoint_root"] = grid.checkpoint_root
+        console.out(f"gridbridge {version('gridbridge')}", highlight=False)
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    _version: Annotated[bool, typer.Option(
+        "--version", callback=_show_version, is_eager=True, expose_value=True,
+        help="print the version and exit")] = False,
+) -> None:
+    ctx.obj = {"config_path": config,  # a subcommand's own --config replaces it
+               "checkpoint_url_of": lambda job: _client(ctx).store.job(job).checkpoint_url,
+               "configured_root": lambda: _client(ctx).config.checkpoint_root}
 
 
 def _client(ctx: typer.Context, start: bool = False) -> Client:
     from gridbridge.client import Client
 
+    cached = ctx.obj.get("client")
+    if cached is not None and not start:
+        return cached  # type: ignore[no-any-return]
     client = Client(ctx.obj.get("config_path"), start=start)
+    ctx.obj["client"] = client
     ctx.obj["checkpoint_root"] = client.config.checkpoint_root
     ctx.call_on_close(client.close)
     return client
@@ -72,34 +87,68 @@ def _client(ctx: typer.Context, start: bool = False) -> Client:
 def submit(
     ctx: typer.Context,
     command: Annotated[list[str], typer.Argument(help="the command, after --")],
-    name: Annotated[Optional[str], typer.Option(help="job name")] = None,  # noqa: UP045
-    cpus: Annotated[int, typer.Option(min=1)] = 1,
-    memory_gb: Annotated[float, typer.Option()] = 1.0,
-    gpus: Annotated[int, typer.Option(min=0)] = 0,
-    walltime_s: Annotated[float, typer.Option()] = 3600.0,
-    site: Annotated[Optional[list[str]], typer.Option(help="allowed site (repeat)")] = None,  # noqa: UP045
-    max_attempts: Annotated[int, typer.Option(min=1)] = 5,
-    policy: Annotated[Optional[str], typer.Option(  # noqa: UP045
-        help="placement policy for this job: cheapest, fastest, balanced or deadline")] = None,
-    team: Annotated[Optional[str], typer.Option(help="who pays: team")] = None,  # noqa: UP045
-    project: Annotated[Optional[str], typer.Option(help="who pays: project")] = None,  # noqa: UP045
+    name: Annotated[str | None, typer.Option(help="job name", show_default=False)] = None,
+    cpus: Annotated[int, typer.Option(min=1, help="CPU cores per attempt")] = 1,
+    memory_gb: Annotated[float, typer.Option(min=0, help="memory per attempt (GB)")] = 1.0,
+    gpus: Annotated[int, typer.Option(min=0, help="GPUs per attempt")] = 0,
+    walltime_s: Annotated[float, typer.Option(
+        min=0, help="the longest one attempt may run (s)")] = 3600.0,
+    site: Annotated[list[str] | None, typer.Option(
+        help="a site the job may run on (repeat; default: any)", show_default=False)] = None,
+    deny_site: Annotated[list[str] | None, typer.Option(
+        help="a site the job must not run on (repeat)", show_default=False)] = None,
+    tier: Annotated[list[Tier] | None, typer.Option(
+        case_sensitive=False, help="a tier the job may run on (repeat; default: all)",
+        show_default=False)] = None,
+    max_attempts: Annotated[int, typer.Option(
+        min=1, help="attempts the job may use (preemptions that advanced its checkpoint "
+        "not counted)")] = 5,
+    priority: Annotated[int, typer.Option(help="higher is placed first")] = 0,
+    max_cost: Annotated[float | None, typer.Option(
+        min=0, help="the most the job may cost ($)", show_default=False)] = None,
+    env: Annotated[list[str] | None, typer.Option(
+        help="KEY=VALUE in the job's environment (repeat)", show_default=False)] = None,
+    checkpoint_url: Annotated[str | None, typer.Option(
+        help="the job's checkpoint prefix (default: <checkpoint_root>/<job id>)",
+        show_default=False)] = None,
+    checkpoint_interval_s: Annotated[float | None, typer.Option(
+        min=0, help="how often the job should checkpoint (s; default: 600)",
+        show_default=False)] = None,
+    policy: Annotated[str | None, typer.Option(
+        help="placement policy for this job: cheapest, fastest, balanced or deadline",
+        show_default=False)] = None,
+    user: Annotated[str | None, typer.Option(
+        help="who pays: user (default: you)", show_default=False)] = None,
+    team: Annotated[str | None, typer.Option(
+        help="who pays: team (default: default)", show_default=False)] = None,
+    project: Annotated[str | None, typer.Option(
+        help="who pays: project (default: default)", show_default=False)] = None,
     wait: Annotated[bool, typer.Option(help="run a reconciler here until the job ends")] = False,
 ) -> None:
-    """Submit a command: ``gridbridge submit --cpus 2 -- python train.py``."""
-    import getpass
-
+    """Submit a command: gridbridge submit --cpus 2 -- python train.py"""
     client = _client(ctx, start=wait)
     options: dict[str, Any] = dict(cpus=cpus, memory_gb=memory_gb, gpus=gpus,
-                                   walltime_s=walltime_s, max_attempts=max_attempts)
-    owner = {"user": getpass.getuser()}
-    owner.update({k: v for k, v in (("team", team), ("project", project)) if v})
+                                   walltime_s=walltime_s, max_attempts=max_attempts,
+                                   priority=priority, max_cost=max_cost, env=_env(env))
+    owner = {k: v for k, v in (("user", user), ("team", team), ("project", project)) if v}
     options["owner"] = owner
     if policy:
         options["policy"] = {"name": policy}
     if name:
         options["name"] = name
+    constraints: dict[str, Any] = {}
     if site:
-        options["constraints"] = {"allowed_sites": site}
+        constraints["allowed_sites"] = site
+    if deny_site:
+        constraints["denied_sites"] = deny_site
+    if tier:
+        constraints["tiers"] = tier
+    if constraints:
+        options["constraints"] = constraints
+    checkpoint = {k: v for k, v in (("url", checkpoint_url),
+                                    ("interval_s", checkpoint_interval_s)) if v is not None}
+    if checkpoint:
+        options["checkpoint"] = checkpoint
     future = client.submit_command(command, **options)
     console.print(future.job_id)
     if wait:
@@ -119,24 +168,52 @@ def status(
     ctx: typer.Context,
     job: Annotated[Optional[str], typer.Argument(help="a job id for its whole story")] = None,  # noqa: UP045
     fmt: FormatOpt = Format.TABLE,
-    limit: Annotated[int, typer.Option(help="newest N jobs")] = 50,
+    limit: Annotated[int, typer.Option(min=1, help="show the newest N matching jobs")] = 50,
+    state: Annotated[list[JobState] | None, typer.Option(
+        case_sensitive=False, help="only jobs in this state (repeat)", show_default=False)] = None,
+    user: Annotated[str | None, typer.Option(
+        help="only jobs this user submitted", show_default=False)] = None,
+    team: Annotated[str | None, typer.Option(
+        help="only jobs this team pays for", show_default=False)] = None,
+    name: Annotated[str | None, typer.Option(
+        help="only jobs with this name", show_default=False)] = None,
 ) -> None:
-    """All jobs as a table, or one job's story from its events."""
+    """All jobs as a table, newest first, or one job's story from its events. When more jobs
+    match than --limit shows, stderr says how many are hidden."""
     client = _client(ctx)
     if job is not None:
+        client.store.job(job)  # an unknown id is an error
         _story(client, job, fmt)
         return
-    rows = []
-    jobs = client.store.jobs(limit=limit)
+    wanted = {"user": user, "team": team}
+    matching = [j for j in client.store.jobs(states=state or None)
+                if (name is None or j.name == name)
+                and all(v is None or getattr(j.spec.owner, k) == v for k, v in wanted.items())]
+    jobs = matching[:limit]
     details = client.store.details([j.id for j in jobs])
+    rows = []
     for j in jobs:
         attempts = client.store.attempts(j.id)
         rows.append({"job": j.id, "name": j.name, "state": j.state.value,
                      "attempts": j.attempts, "site": attempts[-1].site if attempts else "",
-                     "user": j.spec.owner.user, "submitted": fmt_time(j.created_at),
-                     "why": details.get(j.id, "")})
-    emit(console, "jobs", ["job", "name", "state", "attempts", "site", "user", "submitted",
-                           "why"], rows, fmt)
+                     "user": j.spec.owner.user, "team": j.spec.owner.team,
+                     "submitted": fmt_time(j.created_at), "why": details.get(j.id, "")})
+    emit(console, "jobs", ["job", "name", "state", "attempts", "site", "user", "team",
+                           "submitted", "why"], rows, fmt)
+    if len(matching) > len(jobs):
+        err.print(f"showing the newest {len(jobs)} of {len(matching)} jobs; "
+                  f"{len(matching) - len(jobs)} hidden (raise --limit or filter)",
+                  highlight=False, markup=False)
+
+
+def _env(pairs: list[str] | None) -> dict[str, str]:
+    env = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="'--env'")
+        env[key] = value
+    return env
 
 
 def _story(client: Client, job_id: str, fmt: Format = Format.TABLE) -> None:
@@ -146,7 +223,11 @@ def _story(client: Client, job_id: str, fmt: Format = Format.TABLE) -> None:
 
 
 @app.command()
-def explain(ctx: typer.Context, job: str, fmt: FormatOpt = Format.TABLE) -> None:
+def explain(
+    ctx: typer.Context,
+    job: Annotated[str, typer.Argument(help="the job id")],
+    fmt: FormatOpt = Format.TABLE,
+) -> None:
     """The latest placement decision for a job: every candidate site, its expected cost and
     finish, and why it won or lost."""
     client = _client(ctx)
@@ -165,13 +246,15 @@ def explain(ctx: typer.Context, job: str, fmt: FormatOpt = Format.TABLE) -> None
 
 
 @app.command()
-def logs(ctx: typer.Context, job: str) -> None:
+def logs(ctx: typer.Context, job: Annotated[str, typer.Argument(help="the job id")]) -> None:
     """Every attempt's output."""
-    console.out(_client(ctx).logs(job), highlight=False)
+    client = _client(ctx)
+    client.store.job(job)  # an unknown id is an error
+    console.out(client.logs(job), highlight=False)
 
 
 @app.command()
-def cancel(ctx: typer.Context, job: str) -> None:
+def cancel(ctx: typer.Context, job: Annotated[str, typer.Argument(help="the job id")]) -> None:
     """Cancel a job (its running attempt gets SIGTERM, then SIGKILL after the grace period)."""
     j = _client(ctx).store.request_cancel(job)
     console.print(f"{job}: {'cancel requested' if not j.state.terminal else j.state.value}")
@@ -192,6 +275,7 @@ def sites_list(
     calls = SiteCalls([s.name for s in client.config.sites], timeout_s)
     answers = calls.run("offers", {name: a.offers for name, a in client.adapters.items()})
     calls.close()
+    money = fmt_money if fmt is Format.TABLE else (lambda x: x)  # JSON and CSV: numbers
     rows: list[dict[str, Any]] = []
     for site in client.config.sites:
         h = health.get(site.name)
@@ -204,8 +288,8 @@ def sites_list(
             continue
         for o in answers[site.name]:
             rows.append({**base, "offer": o.key, "free_cpus": o.cpus, "free_gpus": o.gpus,
-                         "price_core_h": fmt_money(o.price.per_core_hour),
-                         "price_h": fmt_money(o.price.per_hour), "preemptible": o.preemptible,
+                         "price_core_h": money(o.price.per_core_hour),
+                         "price_h": money(o.price.per_hour), "preemptible": o.preemptible,
                          "preempt_per_h": o.preemption_rate_per_hour, "note": o.note})
     emit(console, "sites", ["site", "adapter", "tier", "health", "since", "last_error",
                             "offer", "free_cpus", "free_gpus", "price_core_h", "price_h",
@@ -308,20 +392,6 @@ def serve(ctx: typer.Context) -> None:
     client.reconciler.run(stop)
 
 
-@report_app.command("costs")
-def report_costs(
-    ctx: typer.Context,
-    by: Annotated[GroupBy, typer.Option(help="group rows by")] = GroupBy.SITE,
-    fmt: FormatOpt = Format.TABLE,
-) -> None:
-    """Spend per site/team/project/user/tier/job, with the on-demand cost of the same work."""
-    client = _client(ctx)
-    summary = cost_summary(client.store.ledger_records(), by)
-    if fmt is Format.TABLE:
-        summary = for_display(summary)
-    emit(console, f"costs by {by.value}", [by.value, *COST_COLUMNS], summary, fmt)
-
-
 @config_app.command("schema")
 def schema() -> None:
     """Print the JSON Schema of gridbridge.yaml (generated from the models)."""
@@ -389,13 +459,24 @@ def _state_writable(client: Client) -> Any:
 
 
 @debug_app.command("preempt")
-def debug_preempt(ctx: typer.Context, attempt: str) -> None:
-    """Deliver a real preemption to a running attempt (SIGTERM, grace, SIGKILL)."""
+def debug_preempt(
+    ctx: typer.Context,
+    attempt: Annotated[str, typer.Argument(help="the attempt id, JOB.N (see status JOB)")],
+) -> None:
+    """Deliver a real preemption to a running attempt (SIGTERM, grace, SIGKILL). An attempt
+    that has ended is refused (exit 2)."""
     client = _client(ctx)
     a = client.store.attempt(attempt)
     try:
+        if not a.state.active:
+            raise RuntimeError(f"attempt {attempt} is {a.state.value}, not running: "
+                               "only a running attempt can be preempted")
         if a.native_id is None:
             raise RuntimeError(f"attempt {attempt} has no native job yet")
+        seen = client.adapters[a.site].poll([a.native_id]).get(a.native_id)
+        if seen is not None and seen.state.terminal:  # ended since the reconciler last looked
+            raise RuntimeError(f"attempt {attempt} has ended on {a.site} ({seen.state.value}): "
+                               "only a running attempt can be preempted")
         client.preempt_attempt(a.site, a.native_id, wait=True)
     except RuntimeError as exc:
         err.print(f"error: {exc}", highlight=False, markup=False)
@@ -459,7 +540,7 @@ def simulate_deadline(
 
 @app.command()
 def demo(
-    steps: Annotated[int, typer.Option(min=100)] = 3000,
+    steps: Annotated[int, typer.Option(min=100, help="training steps of the demo model")] = 3000,
     keep: Annotated[bool, typer.Option(help="keep the demo's state folder")] = False,
 ) -> None:
     """Train a small model on the embedded default, preempt it, resume it, check the weights."""
@@ -493,6 +574,10 @@ def simulate(
         show_default=False)] = None,
     limit: Annotated[Optional[int], typer.Option(  # noqa: UP045
         min=1, help="replay only the trace's first N jobs", show_default=False)] = None,
+    store: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="also write the replay of --policy (one policy) into this new state store "
+        "(e.g. sqlite:///whatif.db), for gridbridge report ... --store", show_default=False)
+    ] = None,
 ) -> None:
     """Replay an SWF trace: every policy (gridbridge's placement and the hpc-only,
     on-demand-only and spot-greedy baselines) on the same trace, sites and seed."""
@@ -508,7 +593,7 @@ def simulate(
                     spot_advisor=_opt(spot_advisor), ondemand=_opt(ondemand),
                     spot_availability=tuple(str(p) for p in spot_availability or ()),
                     sites=_opt(sites), limit=limit)
-    run_command(inputs, policy, seed, fmt, plots, (console, err))
+    run_command(inputs, policy, seed, fmt, plots, (console, err), store)
 
 
 def _opt(path: Path | None) -> str | None:
@@ -527,20 +612,18 @@ _mount_checkpoints()
 
 
 def main() -> None:
+    from gridbridge.clishell import fail, run, tidy
     from gridbridge.scheduler._db import StoreUnavailable
 
     try:
-        app()
+        code = run(tidy(typer.main.get_command(app)))
     except StoreUnavailable as exc:
-        err.print(f"error: {exc}; try again", highlight=False, markup=False, soft_wrap=True)
-        sys.exit(3)
+        fail(f"{exc}; try again", 3)
     except ConfigError as exc:
-        err.print(f"error: invalid configuration\n{exc}", highlight=False, markup=False,
-                  soft_wrap=True)
-        sys.exit(2)
+        fail(str(exc))
     except (LookupError, ValueError) as exc:
-        err.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
-        sys.exit(2)
+        fail(str(exc))
+    sys.exit(code)
 
 
 if __name__ == "__main__":

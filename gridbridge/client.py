@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from gridbridge.adapter import Capability, LogsAdapter, PreemptAdapter
-from gridbridge.config import GridConfig, default_config, load_config
+from gridbridge.config import (
+    ConfigError,
+    GridConfig,
+    default_config,
+    explain_errors,
+    load_config,
+)
 from gridbridge.registry import Registry
 from gridbridge.spec import JobSpec
 from gridbridge.states import JobState
@@ -37,6 +43,11 @@ class JobFailed(RuntimeError):
 
 class JobCancelled(RuntimeError):
     """The job was cancelled."""
+
+
+_SHORTCUTS = ("cpus", "memory_gb", "gpus", "walltime_s")
+_JOB_OPTIONS = (set(JobSpec.model_fields) - {"command", "callable_ref"}) | set(_SHORTCUTS)
+"""What ``submit``/``submit_command``/``map`` take as keyword options."""
 
 
 def _current_user() -> str:
@@ -63,6 +74,47 @@ def default_home() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_data_dir("gridbridge"))
+
+
+def _open_store(url: str) -> StateStore:
+    """The state store at ``url``; a URL that can never work raises :class:`ConfigError`
+    naming ``state_url`` (a busy or unreachable store still raises ``StoreUnavailable``)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from gridbridge.scheduler._db import StoreUnavailable
+    from gridbridge.scheduler.store import StateStore
+
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+        return StateStore(url)
+    except ModuleNotFoundError as exc:
+        hint = " (pip install 'gridbridge[postgres]')" if url.startswith("postgres") else ""
+        raise ConfigError(f"state_url: {shown}: its database driver {exc.name!r} is not "
+                          f"installed{hint}") from None
+    except ArgumentError:
+        raise ConfigError(f"state_url: {url!r} is not a database URL, e.g. "
+                          "sqlite:///state.db or postgresql://host/db") from None
+    except StoreUnavailable:
+        problem = _sqlite_folder_problem(url)
+        if problem is None:
+            raise
+        raise ConfigError(f"state_url: {shown}: {problem}") from None
+
+
+def _sqlite_folder_problem(url: str) -> str | None:
+    """Why a SQLite file URL's folder cannot hold the database, or None."""
+    if not url.startswith("sqlite:///"):
+        return None
+    folder = Path(url.removeprefix("sqlite:///").split("?", 1)[0]).parent
+    for above in (folder, *folder.parents):
+        if above.exists():
+            if not above.is_dir():
+                return f"{above} is a file, not a folder"
+            if above != folder:
+                return f"the folder {folder} does not exist"
+            return None if os.access(folder, os.W_OK) else f"cannot write in {folder}"
+    return None
 
 
 class JobFuture:
@@ -140,7 +192,6 @@ class Client:
         registry: Registry | None = None,
     ) -> None:
         from gridbridge.scheduler.reconciler import Reconciler
-        from gridbridge.scheduler.store import StateStore
         from gridbridge.sites import build_adapters
 
         if config is None:
@@ -149,7 +200,7 @@ class Client:
             config = load_config(config, registry)
         self.config = config
         Path(config.workdir).mkdir(parents=True, exist_ok=True)
-        self.store: StateStore = StateStore(config.state_url)
+        self.store: StateStore = _open_store(config.state_url)
         self.adapters: dict[str, Adapter] = build_adapters(config, registry)
         self.reconciler: Reconciler = Reconciler(config, self.store, self.adapters)
         self._stop = threading.Event()
@@ -221,11 +272,14 @@ class Client:
 
     def _spec(self, options: dict[str, Any], **target: Any) -> JobSpec:
         data = dict(options)
+        unknown = sorted(set(data) - _JOB_OPTIONS)
+        if unknown:
+            raise ValueError(f"unknown job option {', '.join(map(repr, unknown))}; valid "
+                             f"options: {', '.join(sorted(_JOB_OPTIONS))}")
         owner = data.get("owner", {})
         if isinstance(owner, dict):  # an Owner given whole is taken as it is
             data["owner"] = {"user": _current_user(), **owner}
-        shortcuts = {k: data.pop(k) for k in ("cpus", "memory_gb", "gpus", "walltime_s")
-                     if k in data}
+        shortcuts = {k: data.pop(k) for k in _SHORTCUTS if k in data}
         if shortcuts:
             resources = data.pop("resources", {})
             if not isinstance(resources, dict):
@@ -234,7 +288,7 @@ class Client:
         try:
             return JobSpec.model_validate({**data, **target})
         except ValidationError as exc:
-            raise ValueError(f"invalid job options: {exc}") from None
+            raise ValueError(explain_errors(exc, "invalid job option", JobSpec)) from None
 
     def _admit(self, spec: JobSpec) -> None:
         """Refuse a job that no configured site could ever run (the reason per site)."""

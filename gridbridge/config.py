@@ -30,6 +30,7 @@ __all__ = [
     "SiteConfig",
     "config_schema",
     "default_config",
+    "explain_errors",
     "load_config",
     "parse_config",
     "prologue_script",
@@ -81,7 +82,8 @@ class Allocation(_Frozen):
     """Prepaid core-hours on a site (an HPC centre's allocation): ``core_hours`` granted each
     calendar month (UTC), or once for all time. Reports show how much is used and left; the
     site's ``price`` is what each core-hour is charged at in the ledger (0 for a grant that is
-    already paid for)."""
+    already paid for). A Slurm site can instead grant one per partition
+    (``options.partitions.<name>.allocation_core_hours``), which placement also prices."""
 
     core_hours: Annotated[float, Field(gt=0)]
     every: Literal["month", "total"] = "month"
@@ -237,7 +239,7 @@ def parse_config(
     try:
         config = GridConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_explain(exc, source, GridConfig)) from None
+        raise ConfigError(explain_errors(exc, source, GridConfig)) from None
     registry = registry or default_registry()
     problems: list[str] = []
     for i, site in enumerate(config.sites):
@@ -254,7 +256,7 @@ def parse_config(
             try:
                 options_model.model_validate(site.options)
             except ValidationError as exc:
-                problems.append(_explain(exc, source, options_model, f"sites[{i}].options"))
+                problems.append(explain_errors(exc, source, options_model, f"sites[{i}].options"))
     if problems:
         raise ConfigError("\n".join(problems))
     return config
@@ -280,7 +282,11 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     return data
 
 
-def _explain(exc: ValidationError, source: str, model: type[BaseModel], prefix: str = "") -> str:
+def explain_errors(
+    exc: ValidationError, source: str, model: type[BaseModel], prefix: str = ""
+) -> str:
+    """One line per error of ``exc``: ``source: field.path: what is wrong``, with the valid
+    field names for an unknown field and the valid choices for a closed set."""
     lines = []
     errors = exc.errors()
     for err in errors:

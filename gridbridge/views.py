@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -17,7 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["Format", "emit", "fmt_money", "fmt_time", "render"]
+__all__ = ["TIME_FORMAT", "Format", "emit", "fmt_money", "fmt_time", "render"]
 
 
 class Format(StrEnum):
@@ -26,10 +27,15 @@ class Format(StrEnum):
     JSON = "json"
 
 
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+"""Every time the CLI prints, in tables, CSV and JSON alike: UTC, ISO 8601, to the second."""
+
+
 def fmt_time(ts: float | None) -> str:
+    """``2026-11-27T01:20:00Z`` for a Unix time; "" for None."""
     if ts is None:
         return ""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(ts, UTC).strftime(TIME_FORMAT)
 
 
 def fmt_money(x: float | None) -> str:
@@ -39,12 +45,31 @@ def fmt_money(x: float | None) -> str:
 
 
 def render(title: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> Table:
+    """A rich table; a column of numbers (or money, or times) is never wrapped, so a narrow
+    terminal squeezes the text columns instead of breaking a number across lines."""
     table = Table(title=title, title_justify="left")
     for col in columns:
-        table.add_column(col, overflow="fold")
+        atomic = bool(rows) and all(_atomic(row.get(col)) for row in rows)
+        widest = max((len(_cell(row.get(col))) for row in rows), default=0)
+        table.add_column(col, overflow="fold", no_wrap=atomic,
+                         min_width=widest if atomic else None,
+                         justify="right" if atomic and _numeric(rows, col) else "left")
     for row in rows:
         table.add_row(*[_cell(row.get(c)) for c in columns])
     return table
+
+
+_ATOMIC = re.compile(r"^(-?\$?-?[\d,]+(\.\d+)?([eE][-+]?\d+)?|\d{4}-\d\d-\d\dT[\d:]+Z|)$")
+"""A number, an amount of money or a time: what must stay on one line."""
+
+
+def _atomic(value: Any) -> bool:
+    return value is None or isinstance(value, int | float) or bool(_ATOMIC.match(str(value)))
+
+
+def _numeric(rows: Sequence[Mapping[str, Any]], col: str) -> bool:
+    return any(isinstance(r.get(col), int | float) and not isinstance(r.get(col), bool)
+               for r in rows)
 
 
 def _cell(value: Any) -> str:

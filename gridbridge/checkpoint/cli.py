@@ -2,8 +2,10 @@
 
 Invariant: every command resolves the job prefix as ``<root>/<JOB>`` with JOB checked against a
 strict name pattern (no ``/``, no ``..``), so no argument can reach outside the checkpoint root.
-The root comes from the main CLI (``ctx.obj["checkpoint_root"]``), else ``--root``, else the
-environment variable ``GRIDBRIDGE_CHECKPOINT_ROOT``.
+Under the main CLI, JOB is a job id and its prefix is the one the job's record holds
+(``ctx.obj["checkpoint_url_of"]``); ``--root`` overrides that, taking JOB as a folder name under
+it. Otherwise the root is ``ctx.obj["checkpoint_root"]``, else the environment variable
+``GRIDBRIDGE_CHECKPOINT_ROOT``. A JOB with nothing under the root is an error (exit 2).
 """
 
 from __future__ import annotations
@@ -39,11 +41,12 @@ class Format(StrEnum):
     json = "json"
 
 
-RootOpt = Annotated[
-    str | None, typer.Option("--root", help=f"checkpoint root URL (env {ROOT_ENV})")
-]
+RootOpt = Annotated[str | None, typer.Option(
+    "--root", help="checkpoint root URL, overriding the configured one; JOB is then a folder "
+    "name under it", show_default=False)]
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="table, csv or json")]
-JobArg = Annotated[str, typer.Argument(help="job name (a folder under the root)")]
+JobArg = Annotated[str, typer.Argument(
+    help="the job id (with --root: a folder name under that root)")]
 
 
 def validate_job(job: str) -> str:
@@ -58,17 +61,39 @@ def validate_job(job: str) -> str:
 
 def _root(ctx: typer.Context, root: str | None) -> str:
     obj = ctx.obj if isinstance(ctx.obj, Mapping) else {}
-    value = obj.get("checkpoint_root") or root or os.environ.get(ROOT_ENV)
+    configured = obj.get("configured_root")
+    value = root or obj.get("checkpoint_root") or (configured() if callable(configured) else None)
+    value = value or os.environ.get(ROOT_ENV)
     if not value:
         raise typer.BadParameter(f"no checkpoint root: pass --root or set {ROOT_ENV}")
     return str(value).rstrip("/")
 
 
+def _prefix(ctx: typer.Context, root: str | None, job: str) -> str:
+    """JOB's checkpoint prefix: its record's (a job id), or ``<root>/<JOB>`` with ``--root``."""
+    obj = ctx.obj if isinstance(ctx.obj, Mapping) else {}
+    url_of = obj.get("checkpoint_url_of")
+    if root is None and callable(url_of):
+        return str(url_of(job)).rstrip("/")  # an unknown job id raises LookupError
+    url = f"{_root(ctx, root)}/{validate_job(job)}"
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(url, **dict(obj.get("checkpoint_storage_options") or {}))
+    if not fs.exists(path):
+        typer.echo(f"error: no checkpoints for {job!r} under {_root(ctx, root)}", err=True)
+        raise typer.Exit(2)
+    return url
+
+
+def _to_second(stamp: str) -> str:
+    """``2025-01-31T12:00:00.123Z`` as the CLI prints every time: ``2025-01-31T12:00:00Z``."""
+    return re.sub(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.\d+Z$", r"\1Z", stamp)
+
+
 def _store(ctx: typer.Context, root: str | None, job: str, **kw: Any) -> CheckpointStore:
     obj = ctx.obj if isinstance(ctx.obj, Mapping) else {}
-    url = f"{_root(ctx, root)}/{validate_job(job)}"
     options = obj.get("checkpoint_storage_options")
-    return open_store(url, storage_options=options, **kw)
+    return open_store(_prefix(ctx, root, job), storage_options=options, **kw)
 
 
 def _emit(
@@ -96,7 +121,7 @@ def _emit(
 def list_steps(
     ctx: typer.Context, job: JobArg, root: RootOpt = None, fmt: FormatOpt = Format.table
 ) -> None:
-    """List the committed steps of JOB, with the folder (under ``steps/``) each COMMIT names."""
+    """List the committed steps of JOB, with the folder (under steps/) each commit names."""
     with _store(ctx, root, job) as store:
         rows = []
         for step in store.steps():
@@ -105,7 +130,7 @@ def list_steps(
             rows.append(
                 {
                     "step": step,
-                    "time": commit.get("time", ""),
+                    "time": _to_second(commit.get("time", "")),
                     "token": commit.get("token", 0),
                     "arrays": len(arrays),
                     "reused": sum(1 for e in arrays if e["step"] != step),
