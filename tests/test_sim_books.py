@@ -45,10 +45,12 @@ def simulate(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
 def whatif(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, dict[str, object]]:
     tmp = tmp_path_factory.mktemp("whatif")
     url = f"sqlite:///{tmp / 'whatif.db'}"
-    out = simulate(tmp, "--policy", "cheapest", "--store", url)
+    out = simulate(tmp, "--policy", "cheapest", "--store", url, "--plots", str(tmp / "plots"))
     assert out.returncode == 0, out.stderr
     [row] = [r for r in json.loads(out.stdout) if r["policy"] == "cheapest"]
     assert "wrote" in out.stderr and url in out.stderr
+    page = (tmp / "plots" / "report.html").read_text()
+    assert page.count("<svg") == 2 and "<td>cheapest</td>" in page
     return tmp, url, row
 
 

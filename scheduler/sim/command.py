@@ -73,7 +73,7 @@ def run_command(inputs: Inputs, policy: str, seed: int, fmt: Format,
     title = f"{setup.trace.name}: {len(setup.trace.jobs)} jobs, seed {seed}"
     emit(out, title, COLUMNS, shown, fmt)
     if plots is not None:
-        for path in write_svg_plots(results, plots):
+        for path in write_svg_plots(results, plots, rows, title):
             err.print(f"wrote {path}", highlight=False, markup=False)
     if store is not None:
         from .books import write_books

@@ -152,11 +152,26 @@ def _thin(values: Sequence[float], most: int = 2000) -> list[float]:
     return [*values[::step], values[-1]]
 
 
-def write_svg_plots(results: Sequence[ReplayResult], folder: str | Path) -> list[Path]:
-    """Write ``cost_over_time.svg`` and ``turnaround.svg`` into ``folder``; returns the paths."""
+def write_svg_plots(results: Sequence[ReplayResult], folder: str | Path,
+                    rows: Sequence[dict[str, Any]] = (), title: str = "") -> list[Path]:
+    """Write ``cost_over_time.svg``, ``turnaround.svg`` and ``report.html`` (both plots and
+    the ``rows`` as a table, in one self-contained page) into ``folder``; returns the paths."""
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "cost_over_time.svg", out / "turnaround.svg"]
-    paths[0].write_text(_cost_svg(results), encoding="utf-8")
-    paths[1].write_text(_turnaround_svg(results), encoding="utf-8")
+    paths = [out / "cost_over_time.svg", out / "turnaround.svg", out / "report.html"]
+    cost, turnaround = _cost_svg(results), _turnaround_svg(results)
+    paths[0].write_text(cost, encoding="utf-8")
+    paths[1].write_text(turnaround, encoding="utf-8")
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(r.get(c, '')))}</td>"
+                                    for c in COLUMNS) + "</tr>" for r in rows)
+    paths[2].write_text(
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title or 'gridbridge simulate')}</title><style>"
+        "body{font-family:sans-serif;margin:24px}table{border-collapse:collapse;"
+        "font-size:12px}td,th{border-bottom:1px solid #ddd;padding:3px 8px;text-align:right}"
+        f"</style></head><body><h1>{html.escape(title or 'gridbridge simulate')}</h1>"
+        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        f"<figure>{cost}</figure><figure>{turnaround}</figure></body></html>\n",
+        encoding="utf-8")
     return paths
