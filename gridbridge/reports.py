@@ -498,7 +498,8 @@ def for_display(summary: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 continue
             if key in ("core_hours", "gpu_hours", "allocation_core_hours", "allocation_used",
                        "allocation_left"):
-                shown[key] = f"{float(value):,.3f}"
+                v = float(value)
+                shown[key] = f"{v:,.3f}" if abs(v) >= 1 or v == 0 else f"{v:.5f}"
             elif key in _MONEY_KEYS:
                 shown[key] = fmt_money(float(value))
         out.append(shown)
