@@ -40,7 +40,7 @@ from gridbridge.adapter import (
     write_launch,
 )
 from gridbridge.config import SiteConfig, prologue_script
-from gridbridge.runtime import proc_start_time
+from gridbridge.runtime import OUT_OF_MEMORY, proc_start_time
 from gridbridge.states import AttemptState
 
 __all__ = ["LocalAdapter", "LocalOptions"]
@@ -50,6 +50,7 @@ _REASONS = {
     "succeeded": AttemptState.SUCCEEDED,
     "failed": AttemptState.FAILED,
     "preempted": AttemptState.PREEMPTED,
+    OUT_OF_MEMORY: AttemptState.FAILED,
 }
 _START_TIMEOUT_S = 60.0
 _GROUP_GONE_S = 5.0
@@ -70,6 +71,10 @@ class LocalOptions(BaseModel):
     """After a preemption the site offers no capacity for this long, as spot capacity does."""
     python: str | None = None
     """Interpreter that runs the runtime; defaults to the one running gridbridge."""
+    enforce_memory: bool = True
+    """Hold each job to its ``memory_gb`` (private writable memory, over what the runtime
+    itself uses); a job that needs more ends FAILED, its reason out of memory. Jobs that ask
+    for GPUs are not limited (the GPU driver's own mappings would count)."""
 
 
 class LocalAdapter:
@@ -126,6 +131,8 @@ class LocalAdapter:
         work.mkdir(exist_ok=True)
         python = runtime.python or self.options.python or sys.executable
         argv = [python, "-m", "gridbridge.runtime", "--launch", url, "--scratch", str(d)]
+        if self.options.enforce_memory and resources.gpus == 0:
+            argv += ["--memory-gb", f"{resources.memory_gb:g}"]
         if runtime.prologue:  # the operator's trusted lines; the argv stays out of the script
             argv = ["bash", "-c", prologue_script(runtime.prologue), "gridbridge-run", *argv]
         with open(d / "output.log", "ab") as log:
@@ -169,7 +176,8 @@ class LocalAdapter:
                                      reason=f"unreadable result record: {exc!r}"[:500])
             state = self._site_verdict(d, state)
             self._clear_leftovers(d, running)
-            return AttemptStatus(state=state, native_state=f"exited:{code}", exit_code=code,
+            native = "out-of-memory" if data["reason"] == OUT_OF_MEMORY else f"exited:{code}"
+            return AttemptStatus(state=state, native_state=native, exit_code=code,
                                  reason=self._why(d, state) or str(data.get("error") or ""),
                                  walltime=(d / "walltime").exists())
         if running:

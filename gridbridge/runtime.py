@@ -13,8 +13,9 @@ plane but storage (:mod:`gridbridge.wire` lists the records)::
         ──> <attempt_url>/output.log, <attempt_url>/result.json, then SCRATCH/result.json last
 
 ``SCRATCH`` is a local folder only (default: a folder under the system's temp dir). Exit codes:
-0 succeeded, 1 failed, 75 stopped on request after checkpointing (preempted), 76 this attempt
-had already been started (a requeued or duplicated launch; never a success).
+0 succeeded, 1 failed (the result's reason says ``out_of_memory`` when ``--memory-gb`` was
+exceeded), 75 stopped on request after checkpointing (preempted), 76 this attempt had already
+been started (a requeued or duplicated launch; never a success).
 """
 
 from __future__ import annotations
@@ -52,10 +53,12 @@ from gridbridge.wire import (
 
 __all__ = [
     "ALREADY_RAN_EXIT_CODE",
+    "OUT_OF_MEMORY",
     "SPOT_NOTICE",
     "Launch",
     "Result",
     "SpotWatch",
+    "limit_memory",
     "load_log",
     "main",
     "proc_start_time",
@@ -174,6 +177,22 @@ class _Tee:
                 os.write(self._out, chunk)
             self._log.write(chunk)
             self._log.flush()
+
+    def drain(self, timeout: float = 1.0) -> None:
+        """Wait (up to ``timeout``) until what was written so far is in the log."""
+        import fcntl
+        import termios
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        deadline = time.monotonic() + timeout
+        pending = bytearray(4)
+        while time.monotonic() < deadline:
+            fcntl.ioctl(self._read, termios.FIONREAD, pending)
+            if int.from_bytes(pending, sys.byteorder) == 0:
+                break
+            time.sleep(0.01)
+        time.sleep(0.02)  # the pump writes what it last read
 
     def close(self) -> None:
         sys.stdout.flush()
@@ -362,6 +381,8 @@ def _run_callable(launch: Launch) -> tuple[int, str, str | None]:
         value = fn(*args, **kwargs)
     except Preempted as exc:
         return PREEMPTED_EXIT_CODE, "preempted", str(exc)
+    except MemoryError as exc:
+        return 1, OUT_OF_MEMORY, f"{_oom_words()}\n{user_traceback(exc)}"
     except Exception as exc:
         return 1, "failed", user_traceback(exc)
     put_bytes(f"{launch.attempt_url}/return.pkl", cloudpickle.dumps(value))
@@ -415,10 +436,12 @@ def _last_step(launch: Launch) -> int | None:
 
 
 def run(launch_url: str, scratch: Path | None = None, rerun: int = 0,
-        imds: str | None = None, imds_interval_s: float = 5.0) -> int:
+        imds: str | None = None, imds_interval_s: float = 5.0,
+        memory_gb: float | None = None) -> int:
     """Run the attempt whose launch record is at ``launch_url``; returns the exit code.
     ``rerun`` counts the site's own reruns of the attempt (see :func:`main`); ``imds``, the
-    instance metadata service to watch for a spot interruption notice."""
+    instance metadata service to watch for a spot interruption notice; ``memory_gb``, the
+    memory the job may use (see :func:`limit_memory`)."""
     ctx_mod.install_stop_handlers()  # a SIGTERM from now on is a stop request, not a death
     raw: dict[str, Any] = json.loads(_get(launch_url))
     try:
@@ -443,10 +466,17 @@ def run(launch_url: str, scratch: Path | None = None, rerun: int = 0,
     runner = _run_command if launch.command is not None else _run_callable
     endpoint = (os.environ.get(IMDS_ENDPOINT_ENV) or imds) if imds else None
     watch = SpotWatch(endpoint, _spot_notice, imds_interval_s).start() if endpoint else None
+    restore = limit_memory(memory_gb)
     try:
         code, reason, error = runner(launch)
-    except Exception:  # the runtime itself broke (payload unreadable, command not found)
+    except Exception:  # the runtime itself broke (payload unreadable, storage gone)
         code, reason, error = 1, "failed", traceback.format_exc()
+    finally:
+        restore()
+    if memory_gb is not None and reason == "failed":
+        tee.drain()  # the command's last words must be in the log before it is read
+        if _oom_in_log(tee.path):
+            reason, error = OUT_OF_MEMORY, f"{_oom_words()}\n{error or ''}".rstrip()
     if watch is not None:
         watch.stop()
         if watch.notice is not None and code == PREEMPTED_EXIT_CODE:
@@ -472,6 +502,61 @@ def run(launch_url: str, scratch: Path | None = None, rerun: int = 0,
     beacon.upload_log()
     _publish(scratch, launch, result)
     return code
+
+
+OUT_OF_MEMORY = "out_of_memory"
+"""A result record's ``reason`` when the job ran out of the memory it asked for (the attempt
+is FAILED; this says why)."""
+_OOM_SIGNS = (b"MemoryError", b"Cannot allocate memory", b"std::bad_alloc",
+              b"Unable to allocate", b"out of memory")
+"""How a command that ran out of memory usually says so on its way out (Python, libc, C++,
+NumPy, CUDA): the limit makes allocations fail, and the process reports it and exits."""
+
+
+def limit_memory(memory_gb: float | None) -> Any:
+    """Hold the job to ``memory_gb`` (None: no limit); returns what lifts the limit again.
+
+    The limit is ``RLIMIT_DATA`` (private writable memory: heap, anonymous mappings, thread
+    stacks) over what the runtime already uses, set on this process so that a function job
+    and a command started now both get it. Not ``RLIMIT_AS``: address space counts what is
+    only reserved (64 MiB per thread's malloc arena, shared libraries), so a job that imports
+    ``distributed`` and starts a few threads failed to allocate 76 MB under a 1 GiB limit."""
+    if memory_gb is None:
+        return lambda: None
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    limit = _data_bytes() + int(memory_gb * 2**30)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+    return lambda: resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
+
+
+def _data_bytes() -> int:
+    """This process's private writable memory now (``VmData``), 0 if unknown."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmData:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _oom_words() -> str:
+    gb = os.environ.get("GRIDBRIDGE_MEMORY_GB")
+    asked = f" (memory_gb={gb})" if gb else ""
+    return f"out of memory: the job needed more memory than it asked for{asked}"
+
+
+def _oom_in_log(path: Path) -> bool:
+    """Whether the tail of the attempt's log shows an allocation that failed."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 8192))
+            tail = f.read()
+    except OSError:
+        return False
+    return any(sign in tail for sign in _OOM_SIGNS)
 
 
 def _cancelled(scratch: Path, rerun: int) -> bool:
@@ -523,12 +608,17 @@ def main(argv: list[str] | None = None) -> int:
                              f"(${IMDS_ENDPOINT_ENV} overrides it)")
     parser.add_argument("--imds-interval", type=float, default=5.0, metavar="SECONDS",
                         help="how often to ask it (default 5)")
+    parser.add_argument("--memory-gb", type=float, default=None, metavar="GB",
+                        help="hold the job to this much memory; more ends the attempt FAILED "
+                             "with the reason out of memory")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     rerun = 0
     if args.rerun_env:
         value = os.environ.get(args.rerun_env, "0").strip() or "0"
         rerun = int(value) if value.isdigit() else 0
-    return run(args.launch, args.scratch, rerun, args.imds, args.imds_interval)
+    if args.memory_gb is not None:
+        os.environ["GRIDBRIDGE_MEMORY_GB"] = f"{args.memory_gb:g}"
+    return run(args.launch, args.scratch, rerun, args.imds, args.imds_interval, args.memory_gb)
 
 
 if __name__ == "__main__":

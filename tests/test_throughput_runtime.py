@@ -339,3 +339,63 @@ def test_a_cancelled_attempts_log_says_cancelled(tmp_path: Path) -> None:
     log = adapter.logs(nid)
     assert "gridbridge-run: cancelled" in log
     assert "preempted" not in log
+
+
+# memory --------------------------------------------------------------------------------------
+
+_GREEDY = "data = bytearray(3 * 2**30)\nprint('allocated', len(data))\n"
+
+
+def _fn_payload(tmp_path: Path, size: int) -> str:
+    import cloudpickle
+
+    path = tmp_path / f"alloc-{size}.pkl"
+    allocate = lambda n: len(bytearray(n))  # noqa: E731 - a lambda travels by value
+    path.write_bytes(cloudpickle.dumps((allocate, (size,), {})))
+    return path.as_uri()
+
+
+@pytest.mark.parametrize("kind", ["function", "command"])
+def test_a_job_over_its_memory_fails_out_of_memory(tmp_path: Path, kind: str) -> None:
+    from gridbridge.spec import Resources
+
+    adapter = _local_site(tmp_path)
+    target: dict[str, object] = (
+        {"callable_ref": _fn_payload(tmp_path, 3 * 2**30)} if kind == "function"
+        else {"command": (sys.executable, "-c", _GREEDY)})
+    req = _request(tmp_path, f"job-oom-{kind}.1", resources=Resources(memory_gb=1), **target)
+    status = _until(adapter, adapter.submit(req), lambda s: s.state.terminal)
+    assert status.state is AttemptState.FAILED, status
+    assert status.native_state == "out-of-memory"
+    assert "out of memory" in status.reason and "memory_gb=1" in status.reason
+    assert "allocated" not in adapter.logs(req.attempt_id)
+
+
+def test_a_job_within_its_memory_succeeds(tmp_path: Path) -> None:
+    from gridbridge.spec import Resources
+
+    adapter = _local_site(tmp_path)
+    req = _request(tmp_path, "job-fits.1", callable_ref=_fn_payload(tmp_path, 300 * 2**20),
+                   resources=Resources(memory_gb=1))
+    status = _until(adapter, adapter.submit(req), lambda s: s.state.terminal)
+    assert status.state is AttemptState.SUCCEEDED, status
+
+
+def test_out_of_memory_ends_the_job_failed_with_the_reason(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    c = Client(_config(tmp_path), start=False)
+    try:
+        future = c.submit_command([sys.executable, "-c", _GREEDY], memory_gb=1)
+        for _ in range(600):
+            c.reconciler.tick()
+            if future.done():
+                break
+            import time
+
+            time.sleep(0.1)
+        assert future.status() is JobState.FAILED
+        job = c.store.job(future.job_id)
+        assert job.error is not None and "out of memory" in job.error
+    finally:
+        c.close()
