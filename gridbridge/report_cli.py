@@ -7,8 +7,6 @@ allocations and the currency come from the configuration.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -30,6 +28,7 @@ from gridbridge.reports import (
     Window,
     cost_report,
     cost_report_columns,
+    csv_text,
     for_display,
     forecast,
     parse_instant,
@@ -157,12 +156,7 @@ def _emit(title: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]],
         out = [{c: _json_value(r.get(c)) for c in columns} for r in rows]
         console.file.write(json.dumps(out, indent=2) + "\n")
     else:
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(columns)
-        writer.writerows([["" if r.get(c) is None else str(r.get(c)) for c in columns]
-                          for r in rows])
-        console.file.write(buf.getvalue())
+        console.file.write(csv_text(columns, rows))
 
 
 @app.command("costs")

@@ -15,6 +15,8 @@ passed in as ``now``.
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -40,6 +42,7 @@ __all__ = [
     "cost_report",
     "cost_report_columns",
     "cost_summary",
+    "csv_text",
     "for_display",
     "forecast",
     "money",
@@ -463,6 +466,31 @@ def placements_totals(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "actual_cost": sum((r["actual_cost"] for r in rows if r["actual_cost"] is not None),
                            money(0)),
     }
+
+
+# -- CSV -------------------------------------------------------------------------------------
+
+
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> str:
+    """Rows as CSV: amounts as their exact decimal text, None as nothing, and a text cell that
+    a spreadsheet would run as a formula (a team named ``=HYPERLINK(...)``) prefixed with
+    ``'`` so that it stays text. Numbers are never touched (a saving may be negative)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        cells = []
+        for c in columns:
+            v = row.get(c)
+            text = "" if v is None else str(v)
+            if isinstance(v, str) and text.startswith(_FORMULA):
+                text = "'" + text
+            cells.append(text)
+        writer.writerow(cells)
+    return buf.getvalue()
 
 
 # -- the older whole-ledger summary (the demo and a few tests read it) -------------------------

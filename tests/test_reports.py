@@ -217,3 +217,31 @@ def test_placements_name_the_runner_up_and_what_placement_saved() -> None:
     assert totals == {"placements": 2, "with_runner_up": 1, "expected_cost": Decimal("3"),
                       "saved_vs_runner_up": Decimal("0.5"), "saved_vs_on_demand": Decimal("3"),
                       "actual_cost": Decimal("1.2")}
+
+
+HOSTILE = ["<script>alert(1)</script>", "=HYPERLINK(\"http://x\",\"y\")", "a\"b'c;d\nnewline",
+           "../../etc/passwd", "+1-2", "@SUM(A1)"]
+
+
+def test_hostile_names_stay_text_in_the_html_and_the_csv() -> None:
+    from gridbridge.report_html import ReportInputs, render_html
+    from gridbridge.reports import csv_text
+
+    ledger = [row(i, f"2026-11-0{i + 1}T00:00:00", 1.0 + i, team=name, project=name,
+                  site=name, outcome="PREEMPTED", lost=0.5)
+              for i, name in enumerate(HOSTILE)]
+    jobs = {f"j{i}": (name, "RUNNING") for i, name in enumerate(HOSTILE)}
+    page = render_html(ReportInputs(
+        ledger=ledger, window=Window.period("2026-11"), now=ts("2026-11-20T00:00:00"),
+        jobs=jobs, team_budgets={HOSTILE[0]: 10.0}))
+    assert "<script" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "a&quot;b&#x27;c;d" in page
+    rows = cost_report(ledger, GroupBy.TEAM, Window.period("2026-11"))
+    text = csv_text(["team", "cost", "savings"], rows)
+    parsed = list(csv.DictReader(io.StringIO(text)))
+    teams = [r["team"] for r in parsed[:-1]]
+    assert sorted(teams) == sorted(
+        "'" + n if n[0] in "=+-@" else n for n in HOSTILE)  # formulas kept as text
+    assert {r["cost"] for r in parsed} >= {"1.000000", "6.000000"}  # numbers untouched
+    negative = csv_text(["team", "savings"], [{"team": "x", "savings": Decimal("-1.5")}])
+    assert negative.splitlines()[1] == "x,-1.5"
