@@ -10,6 +10,7 @@ import logging
 import signal
 import sys
 import threading
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -185,11 +186,9 @@ def status(
         client.store.job(job)  # an unknown id is an error
         _story(client, job, fmt)
         return
-    wanted = {"user": user, "team": team}
-    matching = [j for j in client.store.jobs(states=state or None)
-                if (name is None or j.name == name)
-                and all(v is None or getattr(j.spec.owner, k) == v for k, v in wanted.items())]
-    jobs = matching[:limit]
+    match = {"user": user, "team": team, "name": name}
+    jobs = client.store.jobs(state or None, limit, **match)
+    total = len(jobs) if len(jobs) < limit else client.store.count_jobs(state or None, **match)
     details = client.store.details([j.id for j in jobs])
     rows = []
     for j in jobs:
@@ -200,9 +199,9 @@ def status(
                      "submitted": fmt_time(j.created_at), "why": details.get(j.id, "")})
     emit(console, "jobs", ["job", "name", "state", "attempts", "site", "user", "team",
                            "submitted", "why"], rows, fmt)
-    if len(matching) > len(jobs):
-        err.print(f"showing the newest {len(jobs)} of {len(matching)} jobs; "
-                  f"{len(matching) - len(jobs)} hidden (raise --limit or filter)",
+    if total > len(jobs):
+        err.print(f"showing the newest {len(jobs)} of {total} jobs; "
+                  f"{total - len(jobs)} hidden (raise --limit or filter)",
                   highlight=False, markup=False)
 
 
@@ -380,15 +379,39 @@ def _yes_no(value: bool | None) -> str:
     return "" if value is None else ("yes" if value else "no")
 
 
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
 @app.command()
-def serve(ctx: typer.Context) -> None:
-    """Run the reconciler in the foreground over the configured store."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+def serve(
+    ctx: typer.Context,
+    log_format: Annotated[LogFormat, typer.Option(
+        help="text lines, or one JSON object a line (time, level, logger, message and the "
+        "event's fields)")] = LogFormat.TEXT,
+) -> None:
+    """Run the reconciler in the foreground over the configured store. It logs a line per
+    placement, submission, attempt state change, site health change, lease change and its
+    shutdown; a second serve on the same store stands by until the lease is free."""
+    import time
+
+    from gridbridge.clishell import log_handler
+    from gridbridge.scheduler.reconciler import LEASE
+
+    logging.basicConfig(level=logging.INFO, handlers=[log_handler(log_format.value)], force=True)
+    log = logging.getLogger("gridbridge.serve")
     client = _client(ctx)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    err.print(f"gridbridge serve: {len(client.config.sites)} sites, store {client.store.url}")
+    log.info("gridbridge serve: %d sites, store %s", len(client.config.sites), client.store.url,
+             extra={"event": "start", "sites": len(client.config.sites)})
+    holder = client.store.lease_holder(LEASE)
+    if holder is not None and holder[1] > time.time():
+        log.info("standing by: %s holds the reconciler lease on this store (until %s); this "
+                 "serve takes over when it stops or its lease lapses", holder[0],
+                 fmt_time(holder[1]), extra={"event": "standby", "holder": holder[0]})
     client.reconciler.run(stop)
 
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import copy
 import inspect
+import json
+import logging
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,7 @@ from typing import Any
 import typer
 from typer.core import TyperArgument, TyperOption
 
-__all__ = ["fail", "run", "tidy"]
+__all__ = ["fail", "log_handler", "run", "tidy"]
 
 
 def _base(name: str) -> type[Exception]:
@@ -150,3 +153,34 @@ def run(command: Any, args: list[str] | None = None) -> int:
         failed: Any = exc
         fail(failed.format_message(), failed.exit_code)
     return code if isinstance(code, int) else 0
+
+
+_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message", "asctime"}
+
+
+class _JsonLines(logging.Formatter):
+    """One JSON object a line: time (UTC ISO 8601), level, logger, message, and the fields a
+    call passed in ``extra``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
+                "level": record.levelname.lower(), "logger": record.name,
+                "message": record.getMessage()}
+        line.update({k: v for k, v in vars(record).items() if k not in _RECORD_FIELDS})
+        if record.exc_info:
+            line["error"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def log_handler(fmt: str) -> logging.Handler:
+    """A stderr handler writing text lines (UTC times) or JSON lines (``fmt="json"``)."""
+    handler = logging.StreamHandler()
+    if fmt == "json":
+        handler.setFormatter(_JsonLines())
+    else:
+        text = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                 "%Y-%m-%dT%H:%M:%SZ")
+        text.converter = time.gmtime
+        handler.setFormatter(text)
+    return handler

@@ -165,6 +165,8 @@ class Reconciler:
                 self._pause(stop, wait)
         finally:
             self._release()
+            log.info("%s stopped; lease released", self.holder,
+                     extra={"event": "shutdown", "holder": self.holder})
 
     def wake(self) -> None:
         """Tick now rather than at the end of the interval (a job was submitted)."""
@@ -196,9 +198,13 @@ class Reconciler:
         ttl = self.config.limits.lease_s
         if self._fresh_lease():
             return True
+        had = self.lease is not None
         self.lease = self.store.acquire_lease(LEASE, self.holder, ttl)
         if self.lease is not None:
             self._renewed_at = self.clock()
+            if not had:
+                log.info("%s holds the reconciler lease", self.holder,
+                         extra={"event": "lease", "holder": self.holder})
             return True
         current = self.store.lease_holder(LEASE)
         if current is not None and _dead_local_holder(current[0]):
@@ -358,6 +364,8 @@ class Reconciler:
             if o.kind in {"native", "adopted"}:
                 if self.store.set_native_id(a.id, o.value, self.holder):
                     report.submitted.append(a.id)
+                    log.info("submitted %s to %s as %s", a.id, site, o.value, extra={
+                        "event": "submitted", "attempt": a.id, "site": site, "native": o.value})
             elif o.kind in {"rejected", "gave-up"}:
                 reason = f"rejected by {site}: {o.value}" if o.kind == "rejected" else o.value
                 until = self.clock() + self.config.limits.reject_backoff_s
@@ -438,6 +446,9 @@ class Reconciler:
                             continue
                         if self.store.mark_running(attempt, status.native_state, self.holder):
                             report.started.append(attempt.id)
+                            log.info("%s running on %s", attempt.id, site, extra={
+                                "event": "state", "attempt": attempt.id, "site": site,
+                                "state": "RUNNING"})
                     elif verdict.status.state is AttemptState.LOST:
                         lost[site].append((attempt, verdict))
                     elif self._conclude_verdict(attempt, verdict):
@@ -566,7 +577,14 @@ class Reconciler:
             job_error=job_reason if job_state in {JobState.FAILED, JobState.TIMEOUT} else None,
             ledger=ledger,
         )
-        return self.store.conclude(attempt, ending, self.holder)
+        concluded = self.store.conclude(attempt, ending, self.holder)
+        if concluded:
+            log.info("%s %s on %s; job %s %s: %s", attempt.id, status.state.value, attempt.site,
+                     job.id, job_state.value, job_reason, extra={
+                         "event": "state", "attempt": attempt.id, "site": attempt.site,
+                         "state": status.state.value, "job": job.id,
+                         "job_state": job_state.value, "reason": job_reason})
+        return concluded
 
     # sweep --------------------------------------------------------------------------------
 
@@ -711,6 +729,9 @@ class Reconciler:
                                              self.holder, offer=(offer.key, card))
             if attempt is not None:
                 report.placed[decision.job_id] = offer.site
+                log.info("placed %s on %s (offer %s)", attempt.id, offer.site, offer.key, extra={
+                    "event": "placed", "attempt": attempt.id, "job": decision.job_id,
+                    "site": offer.site, "offer": offer.key})
                 new.append(attempt)
                 placed.append((offer.site, offer.key, job))
         self._flush_decisions()  # one write for the round's decisions, before the submits
@@ -852,9 +873,11 @@ class Reconciler:
             if self._health.get(site) == key:
                 continue
             if not outcome.ok:
-                log.warning("site %s degraded: %s", site, key[1])
+                log.warning("site %s degraded: %s", site, key[1],
+                            extra={"event": "health", "site": site, "healthy": False})
             elif site in self._health:
-                log.info("site %s healthy again", site)
+                log.info("site %s healthy again", site,
+                         extra={"event": "health", "site": site, "healthy": True})
             try:
                 self.store.set_site_health(site, outcome.ok, outcome.phase, outcome.error,
                                            self.holder)

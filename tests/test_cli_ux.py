@@ -314,3 +314,49 @@ def test_checkpoints_take_a_job_id_and_root_only_as_an_override(config: Path,
     missing = gb("--config", str(config), "checkpoints", "list", "other", "--root",
                  elsewhere.as_uri())
     assert "other" in one_error_line(missing)
+
+
+# serve -----------------------------------------------------------------------------------------
+
+def test_serve_logs_each_event_and_a_second_serve_stands_by(config: Path, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    from gridbridge.states import JobState
+
+    def serve(log: Path, *extra: str) -> subprocess.Popen[bytes]:
+        with log.open("wb") as out:
+            return subprocess.Popen([GRIDBRIDGE, "serve", "-c", str(config), *extra],
+                                    stdout=out, stderr=subprocess.STDOUT)
+
+    def wait_for(what: str, log: Path) -> None:
+        deadline = time.monotonic() + 60
+        while what not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+    first = serve(first_log, "--log-format", "json")
+    second = None
+    try:
+        wait_for('"event": "lease"', first_log)
+        second = serve(second_log)
+        wait_for("standing by", second_log)
+        out = gb("--config", str(config), "submit", "--", sys.executable, "-c", "pass")
+        assert out.returncode == 0, out.stderr
+        with Client(config, start=False) as client:
+            assert client.job(out.stdout.split()[0]).wait(60) is JobState.SUCCEEDED
+        wait_for("SUCCEEDED", first_log)
+    finally:
+        for proc in (first, second):
+            if proc is not None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=30)
+    lines = [json.loads(line) for line in first_log.read_text().splitlines()]
+    events = [line.get("event") for line in lines]
+    for event in ("start", "lease", "placed", "submitted", "state", "shutdown"):
+        assert event in events, (event, lines)
+    assert all(ISO.match(line["time"]) for line in lines)
+    holder = next(line["holder"] for line in lines if line.get("event") == "lease")
+    standby = [line for line in second_log.read_text().splitlines() if "standing by" in line]
+    assert len(standby) == 1 and holder in standby[0]
