@@ -23,8 +23,8 @@ def _nice_top(hi: float) -> float:
     """A round number at or above ``hi`` (1, 2, 2.5 or 5 times a power of ten)."""
     if hi <= 0:
         return 1.0
-    p = 10 ** math.floor(math.log10(hi))
-    return next(m * p for m in (1, 2, 2.5, 5, 10) if m * p >= hi)
+    p = 10.0 ** math.floor(math.log10(hi))
+    return float(next(m * p for m in (1, 2, 2.5, 5, 10) if m * p >= hi))
 
 
 def _fmt(v: float) -> str:
