@@ -16,9 +16,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import create_engine, func, inspect, select, update
+from sqlalchemy import Table, create_engine, func, insert, inspect, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -214,14 +214,14 @@ class StateStore:
     ) -> bool:
         check_job_transition(expected, new)
         now = self._clock()
-        result = s.execute(
-            update(JobRow)
-            .where(JobRow.id == job_id, JobRow.state == expected.value)
+        result = s.connection().execute(  # Core, not ORM: a tick makes many of these
+            update(_JOBS)
+            .where(_JOBS.c.id == job_id, _JOBS.c.state == expected.value)
             .values(state=new.value, updated_at=now, **values)
         )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
+        if result.rowcount != 1:
             return False
-        s.add(_event(now, job_id, None, "job", expected, new, reason, actor))
+        _add_event(s, now, job_id, None, "job", expected, new, reason, actor)
         return True
 
     # attempts -----------------------------------------------------------------------------
@@ -238,7 +238,9 @@ class StateStore:
         """
         now = self._clock()
         with self._tx() as s:
-            row = s.get(JobRow, job_id)
+            row = s.connection().execute(
+                select(_JOBS.c.state, _JOBS.c.attempts, _JOBS.c.cancel_requested)
+                .where(_JOBS.c.id == job_id)).first()
             if row is None or row.state != JobState.PENDING.value or row.cancel_requested:
                 return None
             number = row.attempts + 1
@@ -249,26 +251,19 @@ class StateStore:
                 s, job_id, JobState.PENDING, JobState.SCHEDULED, reason, actor, attempts=number
             ):
                 return None
-            attempt = AttemptRow(
-                id=f"{job_id}.{number}",
-                job_id=job_id,
-                number=number,
-                token=number,
-                site=site,
-                state=AttemptState.SUBMITTING.value,
-                native_state="",
-                created_at=now,
-                reason="",
-                attempt_url=f"{attempt_root}/attempts/{number}",
-                submit_tries=0,
-                offer_key=offer[0] if offer else None,
-                price_json=offer[1] if offer else None,
-            )
-            s.add(attempt)
-            s.add(
-                _event(now, job_id, attempt.id, "attempt", "", AttemptState.SUBMITTING, "", actor)
-            )
-        return Attempt.of(attempt)
+            values: dict[str, Any] = {
+                "id": f"{job_id}.{number}", "job_id": job_id, "number": number,
+                "token": number, "site": site, "state": AttemptState.SUBMITTING.value,
+                "native_id": None, "native_state": "", "created_at": now, "started_at": None,
+                "ended_at": None, "exit_code": None, "reason": "", "last_step": None,
+                "attempt_url": f"{attempt_root}/attempts/{number}", "submit_tries": 0,
+                "offer_key": offer[0] if offer else None,
+                "price_json": offer[1] if offer else None,
+            }
+            s.connection().execute(insert(_ATTEMPTS).values(**values))
+            _add_event(s, now, job_id, values["id"], "attempt", "", AttemptState.SUBMITTING, "",
+                       actor)
+        return Attempt.of(AttemptRow(**values))
 
     def attempt(self, attempt_id: str) -> Attempt:
         with self._read() as s:
@@ -376,15 +371,15 @@ class StateStore:
         **values: Any,
     ) -> bool:
         check_attempt_transition(expected, new)
-        result = s.execute(
-            update(AttemptRow)
-            .where(AttemptRow.id == attempt_id, AttemptRow.state == expected.value)
+        result = s.connection().execute(
+            update(_ATTEMPTS)
+            .where(_ATTEMPTS.c.id == attempt_id, _ATTEMPTS.c.state == expected.value)
             .values(state=new.value, **({"reason": reason} if reason else {}), **values)
         )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
+        if result.rowcount != 1:
             return False
         job_id = attempt_id.rsplit(".", 1)[0]
-        s.add(_event(self._clock(), job_id, attempt_id, "attempt", expected, new, reason, actor))
+        _add_event(s, self._clock(), job_id, attempt_id, "attempt", expected, new, reason, actor)
         return True
 
     # story, decisions, ledger -------------------------------------------------------------
@@ -600,6 +595,19 @@ def _matching(q: Any, states: Iterable[JobState] | None, match: dict[str, str | 
         if value is not None:
             q = q.where(_MATCHABLE[key] == value)
     return q
+
+
+_JOBS = cast(Table, JobRow.__table__)
+_ATTEMPTS = cast(Table, AttemptRow.__table__)
+_EVENTS = cast(Table, EventRow.__table__)
+
+
+def _add_event(s: Session, at: float, job_id: str, attempt_id: str | None, kind: str,
+               old: str, new: str, reason: str, actor: str) -> None:
+    """Insert an event row at once, in the session's transaction (Core: no unit of work)."""
+    s.connection().execute(insert(_EVENTS).values(
+        at=at, job_id=job_id, attempt_id=attempt_id, kind=kind, old=str(old), new=str(new),
+        reason=reason, actor=actor, site=None))
 
 
 def _event_of(r: EventRow) -> Event:
