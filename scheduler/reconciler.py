@@ -289,8 +289,11 @@ class Reconciler:
                  for site, items in by_site.items()}
         fenced = False
         for site, outcomes in self.calls.run("submit", calls).items():
+            self._record_native(site, [o for o in outcomes if o.kind in {"native", "adopted"}],
+                                report)
             for outcome in outcomes:  # every outcome is applied before a lost lease is raised
-                fenced = self._apply_submitted(site, outcome, report) or fenced
+                if outcome.kind not in {"native", "adopted"}:
+                    fenced = self._apply_submitted(site, outcome, report) or fenced
         if fenced:
             raise LeaseLost(f"{self.holder} lost the lease while submitting")
 
@@ -357,16 +360,27 @@ class Reconciler:
             return _Submitted(attempt, "uncertain", f"submit returned {native_id!r}"), owned
         return _Submitted(attempt, "native", native_id), owned
 
+    def _record_native(self, site: str, outcomes: Sequence[_Submitted],
+                       report: TickReport) -> None:
+        """Record the native ids of a site's accepted submissions, in one write."""
+        if not outcomes:
+            return
+        with _one_attempt("record the submissions to", site):
+            moved = self.store.set_native_ids([(o.attempt.id, o.value) for o in outcomes],
+                                              self.holder)
+            for o in outcomes:
+                if o.attempt.id in moved:
+                    report.submitted.append(o.attempt.id)
+                    log.info("submitted %s to %s as %s", o.attempt.id, site, o.value, extra={
+                        "event": "submitted", "attempt": o.attempt.id, "site": site,
+                        "native": o.value})
+
     def _apply_submitted(self, site: str, o: _Submitted, report: TickReport) -> bool:
-        """Record one submission outcome; True if the lease was found lost."""
+        """Record one submission outcome other than an accepted one (those go in one write,
+        :meth:`_record_native`); True if the lease was found lost."""
         a = o.attempt
         with _one_attempt("record the submission of", a.id):
-            if o.kind in {"native", "adopted"}:
-                if self.store.set_native_id(a.id, o.value, self.holder):
-                    report.submitted.append(a.id)
-                    log.info("submitted %s to %s as %s", a.id, site, o.value, extra={
-                        "event": "submitted", "attempt": a.id, "site": site, "native": o.value})
-            elif o.kind in {"rejected", "gave-up"}:
+            if o.kind in {"rejected", "gave-up"}:
                 reason = f"rejected by {site}: {o.value}" if o.kind == "rejected" else o.value
                 until = self.clock() + self.config.limits.reject_backoff_s
                 self._avoid[(a.job_id, site)] = (until, reason)
@@ -438,22 +452,33 @@ class Reconciler:
                  for site, attempts in by_site.items()}
         lost: dict[str, list[tuple[Attempt, Verdict]]] = defaultdict(list)
         for site, seen in self.calls.run("poll", calls).items():
+            starting: list[tuple[Attempt, str]] = []
             for attempt, status, verdict in seen:
                 with _one_attempt("apply the status of", attempt.id):
                     if verdict is None:
                         self._note_requeue(attempt, status)
-                        if status.state is attempt.state:
-                            continue
-                        if self.store.mark_running(attempt, status.native_state, self.holder):
-                            report.started.append(attempt.id)
-                            log.info("%s running on %s", attempt.id, site, extra={
-                                "event": "state", "attempt": attempt.id, "site": site,
-                                "state": "RUNNING"})
+                        if status.state is not attempt.state:
+                            starting.append((attempt, status.native_state))
                     elif verdict.status.state is AttemptState.LOST:
                         lost[site].append((attempt, verdict))
                     elif self._conclude_verdict(attempt, verdict):
                         report.ended[attempt.id] = verdict.status.state
+            self._mark_running(site, starting, report)
         self._end_lost(lost, report)
+
+    def _mark_running(self, site: str, starting: Sequence[tuple[Attempt, str]],
+                      report: TickReport) -> None:
+        """Record the attempts a site says run, in one write."""
+        if not starting:
+            return
+        with _one_attempt("record the attempts running on", site):
+            moved = self.store.mark_running_many(starting, self.holder)
+            for attempt, _ in starting:
+                if attempt.id in moved:
+                    report.started.append(attempt.id)
+                    log.info("%s running on %s", attempt.id, site, extra={
+                        "event": "state", "attempt": attempt.id, "site": site,
+                        "state": "RUNNING"})
 
     def _note_requeue(self, attempt: Attempt, status: AttemptStatus) -> None:
         """A site requeued the attempt again: if it waits in the queue, decide (in the place

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gridbridge.spec import JobSpec
 from gridbridge.states import (
+    ATTEMPT_TRANSITIONS,
     AttemptState,
     JobState,
     check_attempt_transition,
@@ -321,18 +322,41 @@ class StateStore:
                 f"native id {native_id}", actor, native_id=native_id,
             )
 
+    def set_native_ids(self, items: Sequence[tuple[str, str]], actor: str) -> set[str]:
+        """:meth:`set_native_id` for many (attempt id, native id) pairs in one transaction,
+        each its own compare-and-set; returns the attempt ids that moved."""
+        with self._tx() as s:
+            return {
+                attempt_id for attempt_id, native_id in items
+                if self._cas_attempt(s, attempt_id, AttemptState.SUBMITTING,
+                                     AttemptState.SUBMITTED, f"native id {native_id}", actor,
+                                     native_id=native_id)
+            }
+
     def mark_running(self, attempt: Attempt, native_state: str, actor: str) -> bool:
         """The site says it runs: attempt -> RUNNING and job SCHEDULED -> RUNNING."""
+        check_attempt_transition(attempt.state, AttemptState.RUNNING)
+        return bool(self.mark_running_many([(attempt, native_state)], actor))
+
+    def mark_running_many(self, items: Sequence[tuple[Attempt, str]], actor: str) -> set[str]:
+        """:meth:`mark_running` for many (attempt, native state) pairs in one transaction,
+        each its own compare-and-set (an attempt that may not move to RUNNING is left as it
+        is); returns the attempt ids that moved."""
         now = self._clock()
+        moved = set()
         with self._tx() as s:
-            if not self._cas_attempt(
-                s, attempt.id, attempt.state, AttemptState.RUNNING, "", actor,
-                native_state=native_state, started_at=now,
-            ):
-                return False
-            self._cas_job(s, attempt.job_id, JobState.SCHEDULED, JobState.RUNNING,
-                          f"attempt {attempt.number} running on {attempt.site}", actor)
-            return True
+            for attempt, native_state in items:
+                if AttemptState.RUNNING not in ATTEMPT_TRANSITIONS[attempt.state]:
+                    continue
+                if not self._cas_attempt(
+                    s, attempt.id, attempt.state, AttemptState.RUNNING, "", actor,
+                    native_state=native_state, started_at=now,
+                ):
+                    continue
+                self._cas_job(s, attempt.job_id, JobState.SCHEDULED, JobState.RUNNING,
+                              f"attempt {attempt.number} running on {attempt.site}", actor)
+                moved.add(attempt.id)
+        return moved
 
     def conclude(self, attempt: Attempt, ending: AttemptEnding, actor: str) -> bool:
         """End an attempt, move its job on and write its ledger row, in one transaction."""

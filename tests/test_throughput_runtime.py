@@ -81,6 +81,58 @@ def test_owners_of_many_jobs_in_one_read(tmp_path: Path) -> None:
     store.close()
 
 
+def test_many_attempts_move_in_one_write_each_by_compare_and_set(tmp_path: Path) -> None:
+    store = StateStore(f"sqlite:///{tmp_path / 's.db'}")
+    attempts = []
+    for _ in range(3):
+        job = store.create_job(_spec(), "file:///x")
+        attempt = store.new_attempt(job.id, "here", "file:///x", "t")
+        assert attempt is not None
+        attempts.append(attempt)
+    first, *rest = attempts
+    assert store.set_native_id(first.id, "n0", "t")  # already moved: the batch leaves it
+    moved = store.set_native_ids([(a.id, f"n-{a.id}") for a in attempts], "t")
+    assert moved == {a.id for a in rest}
+    assert store.attempt(first.id).native_id == "n0"
+    now = {a.id: a for a in store.active_attempts()}
+    stale = now[first.id]
+    assert store.mark_running(stale, "R", "t")
+    started = store.mark_running_many([(now[a.id], "R") for a in attempts], "t")
+    assert started == {a.id for a in rest}  # the stale snapshot of the first is refused
+    assert {store.job(a.job_id).state for a in attempts} == {JobState.RUNNING}
+    story = [e for e in store.events(first.job_id) if e.kind == "attempt"]
+    assert [e.new for e in story] == ["SUBMITTING", "SUBMITTED", "RUNNING"]
+    store.close()
+
+
+def test_a_tick_records_a_sites_submissions_and_starts_in_one_write_each(
+    client: Client, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for _ in range(2):
+        client.store.create_job(_spec().model_copy(update={"command": ("sleep", "30")}),
+                                client.config.checkpoint_root + "/x")
+    calls: list[str] = []
+    for name in ("set_native_id", "set_native_ids", "mark_running", "mark_running_many"):
+        real = getattr(client.store, name)
+        monkeypatch.setattr(client.store, name,
+                            lambda *a, _n=name, _r=real, **k: calls.append(_n) or _r(*a, **k))
+    try:
+        assert len(client.reconciler.tick().submitted) == 2
+        for _ in range(200):
+            if len(client.reconciler.tick().started) == 2 or len(
+                    [a for a in client.store.active_attempts()
+                     if a.state is AttemptState.RUNNING]) == 2:
+                break
+            import time
+
+            time.sleep(0.05)
+        assert calls.count("set_native_ids") == 1 and "set_native_id" not in calls
+        assert "mark_running" not in calls and calls.count("mark_running_many") >= 1
+    finally:
+        ids = [a.native_id for a in client.store.active_attempts() if a.native_id]
+        client.adapters["here"].cancel(ids)
+
+
 # the reconciler ------------------------------------------------------------------------------
 
 
