@@ -3,7 +3,8 @@
 ``tidy(command)`` walks the built click tree and gives every command ``--config/-c`` (so it
 works before or after the subcommand), plain metavars (``JOB``, ``INTEGER``, none on flags,
 instead of typer's ``{job}`` and ``<bool>``), and ``run(command)`` turns every usage error into
-one line, ``error: ...``, with exit status 2.
+one line, ``error: ...``, with exit status 2. ``log_handler`` writes ``serve``'s log as text or
+JSON lines.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from typer.core import TyperArgument, TyperOption
@@ -34,7 +35,7 @@ _UsageError = _base("UsageError")
 _ClickException = _base("ClickException")
 
 
-def fail(message: str, code: int = 2) -> None:
+def fail(message: str, code: int = 2) -> NoReturn:
     """Print ``error: message`` (one line per line of it) on stderr and exit ``code``."""
     for line in str(message).strip().splitlines() or [""]:
         print(f"error: {line}", file=sys.stderr)
