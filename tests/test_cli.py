@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ import yaml
 
 from gridbridge.client import Client
 from gridbridge.config import load_config
+from gridbridge.reports import money
 from gridbridge.states import AttemptState, JobState
 
 
@@ -75,7 +77,13 @@ def test_submit_wait_status_logs_and_cost_report(config: Path) -> None:
     report = list(csv.DictReader(io.StringIO(
         gb("report", "costs", "--by", "site", "--format", "csv", config=config).stdout)))
     assert [r["site"] for r in report] == ["cheap", "TOTAL"]
-    assert float(report[0]["on_demand_cost"]) == pytest.approx(4 * float(report[0]["cost"]))
+    # the ledger charged the cheap site's price, and a quarter of its on-demand price ...
+    with Client(config) as client:
+        [entry] = client.store.ledger_records()
+    assert entry["cost"] > 0 and entry["on_demand_cost"] == pytest.approx(4 * entry["cost"])
+    # ... and the report shows exactly those amounts, rounded once to a millionth
+    assert Decimal(report[0]["cost"]) == money(entry["cost"])
+    assert Decimal(report[0]["on_demand_cost"]) == money(entry["on_demand_cost"])
     as_json = json.loads(gb("report", "costs", "--by", "team", "--format", "json",
                             config=config).stdout)
     assert as_json[0]["team"] == "default" and as_json[0]["attempts"] == 1
