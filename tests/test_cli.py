@@ -78,7 +78,7 @@ def test_submit_wait_status_logs_and_cost_report(config: Path) -> None:
         gb("report", "costs", "--by", "site", "--format", "csv", config=config).stdout)))
     assert [r["site"] for r in report] == ["cheap", "TOTAL"]
     # the ledger charged the cheap site's price, and a quarter of its on-demand price ...
-    with Client(config) as client:
+    with Client(config, start=False) as client:
         [entry] = client.store.ledger_records()
     assert entry["cost"] > 0 and entry["on_demand_cost"] == pytest.approx(4 * entry["cost"])
     # ... and the report shows exactly those amounts, rounded once to a millionth
