@@ -12,7 +12,7 @@ import pytest
 
 from gridbridge.config import GridConfig, default_config
 
-SERVICE_MARKERS = ("s3", "slurm", "ssh", "ec2", "pbs", "torch", "dask")
+SERVICE_MARKERS = ("s3", "slurm", "ssh", "ec2", "pbs", "torch", "dask", "browser")
 _skipped_services: list[str] = []
 
 
@@ -101,6 +101,7 @@ def ssh_login() -> Iterator[dict[str, object]]:
 
 
 from tests.checkpoint.conftest import s3_server  # noqa: E402,F401 - the SeaweedFS fixture, shared
+from tests.edgefleet import fleet  # noqa: E402,F401 - the edge fleet, one for the session
 
 
 @pytest.fixture(scope="session")

@@ -8,13 +8,9 @@ storage under ``tmp_path`` and this venv's python work there) but not its networ
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -27,72 +23,9 @@ from gridbridge.config import Capacity, RuntimeSettings, SiteConfig
 from gridbridge.states import AttemptState
 from gridbridge.testing import AdapterContract
 
+from .edgefleet import Fleet
+
 pytestmark = pytest.mark.ssh
-
-_REPO = Path(__file__).resolve().parents[1]
-_SCRIPTS = _REPO / "deploy" / "dev"
-_STATE = _REPO / ".peers" / "edge"  # shared with tests/test_edge_fleet.py: one fleet
-_SSHD = "/usr/sbin/sshd"
-
-
-@dataclass(frozen=True)
-class Node:
-    name: str
-    address: str
-    port: int
-    netns: str
-    pidfile: str
-
-
-@dataclass
-class Fleet:
-    state: Path
-    nodes: list[Node]
-
-    def ctl(self, action: str, node: Node) -> None:
-        proc = subprocess.run(["bash", str(_SCRIPTS / "edge-ctl.sh"), str(self.state), action,
-                               node.name], capture_output=True, text=True, timeout=60,
-                              check=False)
-        assert proc.returncode == 0, f"edge-ctl {action} {node.name}: {proc.stderr}"
-
-
-def _sshd_alive(pidfile: str) -> bool:
-    try:
-        pid = int(Path(pidfile).read_text().strip())
-        return os.path.realpath(f"/proc/{pid}/exe") == os.path.realpath(_SSHD)
-    except (OSError, ValueError):
-        return False
-
-
-def _read_nodes(state: Path) -> list[Node]:
-    return [Node(n["name"], n["address"], int(n["port"]), n["netns"], n["pidfile"])
-            for n in json.loads((state / "nodes.json").read_text())]
-
-
-def _fleet_running(state: Path) -> bool:
-    try:
-        nodes = _read_nodes(state)
-    except (OSError, ValueError, KeyError):
-        return False
-    return bool(nodes) and all(_sshd_alive(n.pidfile) for n in nodes)
-
-
-@pytest.fixture(scope="module")
-def fleet() -> Iterator[Fleet]:
-    """Three edge nodes; stopped at the end only if this module started them."""
-    if os.geteuid() != 0:
-        pytest.skip("the edge fleet needs root (network namespaces)")
-    was_running = _fleet_running(_STATE)
-    proc = subprocess.run(["bash", str(_SCRIPTS / "edge-start.sh"), str(_STATE), "3"],
-                          capture_output=True, text=True, timeout=900, check=False)
-    if proc.returncode != 0:
-        pytest.fail(f"the edge fleet did not start: {proc.stderr[-3000:]}")
-    try:
-        yield Fleet(_STATE, _read_nodes(_STATE))
-    finally:
-        if not was_running:
-            subprocess.run(["bash", str(_SCRIPTS / "edge-stop.sh"), str(_STATE)],
-                           capture_output=True, timeout=120, check=False)
 
 
 def _site(fleet: Fleet, remote_dir: Path, **options: object) -> SiteConfig:
@@ -185,13 +118,17 @@ class TestEdgeContract(AdapterContract):
     def test_a_job_pinned_through_the_offer_key_runs_on_that_node(
         self, adapter: EdgeAdapter, fleet: Fleet, workspace: Path, python: str
     ) -> None:
+        submitted = {}  # both at once: each to the node its offer names
         for node in (fleet.nodes[1], fleet.nodes[2]):
             out = workspace / f"inet-{node.name}.txt"
             req = self.request(workspace, python, _INET, str(out)).model_copy(
                 update={"offer": self._offer(adapter, node.name)})
             nid = adapter.submit(req)
             assert nid == f"{node.name}/{req.attempt_id}"
-            status = self.wait_for(adapter, nid, lambda s: s.state.terminal)
+            submitted[nid] = (node, out)
+        ended = self.wait_for_all(adapter, list(submitted), lambda s: s.state.terminal)
+        for nid, (node, out) in submitted.items():
+            status = ended[nid]
             assert status.state is AttemptState.SUCCEEDED, status
             seen = out.read_text()
             assert f"inet {node.address}/" in seen, seen
@@ -212,9 +149,9 @@ class TestEdgeContract(AdapterContract):
         assert set(answer) == set(nids)
         assert {name: c.calls for name, c in counters.items()} == {
             n.name: 1 for n in fleet.nodes}
+        ended = self.wait_for_all(adapter, nids, lambda s: s.state.terminal)
         for nid in nids:
-            status = self.wait_for(adapter, nid, lambda s: s.state.terminal)
-            assert status.state is AttemptState.SUCCEEDED, status
+            assert ended[nid].state is AttemptState.SUCCEEDED, ended[nid]
 
     def test_a_partitioned_node_loses_its_attempt_and_cancel_kills_it_after_heal(
         self, adapter: EdgeAdapter, fleet: Fleet, workspace: Path, python: str, tmp_path: Path

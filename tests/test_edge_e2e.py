@@ -19,7 +19,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,78 +31,13 @@ from gridbridge.config import GridConfig, parse_config
 from gridbridge.demo import train
 from gridbridge.states import AttemptState, JobState
 
+from .edgefleet import Fleet
 from .serving import wait_until
 
 pytestmark = [pytest.mark.ssh, pytest.mark.slow]
 
-_REPO = Path(__file__).resolve().parents[1]
-_SCRIPTS = _REPO / "deploy" / "dev"
-_STATE = _REPO / ".peers" / "edge"  # shared with tests/test_edge_fleet.py: one fleet
-_SSHD = "/usr/sbin/sshd"
 _LOCATIONS = ("plant-1", "plant-2", "plant-2")
 _PRICES = (0.01, 0.02, 0.03)  # per hour: node1 cheapest, node2 cheaper than node3
-
-
-@dataclass(frozen=True)
-class Node:
-    name: str
-    address: str
-    port: int
-    netns: str
-    pidfile: str
-
-
-@dataclass
-class Fleet:
-    state: Path
-    nodes: list[Node]
-
-    def ctl(self, action: str, node: Node) -> None:
-        proc = subprocess.run(["bash", str(_SCRIPTS / "edge-ctl.sh"), str(self.state), action,
-                               node.name], capture_output=True, text=True, timeout=60,
-                              check=False)
-        assert proc.returncode == 0, f"edge-ctl {action} {node.name}: {proc.stderr}"
-
-
-def _sshd_alive(pidfile: str) -> bool:
-    try:
-        pid = int(Path(pidfile).read_text().strip())
-        return os.path.realpath(f"/proc/{pid}/exe") == os.path.realpath(_SSHD)
-    except (OSError, ValueError):
-        return False
-
-
-def _read_nodes(state: Path) -> list[Node]:
-    return [Node(n["name"], n["address"], int(n["port"]), n["netns"], n["pidfile"])
-            for n in json.loads((state / "nodes.json").read_text())]
-
-
-def _fleet_running(state: Path) -> bool:
-    try:
-        nodes = _read_nodes(state)
-    except (OSError, ValueError, KeyError):
-        return False
-    return bool(nodes) and all(_sshd_alive(n.pidfile) for n in nodes)
-
-
-@pytest.fixture(scope="module")
-def fleet() -> Iterator[Fleet]:
-    """Three edge nodes; stopped at the end only if this module started them."""
-    if os.geteuid() != 0:
-        pytest.skip("the edge fleet needs root (network namespaces)")
-    was_running = _fleet_running(_STATE)
-    proc = subprocess.run(["bash", str(_SCRIPTS / "edge-start.sh"), str(_STATE), "3"],
-                          capture_output=True, text=True, timeout=900, check=False)
-    if proc.returncode != 0:
-        pytest.fail(f"the edge fleet did not start: {proc.stderr[-3000:]}")
-    try:
-        nodes = _read_nodes(_STATE)
-        assert len(nodes) == 3, nodes
-        yield Fleet(_STATE, nodes)
-    finally:
-        if not was_running:
-            subprocess.run(["bash", str(_SCRIPTS / "edge-stop.sh"), str(_STATE)],
-                           capture_output=True, timeout=120, check=False)
 
 
 # processes ------------------------------------------------------------------------------

@@ -6,12 +6,10 @@ link (a silent partition: the node keeps running, packets vanish) or crash it
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,90 +20,11 @@ from gridbridge.adapters._run import (
     HostKeyRefused,
     RunnerError,
     SSHRunner,
-    SSHTarget,
 )
 
+from .edgefleet import Fleet, Node, sshd_alive
+
 pytestmark = pytest.mark.ssh
-
-_REPO = Path(__file__).resolve().parents[1]
-_SCRIPTS = _REPO / "deploy" / "dev"
-_STATE = _REPO / ".peers" / "edge"
-_SSHD = "/usr/sbin/sshd"
-
-
-@dataclass(frozen=True)
-class Node:
-    name: str
-    address: str
-    port: int
-    netns: str
-    pidfile: str
-
-
-@dataclass
-class Fleet:
-    state: Path
-    nodes: list[Node]
-
-    @property
-    def client_key(self) -> str:
-        return str(self.state / "client_key")
-
-    @property
-    def known_hosts(self) -> str:
-        return str(self.state / "known_hosts")
-
-    def runner(self, node: Node, known_hosts: str | None = None) -> SSHRunner:
-        return SSHRunner(SSHTarget(host=node.address, port=node.port, user="root",
-                                   key_file=self.client_key,
-                                   known_hosts=known_hosts or self.known_hosts))
-
-    def ctl(self, action: str, node: Node) -> None:
-        proc = subprocess.run(["bash", str(_SCRIPTS / "edge-ctl.sh"), str(self.state), action,
-                               node.name], capture_output=True, text=True, timeout=60,
-                              check=False)
-        assert proc.returncode == 0, f"edge-ctl {action} {node.name}: {proc.stderr}"
-
-
-def _sshd_alive(pidfile: str) -> bool:
-    try:
-        pid = int(Path(pidfile).read_text().strip())
-        return os.path.realpath(f"/proc/{pid}/exe") == os.path.realpath(_SSHD)
-    except (OSError, ValueError):
-        return False
-
-
-def _read_nodes(state: Path) -> list[Node]:
-    return [Node(n["name"], n["address"], int(n["port"]), n["netns"], n["pidfile"])
-            for n in json.loads((state / "nodes.json").read_text())]
-
-
-def _fleet_running(state: Path) -> bool:
-    try:
-        nodes = _read_nodes(state)
-    except (OSError, ValueError, KeyError):
-        return False
-    return bool(nodes) and all(_sshd_alive(n.pidfile) for n in nodes)
-
-
-@pytest.fixture(scope="module")
-def fleet() -> Iterator[Fleet]:
-    """Three edge nodes (``deploy/dev/edge-start.sh .peers/edge 3``); stopped at the end only
-    if this module started them."""
-    if os.geteuid() != 0:
-        pytest.skip("the edge fleet needs root (network namespaces)")
-    was_running = _fleet_running(_STATE)
-    proc = subprocess.run(["bash", str(_SCRIPTS / "edge-start.sh"), str(_STATE), "3"],
-                          capture_output=True, text=True, timeout=900, check=False)
-    if proc.returncode != 0:
-        pytest.fail(f"the edge fleet did not start: {proc.stderr[-3000:]}")
-    assert proc.stdout.split()[-1] == str(_STATE / "nodes.json")
-    try:
-        yield Fleet(_STATE, _read_nodes(_STATE))
-    finally:
-        if not was_running:
-            subprocess.run(["bash", str(_SCRIPTS / "edge-stop.sh"), str(_STATE)],
-                           capture_output=True, timeout=120, check=False)
 
 
 def _inet_addresses(stdout: str) -> set[str]:
@@ -220,7 +139,7 @@ def test_a_crashed_node_fails_fast_and_restarts_with_the_same_host_key(fleet: Fl
     known_before = Path(fleet.known_hosts).read_text()
     fleet.ctl("crash", node)
     try:
-        assert not _sshd_alive(node.pidfile)
+        assert not sshd_alive(node.pidfile)
         for runner in (pooled, fleet.runner(node)):  # the pooled connection and a new one
             started = time.monotonic()
             with pytest.raises(RunnerError) as info:
@@ -230,7 +149,7 @@ def test_a_crashed_node_fails_fast_and_restarts_with_the_same_host_key(fleet: Fl
         fleet.runner(other).run(["true"], timeout=10).check("another node after the crash")
     finally:
         fleet.ctl("restart", node)
-    assert _sshd_alive(node.pidfile)
+    assert sshd_alive(node.pidfile)
     # Strict checking against the unchanged known_hosts: the node kept its host key.
     assert Path(fleet.known_hosts).read_text() == known_before
     done = fleet.runner(node).run(["ip", "-o", "-4", "addr", "show"], timeout=30)

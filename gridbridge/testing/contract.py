@@ -92,6 +92,23 @@ class AdapterContract:
             assert time.monotonic() < deadline, f"{native_id} still {status} after the deadline"
             time.sleep(0.1)
 
+    def wait_for_all(self, adapter: Adapter, native_ids: list[str],
+                     done: Callable[[AttemptStatus], bool]) -> dict[str, AttemptStatus]:
+        """Poll all of ``native_ids`` together (one call each round, as the control plane
+        does) until ``done`` holds for every one of them (or fail after ``DEADLINE_S``)."""
+        deadline = time.monotonic() + self.DEADLINE_S
+        finished: dict[str, AttemptStatus] = {}
+        while True:
+            waiting = [nid for nid in native_ids if nid not in finished]
+            answer = adapter.poll(waiting)
+            finished.update({nid: answer[nid] for nid in waiting if done(answer[nid])})
+            if len(finished) == len(native_ids):
+                return finished
+            assert time.monotonic() < deadline, (
+                f"still not done after the deadline: "
+                f"{ {nid: answer[nid] for nid in waiting if nid not in finished} }")
+            time.sleep(0.1)
+
     def wait_until(self, predicate: Callable[[], Any], what: str) -> Any:
         deadline = time.monotonic() + self.DEADLINE_S
         while not (value := predicate()):
@@ -170,10 +187,9 @@ class AdapterContract:
         answer = adapter.poll([*nids, unknown])
         assert set(answer) == {*nids, unknown}
         assert answer[unknown].state is AttemptState.LOST
+        ended = self.wait_for_all(adapter, nids, lambda s: s.state.terminal)
         for nid in nids:
-            assert self.wait_for(adapter, nid, lambda s: s.state.terminal).state is (
-                AttemptState.SUCCEEDED
-            )
+            assert ended[nid].state is AttemptState.SUCCEEDED, ended[nid]
 
     def test_unknown_ids_are_lost(self, adapter: Adapter) -> None:
         nid = f"ct{uuid.uuid4().hex[:10]}.1"
@@ -242,16 +258,30 @@ class AdapterContract:
         assert json.loads(out.read_text()) == [HOSTILE_ARGS, env]
         assert not (workspace / "pwned").exists()
 
-    @pytest.mark.parametrize("attempt_id", HOSTILE_ATTEMPT_IDS, ids=repr)
     def test_hostile_attempt_ids_are_refused(self, adapter: Adapter, workspace: Path,
-                                             python: str, attempt_id: str) -> None:
-        req = self.request(workspace, python, "pass").model_copy(update={
-            "attempt_id": attempt_id,
-            "attempt_url": f"{(workspace / 'attempts').as_uri()}/{attempt_id}",
-        })
+                                             python: str) -> None:
+        """Each of :data:`HOSTILE_ATTEMPT_IDS` in turn, on one adapter: submit refuses it,
+        nothing is created or removed (inside the test's folder or outside) and it never shows
+        in ``owned()``. Every id is tried even when one fails; the failure names them all."""
         root = workspace.parent  # the test's own folder: the workspace and the adapter's files
-        before = {p for p in root.rglob("*")}
-        with pytest.raises((SubmitRejected, ValueError)):
-            adapter.submit(req)
-        assert {p for p in root.rglob("*")} == before, "nothing created, inside or outside"
-        assert attempt_id not in {o.attempt_id for o in adapter.owned()}
+        failures: list[str] = []
+        for attempt_id in HOSTILE_ATTEMPT_IDS:
+            req = self.request(workspace, python, "pass").model_copy(update={
+                "attempt_id": attempt_id,
+                "attempt_url": f"{(workspace / 'attempts').as_uri()}/{attempt_id}",
+            })
+            before = {p for p in root.rglob("*")}
+            try:
+                adapter.submit(req)
+            except (SubmitRejected, ValueError):
+                pass
+            else:
+                failures.append(f"{attempt_id!r}: submit did not refuse it")
+            after = {p for p in root.rglob("*")}
+            if after != before:
+                failures.append(f"{attempt_id!r}: nothing may be created, inside or outside: "
+                                f"created {sorted(map(str, after - before))}, "
+                                f"removed {sorted(map(str, before - after))}")
+            if attempt_id in {o.attempt_id for o in adapter.owned()}:
+                failures.append(f"{attempt_id!r}: listed by owned()")
+        assert not failures, "\n".join(failures)
