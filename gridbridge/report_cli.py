@@ -151,7 +151,7 @@ def _emit(title: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]],
     if fmt is ReportFormat.TABLE:  # the currency is in the title; empty columns left out
         shown = [c for c in columns[1:] if c != "currency"
                  and any(r.get(c) not in (None, "", 0) for r in rows)]
-        console.print(render(title, [columns[0], *shown], for_display(rows)))
+        console.print(render(title, [columns[0], *shown], for_display(rows), compact=True))
     elif fmt is ReportFormat.JSON:
         out = [{c: _json_value(r.get(c)) for c in columns} for r in rows]
         console.file.write(json.dumps(out, indent=2) + "\n")

@@ -517,7 +517,12 @@ def cost_summary(rows: Iterable[Mapping[str, Any]], by: GroupBy) -> list[dict[st
 
 
 def for_display(summary: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The summary with money columns as money strings and hours rounded, for a table."""
+    """The summary with money columns as money strings and hours rounded, for a table. A
+    money column holding a dollar or more is shown in cents throughout; one of smaller
+    amounts keeps six places, so that it does not read as all zeros."""
+    summary = list(summary)
+    cents = {key for key in _MONEY_KEYS
+             if any(r.get(key) is not None and abs(float(r[key])) >= 1 for r in summary)}
     out = []
     for row in summary:
         shown = dict(row)
@@ -528,6 +533,8 @@ def for_display(summary: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
                        "allocation_left"):
                 v = float(value)
                 shown[key] = f"{v:,.3f}" if abs(v) >= 1 or v == 0 else f"{v:.5f}"
+            elif key in cents:
+                shown[key] = f"-${-float(value):,.2f}" if value < 0 else f"${float(value):,.2f}"
             elif key in _MONEY_KEYS:
                 shown[key] = fmt_money(float(value))
         out.append(shown)

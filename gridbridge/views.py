@@ -44,20 +44,29 @@ def fmt_money(x: float | None) -> str:
     return f"${x:,.6f}" if abs(x) < 1 else f"${x:,.2f}"
 
 
-def render(title: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> Table:
+def render(title: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]],
+           *, compact: bool = False) -> Table:
     """A rich table; a column of numbers (or money, or times) is never wrapped, so a narrow
-    terminal squeezes the text columns instead of breaking a number across lines."""
-    table = Table(title=title, title_justify="left")
+    terminal squeezes the text columns instead of breaking a number across lines. A text
+    column keeps room for its first :data:`_TEXT_MIN` characters (a site or team name).
+    ``compact``: no vertical rules, so a wide table of amounts fits 80 columns."""
+    table = (Table(title=title, title_justify="left", box=None, pad_edge=False)
+             if compact else Table(title=title, title_justify="left"))
     for col in columns:
         atomic = bool(rows) and all(_atomic(row.get(col)) for row in rows)
         widest = max((len(_cell(row.get(col))) for row in rows), default=0)
-        table.add_column(col, overflow="fold", no_wrap=atomic,
-                         min_width=widest if atomic else None,
+        # a header wider than its numbers goes on several lines, at its underscores
+        header = col.replace("_", "_\n") if atomic and len(col) > widest else col
+        table.add_column(header, overflow="fold", no_wrap=atomic,
+                         min_width=widest if atomic else min(widest, _TEXT_MIN),
                          justify="right" if atomic and _numeric(rows, col) else "left")
     for row in rows:
         table.add_row(*[_cell(row.get(c)) for c in columns])
     return table
 
+
+_TEXT_MIN = 10
+"""Characters of a text column a narrow table still shows before folding it."""
 
 _ATOMIC = re.compile(r"^(-?\$?-?[\d,]+(\.\d+)?([eE][-+]?\d+)?|\d{4}-\d\d-\d\dT[\d:]+Z|)$")
 """A number, an amount of money or a time: what must stay on one line."""
