@@ -47,8 +47,8 @@ def fmt_money(x: float | None) -> str:
 def render(title: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]],
            *, compact: bool = False) -> Table:
     """A rich table; a column of numbers (or money, or times) is never wrapped, so a narrow
-    terminal squeezes the text columns instead of breaking a number across lines. A text
-    column keeps room for its first :data:`_TEXT_MIN` characters (a site or team name).
+    terminal squeezes the text columns instead of breaking a number across lines; a header
+    wider than its numbers breaks at its underscores.
     ``compact``: no vertical rules, so a wide table of amounts fits 80 columns."""
     table = (Table(title=title, title_justify="left", box=None, pad_edge=False)
              if compact else Table(title=title, title_justify="left"))
@@ -58,15 +58,12 @@ def render(title: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]
         # a header wider than its numbers goes on several lines, at its underscores
         header = col.replace("_", "_\n") if atomic and len(col) > widest else col
         table.add_column(header, overflow="fold", no_wrap=atomic,
-                         min_width=widest if atomic else min(widest, _TEXT_MIN),
+                         min_width=widest if atomic else None,
                          justify="right" if atomic and _numeric(rows, col) else "left")
     for row in rows:
         table.add_row(*[_cell(row.get(c)) for c in columns])
     return table
 
-
-_TEXT_MIN = 10
-"""Characters of a text column a narrow table still shows before folding it."""
 
 _ATOMIC = re.compile(r"^(-?\$?-?[\d,]+(\.\d+)?([eE][-+]?\d+)?|\d{4}-\d\d-\d\dT[\d:]+Z|)$")
 """A number, an amount of money or a time: what must stay on one line."""
