@@ -14,10 +14,13 @@ is what lets the simulator and the live reconciler share them::
              project the money (``budgets``) it needs; what it takes comes off for later jobs
 
 Capacity, slots and budgets only ever shrink within a call, so an offer that once failed a
-class stays failed for it: each class walks its ranking once, and a round over 100,000 jobs
-and 1,000 offers is a few array operations and one cheap loop. Candidates (every offer with its
-numbers and the reason it won, lost or could not run the job) are built only for the decisions
-asked for: ``Plan.decision(i)``; ``place`` asks for all of them.
+job stays failed for every later job of its class, team and project (a *walk*): each walk
+moves down its class's ranking and never back. The jobs are read once into columns, the
+classes' rankings are one flat array, and the walk goes a window of jobs at a time: numpy
+finds each job's next few offers that fit, and one plain loop takes the first that still does
+(`_Walker`). No object is made per (job, offer) pair. Candidates (every offer with its numbers
+and the reason it won, lost or could not run the job) are built only for the decisions asked
+for: ``Plan.decision(i)``; ``place`` asks for all of them.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -202,7 +206,7 @@ class _Offers:
 # classes of jobs that score alike ------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Class:
     """Jobs with the same numbers on every offer: resources, work, checkpoints, constraints,
     max_cost, sites to avoid and policy. Their offers are ranked once."""
@@ -213,29 +217,116 @@ class _Class:
     cost_c: float | None
     avoid: dict[str, str]
     policy: Policy
-    ranked: list[int] = field(default_factory=list)
-    costs: list[float] = field(default_factory=list)
-    """The expected cost on each ranked offer."""
-    ranked_np: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    costs_np: _Array = field(default_factory=lambda: np.zeros(0))
-    complete: bool = False
-    """``ranked`` holds every feasible offer (not only the first few)."""
+
+    @classmethod
+    def of(cls, job: PendingJob, policy: Policy) -> _Class:
+        spec = job.spec
+        work = (spec.resources.runtime_estimate_s if job.remaining_work_s is None
+                else job.remaining_work_s)
+        return cls(spec=spec, work=work,
+                   resumable=spec.checkpoint.resumable or job.remaining_work_s is not None,
+                   cost_c=job.checkpoint_cost_s, avoid=dict(job.avoid),
+                   policy=spec.policy or policy)
 
 
-@dataclass
-class _Walk:
-    """A class's jobs of one team and project (where a budget applies): how far down the
-    class's ranking they have had to go."""
+# Readers of several fields at once for the pass that puts each job in its class. A pydantic
+# model keeps its fields in its __dict__; one itemgetter call there costs about what one
+# attribute read does, and the class key needs some twenty fields of every job.
+_JOB_FIELDS = itemgetter("spec", "submitted_at", "job_id", "remaining_work_s",
+                         "checkpoint_cost_s", "avoid")
+_SPEC_FIELDS = itemgetter("resources", "checkpoint", "constraints", "max_cost", "policy",
+                          "priority", "owner")
+_RESOURCE_KEY = itemgetter("cpus", "memory_gb", "gpus", "walltime_s", "expected_runtime_s")
+_CHECKPOINT_KEY = itemgetter("interval_s", "resumable")
+_CONSTRAINT_KEY = itemgetter("allowed_sites", "denied_sites", "tiers", "deadline",
+                             "preemptible_ok", "max_latency_ms")
+_MICROSECOND = timedelta(microseconds=1)
 
-    klass: int
-    team: str | None
-    project: str | None
-    keys: list[str] = field(default_factory=list)
-    """The budgets its jobs draw on."""
-    ptr: int = 0
-    cpus: int = 0
-    memory: float = 0.0
-    gpus: int = 0
+
+@dataclass(frozen=True)
+class _Groups:
+    """The jobs of a round as columns. A *walk* is a class's jobs of one team and project
+    (where a budget applies): jobs that are interchangeable, each taking the first offer down
+    the class's ranking that still fits it."""
+
+    classes: list[_Class]
+    class_of: list[int]
+    walk_of: list[int]
+    walk_class: list[int]
+    walk_keys: list[tuple[str, ...]]
+    """The budgets each walk's jobs draw on."""
+    order: list[int]
+    """The jobs' indices by priority (highest first), submission time, then id."""
+
+
+def _group(jobs: Sequence[PendingJob], policy: Policy, left: Mapping[str, float]) -> _Groups:
+    """One pass over the jobs: the class and walk of each, then the placement order."""
+    own = (policy.name, policy.weight, policy.target)
+    teams = set(left) | {key[5:] for key in left if key.startswith("team:")}
+    projects = {key[8:] for key in left if key.startswith("project:")}
+    classes: list[_Class] = []
+    index: dict[tuple[Any, ...], int] = {}
+    walks: dict[tuple[int, str | None, str | None], int] = {}
+    walk_class: list[int] = []
+    walk_keys: list[tuple[str, ...]] = []
+    class_of: list[int] = []
+    walk_of: list[int] = []
+    priority: list[int] = []
+    submitted: list[datetime] = []
+    ids: list[str] = []
+    for job in jobs:
+        spec, at, job_id, remaining, save_s, avoid = _JOB_FIELDS(job.__dict__)
+        res, ckpt, con, max_cost, pol, prio, owner = _SPEC_FIELDS(spec.__dict__)
+        labels = con.labels
+        key = (_RESOURCE_KEY(res.__dict__), _CHECKPOINT_KEY(ckpt.__dict__),
+               _CONSTRAINT_KEY(con.__dict__), tuple(sorted(labels.items())) if labels else (),
+               max_cost, remaining, save_s, tuple(sorted(avoid.items())) if avoid else (),
+               own if pol is None else (pol.name, pol.weight, pol.target))
+        c = index.get(key)
+        if c is None:
+            c = index[key] = len(classes)
+            classes.append(_Class.of(job, policy))
+        class_of.append(c)
+        if left:
+            team, project = owner.team, owner.project
+            at_walk = (c, team if team in teams else None,
+                       project if project in projects else None)
+            w = walks.get(at_walk)
+            if w is None:
+                w = walks[at_walk] = len(walk_class)
+                walk_class.append(c)
+                walk_keys.append(tuple(_budget_keys(spec, left)))
+            walk_of.append(w)
+        priority.append(prio)
+        submitted.append(at)
+        ids.append(job_id)
+    if not left:
+        walk_of, walk_class, walk_keys = class_of, list(range(len(classes))), [()] * len(classes)
+    return _Groups(classes, class_of, walk_of, walk_class, walk_keys,
+                   _order(priority, submitted, ids))
+
+
+def _order(priority: list[int], submitted: list[datetime], ids: list[str]) -> list[int]:
+    """``sorted(range(n), key=lambda i: (-priority[i], submitted[i], ids[i]))``: one stable
+    numpy sort of integer columns where the times are all naive or all share one tzinfo
+    (then a difference of two of them orders them as comparing them does)."""
+    n = len(ids)
+    tz = submitted[0].tzinfo if n else None
+    if n and all(at.tzinfo is tz for at in submitted):
+        first = submitted[0]
+        try:
+            since = np.array([(at - first) // _MICROSECOND for at in submitted], dtype=np.int64)
+            rank = ~np.array(priority, dtype=np.int64)  # ~p = -p - 1: descending, no overflow
+        except OverflowError:  # a priority beyond 64 bits
+            pass
+        else:
+            by_id = np.empty(n, dtype=np.int64)
+            by_id[sorted(range(n), key=ids.__getitem__)] = np.arange(n)
+            order: list[int] = np.lexsort((by_id, since, rank)).tolist()
+            return order
+    keys = [(-p, at, i) for p, at, i in zip(priority, submitted, ids, strict=True)]
+    return sorted(range(n), key=keys.__getitem__)
+
 
 
 @dataclass(frozen=True)
@@ -253,17 +344,6 @@ class _Rows:
     ok: NDArray[np.bool_]
     """Feasible before capacity, slots and budgets are counted."""
     has_deadline: bool = False
-
-
-def _class_key(job: PendingJob, policy: Policy) -> tuple[Any, ...]:
-    spec = job.spec
-    c, r, p = spec.constraints, spec.resources, spec.policy or policy
-    return (r.cpus, r.memory_gb, r.gpus, r.walltime_s, r.expected_runtime_s,
-            spec.checkpoint.interval_s, spec.checkpoint.resumable,
-            c.allowed_sites, c.denied_sites, c.tiers, c.deadline, c.preemptible_ok,
-            tuple(sorted(c.labels.items())) if c.labels else (), c.max_latency_ms,
-            spec.max_cost, job.remaining_work_s, job.checkpoint_cost_s,
-            tuple(sorted(job.avoid.items())) if job.avoid else (), p.name, p.weight, p.target)
 
 
 def _rows(ks: Sequence[_Class], o: _Offers, now: datetime,
@@ -377,7 +457,7 @@ def _primary(k: _Class, rows: _Rows, r: int) -> _Array:
     return np.where(ok, score, np.inf)
 
 
-def _rank(k: _Class, o: _Offers, rows: _Rows, r: int, top: int | None) -> list[int]:
+def _rank(k: _Class, o: _Offers, rows: _Rows, r: int, top: int | None) -> NDArray[np.intp]:
     """The class's feasible offers (before capacity), best first by its policy: the first
     ``top`` (with every offer tied with the last of them), or all."""
     primary = _primary(k, rows, r)
@@ -387,7 +467,7 @@ def _rank(k: _Class, o: _Offers, rows: _Rows, r: int, top: int | None) -> list[i
     else:
         idx = np.flatnonzero(rows.ok[r])
     if idx.size == 0:
-        return []
+        return idx
     cost = np.round(rows.cost[r][idx], _COST_DIGITS)
     finish = np.round(rows.finish[r][idx], 6)
     name = o.order[idx]
@@ -397,12 +477,18 @@ def _rank(k: _Class, o: _Offers, rows: _Rows, r: int, top: int | None) -> list[i
         keys = (name, finish, cost, primary[idx])
     else:
         keys = (name, finish, cost)
-    ranked: list[int] = idx[np.lexsort(keys)].tolist()
+    ranked: NDArray[np.intp] = idx[np.lexsort(keys)]
     return ranked
 
 
-def _rank_all(ks: Sequence[_Class], o: _Offers, rows: _Rows) -> list[list[int]]:
-    """:func:`_rank` of every offer, for all the classes of ``rows`` in one sort."""
+def _rank_rows(ks: Sequence[_Class], o: _Offers, rows: _Rows, depth: int
+               ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.bool_]]:
+    """The first ``depth`` offers of each class's ranking (as :func:`_rank` orders them), one
+    row per class, with how many of them are feasible and whether that is all there are.
+
+    One sort by each policy's own measure (a partial one when ``depth`` is short of the
+    offers); only rows where that ties on a feasible offer are sorted again by the
+    tie-breaks (finish or cost, then site and key)."""
     cost = np.round(rows.cost, _COST_DIGITS)
     finish = np.round(rows.finish, 6)
     first, second, third = cost.copy(), finish.copy(), cost.copy()
@@ -413,10 +499,24 @@ def _rank_all(ks: Sequence[_Class], o: _Offers, rows: _Rows) -> list[list[int]]:
             first[r] = _primary(k, rows, r)
             second[r], third[r] = cost[r], finish[r]
     first = np.where(rows.ok, first, np.inf)
-    name = np.broadcast_to(o.order, first.shape)
-    ordered = np.lexsort((name, third, second, first), axis=-1)
-    counts = rows.ok.sum(axis=1)
-    return [ordered[r, :counts[r]].tolist() for r in range(len(ks))]
+    n = first.shape[1]
+    cut = 0 < depth < n
+    if cut:
+        idx = np.argpartition(first, depth - 1, axis=1)[:, :depth]
+        idx = np.take_along_axis(idx, np.argsort(np.take_along_axis(first, idx, 1), 1), 1)
+    else:
+        idx = np.argsort(first, axis=1)
+    head = np.take_along_axis(first, idx, axis=1)
+    tied = ((head[:, 1:] == head[:, :-1]) & (head[:, 1:] < np.inf)).any(axis=1)
+    if cut:  # the last one kept ties with one left out
+        last = head[:, -1:]
+        tied |= (last[:, 0] < np.inf) & ((first == last).sum(axis=1) > 1)
+    if tied.any():
+        name = np.broadcast_to(o.order, (int(tied.sum()), n))
+        idx[tied] = np.lexsort((name, third[tied], second[tied], first[tied]),
+                               axis=-1)[:, :idx.shape[1]]
+    feasible = rows.ok.sum(axis=1)
+    return idx, np.minimum(feasible, idx.shape[1]), feasible <= idx.shape[1]
 
 
 def _balanced(cost: _Array, finish: _Array, ok: NDArray[np.bool_], weight: float) -> _Array:
@@ -424,6 +524,61 @@ def _balanced(cost: _Array, finish: _Array, ok: NDArray[np.bool_], weight: float
     out: _Array = (weight * (cost + _CENT) / (best_cost + _CENT)
                    + (1 - weight) * (finish + _MINUTE_S) / (best_time + _MINUTE_S))
     return out
+
+
+@dataclass
+class _Rankings:
+    """Every class's feasible offers best first, in one flat array: class ``k``'s are
+    ``offer[start[k]:start[k] + length[k]]``, the first ``length[k]`` of its ranking (all of
+    them once ``complete[k]``), and ``cost`` holds its expected cost on each. Slot 0 holds the
+    sentinel offer (index ``len(offers)``), which never fits."""
+
+    offer: NDArray[np.intp]
+    cost: _Array
+    start: NDArray[np.intp]
+    length: NDArray[np.intp]
+    complete: list[bool]
+    size: int
+
+    @classmethod
+    def of(cls, classes: Sequence[_Class], o: _Offers, now: datetime,
+           static: dict[tuple[Any, ...], NDArray[np.bool_]]) -> _Rankings:
+        n = len(o.items)
+        depth = n
+        if len(classes) * n > _RANKED:  # the first few of each now, deeper if a job gets there
+            depth = min(n, max(_TOP, _RANKED // len(classes)))
+        offer, cost = [np.array([n], dtype=np.intp)], [np.array([np.inf])]
+        lengths, complete = [np.zeros(0, dtype=np.intp)], []
+        for start in range(0, len(classes), _CHUNK):
+            chunk = classes[start:start + _CHUNK]
+            rows = _rows(chunk, o, now, static)
+            idx, count, whole = _rank_rows(chunk, o, rows, depth)
+            keep = np.arange(idx.shape[1]) < count[:, None]
+            offer.append(idx[keep])
+            cost.append(np.take_along_axis(rows.cost, idx, axis=1)[keep])
+            lengths.append(count)
+            complete += whole.tolist()
+        length = np.concatenate(lengths)
+        flat = np.concatenate(offer)
+        return cls(flat, np.concatenate(cost), 1 + np.cumsum(length) - length, length,
+                   complete, flat.size)
+
+    def deepen(self, k: int, klass: _Class, o: _Offers, now: datetime,
+               static: dict[tuple[Any, ...], NDArray[np.bool_]]) -> None:
+        """Rank class ``k`` deeper (its first offers as before) and keep it at the end."""
+        rows = _rows([klass], o, now, static)
+        depth = min(len(o.items), 4 * max(int(self.length[k]), _TOP))
+        ranked = _rank(klass, o, rows, 0, depth)[:depth]
+        end = self.size + ranked.size
+        if end > self.offer.size:
+            grow = max(end, 2 * self.offer.size) - self.offer.size
+            self.offer = np.concatenate([self.offer, np.zeros(grow, dtype=np.intp)])
+            self.cost = np.concatenate([self.cost, np.zeros(grow)])
+        self.offer[self.size:end] = ranked
+        self.cost[self.size:end] = rows.cost[0][ranked]
+        self.start[k], self.length[k], self.size = self.size, ranked.size, end
+        self.complete[k] = int(rows.ok[0].sum()) <= ranked.size
+
 
 
 # the round -----------------------------------------------------------------------------------
@@ -481,7 +636,7 @@ class Plan:
         scored = [self._score(job, k, rows, j, free[j], taken, left)
                   for j in range(len(self.offers))]
         chosen = self.choice[i]
-        rank = {j: n for n, j in enumerate(_rank(k, o, rows, 0, None))}
+        rank = {j: n for n, j in enumerate(_rank(k, o, rows, 0, None).tolist())}
         feasible = [s for s in scored if not s.problems]
         feasible.sort(key=lambda s: rank.get(s.index, len(rank)))
         infeasible = sorted((s for s in scored if s.problems),
@@ -531,7 +686,7 @@ class Plan:
             if k.spec.max_cost is not None and cost > k.spec.max_cost:
                 problems.append(f"expected cost {_money(cost)} > max_cost "
                                 f"{_money(k.spec.max_cost)}")
-            problems += _budget_problems(k.spec, cost, left)
+            problems += _budget_problems(job.spec, cost, left)  # the class may mix owners
         if offer.site in self.site_slots:
             slots = self.site_slots[offer.site] - taken[self._arrays.sites.index(offer.site)]
             if slots <= 0:
@@ -567,12 +722,208 @@ def _budget_problems(spec: JobSpec, cost: float, left: Mapping[str, float]) -> l
     return problems
 
 
-_FULL_RANK = 4096
-"""Up to this many offers every class ranks them all at once; beyond, the first ``_TOP``."""
-_STEPS = 24
-"""Offers a job steps past one by one before it searches the rest of its ranking at once."""
+_RANKED = 1 << 22
+"""How many (class, offer) pairs are ranked at first; beyond, each class ranks its first few
+(at least ``_TOP``) and ranks deeper when one of its jobs gets that far."""
 _CHUNK = 256
 """Classes scored together in one set of array operations."""
+_WINDOW = 256
+"""Jobs whose next offers are looked up together."""
+_AHEAD = 16
+"""How far down its class's ranking each job of a window looks first."""
+_KEEP = 16
+_GROW = 4
+"""How many of the offers that fit when its window starts a job keeps to try in turn."""
+
+
+class _Walker:
+    """Jobs in order, each to the first offer down its class's ranking that still has the
+    cpus/memory/gpus, its site a slot and its team and project the money it needs.
+
+    Capacity, slots and budgets only shrink, so an offer that cannot take a walk's job now
+    never takes one later: each walk keeps a pointer into its ranking that only moves on.
+    The jobs go in windows::
+
+        window ──> numpy: the next _AHEAD offers of each job's walk from its pointer and which
+                   of them fit now; the first _KEEP that fit are the job's candidates; the
+                   walk's pointer moves to the first that fits
+               ──> each job in turn: the first of its candidates that still fits (jobs before
+                   it in the window may have taken some); none: a numpy search down the rest
+                   of its ranking (ranked deeper if need be); what it takes comes off
+    """
+
+    def __init__(self, o: _Offers, g: _Groups, rk: _Rankings, left: dict[str, float],
+                 site_slots: Mapping[str, int]) -> None:
+        self.o, self.g, self.rk, self.left = o, g, rk, left
+        self.free = (o.cpus.tolist(), o.memory.tolist(), o.gpus.tolist())
+        self.arrays = tuple(np.append(a, -np.inf) for a in (o.cpus, o.memory, o.gpus))
+        self.dirty: list[int] = []
+        self.slots = [float(site_slots.get(s, math.inf)) for s in o.sites]
+        self.limited = any(s in site_slots for s in o.sites)
+        self.slots_np = np.append(np.asarray(self.slots, dtype=np.float64), 0.0)
+        self.site_np = np.append(o.site_idx, len(o.sites))
+        res = [g.classes[k].spec.resources for k in g.walk_class]
+        self.need = ([float(r.cpus) for r in res], [r.memory_gb for r in res],
+                     [float(r.gpus) for r in res])
+        self.need_np = tuple(np.asarray(x, dtype=np.float64) for x in self.need)
+        self.gpus = any(self.need[2])
+        self.walk_class = np.asarray(g.walk_class, dtype=np.intp)
+        self.ptr = np.zeros(len(g.walk_class), dtype=np.intp)
+        self.dead = [False] * len(g.walk_class)
+        sets = sorted(set(g.walk_keys))
+        self.keysets = sets if any(sets) else []
+        number = {keys: i for i, keys in enumerate(sets)}
+        self.keyset = np.asarray([number[keys] for keys in g.walk_keys], dtype=np.intp)
+
+    def run(self, now: datetime, static: dict[tuple[Any, ...], NDArray[np.bool_]]
+            ) -> tuple[list[int], list[tuple[int, int, float]]]:
+        """Each job's offer (-1: none) and the placements in order: (position in the order,
+        offer, expected cost)."""
+        self.now, self.static = now, static
+        order, walk_of = self.g.order, self.g.walk_of
+        walks = [walk_of[i] for i in order]
+        walks_np = np.asarray(walks, dtype=np.intp)
+        self.choice = [-1] * len(order)
+        self.events: list[tuple[int, int, float]] = []
+        for s in range(0, len(order), _WINDOW):
+            e = s + _WINDOW
+            self._place(s, order[s:e], walks[s:e], self._look(walks_np[s:e]))
+        return self.choice, self.events
+
+    def _sync(self) -> None:
+        """Bring the arrays up to date with what the jobs took since the last time."""
+        if self.dirty:
+            d = self.dirty
+            for free, arr in zip(self.free, self.arrays, strict=True):
+                arr[d] = [free[x] for x in d]
+            d.clear()
+            if self.limited:
+                self.slots_np[:-1] = self.slots
+
+    def _fits(self, walks: NDArray[np.intp], flat: NDArray[np.intp]) -> NDArray[np.bool_]:
+        """Which of the ranked offers at ``flat`` (one row per walk) fit its jobs now."""
+        (cpus, mem, gpus), (c, m, g) = self.arrays, self.need_np
+        cand = self.rk.offer[flat]
+        fit = (cpus[cand] >= c[walks, None]) & (mem[cand] >= m[walks, None])
+        if self.gpus:
+            fit &= gpus[cand] >= g[walks, None]
+        if self.limited:
+            fit &= self.slots_np[self.site_np[cand]] > 0
+        if self.keysets:
+            caps = np.asarray([min((self.left[b] for b in keys), default=math.inf)
+                               for keys in self.keysets])
+            fit &= self.rk.cost[flat] <= caps[self.keyset[walks], None]
+        return fit
+
+    def _look(self, walks: NDArray[np.intp]) -> tuple[list[int], list[float], list[int],
+                                                       list[int]]:
+        """The window's candidates: offers and costs of all its jobs end to end, where each
+        job's begin, and where down its ranking a job's search goes on if none is left.
+
+        Each job looks ``_AHEAD`` offers down from its walk's pointer; one that finds none
+        there (other walks filled them since) looks four times as far on from there, and so
+        on to the end of its ranking."""
+        self._sync()
+        rows = np.arange(len(walks))
+        start, length = self.ptr[walks], self.rk.length[self.walk_class[walks]]
+        resume = start.copy()
+        count = np.zeros(len(walks), dtype=np.intp)
+        found_rows, found_at = [], []
+        width = _AHEAD
+        while rows.size:
+            r, at, resume[rows] = self._scan(walks[rows], resume[rows], width)
+            found_rows.append(rows[r])
+            found_at.append(at)
+            count[rows] = np.bincount(r, minlength=rows.size)
+            rows = rows[(count[rows] == 0) & (resume[rows] < length[rows])]
+            width *= _GROW
+        at = np.concatenate(found_at)
+        if len(found_at) > 1:
+            at = at[np.argsort(np.concatenate(found_rows), kind="stable")]
+        bounds = np.zeros(len(walks) + 1, dtype=np.intp)
+        np.cumsum(count, out=bounds[1:])
+        return (self.rk.offer[at].tolist(), self.rk.cost[at].tolist(), bounds.tolist(),
+                resume.tolist())
+
+    def _scan(self, walks: NDArray[np.intp], p0: NDArray[np.intp], width: int
+              ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.intp]]:
+        """Positions ``p0`` to ``p0 + width`` of each walk's ranking: the first ``_KEEP``
+        that fit now (as row numbers and places in the flat ranking, row by row), and where
+        a search goes on past them. The walks' pointers move to the first that fits."""
+        k = self.walk_class[walks]
+        length = self.rk.length[k]
+        at = p0[:, None] + np.arange(width)
+        end = np.minimum(p0 + width, length)
+        flat = np.where(at < length[:, None], self.rk.start[k][:, None] + at, 0)
+        fit = self._fits(walks, flat)
+        first = np.argmax(fit, axis=1)
+        self.ptr[walks] = np.where(fit[np.arange(len(walks)), first], p0 + first, end)
+        if width > _KEEP:
+            seen = np.cumsum(fit, axis=1)
+            over = seen[:, -1] > _KEEP
+            end = np.where(over, p0 + np.argmax(seen > _KEEP, axis=1), end)
+            fit &= seen <= _KEEP
+        r, c = np.nonzero(fit)
+        return r, flat[r, c], end
+
+    def _place(self, s: int, jobs: list[int], walks: list[int],
+               look: tuple[list[int], list[float], list[int], list[int]]) -> None:
+        cands, costs, bounds, resume = look
+        (free_c, free_m, free_g), (need_c, need_m, need_g) = self.free, self.need
+        slots, site_of, left, keysets = self.slots, self.o.site_of, self.left, self.g.walk_keys
+        dead, dirty, choice, events = self.dead, self.dirty, self.choice, self.events
+        for t, i in enumerate(jobs):
+            w = walks[t]
+            if dead[w]:
+                continue
+            c, m, g, keys = need_c[w], need_m[w], need_g[w], keysets[w]
+            x, price = -1, 0.0
+            for u in range(bounds[t], bounds[t + 1]):
+                j = cands[u]
+                if (free_c[j] >= c and free_m[j] >= m and free_g[j] >= g
+                        and slots[site_of[j]] > 0):
+                    price = costs[u]
+                    for b in keys:
+                        if price > left[b]:
+                            break
+                    else:
+                        x = j
+                        break
+            if x < 0:
+                x, price = self._search(w, resume[t])
+                if x < 0:
+                    continue
+            free_c[x] -= c
+            free_m[x] -= m
+            free_g[x] -= g
+            dirty.append(x)
+            slots[site_of[x]] -= 1
+            for b in keys:
+                left[b] -= price
+            choice[i] = x
+            events.append((s + t, x, price))
+
+    def _search(self, w: int, s: int) -> tuple[int, float]:
+        """The first offer from position ``s`` of walk ``w``'s ranking that fits now, and
+        its cost: (-1, 0) when none does (and none will: the walk is done)."""
+        self._sync()
+        rk, k = self.rk, int(self.walk_class[w])
+        walk = np.full(1, w, dtype=np.intp)
+        s = max(s, int(self.ptr[w]))
+        while True:
+            a, n = int(rk.start[k]), int(rk.length[k])
+            if s < n:
+                fit = self._fits(walk, np.arange(a + s, a + n)[None, :])[0]
+                q = int(np.argmax(fit))
+                if fit[q]:
+                    self.ptr[w] = s + q
+                    return int(rk.offer[a + s + q]), float(rk.cost[a + s + q])
+                s = n
+            if rk.complete[k]:
+                self.dead[w] = True
+                return -1, 0.0
+            rk.deepen(k, self.g.classes[k], self.o, self.now, self.static)
+
 
 
 def plan(
@@ -611,132 +962,14 @@ def _plan(jobs: Sequence[PendingJob], offers: Sequence[Offer], now: datetime, po
           budgets: Mapping[str, float] | None, site_slots: Mapping[str, int] | None) -> Plan:
     left = dict(budgets or {})
     o = _Offers.of(offers)
-    classes: list[_Class] = []
-    index: dict[tuple[Any, ...], int] = {}
-    class_of: list[int] = []
-    walks: list[_Walk] = []
-    walk_index: dict[tuple[int, str | None, str | None], int] = {}
-    walk_of: list[int] = []
-    for job in jobs:
-        key = _class_key(job, policy)
-        c = index.get(key)
-        if c is None:
-            c = index[key] = len(classes)
-            spec = job.spec
-            work = (spec.resources.runtime_estimate_s if job.remaining_work_s is None
-                    else job.remaining_work_s)
-            classes.append(_Class(
-                spec=spec, work=work,
-                resumable=spec.checkpoint.resumable or job.remaining_work_s is not None,
-                cost_c=job.checkpoint_cost_s, avoid=dict(job.avoid),
-                policy=spec.policy or policy))
-        class_of.append(c)
-        owner = job.spec.owner
-        team = owner.team if left and (owner.team in left or f"team:{owner.team}" in left) \
-            else None
-        project = owner.project if left and f"project:{owner.project}" in left else None
-        w = walk_index.get((c, team, project))
-        if w is None:
-            w = walk_index[(c, team, project)] = len(walks)
-            res = job.spec.resources
-            walks.append(_Walk(c, team, project, _budget_keys(job.spec, left),
-                               cpus=res.cpus, memory=res.memory_gb, gpus=res.gpus))
-        walk_of.append(w)
+    g = _group(jobs, policy, left)
     static: dict[tuple[Any, ...], NDArray[np.bool_]] = {}
-    for start in range(0, len(classes), _CHUNK):
-        chunk = classes[start:start + _CHUNK]
-        rows = _rows(chunk, o, now, static)
-        if len(offers) <= _FULL_RANK:  # rank every offer of every class of the chunk at once
-            for r, (k, ranked) in enumerate(zip(chunk, _rank_all(chunk, o, rows), strict=True)):
-                _set_ranking(k, ranked, rows.cost[r])
-                k.complete = True
-        else:  # many offers: the first few of each class now, the rest if it gets there
-            for r, k in enumerate(chunk):
-                _set_ranking(k, _rank(k, o, rows, r, _TOP), rows.cost[r])
-                k.complete = len(k.ranked) < _TOP or int(rows.ok[r].sum()) <= len(k.ranked)
-    sort_keys = [(-j.spec.priority, j.submitted_at, j.job_id) for j in jobs]
-    order = sorted(range(len(jobs)), key=sort_keys.__getitem__)
-    # Capacity as lists for the per-job checks, and as arrays for the searches past offers
-    # that filled up (brought up to date from ``dirty`` before each search).
-    free_cpus, free_mem, free_gpus = o.cpus.tolist(), o.memory.tolist(), o.gpus.tolist()
-    cpus_np, mem_np, gpus_np = o.cpus.copy(), o.memory.copy(), o.gpus.copy()
-    dirty: list[int] = []
-    slots = [math.inf] * len(o.sites)
-    for site, n in (site_slots or {}).items():
-        if site in o.sites:
-            slots[o.sites.index(site)] = n
-    site_of, site_idx = o.site_of, o.site_idx
-    choice = [-1] * len(jobs)
-    events: list[tuple[int, int, float]] = []
-    for pos, i in enumerate(order):
-        walk = walks[walk_of[i]]
-        k = classes[walk.klass]
-        cpus, mem, gpus, keys = walk.cpus, walk.memory, walk.gpus, walk.keys
-        while True:
-            p, ranked, costs, n = walk.ptr, k.ranked, k.costs, len(k.ranked)
-            # Capacity, slots and budgets only shrink, so an offer passed over here can never
-            # fit a job of this walk again. A few steps one by one (the next offer usually
-            # fits), then one pass over the rest of the ranking.
-            stop = min(n, p + _STEPS)
-            while p < stop:
-                j = ranked[p]
-                if (free_cpus[j] >= cpus and free_mem[j] >= mem and free_gpus[j] >= gpus
-                        and slots[site_of[j]] > 0):
-                    if not keys:
-                        break
-                    price = costs[p]
-                    for b in keys:
-                        if price > left[b]:
-                            break
-                    else:
-                        break
-                p += 1
-            if p == stop and p < n:
-                if dirty:
-                    cpus_np[dirty] = [free_cpus[x] for x in dirty]
-                    mem_np[dirty] = [free_mem[x] for x in dirty]
-                    gpus_np[dirty] = [free_gpus[x] for x in dirty]
-                    dirty.clear()
-                rest = k.ranked_np[p:]
-                fit = ((cpus_np[rest] >= cpus) & (mem_np[rest] >= mem)
-                       & (gpus_np[rest] >= gpus))
-                if site_slots:
-                    fit &= np.asarray(slots, dtype=np.float64)[site_idx[rest]] > 0
-                for b in keys:
-                    fit &= k.costs_np[p:] <= left[b]
-                q = int(np.argmax(fit))
-                p = p + q if fit[q] else n
-            walk.ptr = p
-            if p < n or k.complete:
-                break
-            full = _rows([k], o, now, static)  # the first few ran out: rank them all
-            _set_ranking(k, _rank(k, o, full, 0, None), full.cost[0])
-            k.complete = True
-        p = walk.ptr
-        if p >= len(k.ranked):
-            continue
-        j = k.ranked[p]
-        cost = k.costs[p]
-        free_cpus[j] -= cpus
-        free_mem[j] -= mem
-        free_gpus[j] -= gpus
-        dirty.append(j)
-        slots[site_of[j]] -= 1
-        for b in keys:
-            left[b] -= cost
-        choice[i] = j
-        events.append((pos, j, cost))
+    rk = _Rankings.of(g.classes, o, now, static)
+    choice, events = _Walker(o, g, rk, left, site_slots or {}).run(now, static)
     return Plan(jobs=jobs, offers=offers, now=now, policy=policy, budgets=dict(budgets or {}),
-                order=order, choice=choice, site_slots=dict(site_slots or {}),
-                classes=len(classes), _classes=classes, _class_of=class_of, _arrays=o,
+                order=g.order, choice=choice, site_slots=dict(site_slots or {}),
+                classes=len(g.classes), _classes=g.classes, _class_of=g.class_of, _arrays=o,
                 _events=events, _static=static)
-
-
-def _set_ranking(k: _Class, ranked: list[int], cost_row: _Array) -> None:
-    k.ranked = ranked
-    k.ranked_np = np.asarray(ranked, dtype=np.int64)
-    k.costs_np = cost_row[k.ranked_np] if ranked else np.zeros(0)
-    k.costs = k.costs_np.tolist()
 
 
 def place(

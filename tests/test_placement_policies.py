@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
@@ -13,6 +13,7 @@ import pytest
 
 from gridbridge.adapter import Offer, Pricing
 from gridbridge.costs import estimate
+from gridbridge.scheduler import placement
 from gridbridge.scheduler.placement import PendingJob, Policy, place, plan
 from gridbridge.spec import CheckpointPolicy, Constraints, JobSpec, Owner, Resources, Tier
 
@@ -260,3 +261,126 @@ def test_plan_explains_only_what_is_asked() -> None:
     assert [(d.site, d.offer_key) for d in place(jobs, offers, NOW)] == [
         (offers[p.choice[i]].site, offers[p.choice[i]].key) if p.choice[i] >= 0 else (None, None)
         for i in p.order]
+
+
+# the windowed walk against the plain one-job-at-a-time rule --------------------------------
+
+
+def _random_round(seed: int) -> tuple[list[PendingJob], list[Offer], Policy,
+                                      dict[str, float] | None, dict[str, int] | None]:
+    rng = random.Random(seed)
+    offers = []
+    for n in range(rng.randint(4, 16)):
+        preemptible = rng.random() < 0.5
+        offers.append(offer(
+            f"s{rng.randint(0, 4)}", rng.choice([0.1, 0.5, round(rng.uniform(0.05, 2.0), 3)]),
+            key=f"k{n}", tier=rng.choice(list(Tier)), cpus=rng.choice([1, 4, 8, 16]),
+            memory_gb=rng.choice([4.0, 16.0, 0.3]), gpus=rng.choice([0, 0, 1, 4]),
+            preemptible=preemptible,
+            preemption_rate_per_hour=rng.uniform(0, 2) if preemptible else 0.0,
+            restart_overhead_s=rng.choice([0.0, 60.0, 600.0]),
+            queue_wait_s=rng.choice([0.0, 0.0, 1800.0]),
+            max_walltime_s=rng.choice([None, 2 * HOUR]),
+            labels=rng.choice([{}, {"loc": "a"}]), latency_ms=rng.choice([None, 1.0, 20.0])))
+    policies = [None, None, Policy(name="fastest"), Policy(name="balanced", weight=0.3),
+                Policy(name="deadline", target=0.8)]
+    shapes = []  # a few kinds of job, so that walks have many jobs
+    for _ in range(rng.randint(1, 5)):
+        deadline = NOW + timedelta(hours=rng.uniform(1, 10)) if rng.random() < 0.3 else None
+        shapes.append(JobSpec(
+            name="j", command=("true",),
+            resources=Resources(cpus=rng.choice([1, 2, 4]), memory_gb=rng.choice([1.0, 0.1, 4.0]),
+                                gpus=rng.choice([0, 0, 0, 1]),
+                                walltime_s=rng.choice([0.5, 1, 3]) * HOUR),
+            checkpoint=CheckpointPolicy(interval_s=rng.choice([300.0, 1800.0]),
+                                        resumable=rng.random() < 0.5),
+            constraints=Constraints(
+                tiers=frozenset(rng.sample(list(Tier), rng.randint(1, 3))),
+                deadline=deadline, preemptible_ok=rng.random() < 0.8,
+                labels=rng.choice([{}, {}, {"loc": "a"}]),
+                max_latency_ms=rng.choice([None, None, 5.0]),
+                denied_sites=rng.choice([frozenset(), frozenset({"s1"})])),
+            max_cost=rng.choice([None, None, 2.0]), policy=rng.choice(policies)))
+    jobs = []
+    for _ in range(rng.randint(1, 80)):
+        s = rng.choice(shapes).model_copy(update={
+            "priority": rng.randint(0, 2),
+            "owner": Owner(team=rng.choice("abc"), project=rng.choice("xy"))})
+        jobs.append(PendingJob(job_id=f"j{rng.randint(0, 99):02d}", spec=s,
+                               submitted_at=NOW - timedelta(minutes=rng.randint(0, 30)),
+                               avoid=rng.choice([{}] * 6 + [{"s2": "rejected"}]),
+                               remaining_work_s=rng.choice([None] * 6 + [1800.0]),
+                               checkpoint_cost_s=rng.choice([None] * 6 + [10.0])))
+    budgets = rng.choice([None, {"a": 5.0, "project:x": 3.0}, {"team:b": 9.0, "c": 2.5}])
+    slots = rng.choice([None, {"s0": 3, "s3": 1}])
+    return jobs, offers, rng.choice([Policy(), Policy(name="fastest")]), budgets, slots
+
+
+def _one_at_a_time(jobs: list[PendingJob], offers: list[Offer], policy: Policy,
+                   budgets: dict[str, float] | None, slots: dict[str, int] | None) -> list[int]:
+    """The plain rule: jobs in order, each ranking every offer on its own and taking the first
+    that still has the room, its site a slot and its owner the money."""
+    o = placement._Offers.of(offers)
+    free = [[float(x.cpus), x.memory_gb, float(x.gpus)] for x in offers]
+    left, taken = dict(budgets or {}), dict.fromkeys((x.site for x in offers), 0)
+    choice = [-1] * len(jobs)
+    for i in sorted(range(len(jobs)), key=lambda i: (-jobs[i].spec.priority,
+                                                     jobs[i].submitted_at, jobs[i].job_id)):
+        k = placement._Class.of(jobs[i], policy)
+        rows = placement._rows([k], o, NOW, {})
+        res, owner = jobs[i].spec.resources, jobs[i].spec.owner
+        keys = [b for b in (owner.team, f"team:{owner.team}", f"project:{owner.project}")
+                if b in left]
+        for j in placement._rank(k, o, rows, 0, None).tolist():
+            cost, site = float(rows.cost[0, j]), offers[j].site
+            if (free[j][0] >= res.cpus and free[j][1] >= res.memory_gb
+                    and free[j][2] >= res.gpus and taken[site] < (slots or {}).get(site, math.inf)
+                    and all(cost <= left[b] for b in keys)):
+                free[j][0] -= res.cpus
+                free[j][1] -= res.memory_gb
+                free[j][2] -= res.gpus
+                taken[site] += 1
+                for b in keys:
+                    left[b] -= cost
+                choice[i] = j
+                break
+    return choice
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_the_windowed_walk_is_the_one_job_at_a_time_rule(
+        seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With budgets, slots, every policy and deadlines; and again with windows, looks ahead
+    and first rankings so short that every path of the walk runs (candidates taken by jobs
+    earlier in the window, deeper looks, searches, rankings made deeper)."""
+    jobs, offers, policy, budgets, slots = _random_round(seed)
+    want = _one_at_a_time(jobs, offers, policy, budgets, slots)
+    usual = plan(jobs, offers, NOW, policy, budgets, slots)
+    assert usual.choice == want
+    for name, value in (("_WINDOW", 3), ("_AHEAD", 1), ("_KEEP", 1), ("_GROW", 2),
+                        ("_RANKED", 4), ("_TOP", 1)):
+        monkeypatch.setattr(placement, name, value)
+    assert plan(jobs, offers, NOW, policy, budgets, slots).choice == want
+    for i in usual.order:  # and each explanation, which scores every offer anew, agrees
+        d = usual.decision(i)
+        assert (d.site, d.offer_key) == ((offers[want[i]].site, offers[want[i]].key)
+                                         if want[i] >= 0 else (None, None))
+
+
+def test_the_order_is_priority_then_submission_then_id_whatever_the_clocks() -> None:
+    rng = random.Random(3)
+    plus2 = timezone(timedelta(hours=2))
+    for clock in ("utc", "naive", "mixed", "huge"):
+        jobs = []
+        for n in range(200):
+            at = NOW - timedelta(minutes=rng.randint(0, 5), microseconds=rng.randint(0, 2))
+            if clock == "naive":
+                at = at.replace(tzinfo=None)
+            elif clock == "mixed" and n % 2:
+                at = at.astimezone(plus2)
+            priority = rng.randint(0, 2) * (2**70 if clock == "huge" else 1)
+            jobs.append(job(f"j{rng.randint(0, 50)}", spec(priority=priority)))
+            jobs[-1] = jobs[-1].model_copy(update={"submitted_at": at})
+        want = sorted(range(len(jobs)), key=lambda i: (-jobs[i].spec.priority,
+                                                       jobs[i].submitted_at, jobs[i].job_id))
+        assert plan(jobs, [], NOW).order == want, clock
