@@ -724,6 +724,7 @@ class Reconciler:
         round_ = plan(jobs, offers, datetime.fromtimestamp(now, UTC), self.config.policy,
                       self._budgets_left(now), self._site_slots())
         explained = 0
+        wanted: list[tuple[PendingJob, Offer, tuple[str, str, str, tuple[str, str]]]] = []
         for i in round_.order:
             job = jobs[i]
             if round_.choice[i] < 0:
@@ -737,7 +738,7 @@ class Reconciler:
                 else:
                     report.unplaced[job.job_id] = "not placed this tick"
                 continue
-            if len(new) >= budget[0]:
+            if len(wanted) >= budget[0]:
                 report.unplaced[job.job_id] = "max_submissions_per_tick reached"
                 continue
             decision = round_.decision(i)
@@ -750,12 +751,14 @@ class Reconciler:
                                "offer": offer.model_dump(mode="json"),
                                "checkpoint_interval_s": decision.checkpoint_interval_s,
                                "expected_cost": chosen.expected_cost if chosen else None})
-            attempt = self.store.new_attempt(decision.job_id, decision.site or offer.site, root,
-                                             self.holder, offer=(offer.key, card))
+            wanted.append((job, offer, (decision.job_id, decision.site or offer.site, root,
+                                        (offer.key, card))))
+        made = self.store.new_attempts([w[2] for w in wanted], self.holder)  # one write
+        for (job, offer, _), attempt in zip(wanted, made, strict=True):
             if attempt is not None:
-                report.placed[decision.job_id] = offer.site
+                report.placed[job.job_id] = offer.site
                 log.info("placed %s on %s (offer %s)", attempt.id, offer.site, offer.key, extra={
-                    "event": "placed", "attempt": attempt.id, "job": decision.job_id,
+                    "event": "placed", "attempt": attempt.id, "job": job.job_id,
                     "site": offer.site, "offer": offer.key})
                 new.append(attempt)
                 placed.append((offer.site, offer.key, job))

@@ -237,33 +237,47 @@ class StateStore:
         restarted reconciler re-submits with. ``offer`` is the chosen offer's key and the
         JSON of the price card it was placed at. None if the job was no longer PENDING.
         """
+        [attempt] = self.new_attempts([(job_id, site, attempt_root, offer)], actor)
+        return attempt
+
+    def new_attempts(
+        self, requests: Sequence[tuple[str, str, str, tuple[str, str] | None]], actor: str,
+    ) -> list[Attempt | None]:
+        """:meth:`new_attempt` for many (job id, site, attempt root, offer) in one
+        transaction, each its own compare-and-set; None for a job no longer PENDING."""
         now = self._clock()
         with self._tx() as s:
-            row = s.connection().execute(
-                select(_JOBS.c.state, _JOBS.c.attempts, _JOBS.c.cancel_requested)
-                .where(_JOBS.c.id == job_id)).first()
-            if row is None or row.state != JobState.PENDING.value or row.cancel_requested:
-                return None
-            number = row.attempts + 1
-            reason = f"attempt {number} placed on {site}"
-            if offer is not None and offer[0] != "default":
-                reason += f" ({offer[0]})"
-            if not self._cas_job(
-                s, job_id, JobState.PENDING, JobState.SCHEDULED, reason, actor, attempts=number
-            ):
-                return None
-            values: dict[str, Any] = {
-                "id": f"{job_id}.{number}", "job_id": job_id, "number": number,
-                "token": number, "site": site, "state": AttemptState.SUBMITTING.value,
-                "native_id": None, "native_state": "", "created_at": now, "started_at": None,
-                "ended_at": None, "exit_code": None, "reason": "", "last_step": None,
-                "attempt_url": f"{attempt_root}/attempts/{number}", "submit_tries": 0,
-                "offer_key": offer[0] if offer else None,
-                "price_json": offer[1] if offer else None,
-            }
-            s.connection().execute(insert(_ATTEMPTS).values(**values))
-            _add_event(s, now, job_id, values["id"], "attempt", "", AttemptState.SUBMITTING, "",
-                       actor)
+            return [self._new_attempt(s, now, *request, actor) for request in requests]
+
+    def _new_attempt(
+        self, s: Session, now: float, job_id: str, site: str, attempt_root: str,
+        offer: tuple[str, str] | None, actor: str,
+    ) -> Attempt | None:
+        row = s.connection().execute(
+            select(_JOBS.c.state, _JOBS.c.attempts, _JOBS.c.cancel_requested)
+            .where(_JOBS.c.id == job_id)).first()
+        if row is None or row.state != JobState.PENDING.value or row.cancel_requested:
+            return None
+        number = row.attempts + 1
+        reason = f"attempt {number} placed on {site}"
+        if offer is not None and offer[0] != "default":
+            reason += f" ({offer[0]})"
+        if not self._cas_job(
+            s, job_id, JobState.PENDING, JobState.SCHEDULED, reason, actor, attempts=number
+        ):
+            return None
+        values: dict[str, Any] = {
+            "id": f"{job_id}.{number}", "job_id": job_id, "number": number,
+            "token": number, "site": site, "state": AttemptState.SUBMITTING.value,
+            "native_id": None, "native_state": "", "created_at": now, "started_at": None,
+            "ended_at": None, "exit_code": None, "reason": "", "last_step": None,
+            "attempt_url": f"{attempt_root}/attempts/{number}", "submit_tries": 0,
+            "offer_key": offer[0] if offer else None,
+            "price_json": offer[1] if offer else None,
+        }
+        s.connection().execute(insert(_ATTEMPTS).values(**values))
+        _add_event(s, now, job_id, values["id"], "attempt", "", AttemptState.SUBMITTING, "",
+                   actor)
         return Attempt.of(AttemptRow(**values))
 
     def attempt(self, attempt_id: str) -> Attempt:

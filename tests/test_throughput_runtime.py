@@ -213,7 +213,7 @@ def test_budgets_read_the_owners_of_live_attempts_in_one_query(
         c.close()
 
 
-def test_decisions_of_a_placement_round_are_stored_in_one_write(
+def test_a_placement_rounds_attempts_and_decisions_are_stored_in_one_write_each(
     client: Client, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     for _ in range(4):  # two fit, two wait
@@ -223,10 +223,16 @@ def test_decisions_of_a_placement_round_are_stored_in_one_write(
     real = client.store.record_decisions
     monkeypatch.setattr(client.store, "record_decisions",
                         lambda rows: writes.append(len(rows)) or real(rows))
+    monkeypatch.setattr(client.store, "new_attempt", lambda *a, **k: pytest.fail("one by one"))
+    batches = []
+    real_new = client.store.new_attempts
+    monkeypatch.setattr(client.store, "new_attempts",
+                        lambda reqs, actor: batches.append(len(reqs)) or real_new(reqs, actor))
     try:
         report = client.reconciler.tick()
         assert len(report.placed) == 2
         assert len(writes) == 1 and writes[0] >= 4
+        assert batches == [2]
     finally:
         ids = [a.native_id for a in client.store.active_attempts() if a.native_id]
         client.adapters["here"].cancel(ids)
