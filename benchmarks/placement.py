@@ -14,11 +14,17 @@ time too (no two jobs alike: the worst case for the class grouping).
 Side by side in the same process, at the smallest size, the baseline: one job at a time,
 scoring every offer with ``gridbridge.costs.estimate`` (what placement did before it was
 vectorised); the ratio is baseline time / round time.
+
+The machine may be shared, so before each size's rounds the same process also times a fixed
+reference workload (a pure-Python loop and a numpy sort, :func:`reference`, its median shown
+beside each size): the column ``round / ref`` is the round in units of it, which moves much
+less with the load than seconds do.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import gzip
 import itertools
 import json
@@ -114,6 +120,20 @@ def make_offers(m: int, seed: int = 2) -> list[Offer]:
     return offers
 
 
+def reference() -> float:
+    """Seconds for a fixed CPU workload: a million multiply-adds in Python, then sorting a
+    million seeded random floats with numpy."""
+    import numpy as np
+
+    data = np.random.default_rng(0).random(1_000_000)
+    t0 = time.perf_counter()
+    total = 0
+    for i in range(1_000_000):
+        total += i * i
+    np.sort(data)
+    return time.perf_counter() - t0
+
+
 def baseline(jobs: list[PendingJob], offers: list[Offer]) -> list[int]:
     """One job at a time, every offer scored with gridbridge.costs.estimate."""
     free = [[o.cpus, o.memory_gb, o.gpus] for o in offers]
@@ -154,8 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     for n, m in zip(args.jobs, args.offers, strict=True):
         jobs, offers = make_jobs(n, pool, args.distinct), make_offers(m)
-        times, explain, placed, classes = [], [], 0, 0
+        times, explain, refs, placed, classes = [], [], [], 0, 0
+        gc.collect()
         for _ in range(args.rounds):
+            refs.append(reference())
             t0 = time.perf_counter()
             p = plan(jobs, offers, NOW, budgets=budgets)
             times.append(time.perf_counter() - t0)
@@ -167,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
             placed, classes = sum(c >= 0 for c in p.choice), p.classes
         rows.append({"jobs": n, "offers": m, "classes": classes, "placed": placed,
                      "round_s": statistics.median(times),
-                     "explain_100_s": statistics.median(explain)})
+                     "explain_100_s": statistics.median(explain),
+                     "reference_s": statistics.median(refs)})
     small_jobs, small_offers = make_jobs(args.jobs[0], pool, args.distinct), make_offers(
         args.offers[0])
     t0 = time.perf_counter()
@@ -176,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     table = Table(title=f"one placement round (median of {args.rounds}; shapes from {source}"
                         f"{', every job distinct' if args.distinct else ''})")
     for col in ("jobs", "offers", "job classes", "placed", "round, s", "per job, us",
-                "explain 100, ms", "target"):
+                "explain 100, ms", "ref, s", "round / ref", "target"):
         table.add_column(col, justify="right")
     for r in rows:
         target = "<= 1 s" if (r["jobs"], r["offers"]) == (100_000, 1000) else ""
@@ -184,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         table.add_row(f"{r['jobs']:,}", f"{r['offers']:,}", f"{r['classes']:,}",
                       f"{r['placed']:,}", f"{r['round_s']:.3f}",
                       f"{r['round_s'] / r['jobs'] * 1e6:.1f}", f"{r['explain_100_s'] * 1e3:.0f}",
+                      f"{r['reference_s']:.3f}", f"{r['round_s'] / r['reference_s']:.1f}",
                       target + met)
     console.print(table)
     ratio = base_s / rows[0]["round_s"]

@@ -38,7 +38,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
 from gridbridge.adapter import Offer
-from gridbridge.spec import JobSpec, Policy
+from gridbridge.spec import JobSpec, Policy, Tier
 
 __all__ = ["Candidate", "Decision", "PendingJob", "Plan", "Policy", "place", "plan"]
 
@@ -238,8 +238,11 @@ _SPEC_FIELDS = itemgetter("resources", "checkpoint", "constraints", "max_cost", 
                           "priority", "owner")
 _RESOURCE_KEY = itemgetter("cpus", "memory_gb", "gpus", "walltime_s", "expected_runtime_s")
 _CHECKPOINT_KEY = itemgetter("interval_s", "resumable")
-_CONSTRAINT_KEY = itemgetter("allowed_sites", "denied_sites", "tiers", "deadline",
-                             "preemptible_ok", "max_latency_ms")
+_CONSTRAINT_KEY = itemgetter("allowed_sites", "denied_sites", "deadline", "preemptible_ok",
+                             "max_latency_ms", "tiers", "labels")
+_ALL_TIERS = frozenset(Tier)
+"""Each job's tiers are its own frozenset, and hashing one hashes every Tier in Python: a set
+as long as this one is this one, whose hash is kept."""
 _MICROSECOND = timedelta(microseconds=1)
 
 
@@ -277,9 +280,12 @@ def _group(jobs: Sequence[PendingJob], policy: Policy, left: Mapping[str, float]
     for job in jobs:
         spec, at, job_id, remaining, save_s, avoid = _JOB_FIELDS(job.__dict__)
         res, ckpt, con, max_cost, pol, prio, owner = _SPEC_FIELDS(spec.__dict__)
-        labels = con.labels
-        key = (_RESOURCE_KEY(res.__dict__), _CHECKPOINT_KEY(ckpt.__dict__),
-               _CONSTRAINT_KEY(con.__dict__), tuple(sorted(labels.items())) if labels else (),
+        allowed, denied, deadline, preemptible, latency, tiers, labels = _CONSTRAINT_KEY(
+            con.__dict__)
+        key = (_RESOURCE_KEY(res.__dict__), _CHECKPOINT_KEY(ckpt.__dict__), allowed, denied,
+               deadline, preemptible, latency,
+               _ALL_TIERS if len(tiers) == len(_ALL_TIERS) else tiers,
+               tuple(sorted(labels.items())) if labels else (),
                max_cost, remaining, save_s, tuple(sorted(avoid.items())) if avoid else (),
                own if pol is None else (pol.name, pol.weight, pol.target))
         c = index.get(key)
