@@ -12,7 +12,7 @@ import pytest
 
 from gridbridge.config import GridConfig, default_config
 
-SERVICE_MARKERS = ("s3", "slurm", "ssh", "ec2", "pbs", "torch", "dask")
+SERVICE_MARKERS = ("s3", "slurm", "ssh", "ec2", "pbs", "torch", "dask", "browser")
 _skipped_services: list[str] = []
 
 
