@@ -536,7 +536,8 @@ def for_display(summary: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             elif key in cents:
                 shown[key] = f"-${-float(value):,.2f}" if value < 0 else f"${float(value):,.2f}"
             elif key in _MONEY_KEYS:
-                shown[key] = fmt_money(float(value))
+                v = float(value)
+                shown[key] = "-" + fmt_money(-v) if v < 0 else fmt_money(v)
         out.append(shown)
     return out
 
