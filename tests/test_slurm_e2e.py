@@ -109,10 +109,11 @@ def test_a_preempted_training_job_checkpoints_continues_and_ends_bit_identical(
 def test_a_job_longer_than_the_time_limit_goes_on_in_new_submissions(
     tmp_path: Path, slurm_cluster: dict[str, str]
 ) -> None:
-    # The "short" partition's MaxTime is one minute; the job needs about 100 s of work.
+    # The "short" partition's MaxTime is one minute; the job needs 65 s of work or more (at
+    # least 10 ms a step), so no single submission can finish it.
     grid = parse_config(grid_data(tmp_path, slurm_site(
         {"short": {"price": {"per_core_hour": NORMAL_RATE}}}, signal_before_s=30)))
-    total = 10_000  # 10 ms a step
+    total = 6_500  # 10 ms a step
     with Client(grid) as client:
         f = client.submit(jobs.counter, total, 500, cpus=1, walltime_s=600, name="long",
                           checkpoint={"resumable": True})
