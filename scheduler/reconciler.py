@@ -137,7 +137,11 @@ class Reconciler:
         its time only checks that it is still held (a read, not a write transaction)."""
         self._wake = threading.Event()
         self._decisions: list[DecisionRow] | None = None
-        """While a placement round runs: the decision rows it will store in one write."""
+        """While a placement round runs: the decision rows it will store in one write..."""
+        self._waiting: list[tuple[str, str]] = []
+        """...with the ``waiting`` events (job id, why) it tells."""
+        self._could: dict[str, set[str]] = {}
+        """Per pending job, the sites that could run it on their whole capacity."""
 
     # the loop -----------------------------------------------------------------------------
 
@@ -639,6 +643,8 @@ class Reconciler:
         """Place pending jobs on this tick's offers; a job a site rejects is placed again at
         once on what is left (each round rules one more site out for it)."""
         pending = [j for j in self.store.jobs([JobState.PENDING]) if not j.cancel_requested]
+        ids = {j.id for j in pending}
+        self._could = {k: v for k, v in self._could.items() if k in ids}
         requeued, self._requeued = self._requeued, []
         if not pending and not requeued:
             return
@@ -768,8 +774,9 @@ class Reconciler:
 
     def _flush_decisions(self) -> None:
         rows, self._decisions = self._decisions, None
-        if rows:
-            self.store.record_decisions(rows)
+        waiting, self._waiting = self._waiting, []
+        if rows or waiting:
+            self.store.record_decisions(rows or [], waiting=waiting, actor=self.holder)
 
     def _budgets_left(self, now: float) -> dict[str, float] | None:
         """What each team and project with a budget has left this month: the budget, less
@@ -860,8 +867,11 @@ class Reconciler:
         self._last_decision[job.id] = key
         if decision.site is None and decision.candidates:
             best = self._best_blocker(job, decision)
-            self.store.add_event(job.id, "waiting", f"waiting: {best.site}: {best.reason}",
-                                 self.holder)
+            why = f"waiting: {best.site}: {best.reason}"
+            if self._decisions is not None:
+                self._waiting.append((job.id, why))
+            else:
+                self.store.add_event(job.id, "waiting", why, self.holder)
         rows = [
             DecisionRow(
                 at=now, job_id=job.id, attempt=job.attempts + 1, site=c.site,
@@ -883,10 +893,12 @@ class Reconciler:
     def _best_blocker(self, job: Job, decision: Decision) -> Candidate:
         """The candidate that says best why a job waits: one of the sites that could run it on
         their whole capacity (so what blocks it there passes), else the first."""
-        now = datetime.fromtimestamp(self.clock(), UTC)
-        pending = PendingJob(job_id=job.id, spec=job.spec, submitted_at=now)
-        [ideal] = place([pending], ideal_offers(self.config), now, self.config.policy)
-        could = {c.site for c in ideal.candidates if c.feasible}
+        could = self._could.get(job.id)
+        if could is None:  # the job and the sites' whole capacity do not change: once per job
+            now = datetime.fromtimestamp(self.clock(), UTC)
+            pending = PendingJob(job_id=job.id, spec=job.spec, submitted_at=now)
+            [ideal] = place([pending], ideal_offers(self.config), now, self.config.policy)
+            could = self._could[job.id] = {c.site for c in ideal.candidates if c.feasible}
         return next((c for c in decision.candidates if c.site in could), decision.candidates[0])
 
     # health -------------------------------------------------------------------------------

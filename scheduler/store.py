@@ -448,9 +448,15 @@ class StateStore:
         with self._tx() as s:
             s.add(_event(self._clock(), job_id, attempt_id, kind, "", "", reason, actor))
 
-    def record_decisions(self, rows: Sequence[DecisionRow]) -> None:
+    def record_decisions(self, rows: Sequence[DecisionRow],
+                         waiting: Sequence[tuple[str, str]] = (), actor: str = "") -> None:
+        """Store placement decisions, and the ``waiting`` events (job id, why) they tell,
+        in one transaction."""
+        now = self._clock()
         with self._tx() as s:
             s.add_all(rows)
+            for job_id, why in waiting:
+                _add_event(s, now, job_id, None, "waiting", "", "", why, actor)
 
     def decisions(self, job_id: str) -> list[DecisionRow]:
         q = select(DecisionRow).where(DecisionRow.job_id == job_id).order_by(DecisionRow.id)

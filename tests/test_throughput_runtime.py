@@ -222,7 +222,7 @@ def test_a_placement_rounds_attempts_and_decisions_are_stored_in_one_write_each(
     writes = []
     real = client.store.record_decisions
     monkeypatch.setattr(client.store, "record_decisions",
-                        lambda rows: writes.append(len(rows)) or real(rows))
+                        lambda rows, **k: writes.append(len(rows)) or real(rows, **k))
     monkeypatch.setattr(client.store, "new_attempt", lambda *a, **k: pytest.fail("one by one"))
     batches = []
     real_new = client.store.new_attempts
@@ -233,6 +233,9 @@ def test_a_placement_rounds_attempts_and_decisions_are_stored_in_one_write_each(
         assert len(report.placed) == 2
         assert len(writes) == 1 and writes[0] >= 4
         assert batches == [2]
+        waiting = [e for j in client.store.jobs() for e in client.store.events(j.id)
+                   if e.kind == "waiting"]
+        assert len(waiting) == 2 and all(e.reason.startswith("waiting: here") for e in waiting)
     finally:
         ids = [a.native_id for a in client.store.active_attempts() if a.native_id]
         client.adapters["here"].cancel(ids)
