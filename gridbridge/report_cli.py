@@ -149,14 +149,36 @@ def _emit(title: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]],
           fmt: ReportFormat) -> None:
     """Table for people; CSV with exact decimal text; JSON with numbers as numbers."""
     if fmt is ReportFormat.TABLE:  # the currency is in the title; empty columns left out
-        shown = [c for c in columns[1:] if c != "currency"
-                 and any(r.get(c) not in (None, "", 0) for r in rows)]
-        console.print(render(title, [columns[0], *shown], for_display(rows), compact=True))
+        shown = [columns[0], *(c for c in columns[1:] if c != "currency"
+                               and any(r.get(c) not in (None, "", 0) for r in rows))]
+        display = for_display(rows)
+        fits = _fitting(shown, display, console.width)
+        console.print(render(title, fits, display, compact=True))
+        if len(fits) < len(shown):
+            err.print(f"({', '.join(shown[len(fits):])} left out at {console.width} columns; "
+                      "--format csv or json has every column)", highlight=False, markup=False)
     elif fmt is ReportFormat.JSON:
         out = [{c: _json_value(r.get(c)) for c in columns} for r in rows]
         console.file.write(json.dumps(out, indent=2) + "\n")
     else:
         console.file.write(csv_text(columns, rows))
+
+
+def _fitting(columns: Sequence[str], rows: Sequence[Mapping[str, Any]], width: int) -> list[str]:
+    """The leading columns whose numbers fit ``width`` whole (a compact table puts two spaces
+    between columns; a header breaks at its underscores, a name column is cut to 16)."""
+    out: list[str] = []
+    used = 0
+    for i, col in enumerate(columns):
+        cells = max((len("" if r.get(col) is None else str(r.get(col))) for r in rows),
+                    default=0)
+        need = max(cells, *(len(part) + 1 for part in col.split("_")))
+        need = min(need, 16) if i == 0 else need
+        if out and used + 2 + need > width:
+            break
+        used += need + (2 if out else 0)
+        out.append(col)
+    return out
 
 
 @app.command("costs")

@@ -52,9 +52,13 @@ def render(title: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]
     ``compact``: no vertical rules, so a wide table of amounts fits 80 columns."""
     table = (Table(title=title, title_justify="left", box=None, pad_edge=False)
              if compact else Table(title=title, title_justify="left"))
-    for col in columns:
+    for i, col in enumerate(columns):
         atomic = bool(rows) and all(_atomic(row.get(col)) for row in rows)
         widest = max((len(_cell(row.get(col))) for row in rows), default=0)
+        if compact and i == 0 and not atomic:  # the row's name: shortened, never squeezed out
+            table.add_column(col, no_wrap=True, overflow="ellipsis",
+                             min_width=min(max(widest, len(col)), 16))
+            continue
         # a header wider than its numbers goes on several lines, at its underscores
         header = col.replace("_", "_\n") if atomic and len(col) > widest else col
         table.add_column(header, overflow="fold", no_wrap=atomic,
