@@ -518,11 +518,10 @@ def cost_summary(rows: Iterable[Mapping[str, Any]], by: GroupBy) -> list[dict[st
 
 def for_display(summary: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The summary with money columns as money strings and hours rounded, for a table. A
-    money column holding a dollar or more is shown in cents throughout; one of smaller
-    amounts keeps six places, so that it does not read as all zeros."""
+    money column holding a dollar or more is shown in cents, unless an amount in it would
+    then read as zero; otherwise it keeps six places."""
     summary = list(summary)
-    cents = {key for key in _MONEY_KEYS
-             if any(r.get(key) is not None and abs(float(r[key])) >= 1 for r in summary)}
+    cents = {key for key in _MONEY_KEYS if _in_cents(summary, key)}
     out = []
     for row in summary:
         shown = dict(row)
@@ -540,6 +539,11 @@ def for_display(summary: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 shown[key] = "-" + fmt_money(-v) if v < 0 else fmt_money(v)
         out.append(shown)
     return out
+
+
+def _in_cents(rows: Sequence[Mapping[str, Any]], key: str) -> bool:
+    amounts = [abs(float(r[key])) for r in rows if r.get(key) is not None]
+    return any(a >= 1 for a in amounts) and not any(0 < a < 0.005 for a in amounts)
 
 
 _MONEY_KEYS = frozenset({
