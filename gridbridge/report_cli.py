@@ -125,6 +125,10 @@ def _books(ctx: typer.Context, store: str | None, at: str | None) -> _Books:
     grid = load_config(path) if path else default_config(default_home())
     if store is None and not path:
         Path(default_home()).mkdir(parents=True, exist_ok=True)
+    if store is not None and store.startswith("sqlite:///"):
+        file = Path(store.removeprefix("sqlite:///"))
+        if not file.is_file():  # a report never makes a store: a typo would read as empty
+            raise ValueError(f"--store {store}: no such state store ({file} does not exist)")
     books = _Books(grid, StateStore(store or grid.state_url),
                    parse_instant(at, "--at").timestamp() if at else time.time())
     ctx.call_on_close(books.store.engine.dispose)

@@ -99,3 +99,7 @@ def test_a_what_if_store_takes_one_policy_and_never_mixes_with_other_books(
     assert again.returncode == 2 and "already holds jobs" in again.stderr
     every = simulate(tmp_path, "--store", f"sqlite:///{tmp_path / 'all.db'}")
     assert every.returncode == 2 and "one policy" in every.stderr
+    typo = gb("report", "costs", "--store", f"sqlite:///{tmp_path / 'whatfi.db'}",
+              home=tmp_path)
+    assert typo.returncode == 2 and "no such state store" in typo.stderr
+    assert not (tmp_path / "whatfi.db").exists()  # a report never makes a store
