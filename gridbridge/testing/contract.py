@@ -150,14 +150,20 @@ class AdapterContract:
         out = workspace / "count.txt"
         if Capability.ADOPT not in adapter.capabilities():
             # Without ADOPT the control plane finds a doubtful submission through owned():
-            # the attempt must show there by its id from the moment submit returns.
+            # the attempt must show there by its id from the moment submit returns. It waits
+            # for the go file, so that it cannot end (and leave the queue) before the look.
+            go = workspace / "go"
             req = self.request(workspace, python, """
-                import sys, time
+                import os, sys, time
                 open(sys.argv[1], "a").write("x\\n")
-                time.sleep(1.0)
-                """, str(out))
+                deadline = time.monotonic() + 120
+                while not os.path.exists(sys.argv[2]) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                """, str(out), str(go))
             nid = adapter.submit(req)
-            assert (nid, req.attempt_id) in {(o.native_id, o.attempt_id) for o in adapter.owned()}
+            owned = {(o.native_id, o.attempt_id) for o in adapter.owned()}
+            go.touch()
+            assert (nid, req.attempt_id) in owned
             status = self.wait_for(adapter, nid, lambda s: s.state.terminal)
             assert status.state is AttemptState.SUCCEEDED, status
             assert out.read_text() == "x\n", "the attempt ran exactly once"
