@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import signal
@@ -24,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -39,11 +40,14 @@ from gridbridge.adapter import (
     SubmitRequest,
     write_launch,
 )
+from gridbridge.adapters._cgroup import RUNTIME_ALLOWANCE, MemoryCgroups, find_parent
 from gridbridge.config import SiteConfig, prologue_script
-from gridbridge.runtime import OUT_OF_MEMORY, proc_start_time
+from gridbridge.runtime import OUT_OF_MEMORY, oom_killed, out_of_memory_message, proc_start_time
 from gridbridge.states import AttemptState
 
 __all__ = ["LocalAdapter", "LocalOptions"]
+
+log = logging.getLogger(__name__)
 
 _ATTEMPT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
 _REASONS = {
@@ -72,9 +76,15 @@ class LocalOptions(BaseModel):
     python: str | None = None
     """Interpreter that runs the runtime; defaults to the one running gridbridge."""
     enforce_memory: bool = True
-    """Hold each job to its ``memory_gb`` (private writable memory, over what the runtime
-    itself uses); a job that needs more ends FAILED, its reason out of memory. Jobs that ask
-    for GPUs are not limited (the GPU driver's own mappings would count)."""
+    """Hold each job to its ``memory_gb``; a job that needs more ends FAILED, its reason out of
+    memory. Jobs that ask for GPUs are not limited (the GPU driver's own mappings would
+    count). Each process of the job is held by ``RLIMIT_DATA`` (private writable memory, over
+    what the runtime itself uses), and the attempt as a whole by a cgroup where one can be
+    made (``memory_cgroup``)."""
+    memory_cgroup: str = "auto"
+    """Where attempts' memory cgroups are made: ``auto`` (a group this process may delegate
+    the memory controller from, on cgroup v2 or v1; none if there is none), a cgroup
+    directory, or ``off``. See :mod:`gridbridge.adapters._cgroup`."""
 
 
 class LocalAdapter:
@@ -94,6 +104,13 @@ class LocalAdapter:
         self._finished: set[str] = set()
         self._gone: set[str] = set()
         self._reaping: set[str] = set()
+        self._wakeup: Callable[[], None] | None = None
+        self._cgroups: MemoryCgroups | None = None
+        if self.options.enforce_memory:
+            try:
+                self._cgroups = find_parent(self.options.memory_cgroup)
+            except ValueError as exc:
+                raise ValueError(f"site {site.name!r}: options.memory_cgroup: {exc}") from None
 
     def capabilities(self) -> frozenset[Capability]:
         caps = {Capability.ADOPT, Capability.LOGS, Capability.DEBUG_PREEMPT,
@@ -133,6 +150,10 @@ class LocalAdapter:
         argv = [python, "-m", "gridbridge.runtime", "--launch", url, "--scratch", str(d)]
         if self.options.enforce_memory and resources.gpus == 0:
             argv += ["--memory-gb", f"{resources.memory_gb:g}"]
+            group = self._memory_group(request.attempt_id, resources.memory_gb)
+            if group is not None:
+                (d / "cgroup").write_text(str(group))
+                argv += ["--memory-cgroup", str(group)]
         if runtime.prologue:  # the operator's trusted lines; the argv stays out of the script
             argv = ["bash", "-c", prologue_script(runtime.prologue), "gridbridge-run", *argv]
         with open(d / "output.log", "ab") as log:
@@ -148,10 +169,33 @@ class LocalAdapter:
                 )
             except OSError as exc:  # no such interpreter: nothing was started
                 raise SubmitRejected(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from None
-        # Reap the child the moment it exits, so a poll never sees a zombie as alive.
-        threading.Thread(target=child.wait, name=f"reap-{child.pid}", daemon=True).start()
+        # Reap the child the moment it exits, so a poll never sees a zombie as alive, and
+        # tell the reconciler, so it polls now rather than at the end of its tick interval.
+        threading.Thread(target=self._reap, args=(child,), name=f"reap-{child.pid}",
+                         daemon=True).start()
         (d / "spawned").write_text(f"{child.pid} {time.time()}\n")
         return request.attempt_id
+
+    def set_wakeup(self, wake: Callable[[], None]) -> None:
+        """Called by the reconciler: ``wake`` is called each time a started runtime exits."""
+        self._wakeup = wake
+
+    def _reap(self, child: subprocess.Popen[bytes]) -> None:
+        child.wait()
+        if self._wakeup is not None:
+            self._wakeup()
+
+    def _memory_group(self, attempt_id: str, memory_gb: float) -> Path | None:
+        """The attempt's cgroup, limited to its memory and the runtime's allowance; None if
+        this site makes none or the kernel refused one (RLIMIT_DATA then holds it alone)."""
+        if self._cgroups is None:
+            return None
+        try:
+            return self._cgroups.create(attempt_id, int(memory_gb * 2**30) + RUNTIME_ALLOWANCE)
+        except OSError as exc:
+            log.warning("site %s: no memory cgroup for %s (%s); RLIMIT_DATA alone holds it",
+                        self.site.name, attempt_id, exc)
+            return None
 
     def poll(self, native_ids: Sequence[str]) -> Mapping[str, AttemptStatus]:
         return {nid: self._status(nid) for nid in native_ids}
@@ -186,6 +230,12 @@ class LocalAdapter:
         if starting:
             return AttemptStatus(state=AttemptState.SUBMITTED, native_state="starting")
         ended = self._site_verdict(d, AttemptState.LOST)
+        if ended is AttemptState.LOST and _oom_killed(d):  # the kernel killed the runtime
+            _drop_cgroup(d)
+            gb = json.loads((d / "resources.json").read_text()).get("memory_gb")
+            return AttemptStatus(state=AttemptState.FAILED, native_state="out-of-memory",
+                                 reason=out_of_memory_message(gb),
+                                 walltime=(d / "walltime").exists())
         why = {
             AttemptState.PREEMPTED: "killed after the preemption grace period",
             AttemptState.CANCELLED: "killed on cancel",
@@ -386,6 +436,36 @@ def _kill_group(d: Path) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)
         time.sleep(0.02)
+    _drop_cgroup(d)
+
+
+def _group_of(d: Path) -> Path | None:
+    """The attempt's memory cgroup, if the adapter made one (only ever ``gridbridge-<id>``)."""
+    try:
+        group = Path((d / "cgroup").read_text().strip())
+    except OSError:
+        return None
+    return group if group.name == f"gridbridge-{d.name}" else None
+
+
+def _oom_killed(d: Path) -> bool:
+    group = _group_of(d)
+    return group is not None and oom_killed(group)
+
+
+def _drop_cgroup(d: Path) -> None:
+    """Remove the attempt's memory cgroup once nothing is left in it (kept while busy)."""
+    group = _group_of(d)
+    if group is None:
+        return
+    try:
+        group.rmdir()
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return  # a process is still in it: the next kill or poll tries again
+    with contextlib.suppress(OSError):
+        (d / "cgroup").unlink()
 
 
 def _alive(pidfile: Path) -> bool:

@@ -21,7 +21,7 @@ Adapters never import each other or the scheduler; the scheduler finds them thro
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -259,6 +259,17 @@ class PreemptAdapter(Protocol):
 
     def preempt(self, native_id: str, *, wait: bool = False) -> None:
         """Deliver a real preemption to a running attempt."""
+        ...
+
+
+@runtime_checkable
+class WakingAdapter(Protocol):
+    """An adapter that learns by itself when an attempt ends (a local child process exits)
+    may offer this: the reconciler hands it its ``wake``, and the next tick then polls at once
+    instead of at the end of the tick interval. Optional; polling alone stays correct."""
+
+    def set_wakeup(self, wake: Callable[[], None]) -> None:
+        """Keep ``wake`` and call it, from any thread, when an attempt may have ended."""
         ...
 
 

@@ -143,7 +143,7 @@ class JobFuture:
                 return state
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"job {self.job_id} still {state} after {timeout}s")
-            time.sleep(delay)
+            self.client._await_change(delay)
             delay = min(delay * 1.5, 0.1)  # a read of one row: cheap, and a result is awaited
 
     def result(self, timeout: float | None = None) -> Any:
@@ -216,6 +216,15 @@ class Client:
                 daemon=True,
             )
             self._thread.start()
+
+    def _await_change(self, delay: float) -> None:
+        """Sleep ``delay`` seconds, or less: until this process's reconciler ends a tick (the
+        moment a job's new state is written), when it runs here."""
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            self.reconciler.wait_tick(delay)
+        else:
+            time.sleep(delay)
 
     def close(self) -> None:
         """Stop the background reconciler; running jobs go on and are adopted later."""

@@ -58,9 +58,12 @@ __all__ = [
     "Launch",
     "Result",
     "SpotWatch",
+    "join_cgroup",
     "limit_memory",
     "load_log",
     "main",
+    "oom_killed",
+    "out_of_memory_message",
     "proc_start_time",
     "read_result",
     "run",
@@ -437,11 +440,12 @@ def _last_step(launch: Launch) -> int | None:
 
 def run(launch_url: str, scratch: Path | None = None, rerun: int = 0,
         imds: str | None = None, imds_interval_s: float = 5.0,
-        memory_gb: float | None = None) -> int:
+        memory_gb: float | None = None, memory_cgroup: str | None = None) -> int:
     """Run the attempt whose launch record is at ``launch_url``; returns the exit code.
     ``rerun`` counts the site's own reruns of the attempt (see :func:`main`); ``imds``, the
     instance metadata service to watch for a spot interruption notice; ``memory_gb``, the
-    memory the job may use (see :func:`limit_memory`)."""
+    memory the job may use (see :func:`limit_memory`); ``memory_cgroup``, a cgroup made and
+    limited for the attempt, which the runtime joins before it starts the job."""
     ctx_mod.install_stop_handlers()  # a SIGTERM from now on is a stop request, not a death
     raw: dict[str, Any] = json.loads(_get(launch_url))
     try:
@@ -466,6 +470,7 @@ def run(launch_url: str, scratch: Path | None = None, rerun: int = 0,
     runner = _run_command if launch.command is not None else _run_callable
     endpoint = (os.environ.get(IMDS_ENDPOINT_ENV) or imds) if imds else None
     watch = SpotWatch(endpoint, _spot_notice, imds_interval_s).start() if endpoint else None
+    in_cgroup = join_cgroup(memory_cgroup)
     restore = limit_memory(memory_gb)
     try:
         code, reason, error = runner(launch)
@@ -475,7 +480,7 @@ def run(launch_url: str, scratch: Path | None = None, rerun: int = 0,
         restore()
     if memory_gb is not None and reason == "failed":
         tee.drain()  # the command's last words must be in the log before it is read
-        if _oom_in_log(tee.path):
+        if (in_cgroup and oom_killed(str(memory_cgroup))) or _oom_in_log(tee.path):
             reason, error = OUT_OF_MEMORY, f"{_oom_words()}\n{error or ''}".rstrip()
     if watch is not None:
         watch.stop()
@@ -531,6 +536,36 @@ def limit_memory(memory_gb: float | None) -> Any:
     return lambda: resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
 
 
+def join_cgroup(group: str | None) -> bool:
+    """Move this process into ``group`` (a cgroup directory the adapter made and limited), so
+    that it and every process the job starts are counted there; False if it could not."""
+    if group is None:
+        return False
+    try:
+        with open(os.path.join(group, "cgroup.procs"), "w") as f:
+            f.write("0")  # 0: the writing process
+    except OSError as exc:
+        print(f"gridbridge-run: cannot join memory cgroup {group} ({exc.strerror or exc}); "
+              "holding the job to its memory by RLIMIT_DATA alone", file=sys.stderr, flush=True)
+        return False
+    return True
+
+
+def oom_killed(group: str | os.PathLike[str]) -> bool:
+    """Whether the kernel killed a process of this cgroup for going over its memory limit
+    (``oom_kill`` in ``memory.events`` on cgroup v2, in ``memory.oom_control`` on v1)."""
+    for name in ("memory.events", "memory.oom_control"):
+        try:
+            text = Path(group, name).read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
+                return value.strip().isdigit() and int(value) > 0
+    return False
+
+
 def _data_bytes() -> int:
     """This process's private writable memory now (``VmData``), 0 if unknown."""
     try:
@@ -544,7 +579,12 @@ def _data_bytes() -> int:
 
 def _oom_words() -> str:
     gb = os.environ.get("GRIDBRIDGE_MEMORY_GB")
-    asked = f" (memory_gb={gb})" if gb else ""
+    return out_of_memory_message(float(gb) if gb else None)
+
+
+def out_of_memory_message(memory_gb: float | None) -> str:
+    """What an attempt that ran out of the memory it asked for says, everywhere."""
+    asked = f" (memory_gb={memory_gb:g})" if memory_gb else ""
     return f"out of memory: the job needed more memory than it asked for{asked}"
 
 
@@ -611,6 +651,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-gb", type=float, default=None, metavar="GB",
                         help="hold the job to this much memory; more ends the attempt FAILED "
                              "with the reason out of memory")
+    parser.add_argument("--memory-cgroup", default=None, metavar="DIR",
+                        help="a cgroup directory, limited to the job's memory by the adapter, "
+                             "that the runtime joins before it starts the job")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     rerun = 0
     if args.rerun_env:
@@ -618,7 +661,8 @@ def main(argv: list[str] | None = None) -> int:
         rerun = int(value) if value.isdigit() else 0
     if args.memory_gb is not None:
         os.environ["GRIDBRIDGE_MEMORY_GB"] = f"{args.memory_gb:g}"
-    return run(args.launch, args.scratch, rerun, args.imds, args.imds_interval, args.memory_gb)
+    return run(args.launch, args.scratch, rerun, args.imds, args.imds_interval, args.memory_gb,
+               args.memory_cgroup)
 
 
 if __name__ == "__main__":

@@ -20,9 +20,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any, Self
 
 __all__ = [
     "FORMAT",
@@ -48,12 +47,66 @@ class FormatMismatch(ValueError):
     """A record of a major format version this gridbridge cannot read."""
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
+# The records are plain frozen dataclasses, checked field by field, not pydantic models: every
+# job's runtime reads one and writes two, and importing pydantic and building its schemas was
+# most of a trivial job's start-up.
 
+_KINDS: dict[str, tuple[type, ...]] = {
+    "str": (str,), "int": (int,), "float": (int, float), "tuple[str, ...]": (list, tuple),
+    "dict[str, str]": (dict,),
+}
+
+
+def _checked(record: str, name: str, hint: str, value: Any) -> Any:
+    """``value`` as field ``name`` of type ``hint`` holds it; ValueError naming both if not."""
+    kind = hint.removesuffix(" | None")
+    if value is None and kind != hint:
+        return None
+    ok = isinstance(value, _KINDS[kind]) and not isinstance(value, bool)
+    if ok and kind == "tuple[str, ...]":
+        ok = all(isinstance(v, str) for v in value)
+        value = tuple(value)
+    elif ok and kind == "dict[str, str]":
+        ok = all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+        value = dict(value)
+    elif ok and kind == "float":
+        value = float(value)
+    if not ok:
+        raise ValueError(f"{record}.{name}: expected {hint}, got {value!r:.80}")
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Record:
     format: str = FORMAT
 
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            hint = f.type if isinstance(f.type, str) else f.type.__name__
+            value = _checked(type(self).__name__, f.name, hint, getattr(self, f.name))
+            object.__setattr__(self, f.name, value)
 
+    @classmethod
+    def model_validate(cls, data: Any) -> Self:
+        """The record from a decoded JSON object; fields it does not know are ignored (a
+        newer minor format only adds fields), a missing or mistyped one is a ValueError."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{cls.__name__}: expected a JSON object, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        missing = sorted(f.name for f in fields(cls) if f.name not in data
+                         and f.default is MISSING and f.default_factory is MISSING)
+        if missing:
+            raise ValueError(f"{cls.__name__}: missing field(s) {', '.join(missing)}")
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def model_dump(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def model_dump_json(self, *, indent: int | None = None) -> str:
+        return json.dumps(self.model_dump(), indent=indent, allow_nan=False)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Launch(_Record):
     """What the adapter hands the runtime: ``<attempt_url>/launch.json``."""
 
@@ -65,7 +118,7 @@ class Launch(_Record):
     attempt_url: str
     command: tuple[str, ...] | None = None
     callable_ref: str | None = None
-    env: dict[str, str] = {}
+    env: dict[str, str] = field(default_factory=dict)
     heartbeat_s: float = 10.0
     """How often the runtime writes its heartbeat and uploads its log."""
     keep_last: int | None = None
@@ -74,6 +127,7 @@ class Launch(_Record):
     """How often the job should checkpoint, as placement chose for the site it runs on."""
 
 
+@dataclass(frozen=True, kw_only=True)
 class Result(_Record):
     """The attempt's result record: ``<attempt_url>/result.json``."""
 
@@ -82,7 +136,8 @@ class Result(_Record):
     attempt_id: str
     exit_code: int
     reason: str
-    """``succeeded``, ``failed`` or ``preempted``."""
+    """``succeeded``, ``failed``, ``preempted`` (a cancel too; ``error`` then says
+    ``cancelled``) or ``out_of_memory`` (the job went over its ``memory_gb``)."""
     last_step: int | None = None
     wall_s: float
     cpu_s: float
@@ -92,6 +147,7 @@ class Result(_Record):
     error: str | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
 class Heartbeat(_Record):
     """The runtime's last sign of life: ``<attempt_url>/heartbeat.json``."""
 

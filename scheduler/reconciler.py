@@ -46,6 +46,7 @@ from gridbridge.adapter import (
     OwnedJob,
     SubmitRejected,
     SubmitRequest,
+    WakingAdapter,
 )
 from gridbridge.config import GridConfig
 from gridbridge.runtime import proc_start_time
@@ -136,6 +137,12 @@ class Reconciler:
         """When (our clock) the lease was last written; a renewal sooner than a quarter of
         its time only checks that it is still held (a read, not a write transaction)."""
         self._wake = threading.Event()
+        self._ticked = threading.Condition()
+        self._ticks = 0
+        """Ticks run so far; :meth:`wait_tick` waits for the count to move."""
+        for adapter in self.adapters.values():
+            if isinstance(adapter, WakingAdapter):
+                adapter.set_wakeup(self.wake)
         self._decisions: list[DecisionRow] | None = None
         """While a placement round runs: the decision rows it will store in one write..."""
         self._waiting: list[tuple[str, str]] = []
@@ -166,6 +173,9 @@ class Reconciler:
                 except Exception:
                     log.exception("reconciler tick failed; the reconciler carries on")
                     wait = interval
+                with self._ticked:
+                    self._ticks += 1
+                    self._ticked.notify_all()
                 self._pause(stop, wait)
         finally:
             self._release()
@@ -173,8 +183,17 @@ class Reconciler:
                      extra={"event": "shutdown", "holder": self.holder})
 
     def wake(self) -> None:
-        """Tick now rather than at the end of the interval (a job was submitted)."""
+        """Tick now rather than at the end of the interval (a job was submitted, an attempt
+        ended)."""
         self._wake.set()
+
+    def wait_tick(self, timeout: float) -> bool:
+        """Block until a tick of :meth:`run` ends, or ``timeout`` seconds pass; True if one
+        ended. Lets a caller in the same process see a job's new state as soon as it is
+        written instead of on its own polling schedule."""
+        with self._ticked:
+            seen = self._ticks
+            return self._ticked.wait_for(lambda: self._ticks != seen, timeout)
 
     def _pause(self, stop: threading.Event, wait: float) -> None:
         """Wait ``wait`` seconds, less if woken or stopped."""

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import json
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import pytest
 
 import gridbridge
 
@@ -30,18 +33,37 @@ def test_all_names_exist_and_are_unique() -> None:
 
 
 def test_all_lists_exactly_the_public_names() -> None:
-    # Every public name bound in gridbridge/__init__.py is exported, and nothing else is.
+    # Every public name gridbridge/__init__.py takes from its modules or defines is exported,
+    # and nothing else is; the names it imports lazily are the ones type checkers are shown.
     tree = ast.parse(Path(gridbridge.__file__).read_text())
     bound: set[str] = set()
-    for node in tree.body:
-        if isinstance(node, ast.ImportFrom):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("gridbridge."):
             bound.update(a.asname or a.name for a in node.names)
-        elif isinstance(node, ast.Assign):
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
             bound.update(t.id for t in node.targets if isinstance(t, ast.Name))
         elif isinstance(node, ast.FunctionDef | ast.ClassDef):
             bound.add(node.name)
     public = {n for n in bound if not n.startswith("_")} | {"__version__"}
     assert set(gridbridge.__all__) == public
+    lazy = gridbridge._LAZY  # type: ignore[attr-defined]
+    assert set(lazy) == public - {"__version__"}
+    for name, module in lazy.items():
+        assert getattr(importlib.import_module(module), name) is getattr(gridbridge, name)
+
+
+def test_the_package_imports_its_names_when_first_used() -> None:
+    """``import gridbridge`` (and so a job's runtime) does not load the client or pydantic."""
+    code = ("import sys, gridbridge, gridbridge.runtime; "
+            "print(sorted(m for m in ('pydantic', 'gridbridge.client', 'gridbridge.config', "
+            "'sqlalchemy') if m in sys.modules)); from gridbridge import Client; "
+            "print(Client.__module__, 'Client' in dir(gridbridge))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split("\n")
+    assert out[:2] == ["[]", "gridbridge.client True"]
+    with pytest.raises(AttributeError, match="no attribute 'Clinet'"):
+        gridbridge.Clinet  # type: ignore[attr-defined]
 
 
 def test_exported_objects_come_from_gridbridge() -> None:

@@ -3,6 +3,8 @@ in ``benchmarks/throughput.py``), and what the runtime tells a user when a job g
 
 from __future__ import annotations
 
+import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -264,11 +266,42 @@ def test_a_submission_wakes_the_reconciler(tmp_path: Path,
         c.close()
 
 
+def test_an_attempt_that_ends_wakes_the_reconciler(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The local adapter tells the reconciler when a runtime exits: the job's end is seen at
+    once, not at the end of a tick interval (here ten minutes)."""
+    monkeypatch.chdir(tmp_path)
+    with Client(_config(tmp_path, tick_interval_s=600)) as c:
+        future = c.submit_command([sys.executable, "-c", "pass"])
+        assert future.wait(timeout=60) is JobState.SUCCEEDED
+
+
+def test_wire_records_name_the_field_that_is_wrong() -> None:
+    from gridbridge.wire import Launch
+
+    good = {"job_id": "j", "attempt": 1, "attempt_id": "j.1", "token": 2,
+            "checkpoint_url": "c", "attempt_url": "a", "command": ["echo", "x"],
+            "newer_field": 1}
+    launch = Launch.model_validate(good)
+    assert launch.command == ("echo", "x") and launch.heartbeat_s == 10.0
+    assert Launch.model_validate(json.loads(launch.model_dump_json())) == launch
+    for bad, words in [({**good, "token": "2"}, "Launch.token: expected int"),
+                       ({**good, "attempt": True}, "Launch.attempt: expected int"),
+                       ({**good, "command": "echo x"}, "Launch.command"),
+                       ({**good, "env": {"A": 1}}, "Launch.env"),
+                       ({k: v for k, v in good.items() if k != "job_id"},
+                        "missing field(s) job_id"),
+                       ([good], "expected a JSON object")]:
+        with pytest.raises(ValueError, match=re.escape(words)):
+            Launch.model_validate(bad)
+
+
 # the runtime ---------------------------------------------------------------------------------
 
 
 def test_a_trivial_local_job_does_not_import_the_storage_stack(tmp_path: Path) -> None:
-    """Its start-up is what a trivial job costs: no fsspec, no numpy for a local attempt."""
+    """Its start-up is what a trivial job costs: no fsspec, no numpy for a local attempt, and
+    neither pydantic nor the client (the package's names are imported when first used)."""
     import cloudpickle
 
     from gridbridge.wire import Launch
@@ -285,7 +318,8 @@ def test_a_trivial_local_job_does_not_import_the_storage_stack(tmp_path: Path) -
     code = ("import sys; from gridbridge import runtime; "
             f"rc = runtime.main(['--launch', {str(attempt / 'launch.json')!r}, "
             f"'--scratch', {str(tmp_path / 'scratch')!r}]); "
-            "print('LOADED', sorted(m for m in ('fsspec', 'numpy', 'zarr') if m in sys.modules));"
+            "print('LOADED', sorted(m for m in ('fsspec', 'numpy', 'zarr', 'pydantic', "
+            "'gridbridge.client', 'gridbridge.config') if m in sys.modules));"
             "sys.exit(rc)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, check=False)
@@ -460,3 +494,99 @@ def test_out_of_memory_ends_the_job_failed_with_the_reason(tmp_path: Path,
         assert job.error is not None and "out of memory" in job.error
     finally:
         c.close()
+
+
+# memory cgroups ------------------------------------------------------------------------------
+
+_TWO_HOGS = '''
+import subprocess, sys
+hog = "import time\\ndata = b'x' * (700 * 2**20)\\ntime.sleep(4)\\nprint('allocated', len(data))"
+procs = [subprocess.Popen([sys.executable, "-c", hog]) for _ in range(2)]
+sys.exit(1 if any(p.wait() for p in procs) else 0)
+'''
+"""Two processes of 700 MB each: under a 1 GiB RLIMIT_DATA each, over 1 GiB together."""
+
+
+def _memory_cgroups():  # type: ignore[no-untyped-def]
+    from gridbridge.adapters._cgroup import find_parent
+
+    groups = find_parent("auto")
+    if groups is None:
+        pytest.skip("no memory cgroup this process may make groups in (RLIMIT_DATA alone)")
+    return groups
+
+
+def test_an_attempt_is_held_to_its_memory_as_a_whole_by_its_cgroup(tmp_path: Path) -> None:
+    """Each process fits the per-process limit; together they do not, and the kernel's OOM
+    killer, in the attempt's own cgroup, ends it FAILED out of memory. The group is removed
+    once the attempt ended."""
+    import time
+
+    from gridbridge.spec import Resources
+
+    groups = _memory_cgroups()
+    adapter = _local_site(tmp_path)
+    req = _request(tmp_path, "job-hogs.1", command=(sys.executable, "-c", _TWO_HOGS),
+                   resources=Resources(memory_gb=1))
+    nid = adapter.submit(req)
+    group = groups.parent / "gridbridge-job-hogs.1"
+    limit_file = "memory.max" if groups.version == 2 else "memory.limit_in_bytes"
+    assert int((group / limit_file).read_text()) == 2**30 + 128 * 2**20
+    status = _until(adapter, nid, lambda s: s.state.terminal)
+    assert status.state is AttemptState.FAILED, (status, adapter.logs(nid))
+    assert status.native_state == "out-of-memory"
+    assert "out of memory" in status.reason and "memory_gb=1" in status.reason
+    deadline = time.monotonic() + 60
+    while group.exists():
+        assert time.monotonic() < deadline, f"{group} was left behind"
+        time.sleep(0.1)
+
+
+def test_an_attempt_within_its_memory_succeeds_in_its_cgroup(tmp_path: Path) -> None:
+    from gridbridge.spec import Resources
+
+    groups = _memory_cgroups()
+    adapter = _local_site(tmp_path)
+    code = "import sys; print(open('/proc/self/cgroup').read())"
+    req = _request(tmp_path, "job-fits-cg.1", command=(sys.executable, "-c", code),
+                   resources=Resources(memory_gb=2))
+    status = _until(adapter, adapter.submit(req), lambda s: s.state.terminal)
+    assert status.state is AttemptState.SUCCEEDED, status
+    assert "/gridbridge-job-fits-cg.1\n" in adapter.logs(req.attempt_id)  # the job ran in it
+    assert groups.parent.exists()
+
+
+def test_a_memory_cgroup_that_cannot_serve_is_a_config_error(tmp_path: Path) -> None:
+    from gridbridge.adapters.local import LocalAdapter
+    from gridbridge.config import Capacity, SiteConfig
+
+    site = SiteConfig(name="laptop", adapter="local", capacity=Capacity(cpus=1),
+                      options={"memory_cgroup": str(tmp_path)})
+    with pytest.raises(ValueError, match=r"site 'laptop': options.memory_cgroup: .* is not a "
+                                         r"cgroup .* 'auto' or 'off'"):
+        LocalAdapter(site, tmp_path / "work")
+    off = site.model_copy(update={"options": {"memory_cgroup": "off"}})
+    assert LocalAdapter(off, tmp_path / "work")._cgroups is None
+
+
+def test_auto_finds_a_v2_group_that_delegates_memory(tmp_path: Path) -> None:
+    """cgroup v2 with the memory controller cannot exist on a host whose memory controller is
+    bound to v1 (as on the machines the suite runs on), so this reads a copy of the files the
+    kernel shows: mountinfo, /proc/self/cgroup, and the group's cgroup.subtree_control."""
+    from gridbridge.adapters._cgroup import find_parent
+
+    mount = tmp_path / "sys" / "fs" / "cgroup"
+    group = mount / "system.slice" / "gridbridge.service"
+    group.mkdir(parents=True)
+    mountinfo = (f"30 23 0:26 / {mount} rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 "
+                 "cgroup2 rw,nsdelegate,memory_recursiveprot\n"
+                 f"31 23 0:27 / {tmp_path}/other rw - tmpfs tmpfs rw\n")
+    own = "0::/system.slice/gridbridge.service\n"
+    (group / "cgroup.subtree_control").write_text("cpu io pids\n")
+    assert find_parent("auto", mountinfo=mountinfo, proc_cgroup=own) is None
+    (group / "cgroup.subtree_control").write_text("cpu io memory pids\n")
+    found = find_parent("auto", mountinfo=mountinfo, proc_cgroup=own)
+    assert found is not None and (found.parent, found.version) == (group, 2)
+    made = found.create("j.1", 5 * 2**30)
+    assert made == group / "gridbridge-j.1" and (made / "memory.max").read_text() == str(5 * 2**30)
+    assert find_parent("off", mountinfo=mountinfo, proc_cgroup=own) is None
