@@ -326,6 +326,28 @@ def test_offers_subtract_running_jobs(adapter: LocalAdapter, tmp_path: Path) -> 
     assert adapter.offers()[0].cpus == 4
 
 
+def test_preempting_an_ended_attempt_changes_nothing(tmp_path: Path) -> None:
+    """Neither a finished attempt nor one whose runtime died is relabelled preempted, and
+    neither takes the site's capacity away."""
+    adapter = LocalAdapter(site(reclaim_after_preemption_s=600), tmp_path / "work")
+    done = adapter.submit(request(tmp_path, "job-done.1", (sys.executable, "-c", "pass")))
+    lost = adapter.submit(request(tmp_path, "job-lost.1", SLEEPER))
+    try:
+        wait_for(adapter, done, terminal)
+        wait_for(adapter, lost, running)
+        pid = int((adapter.root / lost / "pid").read_text().split()[0])
+        os.kill(pid, signal.SIGKILL)  # the runtime dies with no result: LOST
+        status, _ = wait_for(adapter, lost, terminal)
+        assert status.state is AttemptState.LOST
+        for nid, state in [(done, AttemptState.SUCCEEDED), (lost, AttemptState.LOST)]:
+            adapter.preempt(nid)
+            assert adapter.poll([nid])[nid].state is state
+        (offer,) = adapter.offers()
+        assert offer.cpus == 4 and "reclaimed" not in offer.note
+    finally:
+        _kill_leftovers(adapter)
+
+
 def test_no_capacity_while_reclaimed_after_preemption(tmp_path: Path) -> None:
     reclaim = 1.5
     adapter = LocalAdapter(site(reclaim_after_preemption_s=reclaim), tmp_path / "work")
