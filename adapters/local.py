@@ -310,33 +310,40 @@ class LocalAdapter:
         """Deliver a real preemption: SIGTERM to the process group, SIGKILL after the grace
         period; the site's capacity is then reclaimed for ``reclaim_after_preemption_s``. An
         attempt that has already ended is left alone, and reclaims nothing."""
-        if self._signal(native_id, "preempted", wait=wait):
-            until = time.time() + self.options.reclaim_after_preemption_s
-            (self.root / "reclaimed-until").write_text(f"{until}\n")
+        if not self._stoppable(self._dir(native_id), "preempted"):
+            return
+        # Reclaimed before the signal: the job may exit, and be placed again, at once.
+        until = time.time() + self.options.reclaim_after_preemption_s
+        (self.root / "reclaimed-until").write_text(f"{until}\n")
+        self._signal(native_id, "preempted", wait=wait)
 
-    def _signal(self, native_id: str, marker: str, *, wait: bool) -> bool:
-        """SIGTERM the attempt's group, SIGKILL after the grace period; True if it was
-        signalled (False: gone, finished, already signalled, or not yet started)."""
-        d = self._dir(native_id)
+    @staticmethod
+    def _stoppable(d: Path, marker: str) -> bool:
+        """Not gone, finished, already signalled (the reconciler repeats cancels), or left by
+        a runtime that has exited."""
         if not d.exists() or (d / "result.json").exists() or (d / marker).exists():
-            return False  # gone, finished, or already signalled (the reconciler repeats cancels)
-        if (d / "spawned").exists() and not _runtime_alive(d) and not _starting(d):
-            return False  # its runtime exited: nothing to stop
+            return False
+        return not (d / "spawned").exists() or _runtime_alive(d) or _starting(d)
+
+    def _signal(self, native_id: str, marker: str, *, wait: bool) -> None:
+        """SIGTERM the attempt's group, SIGKILL after the grace period."""
+        d = self._dir(native_id)
+        if not self._stoppable(d, marker):
+            return
         (d / marker).write_text(f"{time.time()}\n")
         pid = _pid_of(d)
         if pid is None:
-            return False
+            return
         try:
             os.killpg(pid, signal.SIGTERM)
         except ProcessLookupError:
-            return False
+            return
         killer = threading.Thread(
             target=_kill_after, args=(d, self.options.grace_s), daemon=True
         )
         killer.start()
         if wait:
             killer.join()
-        return True
 
     def offers(self) -> Sequence[Offer]:
         used_cpus, used_mem, used_gpus = 0, 0.0, 0

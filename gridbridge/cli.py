@@ -190,11 +190,11 @@ def status(
     jobs = client.store.jobs(state or None, limit, **match)
     total = len(jobs) if len(jobs) < limit else client.store.count_jobs(state or None, **match)
     details = client.store.details([j.id for j in jobs])
+    sites = client.store.last_sites([j.id for j in jobs])
     rows = []
     for j in jobs:
-        attempts = client.store.attempts(j.id)
         rows.append({"job": j.id, "name": j.name, "state": j.state.value,
-                     "attempts": j.attempts, "site": attempts[-1].site if attempts else "",
+                     "attempts": j.attempts, "site": sites.get(j.id, ""),
                      "user": j.spec.owner.user, "team": j.spec.owner.team,
                      "submitted": fmt_time(j.created_at), "why": details.get(j.id, "")})
     emit(console, "jobs", ["job", "name", "state", "attempts", "site", "user", "team",

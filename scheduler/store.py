@@ -292,6 +292,16 @@ class StateStore:
         with self._read() as s:
             return [Attempt.of(r) for r in s.scalars(q)]
 
+    def last_sites(self, job_ids: Iterable[str]) -> dict[str, str]:
+        """Per job that has attempts, the site of its latest one (one query)."""
+        ids = list(set(job_ids))
+        if not ids:
+            return {}
+        q = (select(AttemptRow.job_id, AttemptRow.site)
+             .where(AttemptRow.job_id.in_(ids)).order_by(AttemptRow.number))
+        with self._read() as s:
+            return {job_id: site for job_id, site in s.execute(q)}  # the latest wins
+
     def attempts_by_ids(self, attempt_ids: Sequence[str]) -> list[Attempt]:
         """Those of the given attempts that exist (one query)."""
         if not attempt_ids:

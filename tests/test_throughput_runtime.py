@@ -83,6 +83,21 @@ def test_owners_of_many_jobs_in_one_read(tmp_path: Path) -> None:
     store.close()
 
 
+def test_the_latest_sites_of_many_jobs_in_one_read(tmp_path: Path) -> None:
+    from sqlalchemy import event
+
+    store = StateStore(f"sqlite:///{tmp_path / 's.db'}")
+    ran, waits = store.create_job(_spec(), "file:///x"), store.create_job(_spec(), "file:///y")
+    assert store.new_attempt(ran.id, "here", "file:///x", "t") is not None
+    statements: list[str] = []
+    for engine in {store.engine, store._read_engine}:  # reads may have an engine of their own
+        event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    assert store.last_sites([ran.id, waits.id]) == {ran.id: "here"}
+    assert len([s for s in statements if s.lstrip().upper().startswith("SELECT")]) == 1
+    assert store.last_sites([]) == {}
+    store.close()
+
+
 def test_many_attempts_move_in_one_write_each_by_compare_and_set(tmp_path: Path) -> None:
     store = StateStore(f"sqlite:///{tmp_path / 's.db'}")
     attempts = []
