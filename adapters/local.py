@@ -303,6 +303,7 @@ class LocalAdapter:
                 state = "running" if _runtime_alive(d) else "orphaned-children"
                 found.append(OwnedJob(native_id=d.name, attempt_id=d.name, native_state=state))
             elif (d / "result.json").exists() or _age(d / "spawned") > _START_TIMEOUT_S:
+                _drop_cgroup(d)  # nothing running is left in it
                 self._gone.add(d.name)  # ended and left nothing running: never look again
         return found
 
@@ -466,19 +467,44 @@ def _oom_killed(d: Path) -> bool:
     return group is not None and oom_killed(group)
 
 
+_DROPPING: set[Path] = set()
+_DROPPING_LOCK = threading.Lock()
+
+
 def _drop_cgroup(d: Path) -> None:
-    """Remove the attempt's memory cgroup once nothing is left in it (kept while busy)."""
+    """Remove the attempt's memory cgroup once nothing is left in it: at once, or from a
+    background thread while its last processes finish exiting (a process the kernel just
+    killed can stay in the group for a moment). The sweep's ``owned()`` tries again later."""
     group = _group_of(d)
-    if group is None:
+    if group is None or _try_rmdir(d, group):
         return
+    with _DROPPING_LOCK:
+        if group in _DROPPING:
+            return
+        _DROPPING.add(group)
+
+    def drop() -> None:
+        try:
+            deadline = time.monotonic() + _EXIT_WAIT_S
+            while not _try_rmdir(d, group) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            with _DROPPING_LOCK:
+                _DROPPING.discard(group)
+
+    threading.Thread(target=drop, name=f"drop-{group.name}", daemon=True).start()
+
+
+def _try_rmdir(d: Path, group: Path) -> bool:
     try:
         group.rmdir()
     except FileNotFoundError:
         pass
     except OSError:
-        return  # a process is still in it: the next kill or poll tries again
+        return False  # a process is still in it
     with contextlib.suppress(OSError):
         (d / "cgroup").unlink()
+    return True
 
 
 def _alive(pidfile: Path) -> bool:

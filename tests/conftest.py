@@ -47,6 +47,28 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _remove_empty_memory_cgroups() -> Iterator[None]:
+    """Local attempts get memory cgroups (``gridbridge-<attempt id>``) that the adapter removes
+    when it sees them end; a test that stops watching a job first leaves its group behind.
+    At the end of the session, remove this session's groups that are empty (an rmdir of a
+    group with a process in it fails, so nothing running is touched)."""
+    import contextlib
+    import time
+
+    from gridbridge.adapters._cgroup import find_parent
+
+    started = time.time()
+    yield
+    groups = find_parent("auto")
+    if groups is None:
+        return
+    for group in groups.parent.glob("gridbridge-*"):
+        with contextlib.suppress(OSError):
+            if group.stat().st_mtime >= started - 1:
+                group.rmdir()
+
+
 _REPO = Path(__file__).resolve().parents[1]
 
 

@@ -72,6 +72,7 @@ def test_a_job_that_can_run_later_says_why_it_waits(grid: GridConfig, tmp_path: 
         assert rows["ondemand-local"]["why"].startswith("not in allowed sites")
         assert not any(r["chosen"] for r in rows.values())
         busy.cancel()
+        assert busy.wait(60) is JobState.CANCELLED  # nothing of the test is left running
 
 
 def test_the_cli_refuses_an_impossible_job_in_one_line(tmp_path: Path) -> None:

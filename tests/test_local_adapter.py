@@ -345,6 +345,7 @@ def test_preempting_an_ended_attempt_changes_nothing(tmp_path: Path) -> None:
         (offer,) = adapter.offers()
         assert offer.cpus == 4 and "reclaimed" not in offer.note
     finally:
+        adapter.cancel([lost])  # what the lost runtime left running goes too
         _kill_leftovers(adapter)
 
 
