@@ -250,18 +250,23 @@ class Client:
         """Run ``fn(*args, **kwargs)`` as a job. ``options`` are :class:`JobSpec` fields
         (``name``, ``resources``, ``checkpoint``, ``constraints``, ``max_cost``, ...) or the
         shortcuts ``cpus``, ``memory_gb``, ``gpus``, ``walltime_s``."""
+        return self._submit_fn(fn, args, kwargs, options, admit=True)
+
+    def _submit_fn(self, fn: Callable[..., Any], args: tuple[Any, ...],
+                   kwargs: dict[str, Any] | None, options: dict[str, Any], *,
+                   admit: bool) -> JobFuture:
         import cloudpickle
-        import fsspec
 
         from gridbridge.scheduler.store import new_job_id
+        from gridbridge.wire import put_bytes
 
         job_id = new_job_id()
         ref = f"{self.config.checkpoint_root}/{job_id}/payload.pkl"
         options.setdefault("name", _default_name(getattr(fn, "__name__", "")))
         spec = self._spec(options, callable_ref=ref)
-        self._admit(spec)
-        with fsspec.open(ref, "wb", auto_mkdir=True) as f:
-            f.write(cloudpickle.dumps((fn, args, kwargs or {})))
+        if admit:
+            self._admit(spec)
+        put_bytes(ref, cloudpickle.dumps((fn, args, kwargs or {})))
         return self._create(spec, job_id)
 
     def submit_command(self, argv: Sequence[str], **options: Any) -> JobFuture:
@@ -272,8 +277,10 @@ class Client:
         return self._create(self._spec(options, command=tuple(argv)))
 
     def map(self, fn: Callable[..., Any], items: Iterable[Any], **options: Any) -> list[JobFuture]:
-        """Submit ``fn(item)`` for each item."""
-        return [self.submit(fn, item, **options) for item in items]
+        """Submit ``fn(item)`` for each item (all with the same options, so whether any site
+        could ever run them is checked once)."""
+        return [self._submit_fn(fn, (item,), None, dict(options), admit=i == 0)
+                for i, item in enumerate(items)]
 
     def job(self, job_id: str) -> JobFuture:
         self.store.job(job_id)

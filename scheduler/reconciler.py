@@ -149,6 +149,8 @@ class Reconciler:
         """...with the ``waiting`` events (job id, why) it tells."""
         self._could: dict[str, set[str]] = {}
         """Per pending job, the sites that could run it on their whole capacity."""
+        self._explained: dict[str, float] = {}
+        """Per pending job left unplaced, when (our clock) its decision was last explained."""
 
     # the loop -----------------------------------------------------------------------------
 
@@ -664,6 +666,7 @@ class Reconciler:
         pending = [j for j in self.store.jobs([JobState.PENDING]) if not j.cancel_requested]
         ids = {j.id for j in pending}
         self._could = {k: v for k, v in self._could.items() if k in ids}
+        self._explained = {k: v for k, v in self._explained.items() if k in ids}
         requeued, self._requeued = self._requeued, []
         if not pending and not requeued:
             return
@@ -753,10 +756,15 @@ class Reconciler:
         for i in round_.order:
             job = jobs[i]
             if round_.choice[i] < 0:
-                # Explaining costs a pass over every offer: the first jobs in line get it
-                # each tick, the rest when they come near the front.
-                if explained < _EXPLAIN_PER_TICK:
+                # Explaining costs a pass over every offer: the first jobs in line get it,
+                # the rest when they come near the front; and a job already explained only
+                # every few seconds, as what keeps it waiting seldom changes from tick to tick.
+                last = self._explained.get(job.job_id)
+                if last is not None and now - last < _REEXPLAIN_S:
+                    report.unplaced[job.job_id] = "waiting (explained recently)"
+                elif explained < _EXPLAIN_PER_TICK:
                     explained += 1
+                    self._explained[job.job_id] = now
                     decision = round_.decision(i)
                     self._record(decision, by_id[job.job_id], now)
                     report.unplaced[job.job_id] = decision.reason
@@ -972,6 +980,9 @@ def _one_attempt(what: str, attempt_id: str) -> Iterator[None]:
 
 
 _EXPLAIN_PER_TICK = 200
+_REEXPLAIN_S = 5.0
+"""A job left waiting has its decision explained (stored, and its ``waiting`` reason told)
+again at most this often."""
 """Unplaced jobs whose decision is explained (and its story told) each tick, first in line
 first; the others are explained once they come near the front."""
 

@@ -258,6 +258,57 @@ def test_a_placement_rounds_attempts_and_decisions_are_stored_in_one_write_each(
         client.adapters["here"].cancel(ids)
 
 
+def test_a_waiting_job_is_explained_again_only_every_few_seconds(
+    client: Client, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Explaining a decision is a pass over every offer: a job that keeps waiting is not
+    explained on every tick, only when it is new and then every few seconds."""
+    from gridbridge.scheduler import reconciler
+
+    now = [1_000_000.0]
+    monkeypatch.setattr(client.reconciler, "clock", lambda: now[0])
+    for _ in range(3):  # two fit, one waits
+        client.store.create_job(_spec().model_copy(update={"command": ("sleep", "30")}),
+                                client.config.checkpoint_root + "/x")
+    explained: list[str] = []
+    real = client.reconciler._record
+    monkeypatch.setattr(client.reconciler, "_record",
+                        lambda d, job, at: explained.append(job.id) or real(d, job, at))
+    try:
+        client.reconciler.tick()
+        assert len(explained) == 3  # the two placed, and the one that waits
+        (waits,) = client.store.jobs([JobState.PENDING])
+        for _ in range(3):
+            now[0] += 1.0
+            client.reconciler.tick()
+        assert explained.count(waits.id) == 1
+        now[0] += reconciler._REEXPLAIN_S
+        client.reconciler.tick()
+        assert explained.count(waits.id) == 2
+        assert client.store.detail(waits.id) == "waiting: here: needs 1 cpus, 0 free"
+    finally:
+        ids = [a.native_id for a in client.store.active_attempts() if a.native_id]
+        client.adapters["here"].cancel(ids)
+
+
+def test_map_checks_once_whether_its_jobs_could_ever_run(
+    client: Client, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every job of a map() has the same options, so admission is asked once; a map no site
+    could ever run is refused before anything is submitted."""
+    from gridbridge.scheduler import admission
+
+    calls = []
+    real = admission.check_admissible
+    monkeypatch.setattr(admission, "check_admissible",
+                        lambda spec, config: calls.append(spec) or real(spec, config))
+    futures = client.map(abs, [-1, -2, -3])
+    assert len(futures) == 3 and len(calls) == 1
+    with pytest.raises(ValueError, match="needs 64 cpus"):
+        client.map(abs, [1, 2], cpus=64)
+    assert client.store.count_jobs() == 3
+
+
 def test_a_submission_wakes_the_reconciler(tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
