@@ -759,17 +759,17 @@ class Reconciler:
                 # Explaining costs a pass over every offer: the first jobs in line get it,
                 # the rest when they come near the front; and a job already explained only
                 # every few seconds, as what keeps it waiting seldom changes from tick to tick.
+                explained += 1  # its place in the line of jobs left waiting
                 last = self._explained.get(job.job_id)
-                if last is not None and now - last < _REEXPLAIN_S:
+                if explained > _EXPLAIN_PER_TICK:
+                    report.unplaced[job.job_id] = "not placed this tick"
+                elif last is not None and now - last < _REEXPLAIN_S:
                     report.unplaced[job.job_id] = "waiting (explained recently)"
-                elif explained < _EXPLAIN_PER_TICK:
-                    explained += 1
+                else:
                     self._explained[job.job_id] = now
                     decision = round_.decision(i)
                     self._record(decision, by_id[job.job_id], now)
                     report.unplaced[job.job_id] = decision.reason
-                else:
-                    report.unplaced[job.job_id] = "not placed this tick"
                 continue
             if len(wanted) >= budget[0]:
                 report.unplaced[job.job_id] = "max_submissions_per_tick reached"
