@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
@@ -45,9 +46,14 @@ class Job:
 
     @classmethod
     def of(cls, row: JobRow) -> Job:
-        return _snapshot(
-            cls, row, spec=JobSpec.model_validate_json(row.spec_json), state=JobState(row.state)
-        )
+        return _snapshot(cls, row, spec=_spec(row.spec_json), state=JobState(row.state))
+
+
+@functools.lru_cache(maxsize=8192)
+def _spec(spec_json: str) -> JobSpec:
+    """A job's spec, parsed once: it never changes after submission, and every tick reads the
+    pending and running jobs again (a JobSpec is frozen, so one instance can be shared)."""
+    return JobSpec.model_validate_json(spec_json)
 
 
 @dataclass(frozen=True)
