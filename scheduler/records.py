@@ -7,6 +7,8 @@ import uuid
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
+from sqlalchemy import Row
+
 from gridbridge.spec import JobSpec
 from gridbridge.states import AttemptState, JobState
 
@@ -45,7 +47,7 @@ class Job:
     error: str | None
 
     @classmethod
-    def of(cls, row: JobRow) -> Job:
+    def of(cls, row: JobRow | Row[Any]) -> Job:
         return _snapshot(cls, row, spec=_spec(row.spec_json), state=JobState(row.state))
 
 
@@ -81,7 +83,7 @@ class Attempt:
     price_json: str | None
 
     @classmethod
-    def of(cls, row: AttemptRow) -> Attempt:
+    def of(cls, row: AttemptRow | Row[Any]) -> Attempt:
         return _snapshot(cls, row, state=AttemptState(row.state))
 
 
@@ -103,7 +105,7 @@ class Event:
 _T = TypeVar("_T")
 
 
-def _snapshot(cls: type[_T], row: Base, **converted: Any) -> _T:
+def _snapshot(cls: type[_T], row: Base | Row[Any], **converted: Any) -> _T:
     """A frozen copy of a row: every dataclass field read from the row unless converted."""
     names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
     return cls(**{n: getattr(row, n) for n in names if n not in converted}, **converted)

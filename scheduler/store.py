@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from typing import Any, cast
 
 from sqlalchemy import Table, create_engine, func, insert, inspect, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -100,6 +100,12 @@ class StateStore:
         with _unavailable_as_error(self.url), self._reads() as session:
             yield session
 
+    @contextmanager
+    def _core_read(self) -> Iterator[Connection]:
+        """A read without the ORM, for the point reads every tick makes (half the cost)."""
+        with _unavailable_as_error(self.url), self._read_engine.connect() as connection:
+            yield connection
+
     def probe_write(self) -> None:
         """Write a row and delete it in one transaction (raises if the store is read-only or
         locked for longer than the write timeout)."""
@@ -137,8 +143,8 @@ class StateStore:
         return Job.of(row)
 
     def job(self, job_id: str) -> Job:
-        with self._read() as s:
-            row = s.get(JobRow, job_id)
+        with self._core_read() as c:
+            row = c.execute(select(_JOBS).where(_JOBS.c.id == job_id)).first()
             if row is None:
                 raise JobNotFound(f"no job {job_id!r}")
             return Job.of(row)
@@ -288,9 +294,9 @@ class StateStore:
             return Attempt.of(row)
 
     def attempts(self, job_id: str) -> list[Attempt]:
-        q = select(AttemptRow).where(AttemptRow.job_id == job_id).order_by(AttemptRow.number)
-        with self._read() as s:
-            return [Attempt.of(r) for r in s.scalars(q)]
+        q = select(_ATTEMPTS).where(_ATTEMPTS.c.job_id == job_id).order_by(_ATTEMPTS.c.number)
+        with self._core_read() as c:
+            return [Attempt.of(r) for r in c.execute(q)]
 
     def last_sites(self, job_ids: Iterable[str]) -> dict[str, str]:
         """Per job that has attempts, the site of its latest one (one query)."""
@@ -312,9 +318,9 @@ class StateStore:
 
     def active_attempts(self) -> list[Attempt]:
         active = [a.value for a in AttemptState if a.active]
-        q = select(AttemptRow).where(AttemptRow.state.in_(active)).order_by(AttemptRow.id)
-        with self._read() as s:
-            return [Attempt.of(r) for r in s.scalars(q)]
+        q = select(_ATTEMPTS).where(_ATTEMPTS.c.state.in_(active)).order_by(_ATTEMPTS.c.id)
+        with self._core_read() as c:
+            return [Attempt.of(r) for r in c.execute(q)]
 
     def note_submit_try(self, attempt_id: str) -> int:
         """Count a call of ``submit`` for a SUBMITTING attempt before it is made; returns the
@@ -545,8 +551,8 @@ class StateStore:
     def holds_lease(self, lease: Lease) -> bool:
         """True if ``lease`` is still held, unlapsed and of the same generation (a read:
         it never waits behind a writer)."""
-        with self._read() as s:
-            row = s.get(LeaseRow, lease.name)
+        with self._core_read() as c:
+            row = c.execute(select(_LEASES).where(_LEASES.c.name == lease.name)).first()
             return (
                 row is not None
                 and row.holder == lease.holder
@@ -654,6 +660,7 @@ def _matching(q: Any, states: Iterable[JobState] | None, match: dict[str, str | 
 _JOBS = cast(Table, JobRow.__table__)
 _ATTEMPTS = cast(Table, AttemptRow.__table__)
 _EVENTS = cast(Table, EventRow.__table__)
+_LEASES = cast(Table, LeaseRow.__table__)
 
 
 def _add_event(s: Session, at: float, job_id: str, attempt_id: str | None, kind: str,
