@@ -80,7 +80,7 @@ class StateStore:
             self._read_engine = create_engine(url, future=True)
             sqlite_engines(self.engine, self._read_engine)
         with _unavailable_as_error(url):
-            Base.metadata.create_all(self._read_engine)  # deferred: no lock unless it creates
+            _create_missing_tables(self.engine, self._read_engine)
             add_missing_columns(self.engine, self._read_engine)
             _add_missing_indexes(self.engine, self._read_engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -673,6 +673,16 @@ def _add_event(s: Session, at: float, job_id: str, attempt_id: str | None, kind:
 
 def _event_of(r: EventRow) -> Event:
     return Event(r.at, r.job_id, r.attempt_id, r.kind, r.old, r.new, r.reason, r.actor, r.site)
+
+
+def _create_missing_tables(engine: Engine, read: Engine) -> None:
+    """Create the tables, if any is missing, through the write engine: on SQLite its
+    transactions begin IMMEDIATE, so two processes opening a new store at once take turns
+    (through the read engine, the second's deferred transaction failed at once with "database
+    is locked" when it tried to write). A store with every table is only read."""
+    if set(Base.metadata.tables) <= set(inspect(read).get_table_names()):
+        return
+    Base.metadata.create_all(engine)
 
 
 def _add_missing_indexes(engine: Engine, read: Engine) -> None:

@@ -213,3 +213,20 @@ def test_frozen_writer_holding_the_lock_for_60s(tmp_path: Path,
             client.close()
         if other is not None:
             other.close()
+
+
+def test_processes_opening_a_new_store_at_once_all_succeed(tmp_path: Path) -> None:
+    """``gridbridge serve`` and ``gridbridge submit`` started together on a new store: each
+    creates the tables if they are missing. Through deferred transactions, the one that lost
+    the race failed at once with "database is locked" (its read snapshot went stale when it
+    tried to write); the tables are now created in an IMMEDIATE transaction, so they take
+    turns. Six processes at once, three times over."""
+    code = ("import sys; from gridbridge.scheduler.store import StateStore; "
+            "StateStore('sqlite:///' + sys.argv[1]).close(); print('opened')")
+    for round_ in range(3):
+        db = tmp_path / f"new-{round_}.db"
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(db)], text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                 for _ in range(6)]
+        outcomes = [p.communicate(timeout=120) for p in procs]
+        assert all(out.strip() == "opened" for out, _ in outcomes), [e for _, e in outcomes]
