@@ -71,8 +71,9 @@ def _checked(record: str, name: str, hint: str, value: Any) -> Any:
         value = dict(value)
     elif ok and kind == "float":
         value = float(value)
-    if not ok:
-        raise ValueError(f"{record}.{name}: expected {hint}, got {value!r:.80}")
+    if not ok:  # a mapping may be the job's environment: name its type, never its values
+        shown = type(value).__name__ if isinstance(value, dict) else f"{value!r:.80}"
+        raise ValueError(f"{record}.{name}: expected {hint}, got {shown}")
     return value
 
 
