@@ -123,7 +123,7 @@ def ssh_login() -> Iterator[dict[str, object]]:
 
 
 from tests.checkpoint.conftest import s3_server  # noqa: E402,F401 - the SeaweedFS fixture, shared
-from tests.edgefleet import fleet  # noqa: E402,F401 - the edge fleet, one for the session
+from tests.support.edgefleet import fleet  # noqa: E402,F401 - the edge fleet, one for the session
 
 
 @pytest.fixture(scope="session")
@@ -140,7 +140,7 @@ def ec2_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 def ec2(ec2_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """The EC2 emulation with real prices in force now and no queued faults; after the test,
     no instance may be left pending or running."""
-    from tests.ec2site import ending_now, real_prices
+    from tests.support.ec2site import ending_now, real_prices
 
     for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                         "AWS_DEFAULT_REGION": "us-east-1"}.items():

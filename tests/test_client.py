@@ -12,8 +12,7 @@ import pytest
 
 from gridbridge import Client, GridConfig, JobCancelled, JobFailed
 from gridbridge.states import AttemptState, JobState
-
-from . import jobs
+from tests.support import jobs
 
 cloudpickle.register_pickle_by_value(jobs)
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # browser-install.sh: Debian's Chromium and ChromeDriver for the HTML report's browser test
-# (tests/test_report_html.py). Installs the packages chromium and chromium-driver with apt when
+# (tests/cli/test_report_cli.py). Installs the packages chromium and chromium-driver with apt when
 # /usr/bin/chromium or /usr/bin/chromedriver is missing (root only), and prints the paths of the
 # two programs, one a line. Idempotent: with both present it installs nothing. Starts no
 # process: the test starts Chromium headless itself, through ChromeDriver, and stops it.

@@ -1,18 +1,16 @@
 """The adapter contract: tests every adapter's test module subclasses, as fsspec's abstract
-filesystem tests are. A subclass provides two fixtures and inherits every test::
+filesystem tests are. A subclass provides an ``adapter`` fixture and inherits every test::
 
     class TestLocalContract(AdapterContract):
         @pytest.fixture
         def adapter(self, tmp_path):            # a fresh site, cleaned up afterwards
             yield LocalAdapter(site_config, tmp_path / "work")
 
-        @pytest.fixture
-        def workspace(self, tmp_path):          # a folder this process and the site's jobs
-            return tmp_path / "shared"          # can both read and write
-
-``python`` (the interpreter the site's jobs run) and ``DEADLINE_S`` (how long a state may take to
-show) may be overridden too. The hostile-id test compares the workspace's parent folder before
-and after, so keep the adapter's own files under it too (``tmp_path`` holds both, above).
+``workspace`` (a folder this process and the site's jobs can both read and write; by default
+``tmp_path / "shared"``), ``python`` (the interpreter the site's jobs run) and ``DEADLINE_S``
+(how long a state may take to show) may be overridden too. The hostile-id test compares the
+workspace's parent folder before and after, so keep the adapter's own files under it too
+(``tmp_path`` holds both, above).
 The jobs are small Python commands; what they write lands in the workspace, so the tests can
 check what ran, and how often.
 """
@@ -56,9 +54,18 @@ _TERMINAL = frozenset(s for s in AttemptState if s.terminal)
 
 
 class AdapterContract:
-    """What every adapter promises. Subclass it with ``adapter`` and ``workspace`` fixtures."""
+    """What every adapter promises. Subclass it with an ``adapter`` fixture (and ``workspace``
+    where the site's jobs cannot see this process's temporary folder)."""
 
     DEADLINE_S: float = 30.0
+
+    @pytest.fixture
+    def workspace(self, tmp_path: Path) -> Path:
+        """A folder this process and the site's jobs can both read and write: by default a
+        fresh one beside the adapter's own files, under ``tmp_path``."""
+        path = tmp_path / "shared"
+        path.mkdir()
+        return path
 
     @pytest.fixture
     def python(self) -> str:
