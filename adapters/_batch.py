@@ -20,8 +20,7 @@ from collections.abc import Mapping, Sequence
 
 from gridbridge.adapter import SubmitRejected
 from gridbridge.config import ENV_NAME_PATTERN, SiteConfig, prologue_script
-from gridbridge.job_context import PREEMPTED_EXIT_CODE
-from gridbridge.runtime import ALREADY_RAN_EXIT_CODE
+from gridbridge.wire import ALREADY_RAN_EXIT_CODE, PREEMPTED_EXIT_CODE
 
 __all__ = [
     "ALREADY_RAN_EXIT_CODE",

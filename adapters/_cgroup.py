@@ -4,7 +4,7 @@ A local attempt whose job asks for ``memory_gb`` gets a cgroup of its own, a chi
 the adapter may use, holding its runtime and every process the job starts. The kernel then
 counts what the whole attempt really uses (resident memory and page cache, children included),
 and when it would go over, reclaims, and failing that kills the largest process in the group.
-That kill is read back from the group's event counters (:func:`gridbridge.runtime.oom_killed`),
+That kill is read back from the group's event counters (:func:`gridbridge.procinfo.oom_killed`),
 so the attempt ends FAILED with the reason ``out_of_memory`` even when the process killed was
 the runtime itself.
 

@@ -68,10 +68,9 @@ from gridbridge.adapter import (
 )
 from gridbridge.config import ENV_NAME_PATTERN, SiteConfig, prologue_script
 from gridbridge.costs import advisor_rate
-from gridbridge.runtime import SPOT_NOTICE
 from gridbridge.spec import Tier
 from gridbridge.states import AttemptState
-from gridbridge.wire import load_log, read_result
+from gridbridge.wire import SPOT_NOTICE, load_log, read_result
 
 from ._batch import ALREADY_RAN_EXIT_CODE, PREEMPTED_EXIT_CODE, check_attempt_id
 

@@ -53,7 +53,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gridbridge.adapter import (
     AttemptStatus,
+    BootstrapReport,
     Capability,
+    NodeBootstrap,
+    NodeCheck,
     Offer,
     OwnedJob,
     Pricing,
@@ -384,58 +387,6 @@ class EdgeOptions(BaseModel):
     ``python3``)."""
 
 
-class NodeCheck(BaseModel):
-    """What :meth:`EdgeAdapter.check` found on one node."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    node: str
-    reachable: bool
-    host_key_ok: bool | None = None
-    """None: the node was not reached, so its key was not seen."""
-    python: str | None = None
-    gridbridge: str | None = None
-    cpus: int | None = None
-    memory_gb: float | None = None
-    rtt_ms: float | None = None
-    error: str = ""
-
-
-class NodeBootstrap(BaseModel):
-    """What :meth:`EdgeAdapter.bootstrap` did on one node."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    node: str
-    action: str
-    """``installed``, ``skipped`` (it had the version already) or ``failed``."""
-    before: str | None = None
-    """The gridbridge version the runtime's interpreter had before (None: none)."""
-    after: str | None = None
-    seconds: float = 0.0
-    uploaded_files: int = 0
-    uploaded_bytes: int = 0
-    upload_s: float = 0.0
-    install_s: float = 0.0
-    detail: str = ""
-    error: str = ""
-
-
-class BootstrapReport(BaseModel):
-    """What :meth:`EdgeAdapter.bootstrap` did: the wheelhouse and every node."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    version: str
-    """The gridbridge version the nodes were brought to."""
-    wheelhouse: str | None = None
-    """The local wheelhouse (None: no node needed one)."""
-    built: bool = False
-    """Whether the wheelhouse was built by this call (False: cached or given)."""
-    build_s: float = 0.0
-    nodes: list[NodeBootstrap]
-
-
 class _Wheelhouse:
     """The local wheelhouse, built from the checkout the first time a node needs it."""
 
@@ -533,7 +484,8 @@ class EdgeAdapter:
     """A fleet of edge nodes reached over SSH."""
 
     CAPABILITIES: ClassVar[frozenset[Capability]] = frozenset(
-        {Capability.ADOPT, Capability.LOGS, Capability.PREEMPTIBLE, Capability.GPUS})
+        {Capability.ADOPT, Capability.LOGS, Capability.PREEMPTIBLE, Capability.GPUS,
+         Capability.CHECK, Capability.BOOTSTRAP})
     Options: ClassVar[type[BaseModel] | None] = EdgeOptions
 
     def __init__(self, site: SiteConfig, workdir: str | os.PathLike[str]) -> None:

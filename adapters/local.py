@@ -42,8 +42,9 @@ from gridbridge.adapter import (
 )
 from gridbridge.adapters._cgroup import RUNTIME_ALLOWANCE, MemoryCgroups, find_parent
 from gridbridge.config import SiteConfig, prologue_script
-from gridbridge.runtime import OUT_OF_MEMORY, oom_killed, out_of_memory_message, proc_start_time
+from gridbridge.procinfo import oom_killed, proc_start_time
 from gridbridge.states import AttemptState
+from gridbridge.wire import OUT_OF_MEMORY, out_of_memory_message
 
 __all__ = ["LocalAdapter", "LocalOptions"]
 

@@ -12,6 +12,8 @@ An adapter translates and nothing more::
 
     optional, declared by a capability:  LOGS ──logs(native id)──> str
                                          DEBUG_PREEMPT ──preempt(native id)──> None
+                                         CHECK ──check()──> [NodeCheck]
+                                         BOOTSTRAP ──bootstrap(...)──> BootstrapReport
 
 Any exception from ``submit`` other than :class:`SubmitRejected` means "maybe": the attempt
 stays SUBMITTING and is retried with the same attempt id (or looked up with ``owned()``).
@@ -21,6 +23,7 @@ Adapters never import each other or the scheduler; the scheduler finds them thro
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -37,8 +40,13 @@ __all__ = [
     "Adapter",
     "AttemptStatus",
     "BilledInterval",
+    "BootstrapAdapter",
+    "BootstrapReport",
     "Capability",
+    "CheckAdapter",
     "LogsAdapter",
+    "NodeBootstrap",
+    "NodeCheck",
     "Offer",
     "OwnedJob",
     "PreemptAdapter",
@@ -65,12 +73,21 @@ class Capability(StrEnum):
     DEBUG_PREEMPT = "debug-preempt"
     """It can deliver a real preemption on request (``gridbridge debug preempt``): the adapter
     has ``preempt(native_id, wait=...)``."""
+    CHECK = "check"
+    """It can check each of its hosts itself (reachable, host key, versions, free resources):
+    the adapter has ``check()`` (``gridbridge sites check``); others are checked by asking
+    for their offers."""
+    BOOTSTRAP = "bootstrap"
+    """It can install gridbridge on its own bare hosts: the adapter has ``bootstrap(...)``
+    (``gridbridge sites bootstrap``)."""
 
 
 REQUIRED_VERBS: tuple[str, ...] = ("submit", "poll", "cancel", "owned", "offers", "capabilities")
 OPTIONAL_VERBS: Mapping[Capability, str] = {
     Capability.LOGS: "logs",
     Capability.DEBUG_PREEMPT: "preempt",
+    Capability.CHECK: "check",
+    Capability.BOOTSTRAP: "bootstrap",
 }
 """The verb an adapter must have when it declares the capability."""
 
@@ -259,6 +276,78 @@ class PreemptAdapter(Protocol):
 
     def preempt(self, native_id: str, *, wait: bool = False) -> None:
         """Deliver a real preemption to a running attempt."""
+        ...
+
+
+class NodeCheck(BaseModel):
+    """What :meth:`CheckAdapter.check` found on one node."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    node: str
+    reachable: bool
+    host_key_ok: bool | None = None
+    """None: the node was not reached, so its key was not seen."""
+    python: str | None = None
+    gridbridge: str | None = None
+    cpus: int | None = None
+    memory_gb: float | None = None
+    rtt_ms: float | None = None
+    error: str = ""
+
+
+class NodeBootstrap(BaseModel):
+    """What :meth:`BootstrapAdapter.bootstrap` did on one node."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    node: str
+    action: str
+    """``installed``, ``skipped`` (it had the version already) or ``failed``."""
+    before: str | None = None
+    """The gridbridge version the runtime's interpreter had before (None: none)."""
+    after: str | None = None
+    seconds: float = 0.0
+    uploaded_files: int = 0
+    uploaded_bytes: int = 0
+    upload_s: float = 0.0
+    install_s: float = 0.0
+    detail: str = ""
+    error: str = ""
+
+
+class BootstrapReport(BaseModel):
+    """What :meth:`BootstrapAdapter.bootstrap` did: the wheelhouse and every node."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: str
+    """The gridbridge version the nodes were brought to."""
+    wheelhouse: str | None = None
+    """The local wheelhouse (None: no node needed one)."""
+    built: bool = False
+    """Whether the wheelhouse was built by this call (False: cached or given)."""
+    build_s: float = 0.0
+    nodes: list[NodeBootstrap]
+
+
+@runtime_checkable
+class CheckAdapter(Protocol):
+    """An adapter that declares :attr:`Capability.CHECK`."""
+
+    def check(self) -> list[NodeCheck]:
+        """One row per host: reachable, host key accepted, versions, free resources."""
+        ...
+
+
+@runtime_checkable
+class BootstrapAdapter(Protocol):
+    """An adapter that declares :attr:`Capability.BOOTSTRAP`."""
+
+    def bootstrap(self, *, wheelhouse: str | os.PathLike[str] | None = None,
+                  cache_dir: str | os.PathLike[str] | None = None,
+                  base_python: str = "python3") -> BootstrapReport:
+        """Install this gridbridge on every host that lacks it."""
         ...
 
 

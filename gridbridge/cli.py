@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 from rich.console import Console
 
+from gridbridge.adapter import BootstrapAdapter, Capability, CheckAdapter
 from gridbridge.config import ConfigError, config_schema
 from gridbridge.report_cli import app as report_app
 from gridbridge.spec import Tier
@@ -310,10 +311,9 @@ def sites_check(
         err.print(f"error: no site {site!r}; valid choices: {', '.join(names)}")
         raise typer.Exit(2)
     adapter = client.adapters[site]
-    check = getattr(adapter, "check", None)
     rows: list[dict[str, Any]] = []
-    if callable(check):
-        for c in check():
+    if Capability.CHECK in adapter.capabilities() and isinstance(adapter, CheckAdapter):
+        for c in adapter.check():
             rows.append({**c.model_dump(), "host_key_ok": _yes_no(c.host_key_ok),
                          "reachable": _yes_no(c.reachable)})
         columns = ["node", "reachable", "host_key_ok", "python", "gridbridge", "cpus",
@@ -355,14 +355,16 @@ def sites_bootstrap(
     if site not in client.adapters:
         err.print(f"error: no site {site!r}; valid choices: {', '.join(names)}")
         raise typer.Exit(2)
-    bootstrap = getattr(client.adapters[site], "bootstrap", None)
-    if not callable(bootstrap):
-        able = [n for n, a in client.adapters.items() if callable(getattr(a, "bootstrap", None))]
+    target = client.adapters[site]
+    if not (Capability.BOOTSTRAP in target.capabilities()
+            and isinstance(target, BootstrapAdapter)):
+        able = [n for n, a in client.adapters.items() if Capability.BOOTSTRAP in a.capabilities()]
         adapter = next(s.adapter for s in client.config.sites if s.name == site)
         err.print(f"error: site {site!r} (adapter {adapter}) has no bootstrap; only edge sites "
                   f"do{' (here: ' + ', '.join(able) + ')' if able else ''}")
         raise typer.Exit(2)
-    report = bootstrap(wheelhouse=wheelhouse, cache_dir=cache_dir, base_python=base_python)
+    report = target.bootstrap(wheelhouse=wheelhouse, cache_dir=cache_dir,
+                              base_python=base_python)
     if report.wheelhouse:
         how = f"built in {report.build_s:g}s" if report.built else "cached" if (
             wheelhouse is None) else "given"

@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from gridbridge.wire import PREEMPTED_EXIT_CODE
+
 if TYPE_CHECKING:
     from gridbridge.checkpoint import CheckpointStore
 
 __all__ = ["PREEMPTED_EXIT_CODE", "JobContext", "Preempted", "context"]
 
-PREEMPTED_EXIT_CODE = 75
-"""Exit code of an attempt that stopped on request after checkpointing (EX_TEMPFAIL)."""
 
 _stop = threading.Event()
 _current: JobContext | None = None

@@ -37,9 +37,14 @@ from pathlib import Path
 from typing import Any
 
 from gridbridge import job_context as ctx_mod
-from gridbridge.job_context import PREEMPTED_EXIT_CODE, Preempted
+from gridbridge.job_context import Preempted
+from gridbridge.procinfo import oom_killed, proc_start_time
 from gridbridge.wire import (
+    ALREADY_RAN_EXIT_CODE,
     FORMAT,
+    OUT_OF_MEMORY,
+    PREEMPTED_EXIT_CODE,
+    SPOT_NOTICE,
     FormatMismatch,
     Heartbeat,
     Launch,
@@ -47,14 +52,12 @@ from gridbridge.wire import (
     check_format,
     get_bytes,
     load_log,
+    out_of_memory_message,
     put_bytes,
     read_result,
 )
 
 __all__ = [
-    "ALREADY_RAN_EXIT_CODE",
-    "OUT_OF_MEMORY",
-    "SPOT_NOTICE",
     "Launch",
     "Result",
     "SpotWatch",
@@ -62,30 +65,13 @@ __all__ = [
     "limit_memory",
     "load_log",
     "main",
-    "oom_killed",
-    "out_of_memory_message",
-    "proc_start_time",
     "read_result",
     "run",
     "user_traceback",
 ]
 
-ALREADY_RAN_EXIT_CODE = 76
-"""A launch of an attempt that had already been started exits with this; adapters map it to
-PREEMPTED (a requeue) or LOST, never SUCCEEDED."""
 _LOG_TAIL_BYTES = 16 * 1024 * 1024
 
-
-def proc_start_time(pid: int) -> str | None:
-    """The kernel's start time of ``pid`` (to tell a reused pid apart), None if gone/zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] in {"Z", "X"}:
-        return None
-    return fields[19]
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -252,7 +238,6 @@ class _Beacon:
         self._thread.join(timeout=5.0)
 
 
-SPOT_NOTICE = "spot interruption notice"
 """How a result record's ``error`` begins when the attempt stopped for a spot notice."""
 IMDS_ENDPOINT_ENV = "AWS_EC2_METADATA_SERVICE_ENDPOINT"
 """The AWS SDKs' setting for where the instance metadata service is; it wins over ``--imds``."""
@@ -509,9 +494,6 @@ def run(launch_url: str, scratch: Path | None = None, rerun: int = 0,
     return code
 
 
-OUT_OF_MEMORY = "out_of_memory"
-"""A result record's ``reason`` when the job ran out of the memory it asked for (the attempt
-is FAILED; this says why)."""
 _OOM_SIGNS = (b"MemoryError", b"Cannot allocate memory", b"std::bad_alloc",
               b"Unable to allocate", b"out of memory")
 """How a command that ran out of memory usually says so on its way out (Python, libc, C++,
@@ -551,20 +533,6 @@ def join_cgroup(group: str | None) -> bool:
     return True
 
 
-def oom_killed(group: str | os.PathLike[str]) -> bool:
-    """Whether the kernel killed a process of this cgroup for going over its memory limit
-    (``oom_kill`` in ``memory.events`` on cgroup v2, in ``memory.oom_control`` on v1)."""
-    for name in ("memory.events", "memory.oom_control"):
-        try:
-            text = Path(group, name).read_text()
-        except OSError:
-            continue
-        for line in text.splitlines():
-            key, _, value = line.partition(" ")
-            if key == "oom_kill":
-                return value.strip().isdigit() and int(value) > 0
-    return False
-
 
 def _data_bytes() -> int:
     """This process's private writable memory now (``VmData``), 0 if unknown."""
@@ -581,11 +549,6 @@ def _oom_words() -> str:
     gb = os.environ.get("GRIDBRIDGE_MEMORY_GB")
     return out_of_memory_message(float(gb) if gb else None)
 
-
-def out_of_memory_message(memory_gb: float | None) -> str:
-    """What an attempt that ran out of the memory it asked for says, everywhere."""
-    asked = f" (memory_gb={memory_gb:g})" if memory_gb else ""
-    return f"out of memory: the job needed more memory than it asked for{asked}"
 
 
 def _oom_in_log(path: Path) -> bool:

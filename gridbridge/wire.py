@@ -24,7 +24,11 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Self
 
 __all__ = [
+    "ALREADY_RAN_EXIT_CODE",
     "FORMAT",
+    "OUT_OF_MEMORY",
+    "PREEMPTED_EXIT_CODE",
+    "SPOT_NOTICE",
     "FormatMismatch",
     "Heartbeat",
     "Launch",
@@ -33,6 +37,7 @@ __all__ = [
     "exists",
     "get_bytes",
     "load_log",
+    "out_of_memory_message",
     "put_bytes",
     "read_heartbeat",
     "read_launch",
@@ -41,6 +46,29 @@ __all__ = [
 
 FORMAT = "1.0"
 """The wire format this gridbridge writes; it reads any ``1.x``."""
+
+# What a runtime's exit says, read by the adapters (the runtime's exit code is often all a
+# batch scheduler keeps) and by the runtime itself.
+
+PREEMPTED_EXIT_CODE = 75
+"""An attempt that stopped on request after checkpointing exits with this (``EX_TEMPFAIL``):
+adapters read it as PREEMPTED, never FAILED."""
+
+ALREADY_RAN_EXIT_CODE = 76
+"""A launch of an attempt that had already been started exits with this; adapters map it to
+PREEMPTED (a requeue) or LOST, never SUCCEEDED."""
+
+OUT_OF_MEMORY = "out_of_memory"
+"""The result's ``reason`` when the job needed more memory than it asked for."""
+
+SPOT_NOTICE = "spot interruption notice"
+"""How a stop asked for by the cloud's interruption notice is named in logs and results."""
+
+
+def out_of_memory_message(memory_gb: float | None) -> str:
+    """What an attempt that ran out of the memory it asked for says, everywhere."""
+    asked = f" (memory_gb={memory_gb:g})" if memory_gb else ""
+    return f"out of memory: the job needed more memory than it asked for{asked}"
 
 
 class FormatMismatch(ValueError):

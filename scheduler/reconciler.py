@@ -49,7 +49,7 @@ from gridbridge.adapter import (
     WakingAdapter,
 )
 from gridbridge.config import GridConfig
-from gridbridge.runtime import proc_start_time
+from gridbridge.procinfo import proc_start_time
 from gridbridge.states import AttemptState, JobState
 
 from .admission import ideal_offers

@@ -16,10 +16,10 @@ import pytest
 from gridbridge.adapter import SubmitRequest, write_launch
 from gridbridge.client import Client
 from gridbridge.config import GridConfig
-from gridbridge.runtime import ALREADY_RAN_EXIT_CODE
 from gridbridge.spec import JobSpec
 from gridbridge.states import AttemptState, JobState
 from gridbridge.wire import (
+    ALREADY_RAN_EXIT_CODE,
     FORMAT,
     Result,
     load_log,

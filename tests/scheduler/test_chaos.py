@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from gridbridge.client import Client, JobFuture
-from gridbridge.runtime import proc_start_time
+from gridbridge.procinfo import proc_start_time
 from gridbridge.states import AttemptState, JobState
 from tests.support.serving import kill_attempt_groups, start_serve, two_site_config
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from gridbridge.runtime import proc_start_time
+from gridbridge.procinfo import proc_start_time
 
 
 def two_site_config(tmp_path: Path, *, cpus: tuple[int, int] = (3, 2),

@@ -1,0 +1,127 @@
+"""The units and words every part of gridbridge shares, each defined once: names and labels,
+memory, durations, money and time as people read them.
+
+Memory is GiB everywhere (``memory_gb`` is a number of GiB, as Slurm's ``--mem=4G`` and PBS's
+``mem=4gb`` are): :data:`GIB` bytes. Durations in batch schedulers' words
+(``[D-]HH:MM:SS``) are read by :func:`parse_duration`, the one parser. Standard library only:
+the in-job runtime imports this without loading pydantic.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, datetime
+from decimal import Decimal
+
+__all__ = [
+    "ENV_NAME_PATTERN",
+    "GIB",
+    "LABEL_PATTERN",
+    "NAME_PATTERN",
+    "TIME_FORMAT",
+    "fmt_duration",
+    "fmt_money",
+    "fmt_time",
+    "gib",
+    "parse_duration",
+    "parse_memory",
+]
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+"""Job and site names: what is safe as a Slurm job name, an EC2 tag, a path component."""
+
+LABEL_PATTERN = r"^[A-Za-z0-9_.:/-]{1,64}$"
+"""What a label's key or value may look like, on a job's constraints and on a site's hosts
+alike (``zone/a``, ``gpu:a100``)."""
+
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+"""An environment variable's name a job may set or a site may pass on."""
+
+GIB = 2**30
+"""Bytes in the unit of every ``memory_gb`` (a GiB, as Slurm and PBS count a ``G``)."""
+
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+"""Every time gridbridge prints, in tables, CSV, JSON and reports alike: UTC, ISO 8601, to
+the second."""
+
+
+def gib(n_bytes: float) -> float:
+    """``n_bytes`` in GiB."""
+    return n_bytes / GIB
+
+
+_MEMORY_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6,
+                 "g": 10**9, "gb": 10**9, "t": 10**12, "tb": 10**12,
+                 "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_memory(value: str | float) -> int:
+    """An amount of memory in bytes: a number of bytes, or a string with a unit as dask writes
+    them (``'4GiB'``, ``'109 GB'``, ``'500MB'``: decimal and binary units, any case).
+    Raises ValueError naming the units it knows."""
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([A-Za-z]*)\s*", str(value))
+    unit = m.group(2).lower() if m else ""
+    if m is None or unit not in _MEMORY_UNITS:
+        units = ", ".join(u for u in _MEMORY_UNITS if u)
+        raise ValueError(f"{value!r} is not an amount of memory like '109 GB' or '4 GiB' "
+                         f"(units: {units})")
+    return math.ceil(float(m.group(1)) * _MEMORY_UNITS[unit])
+
+
+_DURATION = re.compile(r"(?:(\d+)-)?(\d+(?::\d+){0,2})")
+
+
+def parse_duration(text: str | float, *, bare: float = 60.0) -> float | None:
+    """A batch scheduler's duration in seconds, None when it is not one.
+
+    Colons read as Slurm and PBS write them: ``MM:SS``, ``HH:MM:SS``; with days
+    ``D-HH``, ``D-HH:MM``, ``D-HH:MM:SS``. A number alone counts ``bare`` seconds each:
+    minutes for Slurm and dask-jobqueue (the default), seconds for PBS (``bare=1``)."""
+    m = _DURATION.fullmatch(str(text).strip())
+    if m is None:
+        return None
+    days, rest = m.group(1), [int(x) for x in m.group(2).split(":")]
+    if days is not None:
+        h, mi, sec = [*rest, 0, 0][:3]
+        return float(int(days) * 86400 + h * 3600 + mi * 60 + sec)
+    if len(rest) == 1:
+        return float(rest[0] * bare)
+    h, mi, sec = [0, *rest][-3:]
+    return float(h * 3600 + mi * 60 + sec)
+
+
+def fmt_duration(seconds: float) -> str:
+    """``45s``, ``3m05s``, ``1h02m``, ``2d03h`` (rounded up to the unit shown)."""
+    s = math.ceil(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        m = math.ceil(s / 60)
+        return f"{m // 60}h{m % 60:02d}m"
+    h = math.ceil(s / 3600)
+    return f"{h // 24}d{h % 24:02d}h"
+
+
+def fmt_money(x: float | Decimal | None, *, readable: bool = False, sign: str = "$") -> str:
+    """Dollars. In columns (default), to the cent from $1 and to a millionth of a dollar
+    below, so small amounts can be compared: ``$1,234.50``, ``$0.002014``. ``readable``, for
+    sentences: two significant digits below 10 cents, ``$3.10``, ``$0.012``, ``$0.00042``.
+    ``sign=""`` leaves out the dollar sign. None is ""."""
+    if x is None:
+        return ""
+    if readable:
+        if x == 0 or abs(x) >= 0.1:
+            return f"{sign}{x:,.2f}"
+        digits = max(3, 1 - math.floor(math.log10(abs(x))))
+        return f"{sign}{x:.{digits}f}"
+    return f"{sign}{x:,.6f}" if abs(x) < 1 else f"{sign}{x:,.2f}"
+
+
+def fmt_time(ts: float | None) -> str:
+    """``2026-11-27T01:20:00Z`` for a Unix time; "" for None."""
+    if ts is None:
+        return ""
+    return datetime.fromtimestamp(ts, UTC).strftime(TIME_FORMAT)
