@@ -1,9 +1,10 @@
 # The two Quick start commands: `make demo` and `make test`. Both set up what they need.
+# The inner loop: `make check` (lint, types and the tests that need no service).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup demo test test-deps lint unit clean $(LINT_TREE)
+.PHONY: setup demo test test-deps lint lint-deps check unit clean $(LINT_TREE)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,13 +22,29 @@ $(LINT_TREE): setup
 demo: setup
 	$(BIN)/gridbridge demo
 
-lint: setup $(LINT_TREE)
+# Every shell script: the dev stack and the edge nodes' scripts (the glob may match none).
+SHELL_SCRIPTS = $(wildcard deploy/dev/*.sh adapters/edge/*.sh)
+
+# shellcheck is Debian's package, installed with apt-get (as root) when missing, the way the
+# dev scripts install theirs; with it present, nothing is installed.
+lint-deps:
+	@command -v shellcheck >/dev/null || bash -c '. deploy/dev/lib.sh && apt_install shellcheck' shellcheck-install
+
+lint: setup lint-deps $(LINT_TREE)
 	$(BIN)/ruff check .
+	shellcheck -x $(SHELL_SCRIPTS)
 	cd $(LINT_TREE) && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p gridbridge
 	cd $(LINT_TREE) && ../../$(BIN)/lint-imports ../../pyproject.toml
 
 unit: setup
 	$(BIN)/pytest -m "not s3 and not slurm and not ssh and not ec2"
+
+# The inner loop, meant to take under 3 minutes: lint and types, then the tests that need no
+# service, real or fake (none of S3, Slurm, SSH, EC2, PBS's fake server, dask's workers,
+# Chromium or PyTorch) and are not marked slow; `make test` runs them all.
+CHECK_TESTS := not s3 and not slurm and not ssh and not ec2 and not pbs and not dask and not browser and not torch and not slow
+check: lint
+	$(BIN)/pytest -m "$(CHECK_TESTS)"
 
 # PyTorch for the checkpoint store's tensor tests: pinned to the CPU build (an unpinned
 # torch resolves to a multi-GB CUDA build).

@@ -19,7 +19,8 @@ import shlex
 from collections.abc import Mapping, Sequence
 
 from gridbridge.adapter import SubmitRejected
-from gridbridge.config import ENV_NAME_PATTERN, SiteConfig, prologue_script
+from gridbridge.config import SiteConfig, prologue_script
+from gridbridge.units import ENV_NAME_PATTERN
 from gridbridge.wire import ALREADY_RAN_EXIT_CODE, PREEMPTED_EXIT_CODE
 
 __all__ = [

@@ -41,10 +41,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["RUNTIME_ALLOWANCE", "MemoryCgroups", "find_parent"]
+from gridbridge.adapters._rundir import RunFile
+from gridbridge.procinfo import oom_killed
+
+__all__ = ["RUNTIME_ALLOWANCE", "MemoryCgroups", "attempt_group", "attempt_oom_killed",
+           "drop_attempt_group", "find_parent"]
 
 RUNTIME_ALLOWANCE = 128 * 2**20
 """Bytes added to the job's ``memory_gb`` for the runtime itself (the interpreter, the
@@ -170,3 +176,63 @@ def find_parent(setting: str, *, mountinfo: str | None = None,
                 if v1 is not None and _v1_usable(v1):
                     return MemoryCgroups(v1, 1)
     return None
+
+
+# An attempt's group, as its run folder records it (``cgroup``: written by the local adapter).
+
+_DROP_WAIT_S = 30.0
+"""How long a background removal waits for the last processes of a group to exit."""
+_DROPPING: set[Path] = set()
+_DROPPING_LOCK = threading.Lock()
+
+
+def attempt_group(d: Path) -> Path | None:
+    """The memory cgroup of the attempt whose run folder is ``d``, if the adapter made one
+    (only ever ``gridbridge-<attempt id>``: a folder naming another group is ignored)."""
+    try:
+        group = Path((d / RunFile.CGROUP).read_text().strip())
+    except OSError:
+        return None
+    return group if group.name == f"{_PREFIX}{d.name}" else None
+
+
+def attempt_oom_killed(d: Path) -> bool:
+    """Whether the kernel killed a process of the attempt for going over its memory."""
+    group = attempt_group(d)
+    return group is not None and oom_killed(group)
+
+
+def drop_attempt_group(d: Path) -> None:
+    """Remove the attempt's memory cgroup once nothing is left in it: at once, or from a
+    background thread while its last processes finish exiting (a process the kernel just
+    killed can stay in the group for a moment). The sweep's ``owned()`` tries again later."""
+    group = attempt_group(d)
+    if group is None or _try_rmdir(d, group):
+        return
+    with _DROPPING_LOCK:
+        if group in _DROPPING:
+            return
+        _DROPPING.add(group)
+
+    def drop() -> None:
+        try:
+            deadline = time.monotonic() + _DROP_WAIT_S
+            while not _try_rmdir(d, group) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            with _DROPPING_LOCK:
+                _DROPPING.discard(group)
+
+    threading.Thread(target=drop, name=f"drop-{group.name}", daemon=True).start()
+
+
+def _try_rmdir(d: Path, group: Path) -> bool:
+    try:
+        group.rmdir()
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False  # a process is still in it
+    with contextlib.suppress(OSError):
+        (d / RunFile.CGROUP).unlink()
+    return True

@@ -25,7 +25,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from gridbridge.frozen import Frozen
 
 __all__ = [
     "CommandTimeout",
@@ -104,11 +106,9 @@ class LocalRunner:
         return "local"
 
 
-class SSHTarget(BaseModel):
+class SSHTarget(Frozen):
     """How to reach a host over SSH (``login:`` of a Slurm or PBS site, a node of an edge
     fleet). The host key is always checked against ``known_hosts``."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     host: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.:%\[\]-]+$")
     port: int = Field(default=22, ge=1, le=65535)

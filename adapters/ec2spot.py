@@ -38,22 +38,17 @@ boto3 is imported only here (the ``[aws]`` extra).
 
 from __future__ import annotations
 
-import csv
-import gzip
 import hashlib
-import json
-import math
 import os
 import re
-import shlex
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from gridbridge.adapter import (
     AttemptStatus,
@@ -66,166 +61,45 @@ from gridbridge.adapter import (
     SubmitRequest,
     write_launch,
 )
-from gridbridge.config import ENV_NAME_PATTERN, SiteConfig, prologue_script
+from gridbridge.adapters._batch import ALREADY_RAN_EXIT_CODE, PREEMPTED_EXIT_CODE, check_attempt_id
+from gridbridge.adapters._ec2_options import (
+    CAPACITY_ERRORS,
+    CONFIG_ERRORS,
+    TAG_ATTEMPT,
+    TAG_CANCELLED,
+    TAG_FEDERATION,
+    TAG_JOB,
+    TAG_URL,
+    THROTTLING,
+    Ec2SpotOptions,
+    user_data,
+)
+from gridbridge.adapters._ec2_prices import (
+    MIN_BILLED_S,
+    _load_advisor,
+    _load_on_demand,
+    billed_intervals,
+    interruption_rate,
+    on_demand_price,
+    transition_time,
+)
+from gridbridge.adapters._host import federation_tag
+from gridbridge.config import SiteConfig
 from gridbridge.costs import advisor_rate
 from gridbridge.spec import Tier
 from gridbridge.states import AttemptState
 from gridbridge.wire import SPOT_NOTICE, load_log, read_result
 
-from ._batch import ALREADY_RAN_EXIT_CODE, PREEMPTED_EXIT_CODE, check_attempt_id
-
 __all__ = ["CAPACITY_ERRORS", "CONFIG_ERRORS", "Ec2SpotAdapter", "Ec2SpotOptions",
            "advisor_rate", "billed_intervals", "user_data"]
 
-TAG_FEDERATION = "gridbridge:federation"
-TAG_ATTEMPT = "gridbridge:attempt"
-TAG_JOB = "gridbridge:job"
-TAG_URL = "gridbridge:attempt-url"
-TAG_CANCELLED = "gridbridge:cancelled"
-
-CAPACITY_ERRORS = frozenset({
-    "InsufficientInstanceCapacity", "InsufficientCapacity", "InsufficientHostCapacity",
-    "InsufficientReservedInstanceCapacity", "SpotMaxPriceTooLow", "MaxSpotInstanceCountExceeded",
-    "InstanceLimitExceeded", "VcpuLimitExceeded", "InsufficientFreeAddressesInSubnet",
-    "UnfulfillableCapacity", "Unsupported",
-})
-"""``RunInstances`` errors that say this (instance type, zone) cannot be had now: the offer is
-shown without capacity for a while and placement looks elsewhere."""
-CONFIG_ERRORS = frozenset({
-    "InvalidAMIID.NotFound", "InvalidAMIID.Malformed", "InvalidAMIID.Unavailable",
-    "InvalidSubnetID.NotFound", "InvalidGroup.NotFound", "InvalidGroupId.Malformed",
-    "InvalidKeyPair.NotFound", "InvalidParameterValue", "InvalidParameterCombination",
-    "UnauthorizedOperation", "AuthFailure", "InvalidClientTokenId", "OptInRequired",
-    "InvalidInstanceType", "InvalidIamInstanceProfile.NotFound",
-})
-"""Errors that no other offer of the site would avoid (the operator's settings are wrong):
-the whole site shows no capacity for a while, with the reason."""
-THROTTLING = frozenset({"RequestLimitExceeded", "Throttling", "ThrottlingException"})
 _PREEMPTING_REASONS = ("Server.SpotInstanceTermination", "Server.SpotInstanceShutdown",
                        "Server.InsufficientInstanceCapacity", "Server.InternalError",
                        "Server.ScheduledStop")
 _LIVE = ("pending", "running", "stopping", "stopped")
 _INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8,17}$")
-_HOURS_PER_MONTH = 730.0
-_MIN_BILLED_S = 60.0
 _Series = list[tuple[float, float]]
 """Price changes of one (type, zone): (time, $ per hour), sorted."""
-
-
-class Ec2SpotOptions(BaseModel):
-    """``options:`` of an ``ec2spot`` site."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    region: str = "us-east-1"
-    endpoint_url: str | None = None
-    """An EC2-compatible endpoint instead of AWS's own (tests: the moto server)."""
-    profile: str | None = None
-    """An AWS profile for the control plane's calls; default: boto3's credential chain."""
-    instance_types: Annotated[tuple[str, ...], Field(min_length=1)]
-    """The instance types this site may launch; each becomes an offer per zone."""
-    zones: tuple[str, ...] = ()
-    """The availability zones allowed (default: every zone where a type is offered)."""
-    image_id: str
-    """The AMI the instances boot; it must have Python and gridbridge (or a prologue that
-    installs them)."""
-    subnet_ids: dict[str, str] = Field(default_factory=dict)
-    """A subnet per zone (default: the zone's default subnet)."""
-    security_group_ids: tuple[str, ...] = ()
-    instance_profile: str | None = None
-    """The IAM instance profile (name or ARN) that lets instances reach the object store."""
-    key_name: str | None = None
-    imds_endpoint: str = "http://169.254.169.254"
-    imds_poll_s: Annotated[float, Field(gt=0)] = 5.0
-    """How often the runtime asks for an interruption notice (AWS suggests every 5 s)."""
-    max_price: Annotated[float, Field(gt=0.001)] | None = None
-    """A cap on the hourly spot price; default none (pay the spot price, interrupted less)."""
-    on_demand: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
-    """On-demand price per hour by instance type; wins over ``on_demand_prices``."""
-    on_demand_prices: Path | None = None
-    """A CSV of on-demand prices (columns ``region``, ``instance_type``,
-    ``linux_ondemand_usd_per_hour``; ``.gz`` allowed)."""
-    spot_advisor: Path | None = None
-    """The AWS Spot Advisor JSON feed (``spot-advisor-data.json``; ``.gz`` allowed): each
-    type's interruption bucket, and its saving when no on-demand price is known."""
-    interruption_rate_per_hour: dict[str, Annotated[float, Field(ge=0)]] = Field(
-        default_factory=dict)
-    """Interruption rate by instance type; wins over the Spot Advisor."""
-    default_interruption_per_month: Annotated[float, Field(ge=0, lt=1)] = 0.10
-    """The chance of an interruption within a month for a type nothing else tells about."""
-    unavailable_s: Annotated[float, Field(ge=0)] = 300.0
-    """How long an offer (or the site, after a configuration error) shows no capacity after
-    EC2 refused it."""
-    max_instances: Annotated[int, Field(ge=1)] = 20
-    federation_tag: str | None = None
-    """Tells this control plane's instances from another's in the same account."""
-    api_attempts: Annotated[int, Field(ge=1)] = 6
-    """Tries per API call when EC2 throttles (``RequestLimitExceeded``): botocore's standard
-    retry mode, exponential backoff with jitter."""
-    extra_tags: dict[str, str] = Field(default_factory=dict)
-    """More tags on every instance (a cost centre)."""
-    labels: dict[str, str] = Field(default_factory=dict)
-    """Labels of every offer (``constraints.labels`` match them), besides the instance type,
-    zone and region each offer carries in its shape."""
-
-
-def user_data(site: SiteConfig, options: Ec2SpotOptions, launch_url: str,
-              env: Mapping[str, str] | None = None) -> str:
-    """The instance's boot script: exports, the runtime (through the prologue), shutdown.
-
-    Every value is quoted; the job's command never appears (it is in the launch record)."""
-    python = site.runtime.python or "python3"
-    argv = [python, "-m", "gridbridge.runtime", "--launch", launch_url,
-            "--imds", options.imds_endpoint, "--imds-interval", f"{options.imds_poll_s:g}"]
-    if site.runtime.prologue:
-        argv = ["bash", "-c", prologue_script(site.runtime.prologue), "gridbridge-run", *argv]
-    lines = ["#!/bin/bash",
-             "# gridbridge: runs one attempt, then shuts the instance down (it terminates)"]
-    for name, value in (env or {}).items():
-        if not re.fullmatch(ENV_NAME_PATTERN, name):
-            raise ValueError(f"not an environment variable name: {name!r}")
-        lines.append(f"export {name}={shlex.quote(value)}")
-    lines += [shlex.join(argv), "echo \"gridbridge: runtime exited $?; shutting down\"",
-              "sync", "shutdown -h now", ""]
-    return "\n".join(lines)
-
-
-def billed_intervals(prices: Sequence[tuple[float, float]], start: float,
-                     end: float) -> tuple[BilledInterval, ...]:
-    """Split ``[start, end]`` at the price changes ``prices`` (``(time, $/h)``, sorted), one
-    interval per price in force; the run is billed one minute at least."""
-    end = max(end, start + _MIN_BILLED_S)
-    out: list[BilledInterval] = []
-    for i, (at, price) in enumerate(prices):
-        until = prices[i + 1][0] if i + 1 < len(prices) else math.inf
-        lo, hi = max(start, at), min(end, until)
-        if hi > lo:
-            out.append(BilledInterval(start=lo, end=hi, per_hour=price))
-    if prices and start < prices[0][0]:  # history starts late: its first price before it
-        out.insert(0, BilledInterval(start=start, end=min(end, prices[0][0]),
-                                     per_hour=prices[0][1]))
-    return tuple(out)
-
-
-def _open_text(path: Path) -> Iterator[str]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt") as f:
-        yield from f
-
-
-def _load_on_demand(path: Path, region: str) -> dict[str, float]:
-    out = {}
-    for row in csv.DictReader(_open_text(path)):
-        if row.get("region") == region and row.get("linux_ondemand_usd_per_hour"):
-            out[row["instance_type"]] = float(row["linux_ondemand_usd_per_hour"])
-    return out
-
-
-def _load_advisor(path: Path, region: str) -> dict[str, tuple[int, int]]:
-    """``{type: (interruption bucket, saving %)}`` for Linux in ``region``."""
-    data = json.loads("".join(_open_text(path)))
-    entries = data.get("spot_advisor", {}).get(region, {}).get("Linux", {})
-    return {t: (int(v["r"]), int(v["s"])) for t, v in entries.items()}
 
 
 class Ec2SpotAdapter:
@@ -238,8 +112,7 @@ class Ec2SpotAdapter:
     def __init__(self, site: SiteConfig, workdir: str | Path, client: Any = None) -> None:
         self.site = site
         self.options = o = Ec2SpotOptions.model_validate(site.options)
-        self.tag = o.federation_tag or hashlib.sha256(
-            str(Path(workdir).resolve()).encode()).hexdigest()[:10]
+        self.tag = federation_tag(workdir, o.federation_tag)
         self._ec2 = client or self._client()
         self._lock = threading.Lock()
         self._shapes: dict[str, tuple[int, float, int]] = {}
@@ -323,23 +196,12 @@ class Ec2SpotAdapter:
         return out
 
     def _on_demand_price(self, instance_type: str, spot: float) -> tuple[float, str]:
-        if instance_type in self._on_demand:
-            return self._on_demand[instance_type], ""
-        if instance_type in self._advisor:
-            saving = self._advisor[instance_type][1]
-            return spot / max(0.01, 1 - saving / 100), (
-                f"on-demand price estimated from the Spot Advisor's {saving}% saving")
-        return spot, "no on-demand price known: no saving is claimed"
+        return on_demand_price(self._on_demand, self._advisor, instance_type, spot)
 
     def _interruption_rate(self, instance_type: str) -> tuple[float, str]:
         o = self.options
-        if instance_type in o.interruption_rate_per_hour:
-            return o.interruption_rate_per_hour[instance_type], ""
-        if instance_type in self._advisor:
-            return advisor_rate(self._advisor[instance_type][0]), ""
-        p = o.default_interruption_per_month
-        return -math.log1p(-p) / _HOURS_PER_MONTH, (
-            f"interruption rate unknown: {p:.0%} a month assumed")
+        return interruption_rate(o.interruption_rate_per_hour, self._advisor, instance_type,
+                                 o.default_interruption_per_month)
 
     # offers -------------------------------------------------------------------------------
 
@@ -567,7 +429,7 @@ class Ec2SpotAdapter:
         """What the instance cost: its spot prices over the seconds it ran."""
         start = inst["LaunchTime"].timestamp()
         nid = inst["InstanceId"]
-        end = _transition_time(inst.get("StateTransitionReason", ""))
+        end = transition_time(inst.get("StateTransitionReason", ""))
         if end is None:
             end = self._ended_at.setdefault(nid, time.time())
         end = max(start, end)
@@ -580,7 +442,7 @@ class Ec2SpotAdapter:
             rows = []
         if not rows:
             return (), ((start, end),)
-        return billed_intervals(rows, start, end), ((start, max(end, start + _MIN_BILLED_S)),)
+        return billed_intervals(rows, start, end), ((start, max(end, start + MIN_BILLED_S)),)
 
     def cancel(self, native_ids: Sequence[str]) -> None:
         ids = [n for n in native_ids if _INSTANCE_ID.fullmatch(n)]
@@ -612,12 +474,3 @@ class Ec2SpotAdapter:
                 if tags.get(TAG_URL):
                     return load_log(tags[TAG_URL]) or ""
         return ""
-
-
-def _transition_time(reason: str) -> float | None:
-    """The time in ``StateTransitionReason`` ('User initiated (2026-11-26 22:23:37 GMT)')."""
-    m = re.search(r"\((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (?:GMT|UTC)\)", reason)
-    if not m:
-        return None
-    return datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
-

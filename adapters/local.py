@@ -6,7 +6,8 @@ The attempt id is the native id and the folder name, so ``submit`` is idempotent
 reconciler that re-submits an attempt finds the folder and adopts the running process. What a
 poll reports comes from files the runtime writes (``pid``, ``result.json``) and from markers this
 adapter writes before it signals (``preempted``, ``cancelled``), so a poll needs no memory of
-earlier polls and works from any process.
+earlier polls and works from any process. The files and their readers are the run-folder
+protocol of :mod:`gridbridge.adapters._rundir`, which the edge adapter's node scripts share.
 
 The runtime leads its own process group, and everything the job starts stays in it. When the
 runtime dies without a result (LOST), ``cancel`` kills that whole group at once, so no child
@@ -19,7 +20,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from gridbridge.adapter import (
     AttemptStatus,
@@ -40,9 +40,28 @@ from gridbridge.adapter import (
     SubmitRequest,
     write_launch,
 )
-from gridbridge.adapters._cgroup import RUNTIME_ALLOWANCE, MemoryCgroups, find_parent
+from gridbridge.adapters._batch import ATTEMPT_ID
+from gridbridge.adapters._cgroup import (
+    RUNTIME_ALLOWANCE,
+    MemoryCgroups,
+    attempt_oom_killed,
+    drop_attempt_group,
+    find_parent,
+)
+from gridbridge.adapters._rundir import (
+    TAG,
+    RunFile,
+    age,
+    alive,
+    group_alive,
+    pid_of,
+    result_of,
+    runtime_alive,
+    starting,
+)
 from gridbridge.config import SiteConfig, prologue_script
-from gridbridge.procinfo import oom_killed, proc_start_time
+from gridbridge.frozen import Frozen
+from gridbridge.spec import Resources
 from gridbridge.states import AttemptState
 from gridbridge.wire import OUT_OF_MEMORY, out_of_memory_message
 
@@ -50,25 +69,14 @@ __all__ = ["LocalAdapter", "LocalOptions"]
 
 log = logging.getLogger(__name__)
 
-_ATTEMPT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
-_REASONS = {
-    "succeeded": AttemptState.SUCCEEDED,
-    "failed": AttemptState.FAILED,
-    "preempted": AttemptState.PREEMPTED,
-    OUT_OF_MEMORY: AttemptState.FAILED,
-}
 _START_TIMEOUT_S = 60.0
 _GROUP_GONE_S = 5.0
 _EXIT_WAIT_S = 30.0
 """How long a runtime that wrote its result may take to exit before its group is killed."""
-_TAG = "GRIDBRIDGE_ATTEMPT_ID"
-"""Set in the runtime's environment; every process the attempt starts inherits it."""
 
 
-class LocalOptions(BaseModel):
+class LocalOptions(Frozen):
     """``options:`` of a ``local`` site."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     grace_s: float = Field(default=10.0, ge=0)
     """Time between SIGTERM and SIGKILL on cancel and preemption."""
@@ -121,7 +129,7 @@ class LocalAdapter:
         return frozenset(caps)
 
     def _dir(self, native_id: str) -> Path:
-        if not _ATTEMPT_ID.fullmatch(native_id) or ".." in native_id:
+        if not ATTEMPT_ID.fullmatch(native_id) or ".." in native_id:
             raise ValueError(f"not a valid attempt id: {native_id!r}")
         return self.root / native_id
 
@@ -132,7 +140,7 @@ class LocalAdapter:
             d = self._dir(request.attempt_id)
         except ValueError as exc:
             raise SubmitRejected(str(exc)) from None
-        if (d / "spawned").exists():
+        if (d / RunFile.SPAWNED).exists():
             return request.attempt_id
         d.mkdir(parents=True, exist_ok=True)
         runtime = self.site.runtime
@@ -144,24 +152,15 @@ class LocalAdapter:
         limit = self.site.max_walltime_s
         if limit is not None and resources.walltime_s > limit:  # the site's limit wins
             resources = resources.model_copy(update={"walltime_s": limit})
-        (d / "resources.json").write_text(resources.model_dump_json())
-        work = d / "work"  # the job's own folder: its files can never pass for the adapter's
+        (d / RunFile.RESOURCES_JSON).write_text(resources.model_dump_json())
+        work = d / RunFile.WORK  # the job's own folder: its files can never pass for the adapter's
         work.mkdir(exist_ok=True)
-        python = runtime.python or self.options.python or sys.executable
-        argv = [python, "-m", "gridbridge.runtime", "--launch", url, "--scratch", str(d)]
-        if self.options.enforce_memory and resources.gpus == 0:
-            argv += ["--memory-gb", f"{resources.memory_gb:g}"]
-            group = self._memory_group(request.attempt_id, resources.memory_gb)
-            if group is not None:
-                (d / "cgroup").write_text(str(group))
-                argv += ["--memory-cgroup", str(group)]
-        if runtime.prologue:  # the operator's trusted lines; the argv stays out of the script
-            argv = ["bash", "-c", prologue_script(runtime.prologue), "gridbridge-run", *argv]
-        with open(d / "output.log", "ab") as log:
+        argv = self._runtime_argv(d, url, resources)
+        with open(d / RunFile.OUTPUT_LOG, "ab") as log:
             try:
                 child = subprocess.Popen(
                     argv,
-                    env={**os.environ, _TAG: request.attempt_id},
+                    env={**os.environ, TAG: request.attempt_id},
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -174,8 +173,23 @@ class LocalAdapter:
         # tell the reconciler, so it polls now rather than at the end of its tick interval.
         threading.Thread(target=self._reap, args=(child,), name=f"reap-{child.pid}",
                          daemon=True).start()
-        (d / "spawned").write_text(f"{child.pid} {time.time()}\n")
+        (d / RunFile.SPAWNED).write_text(f"{child.pid} {time.time()}\n")
         return request.attempt_id
+
+    def _runtime_argv(self, d: Path, url: str, resources: Resources) -> list[str]:
+        """The runtime's command line, held to the job's memory where this site does that."""
+        runtime = self.site.runtime
+        python = runtime.python or self.options.python or sys.executable
+        argv = [python, "-m", "gridbridge.runtime", "--launch", url, "--scratch", str(d)]
+        if self.options.enforce_memory and resources.gpus == 0:
+            argv += ["--memory-gb", f"{resources.memory_gb:g}"]
+            group = self._memory_group(d.name, resources.memory_gb)
+            if group is not None:
+                (d / RunFile.CGROUP).write_text(str(group))
+                argv += ["--memory-cgroup", str(group)]
+        if runtime.prologue:  # the operator's trusted lines; the argv stays out of the script
+            argv = ["bash", "-c", prologue_script(runtime.prologue), "gridbridge-run", *argv]
+        return argv
 
     def set_wakeup(self, wake: Callable[[], None]) -> None:
         """Called by the reconciler: ``wake`` is called each time a started runtime exits."""
@@ -208,14 +222,12 @@ class LocalAdapter:
                                  reason="no such attempt on this site")
         # Look at the processes before the result: a runtime writes its result and then
         # exits, so a process seen dead here with no result after it truly left none.
-        running = _alive(d / "pid")
-        starting = _starting(d)
-        result = d / "result.json"
+        running = alive(d / RunFile.PID)
+        spawning = starting(d)
+        result = d / RunFile.RESULT
         if result.exists():
             try:
-                data = json.loads(result.read_text())
-                code = int(data["exit_code"])
-                state = _REASONS.get(str(data["reason"]), AttemptState.FAILED)
+                code, state, data = result_of(result.read_text())
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 return AttemptStatus(state=AttemptState.FAILED, native_state="bad-result",
                                      reason=f"unreadable result record: {exc!r}"[:500])
@@ -224,26 +236,26 @@ class LocalAdapter:
             native = "out-of-memory" if data["reason"] == OUT_OF_MEMORY else f"exited:{code}"
             return AttemptStatus(state=state, native_state=native, exit_code=code,
                                  reason=self._why(d, state) or str(data.get("error") or ""),
-                                 walltime=(d / "walltime").exists())
+                                 walltime=(d / RunFile.WALLTIME).exists())
         if running:
             self._enforce_walltime(native_id, d)
             return AttemptStatus(state=AttemptState.RUNNING, native_state="running")
-        if starting:
+        if spawning:
             return AttemptStatus(state=AttemptState.SUBMITTED, native_state="starting")
         ended = self._site_verdict(d, AttemptState.LOST)
-        if ended is AttemptState.LOST and _oom_killed(d):  # the kernel killed the runtime
-            _drop_cgroup(d)
-            gb = json.loads((d / "resources.json").read_text()).get("memory_gb")
+        if ended is AttemptState.LOST and attempt_oom_killed(d):  # the kernel killed the runtime
+            drop_attempt_group(d)
+            gb = json.loads((d / RunFile.RESOURCES_JSON).read_text()).get("memory_gb")
             return AttemptStatus(state=AttemptState.FAILED, native_state="out-of-memory",
                                  reason=out_of_memory_message(gb),
-                                 walltime=(d / "walltime").exists())
+                                 walltime=(d / RunFile.WALLTIME).exists())
         why = {
             AttemptState.PREEMPTED: "killed after the preemption grace period",
             AttemptState.CANCELLED: "killed on cancel",
         }.get(ended, "process vanished without a result")
         why = self._why(d, ended) or why
         return AttemptStatus(state=ended, native_state="gone", reason=why,
-                             walltime=(d / "walltime").exists())
+                             walltime=(d / RunFile.WALLTIME).exists())
 
     def _clear_leftovers(self, d: Path, running: bool) -> None:
         """An attempt that ended leaves nothing running: what it left in its group is killed
@@ -257,27 +269,27 @@ class LocalAdapter:
     def _enforce_walltime(self, native_id: str, d: Path) -> None:
         """At the end of its walltime an attempt is stopped as a preemption (Slurm does the
         same): it gets SIGTERM, may checkpoint, and resumes in a new attempt."""
-        if (d / "preempted").exists():
+        if (d / RunFile.PREEMPTED).exists():
             return
-        walltime = json.loads((d / "resources.json").read_text()).get("walltime_s")
-        if walltime is not None and _age(d / "started") > float(walltime):
-            (d / "walltime").write_text(f"{time.time()}\n")
-            self._signal(native_id, "preempted", wait=False)
+        walltime = json.loads((d / RunFile.RESOURCES_JSON).read_text()).get("walltime_s")
+        if walltime is not None and age(d / RunFile.STARTED) > float(walltime):
+            (d / RunFile.WALLTIME).write_text(f"{time.time()}\n")
+            self._signal(native_id, RunFile.PREEMPTED, wait=False)
 
     @staticmethod
     def _site_verdict(d: Path, state: AttemptState) -> AttemptState:
         """What the site itself did overrides how the process ended, unless it succeeded."""
         if state is AttemptState.SUCCEEDED:
             return state
-        if (d / "cancelled").exists():
+        if (d / RunFile.CANCELLED).exists():
             return AttemptState.CANCELLED
-        if (d / "preempted").exists():
+        if (d / RunFile.PREEMPTED).exists():
             return AttemptState.PREEMPTED
         return state
 
     @staticmethod
     def _why(d: Path, state: AttemptState) -> str:
-        if state is AttemptState.PREEMPTED and (d / "walltime").exists():
+        if state is AttemptState.PREEMPTED and (d / RunFile.WALLTIME).exists():
             return "walltime reached"
         return ""
 
@@ -286,25 +298,25 @@ class LocalAdapter:
         gone without a result has its whole process group killed at once."""
         for nid in native_ids:
             d = self._dir(nid)
-            if d.exists() and (d / "spawned").exists() and not _runtime_alive(d):
+            if d.exists() and (d / RunFile.SPAWNED).exists() and not runtime_alive(d):
                 _kill_group(d)  # lost, or ended leaving processes behind
             else:
-                self._signal(nid, "cancelled", wait=False)
+                self._signal(nid, RunFile.CANCELLED, wait=False)
 
     def owned(self) -> Sequence[OwnedJob]:
         """Every attempt folder whose process group still has a live member."""
         found = []
         for d in sorted(self.root.iterdir()):
-            if not d.is_dir() or not _ATTEMPT_ID.fullmatch(d.name):
+            if not d.is_dir() or not ATTEMPT_ID.fullmatch(d.name):
                 continue
             if d.name in self._gone:
                 continue
-            pgid = _pid_of(d)
-            if pgid is not None and _group_alive(pgid, d.name) and (d / "spawned").exists():
-                state = "running" if _runtime_alive(d) else "orphaned-children"
+            pgid = pid_of(d)
+            if pgid is not None and group_alive(pgid, d.name) and (d / RunFile.SPAWNED).exists():
+                state = "running" if runtime_alive(d) else "orphaned-children"
                 found.append(OwnedJob(native_id=d.name, attempt_id=d.name, native_state=state))
-            elif (d / "result.json").exists() or _age(d / "spawned") > _START_TIMEOUT_S:
-                _drop_cgroup(d)  # nothing running is left in it
+            elif (d / RunFile.RESULT).exists() or age(d / RunFile.SPAWNED) > _START_TIMEOUT_S:
+                drop_attempt_group(d)  # nothing running is left in it
                 self._gone.add(d.name)  # ended and left nothing running: never look again
         return found
 
@@ -312,28 +324,28 @@ class LocalAdapter:
         """Deliver a real preemption: SIGTERM to the process group, SIGKILL after the grace
         period; the site's capacity is then reclaimed for ``reclaim_after_preemption_s``. An
         attempt that has already ended is left alone, and reclaims nothing."""
-        if not self._stoppable(self._dir(native_id), "preempted"):
+        if not self._stoppable(self._dir(native_id), RunFile.PREEMPTED):
             return
         # Reclaimed before the signal: the job may exit, and be placed again, at once.
         until = time.time() + self.options.reclaim_after_preemption_s
         (self.root / "reclaimed-until").write_text(f"{until}\n")
-        self._signal(native_id, "preempted", wait=wait)
+        self._signal(native_id, RunFile.PREEMPTED, wait=wait)
 
     @staticmethod
-    def _stoppable(d: Path, marker: str) -> bool:
+    def _stoppable(d: Path, marker: RunFile) -> bool:
         """Not gone, finished, already signalled (the reconciler repeats cancels), or left by
         a runtime that has exited."""
-        if not d.exists() or (d / "result.json").exists() or (d / marker).exists():
+        if not d.exists() or (d / RunFile.RESULT).exists() or (d / marker).exists():
             return False
-        return not (d / "spawned").exists() or _runtime_alive(d) or _starting(d)
+        return not (d / RunFile.SPAWNED).exists() or runtime_alive(d) or starting(d)
 
-    def _signal(self, native_id: str, marker: str, *, wait: bool) -> None:
+    def _signal(self, native_id: str, marker: RunFile, *, wait: bool) -> None:
         """SIGTERM the attempt's group, SIGKILL after the grace period."""
         d = self._dir(native_id)
         if not self._stoppable(d, marker):
             return
         (d / marker).write_text(f"{time.time()}\n")
-        pid = _pid_of(d)
+        pid = pid_of(d)
         if pid is None:
             return
         try:
@@ -350,7 +362,7 @@ class LocalAdapter:
     def offers(self) -> Sequence[Offer]:
         used_cpus, used_mem, used_gpus = 0, 0.0, 0
         for d in self._live_dirs():
-            res = json.loads((d / "resources.json").read_text())
+            res = json.loads((d / RunFile.RESOURCES_JSON).read_text())
             used_cpus += int(res.get("cpus", 1))
             used_mem += float(res.get("memory_gb", 0))
             used_gpus += int(res.get("gpus", 0))
@@ -385,155 +397,36 @@ class LocalAdapter:
         for d in self.root.iterdir():
             if not d.is_dir() or d.name in self._finished:
                 continue
-            if (d / "result.json").exists() or not (d / "resources.json").exists():
+            if (d / RunFile.RESULT).exists() or not (d / RunFile.RESOURCES_JSON).exists():
                 self._finished.add(d.name)
                 continue
-            if _alive(d / "pid") or (not (d / "pid").exists() and _starting(d)):
+            pid = d / RunFile.PID
+            if alive(pid) or (not pid.exists() and starting(d)):
                 live.append(d)
-            elif (d / "pid").exists() or _age(d / "spawned") > _START_TIMEOUT_S:
+            elif pid.exists() or age(d / RunFile.SPAWNED) > _START_TIMEOUT_S:
                 self._finished.add(d.name)
         return live
 
     def logs(self, native_id: str) -> str:
         """The attempt's output so far."""
-        path = self._dir(native_id) / "output.log"
+        path = self._dir(native_id) / RunFile.OUTPUT_LOG
         return path.read_text(errors="replace") if path.exists() else ""
 
-
-def _pid_of(d: Path) -> int | None:
-    for name in ("pid", "spawned"):
-        try:
-            return int((d / name).read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            continue
-    return None
-
-
-def _runtime_alive(d: Path) -> bool:
-    """The runtime runs, or was spawned and has not yet written its pid."""
-    return _alive(d / "pid") or (not (d / "pid").exists() and _alive_spawned(d / "spawned"))
-
-
-def _group_alive(pgid: int, attempt_id: str) -> bool:
-    """Whether a process of the attempt still runs in the group: not a zombie, and carrying the
-    attempt's tag in its environment (so a group id reused by strangers is never theirs)."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    tag = f"{_TAG}={attempt_id}".encode()
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            if fields[0] in {"Z", "X"} or int(fields[2]) != pgid:
-                continue
-            with open(f"/proc/{name}/environ", "rb") as f:
-                if tag in f.read().split(b"\0"):
-                    return True
-        except (OSError, IndexError, ValueError):
-            continue
-    return False
 
 
 def _kill_group(d: Path) -> None:
     """SIGKILL what is left of the attempt's process group and wait (briefly) until it is
-    gone. Only a group that still holds a process of this attempt is signalled."""
-    pgid = _pid_of(d)
+    gone, then drop its memory cgroup. Only a group that still holds a process of this attempt
+    is signalled."""
+    pgid = pid_of(d)
     if pgid is None:
         return
     deadline = time.monotonic() + _GROUP_GONE_S
-    while _group_alive(pgid, d.name) and time.monotonic() < deadline:
+    while group_alive(pgid, d.name) and time.monotonic() < deadline:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)
         time.sleep(0.02)
-    _drop_cgroup(d)
-
-
-def _group_of(d: Path) -> Path | None:
-    """The attempt's memory cgroup, if the adapter made one (only ever ``gridbridge-<id>``)."""
-    try:
-        group = Path((d / "cgroup").read_text().strip())
-    except OSError:
-        return None
-    return group if group.name == f"gridbridge-{d.name}" else None
-
-
-def _oom_killed(d: Path) -> bool:
-    group = _group_of(d)
-    return group is not None and oom_killed(group)
-
-
-_DROPPING: set[Path] = set()
-_DROPPING_LOCK = threading.Lock()
-
-
-def _drop_cgroup(d: Path) -> None:
-    """Remove the attempt's memory cgroup once nothing is left in it: at once, or from a
-    background thread while its last processes finish exiting (a process the kernel just
-    killed can stay in the group for a moment). The sweep's ``owned()`` tries again later."""
-    group = _group_of(d)
-    if group is None or _try_rmdir(d, group):
-        return
-    with _DROPPING_LOCK:
-        if group in _DROPPING:
-            return
-        _DROPPING.add(group)
-
-    def drop() -> None:
-        try:
-            deadline = time.monotonic() + _EXIT_WAIT_S
-            while not _try_rmdir(d, group) and time.monotonic() < deadline:
-                time.sleep(0.1)
-        finally:
-            with _DROPPING_LOCK:
-                _DROPPING.discard(group)
-
-    threading.Thread(target=drop, name=f"drop-{group.name}", daemon=True).start()
-
-
-def _try_rmdir(d: Path, group: Path) -> bool:
-    try:
-        group.rmdir()
-    except FileNotFoundError:
-        pass
-    except OSError:
-        return False  # a process is still in it
-    with contextlib.suppress(OSError):
-        (d / "cgroup").unlink()
-    return True
-
-
-def _alive(pidfile: Path) -> bool:
-    try:
-        pid_s, start = pidfile.read_text().split()[:2]
-    except (OSError, ValueError):
-        return False
-    return proc_start_time(int(pid_s)) == start
-
-
-def _starting(d: Path) -> bool:
-    """The runtime was spawned and has not yet written its pid (or did within 2 s)."""
-    return _alive_spawned(d / "spawned") or _age(d / "spawned") < 2.0
-
-
-def _alive_spawned(spawned: Path) -> bool:
-    try:
-        pid = int(spawned.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return False
-    return proc_start_time(pid) is not None
-
-
-def _age(path: Path) -> float:
-    try:
-        return time.time() - path.stat().st_mtime
-    except OSError:
-        return float("inf")
+    drop_attempt_group(d)
 
 
 def _read_float(path: Path) -> float | None:
@@ -547,6 +440,6 @@ def _kill_after(d: Path, grace_s: float) -> None:
     """Wait for the runtime to exit (up to the grace period), then kill whatever is left of
     the attempt's group: the runtime itself if it overstayed, or what it left behind."""
     deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and _runtime_alive(d):
+    while time.monotonic() < deadline and runtime_alive(d):
         time.sleep(0.05)
     _kill_group(d)

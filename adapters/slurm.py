@@ -38,139 +38,76 @@ Poll is one ``squeue`` call for all of the user's jobs (a fixed ``-O`` format; `
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from gridbridge.adapter import (
     AttemptStatus,
     Capability,
     Offer,
     OwnedJob,
-    Pricing,
     SubmitRejected,
     SubmitRequest,
     write_launch,
 )
-from gridbridge.adapters._batch import (
-    ALREADY_RAN_EXIT_CODE,
-    PREEMPTED_EXIT_CODE,
-    check_attempt_id,
-    job_command,
-    runtime_argv,
-    safe_job_name,
+from gridbridge.adapters._batch import check_attempt_id, job_command, runtime_argv, safe_job_name
+from gridbridge.adapters._host import HostOptions, SiteHost
+from gridbridge.adapters._run import Completed, Runner, RunnerError
+from gridbridge.adapters._slurm_offers import (
+    SINFO_FORMAT,
+    PartitionOptions,
+    _Partition,
+    _Pending,
+    core_hours_used,
+    partition_offer,
+    read_pending,
+    read_sinfo,
 )
-from gridbridge.adapters._run import (
-    Completed,
-    LocalRunner,
-    Runner,
-    RunnerError,
-    SSHRunner,
-    SSHTarget,
+from gridbridge.adapters._slurm_status import (
+    SACCT_FIELDS,
+    SLURM_STATES,
+    SQUEUE_FIELDS,
+    _Row,
+    judge,
+    parse_duration,
+    sacct_rows,
+    squeue_rows,
+    timestamp,
+    warning_s,
 )
 from gridbridge.config import SiteConfig
-from gridbridge.spec import Tier
 from gridbridge.states import AttemptState
 
 __all__ = ["SLURM_STATES", "PartitionOptions", "SlurmAdapter", "SlurmOptions", "parse_duration"]
 
 _NAME = r"^[A-Za-z0-9_.-]{1,64}$"
+"""A partition, account or QOS name (Slurm's words: a leading ``_`` or a 64th character is
+allowed, unlike :data:`gridbridge.units.NAME_PATTERN`)."""
 _PREFIX = "gridbridge:"
-
-SLURM_STATES: Mapping[str, AttemptState] = {
-    "PENDING": AttemptState.SUBMITTED,
-    "CONFIGURING": AttemptState.SUBMITTED,
-    "REQUEUED": AttemptState.SUBMITTED,
-    "REQUEUE_HOLD": AttemptState.SUBMITTED,
-    "REQUEUE_FED": AttemptState.SUBMITTED,
-    "RESV_DEL_HOLD": AttemptState.SUBMITTED,
-    "RUNNING": AttemptState.RUNNING,
-    "COMPLETING": AttemptState.RUNNING,
-    "SUSPENDED": AttemptState.RUNNING,
-    "STOPPED": AttemptState.RUNNING,
-    "SIGNALING": AttemptState.RUNNING,
-    "STAGE_OUT": AttemptState.RUNNING,
-    "RESIZING": AttemptState.RUNNING,
-    "COMPLETED": AttemptState.SUCCEEDED,
-    "FAILED": AttemptState.FAILED,
-    "OUT_OF_MEMORY": AttemptState.FAILED,
-    "SPECIAL_EXIT": AttemptState.FAILED,
-    "CANCELLED": AttemptState.CANCELLED,
-    "DEADLINE": AttemptState.CANCELLED,
-    "REVOKED": AttemptState.CANCELLED,
-    "PREEMPTED": AttemptState.PREEMPTED,
-    "TIMEOUT": AttemptState.PREEMPTED,
-    "BOOT_FAIL": AttemptState.PREEMPTED,
-    "NODE_FAIL": AttemptState.LOST,
-}
-"""Every Slurm job state and what it means for an attempt. TIMEOUT and BOOT_FAIL are the
-site's doing, not the job's: the job continues from its checkpoint. NODE_FAIL is LOST: the
-node went away with the job's processes in an unknown state, so the attempt is fenced off."""
-
-_WHY: Mapping[str, str] = {
-    "OUT_OF_MEMORY": "killed by Slurm: out of memory",
-    "NODE_FAIL": "its node failed",
-    "BOOT_FAIL": "its node failed to boot",
-    "DEADLINE": "its deadline passed",
-    "PREEMPTED": "preempted by a higher-priority job",
-    "REVOKED": "revoked by a sibling cluster",
-}
-_DURATION = re.compile(r"(?:(\d+)-)?(\d+(?::\d+){0,2})")
-_SIGNAL_SLACK_S = 65.0
 _UNCERTAIN = ("socket timed out", "unable to contact slurm controller", "connection refused",
               "communication connection failure", "slurm_receive_msg", "zero bytes were")
 """sbatch errors after which the job may have been queued all the same."""
-"""Slurm may deliver ``--signal`` up to 60 s before the requested time (its event resolution)."""
-_SQUEUE_FIELDS = ("JobID", "State", "Reason", "Partition", "restartcnt", "exit_code",
-                  "TimeLimit", "StartTime", "EndTime", "Comment")
 
 
-class PartitionOptions(BaseModel):
-    """How one partition is offered and billed (``options.partitions.<name>``)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    price: Pricing | None = None
-    """Its rate card; default: the site's ``price``."""
-    on_demand: Pricing | None = None
-    preemptible: bool | None = None
-    """Default: the site's ``preemptible``."""
-    preemption_rate_per_hour: Annotated[float, Field(ge=0)] | None = None
-    allocation_core_hours: Annotated[float, Field(gt=0)] | None = None
-    """Prepaid core-hours: work here costs nothing at the margin until they are used up (by
-    gridbridge's jobs in this partition), then ``overage``."""
-    overage: Pricing | None = None
-    """The rate once the allocation is used up; default: ``price``."""
-    tier: Tier | None = None
-
-
-class SlurmOptions(BaseModel):
-    """``options:`` of a ``slurm`` site."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class SlurmOptions(HostOptions):
+    """``options:`` of a ``slurm`` site; ``login``, ``bin_dir``, ``remote_dir``,
+    ``command_timeout_s`` and ``federation_tag`` as every login-host site has them
+    (:class:`~gridbridge.adapters._host.HostOptions`; ``remote_dir`` defaults to
+    ``<workdir>/slurm/<site>``, or ``.gridbridge/slurm/<site>`` over SSH)."""
 
     partitions: dict[Annotated[str, Field(pattern=_NAME)], PartitionOptions] = Field(
         default_factory=dict)
     """The partitions gridbridge may use, each an offer; empty: every partition that is up."""
     account: Annotated[str, Field(pattern=_NAME)] | None = None
     qos: Annotated[str, Field(pattern=_NAME)] | None = None
-    login: SSHTarget | None = None
-    """Run the Slurm commands on this login node over SSH; None: on this host."""
-    bin_dir: str | None = None
-    """Where ``sbatch`` and the rest are; None: the PATH."""
-    remote_dir: str | None = None
-    """A folder on the cluster's shared filesystem for job output and run files; default
-    ``<workdir>/slurm/<site>`` when local, ``.gridbridge/slurm/<site>`` (in the login
-    user's home) over SSH."""
     requeue: bool = False
     """Submit with ``--requeue``: a job still running when its preemption grace time ends is
     requeued by Slurm and continues from its checkpoint under the same job id (gridbridge
@@ -179,29 +116,6 @@ class SlurmOptions(BaseModel):
     A job that checkpoints and exits on the warning signal is never requeued by Slurm."""
     signal_before_s: Annotated[int, Field(ge=0, le=65535)] = 60
     """The runtime gets SIGTERM this long before the time limit, to checkpoint."""
-    command_timeout_s: Annotated[float, Field(gt=0)] = 30.0
-    federation_tag: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")] | None = None
-    """Marks this federation's jobs (in ``--comment``) so that two control planes sharing a
-    cluster account never sweep each other's jobs; default: derived from the workdir."""
-
-
-class _Row(BaseModel):
-    """One job as ``squeue`` or ``sacct`` shows it."""
-
-    model_config = ConfigDict(frozen=True)
-
-    job_id: str
-    state: str
-    reason: str = ""
-    partition: str = ""
-    restarts: int = 0
-    exit_code: int | None = None
-    signal: int = 0
-    time_limit_s: float | None = None
-    elapsed_s: float | None = None
-    expected_wait_s: float | None = None
-    """For a pending job: until the start Slurm expects (None: Slurm cannot say)."""
-    comment: str = ""
 
 
 class SlurmAdapter:
@@ -215,45 +129,25 @@ class SlurmAdapter:
                  runner: Runner | None = None) -> None:
         self.site = site
         self.options = SlurmOptions.model_validate(site.options)
-        o = self.options
-        self.runner: Runner = runner or (SSHRunner(o.login) if o.login else LocalRunner())
-        if o.remote_dir:
-            self.remote_dir = o.remote_dir
-        elif o.login:
-            self.remote_dir = f".gridbridge/slurm/{site.name}"
-        else:
-            self.remote_dir = str(Path(workdir).resolve() / "slurm" / site.name)
-        tag = o.federation_tag or hashlib.sha256(
-            str(Path(workdir).resolve()).encode()).hexdigest()[:10]
-        self.comment_prefix = f"{_PREFIX}{tag}:"
-        self._dir_made = False
+        self.host = SiteHost.for_site(self.options, workdir, kind="slurm", site=site.name,
+                                      runner=runner)
+        self.comment_prefix = f"{_PREFIX}{self.host.tag}:"
         self._limits: dict[str, float | None] = {}
-        self._nodes: dict[str, set[str]] = {}
         self._used: dict[str, tuple[float, float]] = {}
 
     # plumbing -----------------------------------------------------------------------------
 
-    def _cmd(self, name: str) -> str:
-        return f"{self.options.bin_dir}/{name}" if self.options.bin_dir else name
-
     def _run(self, argv: list[str], *, input: str | None = None) -> Completed:
-        argv = [self._cmd(argv[0]), *argv[1:]]
-        return self.runner.run(argv, input=input, timeout=self.options.command_timeout_s,
-                               env={"TZ": "UTC"})  # times in UTC, whatever the cluster's zone
+        # times in UTC, whatever the cluster's zone
+        return self.host.run([self.host.cmd(argv[0]), *argv[1:]], input=input,
+                             env={"TZ": "UTC"})
 
     def _ensure_dir(self) -> None:
         """Create the run folder once and make its path absolute (Slurm would read a relative
         ``--output`` against ``--chdir``, and a relative path over SSH is the login home's)."""
-        if not self._dir_made:
-            t = self.options.command_timeout_s
-            self.runner.run(["mkdir", "-p", "--", self.remote_dir], timeout=t).check("mkdir")
-            real = self.runner.run(["realpath", "--", self.remote_dir], timeout=t).check(
-                "realpath").strip()
-            if "%" in real or "\n" in real or not real.startswith("/"):
-                raise SubmitRejected(f"unusable run folder {real!r}: it must be an absolute path "
-                                     "without '%' (Slurm expands '%' in --output)")
-            self.remote_dir = real
-            self._dir_made = True
+        self.host.ensure_dir(lambda real: "%" not in real and "\n" not in real,
+                             "it must be an absolute path without '%' (Slurm expands '%' in "
+                             "--output)")
 
     def capabilities(self) -> frozenset[Capability]:
         caps = {Capability.LOGS}
@@ -277,7 +171,7 @@ class SlurmAdapter:
             raise SubmitRejected(f"cannot write the launch record: {exc}") from None
         self._ensure_dir()
         default_python = sys.executable if self.options.login is None else "python3"
-        argv = runtime_argv(self.site, url, f"{self.remote_dir}/{request.attempt_id}",
+        argv = runtime_argv(self.site, url, f"{self.host.remote_dir}/{request.attempt_id}",
                             default_python)
         if self.options.requeue:
             argv += ["--rerun-env", "SLURM_RESTART_COUNT"]
@@ -316,8 +210,8 @@ class SlurmAdapter:
             f"--time={minutes}",
             f"--signal=B:TERM@{warn}",
             "--requeue" if o.requeue else "--no-requeue",
-            f"--output={self.remote_dir}/slurm-%j.out",
-            f"--chdir={self.remote_dir}",
+            f"--output={self.host.remote_dir}/slurm-%j.out",
+            f"--chdir={self.host.remote_dir}",
             "--export=ALL",
         ]
         if partition:
@@ -389,7 +283,7 @@ class SlurmAdapter:
             runs: dict[str, list[tuple[float, float]]] = {}
             for line in done.stdout.splitlines():
                 f = line.split("|")
-                t0, t1 = (_timestamp(f[1]), _timestamp(f[2])) if len(f) == 3 else (None, None)
+                t0, t1 = (timestamp(f[1]), timestamp(f[2])) if len(f) == 3 else (None, None)
                 if t0 is not None and t1 is not None and t1 >= t0:
                     runs.setdefault(f[0], []).append((t0, t1))
             if runs:
@@ -397,59 +291,23 @@ class SlurmAdapter:
         return {}
 
     def _squeue(self, *, all_states: bool, only: set[str] | None = None) -> list[_Row]:
-        fmt = ",".join(f"{f}:|" for f in _SQUEUE_FIELDS[:-1]) + f",{_SQUEUE_FIELDS[-1]}:"
+        fmt = ",".join(f"{f}:|" for f in SQUEUE_FIELDS[:-1]) + f",{SQUEUE_FIELDS[-1]}:"
         argv = ["squeue", "--me", "-h", "-O", fmt]
         if all_states:
             argv[1:1] = ["-t", "all"]
-        out = self._run(argv).check("squeue")
-        rows = []
-        for line in out.splitlines():
-            parts = line.split("|", len(_SQUEUE_FIELDS) - 1)
-            if len(parts) < len(_SQUEUE_FIELDS) or not parts[0].strip().isdigit():
-                continue
-            jid, state, reason, part, restarts, raw, limit, start, end, comment = parts
-            if only is not None and jid.strip() not in only:
-                continue
-            raw_code = _int(raw)
-            limit_s = parse_duration(limit)
-            t0, t1 = _timestamp(start), _timestamp(end)
-            elapsed, wait = None, None
-            pending = state.strip().startswith("PENDING")
-            if t0 is not None and pending:
-                wait = max(0.0, t0 - time.time())
-            elif t0 is not None:
-                elapsed = (t1 if t1 is not None and t1 >= t0 else time.time()) - t0
-            rows.append(_Row(
-                job_id=jid.strip(), state=state.strip().split()[0] if state.strip() else "",
-                reason=reason.strip(), partition=part.strip(), restarts=_int(restarts) or 0,
-                exit_code=None if raw_code is None else (raw_code >> 8) & 0xFF,
-                signal=0 if raw_code is None else raw_code & 0x7F,
-                time_limit_s=limit_s, elapsed_s=elapsed, expected_wait_s=wait,
-                comment=comment.strip()))
-        return rows
+        return squeue_rows(self._run(argv).check("squeue"), time.time(), only)
 
     def _sacct(self, ids: Sequence[str]) -> dict[str, _Row]:
-        fields = "JobIDRaw,State,ExitCode,Partition,ElapsedRaw,TimelimitRaw"
         rows: dict[str, _Row] = {}
         answered, errors = False, []
-        for argv in (["sacct", "-X", "--parsable2", "-n", "-o", fields, "-j", ",".join(ids)],
-                     ["sacct", "-c", "--parsable2", "-n", "-o", fields, "-j", ",".join(ids)]):
+        for argv in (["sacct", "-X", "--parsable2", "-n", "-o", SACCT_FIELDS, "-j", ",".join(ids)],
+                     ["sacct", "-c", "--parsable2", "-n", "-o", SACCT_FIELDS, "-j", ",".join(ids)]):
             done = self._run(argv)
             if done.returncode != 0:
                 errors.append((done.stderr or done.stdout).strip())
                 continue  # no accounting database: the completion log (-c) is next
             answered = True
-            for line in done.stdout.splitlines():
-                parts = line.split("|")
-                if len(parts) < 6 or not parts[0].isdigit():
-                    continue
-                code, _, sig = parts[2].partition(":")
-                limit_min = _int(parts[5])
-                rows[parts[0]] = _Row(  # the last row of a job is its last run
-                    job_id=parts[0], state=parts[1].split()[0] if parts[1] else "",
-                    partition=parts[3], exit_code=_int(code), signal=_int(sig) or 0,
-                    elapsed_s=_int(parts[4]),
-                    time_limit_s=None if limit_min is None else limit_min * 60.0)
+            rows.update(sacct_rows(done.stdout))
             if len(rows) == len(set(ids)):
                 break
         if not answered:  # never "unknown, so LOST" because the history could not be read
@@ -458,62 +316,10 @@ class SlurmAdapter:
         return rows
 
     def _status(self, row: _Row) -> AttemptStatus:
-        word = row.state
-        state = SLURM_STATES.get(word)
-        native = f"{word} ({row.reason})" if row.reason and row.reason != "None" else word
-        if state is None:
-            return AttemptStatus(state=AttemptState.RUNNING, native_state=native,
-                                 reason=f"unfamiliar Slurm state {word!r}; assumed running")
-        code = row.exit_code
-        reason = _WHY.get(word, "")
-        walltime = False
-        if state.terminal and code == PREEMPTED_EXIT_CODE and state is not AttemptState.CANCELLED:
-            state = AttemptState.PREEMPTED  # stopped on Slurm's warning signal, checkpointed
-        if state.terminal and code == ALREADY_RAN_EXIT_CODE:
-            state, reason = AttemptState.LOST, "a second launch of the attempt (a requeue?)"
-        if state is AttemptState.PREEMPTED and word not in {"BOOT_FAIL", "PREEMPTED"}:
-            walltime = self._at_time_limit(row)
-            if walltime:
-                reason = "time limit reached"
-            elif word != "PREEMPTED":
-                reason = reason or ("preempted: stopped on Slurm's warning signal before "
-                                     "its time limit")
-        if not state.terminal and row.restarts:
-            # Requeued by Slurm after a preemption: the attempt lives on under the same id. The
-            # requeue counts once the job waits in the queue again (not while it completes or
-            # sits out its BeginTime), when Slurm can estimate when it will run.
-            settled = word != "COMPLETING" and row.reason != "BeginTime"
-            waiting = state is AttemptState.SUBMITTED
-            if waiting:
-                native += f", requeued {row.restarts}x"
-            return AttemptStatus(state=AttemptState.RUNNING, native_state=native,
-                                 reason=f"requeued by Slurm after a preemption "
-                                        f"({row.restarts}x)",
-                                 requeues=row.restarts if settled else row.restarts - 1,
-                                 queued=waiting and settled,
-                                 queue_wait_s=row.expected_wait_s if waiting else None)
-        if state is AttemptState.FAILED and row.signal and not reason:
-            reason = f"killed by signal {row.signal}"
-        if state is AttemptState.CANCELLED and not reason:
-            reason = "cancelled in Slurm"
-        pending = state is AttemptState.SUBMITTED
-        return AttemptStatus(state=state, native_state=native,
-                             exit_code=code if state.terminal else None,
-                             reason=reason, walltime=walltime, requeues=row.restarts,
-                             queued=pending,
-                             queue_wait_s=row.expected_wait_s if pending else None)
-
-    def _at_time_limit(self, row: _Row) -> bool:
-        if row.time_limit_s is None or row.elapsed_s is None:
-            return row.state == "TIMEOUT"
-        margin = self._warning_s(row.time_limit_s) + _SIGNAL_SLACK_S
-        return row.elapsed_s >= row.time_limit_s - margin
+        return judge(row, self.options.signal_before_s)
 
     def _warning_s(self, limit_s: float) -> int:
-        """How long before a time limit of ``limit_s`` the runtime is signalled (at most half
-        of it, at least 10 s)."""
-        minutes = max(1, math.ceil(limit_s / 60))
-        return min(self.options.signal_before_s, max(10, minutes * 60 // 2))
+        return warning_s(limit_s, self.options.signal_before_s)
 
     # cancel, owned ------------------------------------------------------------------------
 
@@ -545,43 +351,17 @@ class SlurmAdapter:
 
     # offers -------------------------------------------------------------------------------
 
-    def _partitions(self) -> dict[str, dict[str, float]]:
-        """``sinfo`` per node: for each partition that is up, its nodes, idle and total CPUs,
-        memory (in proportion to idle CPUs), GPUs and time limit."""
-        fmt = "NodeList:|,Partition:|,Available:|,Time:|,CPUsState:|,Memory:|,Gres:|,GresUsed:"
-        out = self._run(["sinfo", "-h", "-N", "-O", fmt]).check("sinfo")
-        parts: dict[str, dict[str, float]] = {}
-        self._nodes = {}
-        for line in out.splitlines():
-            f = line.split("|")
-            if len(f) < 8 or f[2].strip() != "up":
-                continue
-            node, name = f[0].strip(), f[1].strip().rstrip("*")
-            _alloc, idle, _other, total = (
-                _int(x) or 0 for x in (f[4].split("/") + ["0"] * 4)[:4])
-            mem_mb = _int(f[5].rstrip("+")) or 0
-            gpus = max(0, _gpus(f[6]) - _gpus(f[7]))  # configured less in use
-            p = parts.setdefault(name, {"idle": 0, "total": 0, "mem_gb": 0.0, "gpus": 0})
-            p["idle"] += idle
-            p["total"] += total
-            p["mem_gb"] += mem_mb / 1024 * (idle / total if total else 0)
-            p["gpus"] += gpus
-            self._nodes.setdefault(name, set()).add(node)
-            self._limits[name] = parse_duration(f[3])
+    def _partitions(self) -> dict[str, _Partition]:
+        """``sinfo`` per node: each partition that is up (its time limit remembered for
+        ``sbatch --time``)."""
+        parts = read_sinfo(self._run(["sinfo", "-h", "-N", "-O", SINFO_FORMAT]).check("sinfo"))
+        self._limits.update({name: p.limit_s for name, p in parts.items()})
         return parts
 
-    def _pending(self) -> list[tuple[list[str], int, float | None]]:
-        """Pending jobs of every user that wait to run (held ones do not): their partitions,
-        CPUs and expected start."""
+    def _pending(self) -> list[_Pending]:
+        """Pending jobs of every user that wait to run: [] when squeue cannot say."""
         done = self._run(["squeue", "-h", "-t", "PD", "--start", "-o", "%P|%C|%S|%r"])
-        if done.returncode != 0:
-            return []
-        jobs = []
-        for line in done.stdout.splitlines():
-            f = line.split("|")
-            if len(f) == 4 and not f[3].startswith("JobHeld"):
-                jobs.append((f[0].split(","), _int(f[1]) or 1, _timestamp(f[2])))
-        return jobs
+        return read_pending(done.stdout) if done.returncode == 0 else []
 
     def _allocation_used(self, partition: str) -> float:
         """Core-hours gridbridge's jobs of this user have used in ``partition`` (finished
@@ -599,16 +379,8 @@ class SlurmAdapter:
                      ["sacct", "-c", "--parsable2", "-n", "-o",
                       "JobName,Partition,NCPUS,ElapsedRaw"]):
             done = self._run(argv)
-            if done.returncode != 0:
-                continue
-            used = 0.0
-            for line in done.stdout.splitlines():
-                f = line.split("|")
-                if len(f) == 4 and f[1] != partition:
-                    continue
-                if f[0].startswith("gb-"):
-                    used += (_int(f[-2]) or 0) * (_int(f[-1]) or 0) / 3600
-            return used
+            if done.returncode == 0:
+                return core_hours_used(done.stdout, partition)
         return 0.0
 
     def offers(self) -> Sequence[Offer]:
@@ -619,46 +391,11 @@ class SlurmAdapter:
         parts = self._partitions()
         pending = self._pending()
         chosen = self.options.partitions or {name: PartitionOptions() for name in parts}
-        site = self.site
         now = time.time()
-        offers = []
-        for name, popt in chosen.items():
-            p = parts.get(name)
-            if p is None:
-                continue
-            mine = self._nodes.get(name, set())
-            demand, wait = 0, 0.0
-            for job_parts, cpus, start in pending:
-                if any(self._nodes.get(q, set()) & mine for q in job_parts):
-                    demand += cpus
-                    wait = max(wait, (start - now) if start is not None else 600.0)
-            free = max(0, int(p["idle"]) - demand)
-            price = popt.price or site.price
-            note = f"{demand} CPUs wanted by pending jobs" if demand else ""
-            if popt.allocation_core_hours is not None:
-                used = self._allocation_used(name)
-                left = popt.allocation_core_hours - used
-                note = f"allocation: {used:.1f} of {popt.allocation_core_hours:g} core-hours used"
-                price = Pricing() if left > 0 else (popt.overage or price)
-            preemptible = popt.preemptible if popt.preemptible is not None else site.preemptible
-            rate = (popt.preemption_rate_per_hour if popt.preemption_rate_per_hour is not None
-                    else site.preemption_rate_per_hour)
-            share = free / p["idle"] if p["idle"] else 0.0
-            offers.append(Offer(
-                site=site.name, key=name, shape={"partition": name},
-                tier=popt.tier or site.tier,
-                cpus=min(free, site.capacity.cpus),
-                memory_gb=min(p["mem_gb"] * share, site.capacity.memory_gb),
-                gpus=min(int(p["gpus"]), site.capacity.gpus),
-                price=price, on_demand=popt.on_demand or site.on_demand_price,
-                preemptible=preemptible,
-                preemption_rate_per_hour=rate if preemptible else 0.0,
-                restart_overhead_s=site.restart_overhead_s,
-                queue_wait_s=0.0 if free > 0 else max(0.0, wait),
-                max_walltime_s=_min_opt(self._limits.get(name), site.max_walltime_s),
-                note=note,
-            ))
-        return offers
+        return [partition_offer(self.site, name, popt, parts, pending, now,
+                                self._allocation_used(name)
+                                if popt.allocation_core_hours is not None else None)
+                for name, popt in chosen.items() if name in parts]
 
     # logs ---------------------------------------------------------------------------------
 
@@ -666,52 +403,5 @@ class SlurmAdapter:
         """The job's output file so far ('' before it starts)."""
         if not native_id.isdigit():
             raise ValueError(f"not a Slurm job id: {native_id!r}")
-        done = self.runner.run(["cat", "--", f"{self.remote_dir}/slurm-{native_id}.out"],
-                               timeout=self.options.command_timeout_s)
+        done = self.host.run(["cat", "--", f"{self.host.remote_dir}/slurm-{native_id}.out"])
         return done.stdout if done.returncode == 0 else ""
-
-
-def parse_duration(text: str) -> float | None:
-    """Slurm's time format in seconds: ``minutes``, ``minutes:seconds``,
-    ``hours:minutes:seconds``, ``days-hours``, ``days-hours:minutes`` or
-    ``days-hours:minutes:seconds``; None for ``infinite``/``UNLIMITED``, for 365 days or more
-    (what Slurm prints for no limit) and for anything else."""
-    m = _DURATION.fullmatch(text.strip())
-    if m is None:
-        return None
-    days, rest = m.group(1), [int(x) for x in m.group(2).split(":")]
-    if days is not None:
-        h, mi, sec = [*rest, 0, 0][:3]
-        seconds = int(days) * 86400 + h * 3600 + mi * 60 + sec
-    else:
-        h, mi, sec = [0, 0, *rest][-3:] if len(rest) > 1 else (0, rest[0], 0)
-        seconds = h * 3600 + mi * 60 + sec
-    return None if seconds >= 365 * 86400 else float(seconds)
-
-
-def _timestamp(text: str) -> float | None:
-    text = text.strip()
-    if not text or not text[0].isdigit():
-        return None
-    try:
-        return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()  # run with TZ=UTC
-    except ValueError:
-        return None
-
-
-def _gpus(gres: str) -> int:
-    """GPUs in a GRES string such as ``gpu:a100:4(S:0-1),gpu:2`` (``(null)``: none)."""
-    return sum(_int(m.group(1)) or 0 for m in re.finditer(r"gpu(?::[^:,(]+)?:(\d+)", gres))
-
-
-def _int(text: str) -> int | None:
-    text = text.strip()
-    try:
-        return int(text)
-    except ValueError:
-        return None
-
-
-def _min_opt(a: float | None, b: float | None) -> float | None:
-    vals = [v for v in (a, b) if v is not None]
-    return min(vals) if vals else None

@@ -21,7 +21,7 @@ from typing import Any
 
 from rich.console import Console
 
-from gridbridge.scheduler.simulate_deadline import HpcTier, Prices, Setting, evaluate, load_trace
+from gridbridge.sim.deadline import HpcTier, Prices, Setting, evaluate, load_trace
 from gridbridge.views import emit
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,9 +16,9 @@ import json
 import time
 from pathlib import Path
 
-from gridbridge.scheduler.sim import Inputs, prepare, run_policies, summarize
-from gridbridge.scheduler.sim.command import describe_sites
-from gridbridge.scheduler.sim.run import policy_names
+from gridbridge.sim.workload import Inputs, prepare, run_policies, summarize
+from gridbridge.sim.workload.command import describe_sites
+from gridbridge.sim.workload.run import policy_names
 
 HERE = Path(__file__).resolve().parent
 

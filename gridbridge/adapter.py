@@ -28,8 +28,9 @@ from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from gridbridge.frozen import Frozen
 from gridbridge.spec import JobSpec, Resources, Tier
 from gridbridge.states import AttemptState
 from gridbridge.wire import Launch, put_bytes
@@ -98,11 +99,9 @@ class SubmitRejected(Exception):
     exception from ``submit`` leaves the attempt SUBMITTING, to be retried with its id."""
 
 
-class Pricing(BaseModel):
+class Pricing(Frozen):
     """A rate card. The hourly price of an attempt is
     ``per_hour + cpus * per_core_hour + gpus * per_gpu_hour``."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     per_hour: float = Field(default=0.0, ge=0)
     per_core_hour: float = Field(default=0.0, ge=0)
@@ -117,13 +116,11 @@ class Pricing(BaseModel):
         )
 
 
-class Offer(BaseModel):
+class Offer(Frozen):
     """What a site can give right now, and at what price and risk.
 
     A site may make several offers (instance types and zones, partitions); ``key`` tells them
     apart, stably from one call to the next, and placement names the one it chose."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     site: str
     key: str = "default"
@@ -150,10 +147,8 @@ class Offer(BaseModel):
     """Why capacity is what it is (e.g. 'capacity reclaimed after an interruption')."""
 
 
-class SubmitRequest(BaseModel):
+class SubmitRequest(Frozen):
     """Everything an adapter needs to start one attempt."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     attempt_id: str
     """Idempotency key, also carried in the native job (name, tag, pidfile)."""
@@ -171,10 +166,8 @@ class SubmitRequest(BaseModel):
     """The offer placement chose (instance type and zone, partition), if any."""
 
 
-class BilledInterval(BaseModel):
+class BilledInterval(Frozen):
     """A stretch of an attempt's life billed at one hourly price (a spot hour, say)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     start: float
     end: float
@@ -182,10 +175,8 @@ class BilledInterval(BaseModel):
     """The price per instance-hour during the interval, for the whole attempt."""
 
 
-class AttemptStatus(BaseModel):
+class AttemptStatus(Frozen):
     """One attempt as a site sees it, translated; the native word is kept beside ours."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     state: AttemptState
     native_state: str
@@ -211,10 +202,8 @@ class AttemptStatus(BaseModel):
     ledger then charges these instead of the price card the attempt was placed at."""
 
 
-class OwnedJob(BaseModel):
+class OwnedJob(Frozen):
     """A native job on a site that carries a gridbridge attempt id."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     native_id: str
     attempt_id: str
@@ -279,10 +268,8 @@ class PreemptAdapter(Protocol):
         ...
 
 
-class NodeCheck(BaseModel):
+class NodeCheck(Frozen):
     """What :meth:`CheckAdapter.check` found on one node."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     node: str
     reachable: bool
@@ -296,10 +283,8 @@ class NodeCheck(BaseModel):
     error: str = ""
 
 
-class NodeBootstrap(BaseModel):
+class NodeBootstrap(Frozen):
     """What :meth:`BootstrapAdapter.bootstrap` did on one node."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     node: str
     action: str
@@ -316,10 +301,8 @@ class NodeBootstrap(BaseModel):
     error: str = ""
 
 
-class BootstrapReport(BaseModel):
+class BootstrapReport(Frozen):
     """What :meth:`BootstrapAdapter.bootstrap` did: the wheelhouse and every node."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     version: str
     """The gridbridge version the nodes were brought to."""

@@ -13,13 +13,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from gridbridge.adapter import Pricing
+from gridbridge.frozen import Frozen
 from gridbridge.registry import AdapterNotFound, Registry, default_registry
-from gridbridge.spec import NAME_PATTERN, Policy, Tier
+from gridbridge.spec import Policy, Tier
+from gridbridge.units import ENV_NAME_PATTERN, NAME_PATTERN
 
 __all__ = [
+    "ENV_NAME_PATTERN",
     "Allocation",
     "Budgets",
     "Capacity",
@@ -37,11 +40,7 @@ __all__ = [
 ]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Capacity(_Frozen):
+class Capacity(Frozen):
     """What a site can run at once."""
 
     cpus: Annotated[int, Field(ge=1)]
@@ -49,10 +48,7 @@ class Capacity(_Frozen):
     gpus: Annotated[int, Field(ge=0)] = 0
 
 
-ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
-
-
-class RuntimeSettings(_Frozen):
+class RuntimeSettings(Frozen):
     """How the runtime starts on a site's hosts (``runtime:`` of a site)."""
 
     python: str | None = None
@@ -78,7 +74,7 @@ def prologue_script(lines: Sequence[str]) -> str:
     return "\n".join(lines) + '\n\nexec "$@"\n'
 
 
-class Allocation(_Frozen):
+class Allocation(Frozen):
     """Prepaid core-hours on a site (an HPC centre's allocation): ``core_hours`` granted each
     calendar month (UTC), or once for all time. Reports show how much is used and left; the
     site's ``price`` is what each core-hour is charged at in the ledger (0 for a grant that is
@@ -89,7 +85,7 @@ class Allocation(_Frozen):
     every: Literal["month", "total"] = "month"
 
 
-class SiteConfig(_Frozen):
+class SiteConfig(Frozen):
     """One site of the federation."""
 
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -122,7 +118,7 @@ class SiteConfig(_Frozen):
         return self.on_demand if self.on_demand is not None else self.price
 
 
-class Limits(_Frozen):
+class Limits(Frozen):
     """How the reconciler paces itself."""
 
     tick_interval_s: Annotated[float, Field(gt=0)] = 1.0
@@ -144,7 +140,7 @@ class Limits(_Frozen):
     the site holds nothing for it, given up and the job placed anew."""
 
 
-class Budgets(_Frozen):
+class Budgets(Frozen):
     """Monthly budgets (``budgets:`` in the config), in ``currency``, per calendar month (UTC).
 
     A job whose expected cost exceeds what its team or project has left this month is held
@@ -161,7 +157,7 @@ class Budgets(_Frozen):
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "USD"
 
 
-class GridConfig(_Frozen):
+class GridConfig(Frozen):
     """The whole federation: sites, where state and checkpoints live, and limits."""
 
     state_url: str

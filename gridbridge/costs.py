@@ -26,9 +26,8 @@ from __future__ import annotations
 
 import math
 
-from pydantic import BaseModel, ConfigDict
-
 from gridbridge.adapter import Offer, Pricing
+from gridbridge.frozen import Frozen
 from gridbridge.spec import JobSpec, Resources
 
 __all__ = [
@@ -120,15 +119,13 @@ def attempt_cost(pricing: Pricing, resources: Resources, duration_s: float) -> f
     return hourly * duration_s / _HOUR_S
 
 
-class CostEstimate(BaseModel):
+class CostEstimate(Frozen):
     """What one job is expected to take and cost on one offer.
 
     ``expected_cost`` is the offer's price over the expected run time (preemptions included);
     ``on_demand_cost`` is the on-demand price of the same work run once without interruption,
     the baseline the savings report compares against. Queue wait is not billed.
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     expected_runtime_s: float
     expected_cost: float

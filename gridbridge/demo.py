@@ -152,7 +152,8 @@ def _drive(console: Console, client: Client, steps: int, reference: Params) -> i
 
 def _report(console: Console, client: Client, future: JobFuture, reference: Params) -> int:
     from gridbridge.reports import COST_COLUMNS, GroupBy, cost_summary, for_display
-    from gridbridge.views import emit, fmt_money, fmt_time
+    from gridbridge.units import fmt_money, fmt_time
+    from gridbridge.views import emit
 
     job_id = future.job_id
     events = client.store.events(job_id)

@@ -50,6 +50,11 @@ def request_stop(signum: int = signal.SIGTERM, _frame: FrameType | None = None) 
     _stop.set()
 
 
+def stop_requested() -> bool:
+    """Whether a stop request has come (a signal, or the runtime's own spot notice)."""
+    return _stop.is_set()
+
+
 def install_stop_handlers() -> None:
     """Turn SIGTERM and SIGUSR1 into stop requests (main thread only; idempotent)."""
     global _handlers_installed

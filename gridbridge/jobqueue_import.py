@@ -20,6 +20,7 @@ returned, so what comes out is a configuration ``gridbridge config check`` reads
 
 from __future__ import annotations
 
+import math
 import re
 import shlex
 from collections.abc import Mapping
@@ -30,6 +31,7 @@ from typing import Any
 import yaml
 
 from gridbridge.config import ConfigError, parse_config
+from gridbridge.units import gib, parse_duration, parse_memory
 
 __all__ = ["JobqueueImport", "default_jobqueue_path", "import_jobqueue", "load_jobqueue"]
 
@@ -259,30 +261,21 @@ def _int(value: Any, what: str) -> int:
     return n
 
 
-_UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9,
-          "t": 1e12, "tb": 1e12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-
-
 def _gigabytes(value: Any, what: str) -> float:
-    """dask's memory strings ('109 GB', '4GiB', '500MB') or a number of bytes, in GB."""
-    m = re.fullmatch(r"\s*([0-9.]+)\s*([A-Za-z]*)\s*", str(value))
-    unit = m.group(2).lower() if m else ""
-    if m is None or unit not in _UNITS:
-        raise ConfigError(f"{what}: {value!r} is not an amount of memory like '109 GB' or "
-                          f"'4 GiB' (units: {', '.join(u for u in _UNITS if u)})")
-    return round(float(m.group(1)) * _UNITS[unit] / 1e9, 3)
+    """dask's memory strings ('109 GB', '4GiB', '500MB') or a number of bytes, as a
+    ``memory_gb`` (GiB, as Slurm and PBS count it; dask-jobqueue asks them in GiB too), rounded
+    up to a hundredth as :class:`~gridbridge.dask.GridCluster` rounds a worker's, so a worker
+    of the imported size fits."""
+    try:
+        n_bytes = parse_memory(value)
+    except ValueError as exc:
+        raise ConfigError(f"{what}: {exc}") from None
+    return math.ceil(gib(n_bytes) * 100) / 100
 
 
 def _seconds(text: str, what: str) -> float:
     """Slurm's and PBS's time formats: [D-]HH:MM:SS, MM:SS, or minutes."""
-    m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text.strip())
-    if not m:
+    seconds = parse_duration(text)
+    if seconds is None:
         raise ConfigError(f"{what}: {text!r} is not a walltime like '01:30:00' or '2-00:00:00'")
-    days, a, b, c = (int(g) if g else None for g in m.groups())
-    if b is None:  # minutes alone
-        hours, minutes, seconds = 0, a or 0, 0
-    elif c is None:  # MM:SS, or with days HH:MM
-        hours, minutes, seconds = (a or 0, b, 0) if days is not None else (0, a or 0, b)
-    else:
-        hours, minutes, seconds = a or 0, b, c
-    return float((days or 0) * 86400 + hours * 3600 + minutes * 60 + seconds)
+    return seconds

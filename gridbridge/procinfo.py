@@ -10,6 +10,7 @@ from pathlib import Path
 
 __all__ = ["oom_killed", "proc_start_time"]
 
+
 def proc_start_time(pid: int) -> str | None:
     """The kernel's start time of ``pid`` (to tell a reused pid apart), None if gone/zombie."""
     try:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import html
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 from gridbridge import svgchart
@@ -23,9 +21,10 @@ from gridbridge.reports import (
     GroupBy,
     Window,
     cost_report,
-        money,
+    money,
     placements_totals,
 )
+from gridbridge.units import fmt_money, fmt_time
 
 __all__ = ["ReportInputs", "auto_every", "render_html"]
 
@@ -206,8 +205,8 @@ def render_html(inp: ReportInputs) -> str:
         f'<div class="side">{tables[key]}</div></section>'
         for key in ("spend-by-team", "spend-by-tier", "savings", "budget-burn-down",
                     "lost-work", "top-jobs"))
-    made = datetime.fromtimestamp(inp.now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    span = (f"{_iso(w.since)} to {_iso(w.until)}")
+    made = fmt_time(inp.now)
+    span = f"{fmt_time(w.since)} to {fmt_time(w.until)}"
     return _PAGE.format(title=html.escape(inp.title), period=html.escape(w.label),
                         span=html.escape(span), made=made, tiles=tiles, sections=sections,
                         currency=html.escape(cur))
@@ -237,10 +236,6 @@ def _short(label: str, every: Every) -> str:
     return label
 
 
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _tiles(total: Mapping[str, Any] | None, placements: Sequence[Mapping[str, Any]],
            cur: str) -> str:
     zero = money(0)
@@ -253,12 +248,9 @@ def _tiles(total: Mapping[str, Any] | None, placements: Sequence[Mapping[str, An
         ("placement saved vs runner-up (expected)", p["saved_vs_runner_up"]),
     ]
     return "".join(f'<div class="tile"><div class="v" data-tile="{html.escape(k)}">'
-                   f"{_money_text(v)} {html.escape(cur)}</div><div>{html.escape(k)}</div></div>"
+                   f"{fmt_money(v, sign='')} {html.escape(cur)}</div>"
+                   f"<div>{html.escape(k)}</div></div>"
                    for k, v in items)
-
-
-def _money_text(v: Decimal) -> str:
-    return f"{v:,.2f}" if abs(v) >= 1 else f"{v:.6f}"
 
 
 _PAGE = """<!DOCTYPE html>

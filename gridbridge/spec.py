@@ -12,15 +12,17 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     field_serializer,
     field_validator,
     model_validator,
 )
 
+from gridbridge.frozen import Frozen
+from gridbridge.units import LABEL_PATTERN, NAME_PATTERN
+
 __all__ = [
+    "LABEL_PATTERN",
     "NAME_PATTERN",
     "CheckpointPolicy",
     "Constraints",
@@ -31,8 +33,6 @@ __all__ = [
     "Tier",
 ]
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
-"""Job and site names: what is safe as a Slurm job name, an EC2 tag, a path component."""
 _NAME_RE = re.compile(NAME_PATTERN)
 
 
@@ -44,11 +44,7 @@ class Tier(StrEnum):
     EDGE = "edge"
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Resources(_Frozen):
+class Resources(Frozen):
     """What one attempt needs from a site."""
 
     cpus: Annotated[int, Field(ge=1, le=4096)] = 1
@@ -64,7 +60,7 @@ class Resources(_Frozen):
         return self.expected_runtime_s if self.expected_runtime_s is not None else self.walltime_s
 
 
-class CheckpointPolicy(_Frozen):
+class CheckpointPolicy(Frozen):
     """Where a job keeps its checkpoints and how often it writes them."""
 
     url: str | None = None
@@ -77,7 +73,7 @@ class CheckpointPolicy(_Frozen):
     committed a checkpoint, placement treats it as resumable anyway."""
 
 
-class Policy(_Frozen):
+class Policy(Frozen):
     """How placement chooses among feasible offers (``policy:`` in the config, or a job's own
     ``policy``)::
 
@@ -98,11 +94,7 @@ class Policy(_Frozen):
     """``deadline``: the chance of finishing by the deadline an offer must give."""
 
 
-LABEL_PATTERN = r"^[A-Za-z0-9_.:/-]{1,64}$"
-"""What a label's key or value may look like."""
-
-
-class Constraints(_Frozen):
+class Constraints(Frozen):
     """Where a job may run and by when it must be done."""
 
     allowed_sites: frozenset[str] | None = None
@@ -122,7 +114,7 @@ class Constraints(_Frozen):
         return None if value is None else sorted(value)
 
 
-class Owner(_Frozen):
+class Owner(Frozen):
     """Who pays: the cost ledger is grouped by these."""
 
     user: str = "unknown"
@@ -130,7 +122,7 @@ class Owner(_Frozen):
     project: str = "default"
 
 
-class JobSpec(_Frozen):
+class JobSpec(Frozen):
     """One job: a pickled Python callable or a command, and what it needs.
 
     Exactly one of ``command`` (an argv list, never a shell string) or ``callable_ref`` (set by

@@ -1,6 +1,7 @@
-"""Small SVG charts drawn by hand: stacked bars, lines and horizontal bars.
+"""Small SVG charts drawn by hand: stacked bars, lines, curves and horizontal bars.
 
-Enough for the finance report, with no chart library to ship or fetch: each function returns one
+The one SVG drawer and the one palette of gridbridge: the finance report and the simulators'
+plots both draw here, with no chart library to ship or fetch. Each function returns one
 self-contained ``<svg>`` element (text escaped) that a browser draws as it is. Values are
 floats; labels are strings.
 """
@@ -11,7 +12,7 @@ import html
 import math
 from collections.abc import Mapping, Sequence
 
-__all__ = ["PALETTE", "bars", "hbars", "lines"]
+__all__ = ["PALETTE", "bars", "curves", "hbars", "lines"]
 
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1",
            "#ff9da7", "#9c755f", "#bab0ac")
@@ -150,6 +151,36 @@ def lines(title: str, labels: Sequence[str], series: Mapping[str, Sequence[float
                        f"<title>{html.escape(f'{name} budget {levels[name]:,.2f}')}</title>"
                        "</line>")
     out += _x_labels(labels, xs)
+    out += _legend(names, cols)
+    return "\n".join([*out, "</svg>"])
+
+
+def curves(title: str, series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+           axes: tuple[str, str], x_top: float | None = None) -> str:
+    """One line per series through its own ``(xs, ys)`` points on numeric axes from 0:
+    ``axes`` names them (x, y); ``x_top`` ends the x axis (default: a round number above the
+    largest x). For curves whose points do not share the x of :func:`lines`' labels."""
+    out = _open(title, "curves")
+    names = [n for n, (xs, _) in series.items() if len(xs)]
+    if not names:
+        return _empty(out)
+    xlabel, unit = axes
+    top = _nice_top(max(max(series[n][1]) for n in names))
+    right = x_top if x_top is not None and x_top > 0 else _nice_top(
+        max(max(series[n][0]) for n in names))
+    out += _axes(top, unit)
+    plot_w, plot_h = _W - _L - _R, _H - _T - _B
+    ticks = [right * i / 4 for i in range(5)]
+    out += _x_labels([_fmt(v) for v in ticks], [_L + plot_w * v / right for v in ticks])
+    out.append(f'<text x="{(_L + _W - _R) / 2:.0f}" y="{_H - 10}" text-anchor="middle">'
+               f"{html.escape(xlabel)}</text>")
+    cols = [PALETTE[i % len(PALETTE)] for i in range(len(names))]
+    for name, colour in zip(names, cols, strict=True):
+        xs, ys = series[name]
+        pts = " ".join(f"{_L + plot_w * x / right:.1f},{_H - _B - plot_h * y / top:.1f}"
+                       for x, y in zip(xs, ys, strict=True))
+        out.append(f'<polyline class="mark" fill="none" stroke="{colour}" stroke-width="1.5" '
+                   f'points="{pts}"><title>{html.escape(name)}</title></polyline>')
     out += _legend(names, cols)
     return "\n".join([*out, "</svg>"])
 

@@ -112,12 +112,13 @@ def fmt_money(x: float | Decimal | None, *, readable: bool = False, sign: str = 
     ``sign=""`` leaves out the dollar sign. None is ""."""
     if x is None:
         return ""
+    size = abs(float(x))
     if readable:
-        if x == 0 or abs(x) >= 0.1:
+        if size == 0 or size >= 0.1:
             return f"{sign}{x:,.2f}"
-        digits = max(3, 1 - math.floor(math.log10(abs(x))))
+        digits = max(3, 1 - math.floor(math.log10(size)))
         return f"{sign}{x:.{digits}f}"
-    return f"{sign}{x:,.6f}" if abs(x) < 1 else f"{sign}{x:,.2f}"
+    return f"{sign}{x:,.6f}" if size < 1 else f"{sign}{x:,.2f}"
 
 
 def fmt_time(ts: float | None) -> str:

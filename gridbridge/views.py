@@ -1,7 +1,9 @@
 """Rows to rich tables, CSV or JSON: one helper for every listing the CLI prints.
 
 Machines read ``--format csv|json``; people read the table. Secrets never reach a view: only
-fields listed in ``columns`` are printed.
+fields listed in ``columns`` are printed. Times and money are written as
+:mod:`gridbridge.units` writes them (``TIME_FORMAT``, ``fmt_time`` and ``fmt_money`` are
+re-exported from there for the code that imports them from here).
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ import io
 import json
 import re
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from gridbridge.units import TIME_FORMAT, fmt_money, fmt_time
 
 __all__ = ["TIME_FORMAT", "Format", "emit", "fmt_money", "fmt_time", "render"]
 
@@ -25,23 +28,6 @@ class Format(StrEnum):
     TABLE = "table"
     CSV = "csv"
     JSON = "json"
-
-
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-"""Every time the CLI prints, in tables, CSV and JSON alike: UTC, ISO 8601, to the second."""
-
-
-def fmt_time(ts: float | None) -> str:
-    """``2026-11-27T01:20:00Z`` for a Unix time; "" for None."""
-    if ts is None:
-        return ""
-    return datetime.fromtimestamp(ts, UTC).strftime(TIME_FORMAT)
-
-
-def fmt_money(x: float | None) -> str:
-    if x is None:
-        return ""
-    return f"${x:,.6f}" if abs(x) < 1 else f"${x:,.2f}"
 
 
 def render(title: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]],

@@ -12,7 +12,8 @@ Everything that crosses between the control plane and a site lives under the att
 
 Each record carries ``format`` = "MAJOR.MINOR". A reader refuses another major version with a
 message that says what to upgrade, and ignores fields it does not know (a newer minor version
-only adds fields).
+only adds fields). On the host that runs it, the runtime also keeps a few local files in its
+run folder (``--scratch``, :class:`ScratchFile`), which the local and edge adapters read.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import contextlib
 import io
 import json
 from dataclasses import MISSING, asdict, dataclass, field, fields
+from enum import StrEnum
 from typing import Any, Self
 
 __all__ = [
@@ -32,7 +34,9 @@ __all__ = [
     "FormatMismatch",
     "Heartbeat",
     "Launch",
+    "Record",
     "Result",
+    "ScratchFile",
     "check_format",
     "exists",
     "get_bytes",
@@ -46,6 +50,40 @@ __all__ = [
 
 FORMAT = "1.0"
 """The wire format this gridbridge writes; it reads any ``1.x``."""
+
+class Record(StrEnum):
+    """A record under an attempt's storage prefix: ``f"{attempt_url}/{Record.RESULT}"``."""
+
+    LAUNCH = "launch.json"
+    """The adapter, before it starts the runtime: what to run and how."""
+    CLAIM = "claim.json"
+    """The runtime, once and exclusively: this launch runs the attempt."""
+    HEARTBEAT = "heartbeat.json"
+    """The runtime, every few seconds: time, host, pid, last step."""
+    OUTPUT_LOG = "output.log"
+    """The runtime: the attempt's output so far, uploaded every few seconds."""
+    RESULT = "result.json"
+    """The runtime, last: how the attempt ended."""
+    RETURN = "return.pkl"
+    """The runtime: a function job's return value."""
+
+
+class ScratchFile(StrEnum):
+    """A file the runtime keeps in its local run folder (``--scratch``) on the host that runs
+    it; the adapters' run-folder protocol (``gridbridge.adapters._rundir``) reads these names."""
+
+    STARTED = "started"
+    """The runtime's claim on this host, created exclusively: a second launch exits 76."""
+    PID = "pid"
+    """``PID STARTTIME``, written before the job starts."""
+    ATTEMPT_LOG = "attempt.log"
+    """The runtime's own log of the attempt (not ``output.log``: a site may send stdout
+    there)."""
+    RESULT = "result.json"
+    """The result record again, written last, after the copy in storage."""
+    CANCELLED = "cancelled"
+    """A marker the adapter writes before SIGTERM on cancel; the runtime reads it."""
+
 
 # What a runtime's exit says, read by the adapters (the runtime's exit code is often all a
 # batch scheduler keeps) and by the runtime itself.
@@ -261,28 +299,28 @@ def _read(url: str, model: type[_Record], what: str) -> Any:
 
 def read_launch(attempt_url: str) -> Launch:
     """The launch record; raises FileNotFoundError if there is none."""
-    launch: Launch | None = _read(f"{attempt_url}/launch.json", Launch, "the launch record")
+    launch: Launch | None = _read(f"{attempt_url}/{Record.LAUNCH}", Launch, "the launch record")
     if launch is None:
-        raise FileNotFoundError(f"{attempt_url}/launch.json")
+        raise FileNotFoundError(f"{attempt_url}/{Record.LAUNCH}")
     return launch
 
 
 def read_result(attempt_url: str) -> Result | None:
     """The result record of an attempt, None if it has none yet."""
-    result: Result | None = _read(f"{attempt_url}/result.json", Result, "the result record")
+    result: Result | None = _read(f"{attempt_url}/{Record.RESULT}", Result, "the result record")
     return result
 
 
 def read_heartbeat(attempt_url: str) -> Heartbeat | None:
     """The attempt's last heartbeat, None if it never wrote one."""
-    beat: Heartbeat | None = _read(f"{attempt_url}/heartbeat.json", Heartbeat, "the heartbeat")
+    beat: Heartbeat | None = _read(f"{attempt_url}/{Record.HEARTBEAT}", Heartbeat, "the heartbeat")
     return beat
 
 
 def load_log(attempt_url: str) -> str | None:
     """The attempt's uploaded log (all of it, or what was uploaded before it was killed)."""
     try:
-        data = get_bytes(f"{attempt_url}/output.log")
+        data = get_bytes(f"{attempt_url}/{Record.OUTPUT_LOG}")
     except FileNotFoundError:
         return None
     return io.TextIOWrapper(io.BytesIO(data), errors="replace").read()

@@ -1,4 +1,5 @@
-"""Engines for the state store: one for writes, one for reads, and in-place upgrades.
+"""Engines and sessions for the state store: one engine for writes, one for reads, and
+in-place upgrades of an older database.
 
 On SQLite (WAL mode) a write transaction starts ``BEGIN IMMEDIATE``, so a read-then-write never
 fails half-way with "database is locked"; reads use a second engine whose transactions are
@@ -9,15 +10,27 @@ which callers retry with backoff.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import event, inspect
-from sqlalchemy.engine import Engine
+from sqlalchemy import create_engine, event, inspect
+from sqlalchemy.engine import Connection, Engine, Inspector
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.schema import Column, Table
 
-from .tables import Base
+from .tables import Base, LeaseRow
 
-__all__ = ["WRITE_BUSY_S", "StoreUnavailable", "add_missing_columns", "sqlite_engines"]
+__all__ = [
+    "WRITE_BUSY_S",
+    "Sessions",
+    "StoreUnavailable",
+    "add_missing_columns",
+    "add_missing_indexes",
+    "sqlite_engines",
+]
 
 WRITE_BUSY_S = 10.0
 """How long a write waits for SQLite's lock before :class:`StoreUnavailable`."""
@@ -64,10 +77,7 @@ def add_missing_columns(engine: Engine, read: Engine | None = None) -> list[str]
     write lock is taken only when a column is actually missing."""
     existing = inspect(read or engine)
     added: list[str] = []
-    tables = set(existing.get_table_names())
-    for table in Base.metadata.sorted_tables:
-        if table.name not in tables:
-            continue
+    for table in _existing_tables(existing):
         have = {c["name"] for c in existing.get_columns(table.name)}
         for column in table.columns:
             if column.name not in have:
@@ -84,3 +94,97 @@ def _add_column(engine: Engine, table: Table, column: Column[Any]) -> None:
         ddl += f" DEFAULT {default.arg.text}"  # type: ignore[attr-defined]
     with engine.begin() as conn:
         conn.exec_driver_sql(ddl)
+
+
+def add_missing_indexes(engine: Engine, read: Engine) -> None:
+    """Create the indexes a newer gridbridge defines on tables an older one made (looked at
+    through ``read``: the write lock is taken only when one is missing)."""
+    existing = inspect(read)
+    for table in _existing_tables(existing):
+        have = {i["name"] for i in existing.get_indexes(table.name)}
+        for index in table.indexes:
+            if index.name not in have:
+                index.create(engine, checkfirst=True)
+
+
+def _existing_tables(existing: Inspector) -> Iterator[Table]:
+    """The tables gridbridge defines that the database already has."""
+    tables = set(existing.get_table_names())
+    return (t for t in Base.metadata.sorted_tables if t.name in tables)
+
+
+def create_missing_tables(engine: Engine, read: Engine) -> None:
+    """Create the tables, if any is missing, through the write engine: on SQLite its
+    transactions begin IMMEDIATE, so two processes opening a new store at once take turns
+    (through the read engine, the second's deferred transaction failed at once with "database
+    is locked" when it tried to write). A store with every table is only read."""
+    if set(Base.metadata.tables) <= set(inspect(read).get_table_names()):
+        return
+    Base.metadata.create_all(engine)
+
+
+@contextmanager
+def unavailable_as_error(url: str) -> Iterator[None]:
+    """A locked, busy or unreachable database raises :class:`StoreUnavailable`."""
+    try:
+        yield
+    except OperationalError as exc:
+        text = str(exc.orig)
+        if "locked" in text or "unable to open" in text or "busy" in text:
+            raise StoreUnavailable(f"state store {url}: {text}") from exc
+        raise
+
+
+class Sessions:
+    """The store's connections: write transactions, ORM reads and Core point reads, each
+    turning a locked database into :class:`StoreUnavailable`. Opening upgrades the schema."""
+
+    def __init__(self, url: str, *, clock: Callable[[], float] = time.time) -> None:
+        self.url = url
+        self._clock = clock
+        self.engine: Engine = create_engine(url, future=True)
+        self._read_engine = self.engine
+        if self.engine.dialect.name == "sqlite" and _is_file(url):
+            self._read_engine = create_engine(url, future=True)
+            sqlite_engines(self.engine, self._read_engine)
+        with unavailable_as_error(url):
+            create_missing_tables(self.engine, self._read_engine)
+            add_missing_columns(self.engine, self._read_engine)
+            add_missing_indexes(self.engine, self._read_engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._reads = sessionmaker(self._read_engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        self.engine.dispose()
+        self._read_engine.dispose()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Session]:
+        with unavailable_as_error(self.url), self._sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        with unavailable_as_error(self.url), self._reads() as session:
+            yield session
+
+    @contextmanager
+    def _core_read(self) -> Iterator[Connection]:
+        """A read without the ORM, for the point reads every tick makes (half the cost)."""
+        with unavailable_as_error(self.url), self._read_engine.connect() as connection:
+            yield connection
+
+    def probe_write(self) -> None:
+        """Write a row and delete it in one transaction (raises if the store is read-only or
+        locked for longer than the write timeout)."""
+        with self._tx() as s:
+            row = LeaseRow(name=f".probe-{time.time_ns()}", holder="config check",
+                           expires_at=0.0, generation=0)
+            s.add(row)
+            s.flush()
+            s.delete(row)
+
+
+def _is_file(url: str) -> bool:
+    rest = url.split("://", 1)[-1]
+    return rest not in {"", "/", "/:memory:"} and "mode=memory" not in url

@@ -9,19 +9,22 @@ raises :class:`StoreUnavailable` (see :mod:`._db`). Any SQLAlchemy URL works.
 Leases carry a generation that grows whenever the lease changes hands or lapses, so the
 reconciler can check, just before it acts on a site, that it still holds the very lease it
 started its tick under.
+
+:class:`StateStore` is one class built of parts, one module each::
+
+    StateStore ── this module   jobs and attempts: their lifecycle, each move a compare-and-set
+     ├─ ._ledger.Ledger         the story (events), decisions, the cost ledger, site health
+     ├─ ._leases.Leases         named leases with their generation
+     └─ ._db.Sessions           engines, transactions and reads; schema upgrades on open
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Table, create_engine, func, insert, inspect, select, update
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy.orm import Session
 
 from gridbridge.spec import JobSpec
 from gridbridge.states import (
@@ -32,89 +35,26 @@ from gridbridge.states import (
     check_job_transition,
 )
 
-from ._db import StoreUnavailable, add_missing_columns, sqlite_engines
-from .records import (
-    Attempt,
-    AttemptEnding,
-    Event,
-    Job,
-    JobNotFound,
-    Lease,
-    SiteHealth,
-    new_job_id,
-)
-from .tables import (
-    AttemptRow,
-    Base,
-    DecisionRow,
-    EventRow,
-    JobRow,
-    LeaseRow,
-    LedgerRow,
-    SiteHealthRow,
-)
+from . import records
+from ._db import StoreUnavailable
+from ._leases import Leases
+from ._ledger import Ledger, event_row, insert_event
+from .records import Attempt as Attempt
+from .records import AttemptEnding as AttemptEnding
+from .records import Event as Event
+from .records import Job as Job
+from .records import JobNotFound as JobNotFound
+from .records import Lease as Lease
+from .records import SiteHealth as SiteHealth
+from .records import new_job_id as new_job_id
+from .tables import AttemptRow, JobRow
 
-__all__ = [
-    "Attempt",
-    "AttemptEnding",
-    "Event",
-    "Job",
-    "JobNotFound",
-    "Lease",
-    "SiteHealth",
-    "StateStore",
-    "StoreUnavailable",
-    "new_job_id",
-]
+__all__ = ["StateStore", "StoreUnavailable"]
+__all__ += records.__all__  # the records, re-exported above: read here beside their store
 
 
-class StateStore:
+class StateStore(Ledger, Leases):
     """Durable state behind the reconciler, the client and the reports."""
-
-    def __init__(self, url: str, *, clock: Callable[[], float] = time.time) -> None:
-        self.url = url
-        self._clock = clock
-        self.engine: Engine = create_engine(url, future=True)
-        self._read_engine = self.engine
-        if self.engine.dialect.name == "sqlite" and _is_file(url):
-            self._read_engine = create_engine(url, future=True)
-            sqlite_engines(self.engine, self._read_engine)
-        with _unavailable_as_error(url):
-            _create_missing_tables(self.engine, self._read_engine)
-            add_missing_columns(self.engine, self._read_engine)
-            _add_missing_indexes(self.engine, self._read_engine)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._reads = sessionmaker(self._read_engine, expire_on_commit=False)
-
-    def close(self) -> None:
-        self.engine.dispose()
-        self._read_engine.dispose()
-
-    @contextmanager
-    def _tx(self) -> Iterator[Session]:
-        with _unavailable_as_error(self.url), self._sessions() as session, session.begin():
-            yield session
-
-    @contextmanager
-    def _read(self) -> Iterator[Session]:
-        with _unavailable_as_error(self.url), self._reads() as session:
-            yield session
-
-    @contextmanager
-    def _core_read(self) -> Iterator[Connection]:
-        """A read without the ORM, for the point reads every tick makes (half the cost)."""
-        with _unavailable_as_error(self.url), self._read_engine.connect() as connection:
-            yield connection
-
-    def probe_write(self) -> None:
-        """Write a row and delete it in one transaction (raises if the store is read-only or
-        locked for longer than the write timeout)."""
-        with self._tx() as s:
-            row = LeaseRow(name=f".probe-{time.time_ns()}", holder="config check",
-                           expires_at=0.0, generation=0)
-            s.add(row)
-            s.flush()
-            s.delete(row)
 
     # jobs ---------------------------------------------------------------------------------
 
@@ -139,7 +79,8 @@ class StateStore:
         )
         with self._tx() as s:
             s.add(row)
-            s.add(_event(now, jid, None, "job", "", JobState.PENDING, "submitted", spec.owner.user))
+            s.add(event_row(now, jid, None, "job", "", JobState.PENDING, "submitted",
+                            spec.owner.user))
         return Job.of(row)
 
     def job(self, job_id: str) -> Job:
@@ -175,6 +116,17 @@ class StateStore:
         with self._read() as s:
             return {jid: (team, project) for jid, team, project in s.execute(q)}
 
+    def job_names(self, job_ids: Iterable[str]) -> dict[str, tuple[str, str]]:
+        """Job id to (name, state) for the given ids that exist."""
+        ids = list(dict.fromkeys(job_ids))
+        out: dict[str, tuple[str, str]] = {}
+        with self._read() as s:
+            for i in range(0, len(ids), 500):
+                q = select(JobRow.id, JobRow.name, JobRow.state).where(
+                    JobRow.id.in_(ids[i:i + 500]))
+                out.update({jid: (name, state) for jid, name, state in s.execute(q)})
+        return out
+
     def cancel_requested(self, job_ids: Iterable[str]) -> set[str]:
         """Those of ``job_ids`` whose cancellation was requested (one query)."""
         ids = list(job_ids)
@@ -195,7 +147,7 @@ class StateStore:
                 return Job.of(row)
             row.cancel_requested = True
             row.updated_at = now
-            s.add(_event(now, job_id, None, "cancel-requested", row.state, row.state, "", actor))
+            s.add(event_row(now, job_id, None, "cancel-requested", row.state, row.state, "", actor))
         self.transition_job(
             job_id, JobState.PENDING, JobState.CANCELLED, "cancelled by user", actor
         )
@@ -228,7 +180,7 @@ class StateStore:
         )
         if result.rowcount != 1:
             return False
-        _add_event(s, now, job_id, None, "job", expected, new, reason, actor)
+        insert_event(s, now, job_id, None, "job", expected, new, reason, actor)
         return True
 
     # attempts -----------------------------------------------------------------------------
@@ -282,7 +234,7 @@ class StateStore:
             "price_json": offer[1] if offer else None,
         }
         s.connection().execute(insert(_ATTEMPTS).values(**values))
-        _add_event(s, now, job_id, values["id"], "attempt", "", AttemptState.SUBMITTING, "",
+        insert_event(s, now, job_id, values["id"], "attempt", "", AttemptState.SUBMITTING, "",
                    actor)
         return Attempt.of(AttemptRow(**values))
 
@@ -433,209 +385,8 @@ class StateStore:
         if result.rowcount != 1:
             return False
         job_id = attempt_id.rsplit(".", 1)[0]
-        _add_event(s, self._clock(), job_id, attempt_id, "attempt", expected, new, reason, actor)
+        insert_event(s, self._clock(), job_id, attempt_id, "attempt", expected, new, reason, actor)
         return True
-
-    # story, decisions, ledger -------------------------------------------------------------
-
-    def events(self, job_id: str) -> list[Event]:
-        q = select(EventRow).where(EventRow.job_id == job_id).order_by(EventRow.id)
-        with self._read() as s:
-            return [_event_of(r) for r in s.scalars(q)]
-
-    def details(self, job_ids: Sequence[str]) -> dict[str, str]:
-        """Per job, why it is where it is (one query): the reason of its last state change
-        or, for a job waiting for placement, of its last ``waiting`` event."""
-        if not job_ids:
-            return {}
-        q = (select(EventRow.job_id, EventRow.reason)
-             .where(EventRow.job_id.in_(list(job_ids)),
-                    EventRow.kind.in_(["job", "waiting"]))
-             .order_by(EventRow.id))
-        with self._read() as s:  # waiting events are written only while a job is PENDING
-            return {job_id: reason for job_id, reason in s.execute(q)}
-
-    def detail(self, job_id: str) -> str:
-        return self.details([job_id]).get(job_id, "")
-
-    def add_event(
-        self, job_id: str, kind: str, reason: str, actor: str, attempt_id: str | None = None
-    ) -> None:
-        with self._tx() as s:
-            s.add(_event(self._clock(), job_id, attempt_id, kind, "", "", reason, actor))
-
-    def record_decisions(self, rows: Sequence[DecisionRow],
-                         waiting: Sequence[tuple[str, str]] = (), actor: str = "") -> None:
-        """Store placement decisions, and the ``waiting`` events (job id, why) they tell,
-        in one transaction."""
-        now = self._clock()
-        with self._tx() as s:
-            s.add_all(rows)
-            for job_id, why in waiting:
-                _add_event(s, now, job_id, None, "waiting", "", "", why, actor)
-
-    def decisions(self, job_id: str) -> list[DecisionRow]:
-        q = select(DecisionRow).where(DecisionRow.job_id == job_id).order_by(DecisionRow.id)
-        with self._read() as s:
-            return list(s.scalars(q))
-
-    def decision_records(self, since: float, until: float) -> list[dict[str, Any]]:
-        """Every stored candidate of the decisions made in ``[since, until)``, in id order,
-        as plain mappings (what ``report placements`` reads)."""
-        q = (select(DecisionRow).where(DecisionRow.at >= since, DecisionRow.at < until)
-             .order_by(DecisionRow.id))
-        cols = [c.key for c in DecisionRow.__table__.columns]
-        with self._read() as s:
-            return [{c: getattr(row, c) for c in cols} for row in s.scalars(q)]
-
-    def job_names(self, job_ids: Iterable[str]) -> dict[str, tuple[str, str]]:
-        """Job id to (name, state) for the given ids that exist."""
-        ids = list(dict.fromkeys(job_ids))
-        out: dict[str, tuple[str, str]] = {}
-        with self._read() as s:
-            for i in range(0, len(ids), 500):
-                q = select(JobRow.id, JobRow.name, JobRow.state).where(
-                    JobRow.id.in_(ids[i:i + 500]))
-                out.update({jid: (name, state) for jid, name, state in s.execute(q)})
-        return out
-
-    def ledger(self, job_id: str | None = None) -> list[LedgerRow]:
-        q = select(LedgerRow).order_by(LedgerRow.start)
-        if job_id is not None:
-            q = q.where(LedgerRow.job_id == job_id)
-        with self._read() as s:
-            return list(s.scalars(q))
-
-    def spent_since(self, since: float) -> dict[str, float]:
-        """Ledger cost of attempts that ended at or after ``since``, by ``team:NAME`` and
-        ``project:NAME`` (one query, summed in the database)."""
-        out: dict[str, float] = {}
-        with self._read() as s:
-            for column, prefix in ((LedgerRow.team, "team"), (LedgerRow.project, "project")):
-                q = (select(column, func.sum(LedgerRow.cost)).where(LedgerRow.end >= since)
-                     .group_by(column))
-                for name, total in s.execute(q):
-                    out[f"{prefix}:{name}"] = float(total or 0.0)
-        return out
-
-    def ledger_records(self, job_id: str | None = None) -> list[dict[str, Any]]:
-        """The ledger as plain mappings, column name to value (what the reports read)."""
-        return [
-            {c.key: getattr(row, c.key) for c in LedgerRow.__table__.columns}
-            for row in self.ledger(job_id)
-        ]
-
-    # leases -------------------------------------------------------------------------------
-
-    def acquire_lease(self, name: str, holder: str, ttl_s: float) -> Lease | None:
-        """Take or renew the named lease; None while another live holder has it. Renewal keeps
-        the generation; taking it over, or again after it lapsed or was released, raises it."""
-        now = self._clock()
-        try:
-            with self._tx() as s:
-                row = s.get(LeaseRow, name)
-                if row is None:
-                    row = LeaseRow(name=name, holder=holder, expires_at=now + ttl_s, generation=1)
-                    s.add(row)
-                elif row.holder == holder and row.expires_at >= now:
-                    row.expires_at = now + ttl_s
-                elif row.expires_at < now:
-                    row.holder, row.expires_at = holder, now + ttl_s
-                    row.generation += 1
-                else:
-                    return None
-                return Lease(name, holder, row.generation, row.expires_at)
-        except IntegrityError:
-            return None
-
-    def holds_lease(self, lease: Lease) -> bool:
-        """True if ``lease`` is still held, unlapsed and of the same generation (a read:
-        it never waits behind a writer)."""
-        with self._core_read() as c:
-            row = c.execute(select(_LEASES).where(_LEASES.c.name == lease.name)).first()
-            return (
-                row is not None
-                and row.holder == lease.holder
-                and row.generation == lease.generation
-                and row.expires_at >= self._clock()
-            )
-
-    def lease_holder(self, name: str) -> tuple[str, float] | None:
-        """The holder and expiry of the named lease; None if nobody took it or it was released."""
-        with self._read() as s:
-            row = s.get(LeaseRow, name)
-            return None if row is None or row.expires_at <= 0 else (row.holder, row.expires_at)
-
-    def release_lease(self, name: str, holder: str) -> None:
-        with self._tx() as s:
-            s.execute(
-                update(LeaseRow)
-                .where(LeaseRow.name == name, LeaseRow.holder == holder)
-                .values(expires_at=0.0)
-            )
-
-    # site health --------------------------------------------------------------------------
-
-    def set_site_health(
-        self, site: str, healthy: bool, phase: str = "", error: str = "", actor: str = ""
-    ) -> bool:
-        """Record how a site's calls went; a change of state also writes a site event.
-        Returns True when the state changed."""
-        now = self._clock()
-        with self._tx() as s:
-            row = s.get(SiteHealthRow, site)
-            first = row is None
-            changed = row is None or row.healthy != healthy
-            if row is None:
-                row = SiteHealthRow(site=site, healthy=healthy, since=now)
-                s.add(row)
-            elif changed:
-                row.healthy, row.since = healthy, now
-            row.phase, row.error, row.checked_at = phase, error, now
-            if changed and not (first and healthy):
-                old, new = ("degraded", "healthy") if healthy else ("healthy", "degraded")
-                why = f"{phase}: {error}" if not healthy else "calls succeed again"
-                s.add(_event(now, "", None, "site-health", old, new, why, actor, site=site))
-            return changed
-
-    def add_site_event(
-        self, site: str, kind: str, reason: str, actor: str, attempt_id: str | None = None
-    ) -> None:
-        """A site-level event (an orphan adopted or cancelled); filed under the attempt's job
-        too when the id names one."""
-        job_id = attempt_id.rsplit(".", 1)[0] if attempt_id else ""
-        with self._tx() as s:
-            s.add(_event(self._clock(), job_id, attempt_id, kind, "", "", reason, actor, site))
-
-    def site_health(self) -> dict[str, SiteHealth]:
-        with self._read() as s:
-            return {
-                r.site: SiteHealth(r.site, r.healthy, r.phase, r.error, r.since, r.checked_at)
-                for r in s.scalars(select(SiteHealthRow))
-            }
-
-    def site_events(self, site: str) -> list[Event]:
-        """Health changes and orphans seen on a site, oldest first."""
-        q = select(EventRow).where(EventRow.site == site).order_by(EventRow.id)
-        with self._read() as s:
-            return [_event_of(r) for r in s.scalars(q)]
-
-
-def _event(
-    at: float,
-    job_id: str,
-    attempt_id: str | None,
-    kind: str,
-    old: str,
-    new: str,
-    reason: str,
-    actor: str,
-    site: str | None = None,
-) -> EventRow:
-    return EventRow(
-        at=at, job_id=job_id, attempt_id=attempt_id, kind=kind, old=str(old), new=str(new),
-        reason=reason, actor=actor, site=site,
-    )
 
 
 _MATCHABLE = {"user": JobRow.user, "team": JobRow.team, "project": JobRow.project,
@@ -659,57 +410,3 @@ def _matching(q: Any, states: Iterable[JobState] | None, match: dict[str, str | 
 
 _JOBS = cast(Table, JobRow.__table__)
 _ATTEMPTS = cast(Table, AttemptRow.__table__)
-_EVENTS = cast(Table, EventRow.__table__)
-_LEASES = cast(Table, LeaseRow.__table__)
-
-
-def _add_event(s: Session, at: float, job_id: str, attempt_id: str | None, kind: str,
-               old: str, new: str, reason: str, actor: str) -> None:
-    """Insert an event row at once, in the session's transaction (Core: no unit of work)."""
-    s.connection().execute(insert(_EVENTS).values(
-        at=at, job_id=job_id, attempt_id=attempt_id, kind=kind, old=str(old), new=str(new),
-        reason=reason, actor=actor, site=None))
-
-
-def _event_of(r: EventRow) -> Event:
-    return Event(r.at, r.job_id, r.attempt_id, r.kind, r.old, r.new, r.reason, r.actor, r.site)
-
-
-def _create_missing_tables(engine: Engine, read: Engine) -> None:
-    """Create the tables, if any is missing, through the write engine: on SQLite its
-    transactions begin IMMEDIATE, so two processes opening a new store at once take turns
-    (through the read engine, the second's deferred transaction failed at once with "database
-    is locked" when it tried to write). A store with every table is only read."""
-    if set(Base.metadata.tables) <= set(inspect(read).get_table_names()):
-        return
-    Base.metadata.create_all(engine)
-
-
-def _add_missing_indexes(engine: Engine, read: Engine) -> None:
-    """Create the indexes a newer gridbridge defines on tables an older one made (looked at
-    through ``read``: the write lock is taken only when one is missing)."""
-    existing = inspect(read)
-    tables = set(existing.get_table_names())
-    for table in Base.metadata.sorted_tables:
-        if table.name not in tables:
-            continue
-        have = {i["name"] for i in existing.get_indexes(table.name)}
-        for index in table.indexes:
-            if index.name not in have:
-                index.create(engine, checkfirst=True)
-
-
-def _is_file(url: str) -> bool:
-    rest = url.split("://", 1)[-1]
-    return rest not in {"", "/", "/:memory:"} and "mode=memory" not in url
-
-
-@contextmanager
-def _unavailable_as_error(url: str) -> Iterator[None]:
-    try:
-        yield
-    except OperationalError as exc:
-        text = str(exc.orig)
-        if "locked" in text or "unable to open" in text or "busy" in text:
-            raise StoreUnavailable(f"state store {url}: {text}") from exc
-        raise

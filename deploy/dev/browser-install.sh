@@ -5,25 +5,15 @@
 # two programs, one a line. Idempotent: with both present it installs nothing. Starts no
 # process: the test starts Chromium headless itself, through ChromeDriver, and stops it.
 set -euo pipefail
-say() { printf 'browser-install: %s\n' "$*" >&2; }
-fail() { say "ERROR: $*"; exit 1; }
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 CHROMIUM=/usr/bin/chromium
 DRIVER=/usr/bin/chromedriver
 missing=()
 [ -x "$CHROMIUM" ] || missing+=(chromium)
 [ -x "$DRIVER" ] || missing+=(chromium-driver)
-if [ ${#missing[@]} -gt 0 ]; then
-  [ "$(id -u)" = 0 ] || fail "needs root to install ${missing[*]}"
-  say "installing ${missing[*]}"
-  apt=(apt-get -q -y -o DPkg::Lock::Timeout=600)
-  export DEBIAN_FRONTEND=noninteractive
-  rc=0
-  "${apt[@]}" install --no-install-recommends "${missing[@]}" >&2 \
-    || { "${apt[@]}" update >&2 && "${apt[@]}" install --no-install-recommends "${missing[@]}" >&2; } \
-    || rc=$?
-  [ $rc = 0 ] || fail "apt-get install ${missing[*]} failed ($rc)"
-fi
-[ -x "$CHROMIUM" ] && [ -x "$DRIVER" ] || fail "$CHROMIUM or $DRIVER still missing"
+if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
+if [ ! -x "$CHROMIUM" ] || [ ! -x "$DRIVER" ]; then fail "$CHROMIUM or $DRIVER still missing"; fi
 echo "$CHROMIUM"
 echo "$DRIVER"

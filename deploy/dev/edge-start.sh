@@ -35,16 +35,16 @@
 #   prefix               the GB_EDGE_PREFIX of this fleet
 #   edgeI/               host_key (+ .pub), sshd_config, sshd.pid, sshd.log
 set -euo pipefail
-say() { printf 'edge-start: %s\n' "$*" >&2; }
-fail() { say "ERROR: $*"; exit 1; }
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-[ $# -ge 1 ] && [ $# -le 2 ] || fail "usage: edge-start.sh STATE_DIR [N]"
+if [ $# -lt 1 ] || [ $# -gt 2 ]; then fail "usage: edge-start.sh STATE_DIR [N]"; fi
 N=${2:-3}
-[[ $N =~ ^[1-9][0-9]?$ ]] && [ "$N" -le 50 ] || fail "N must be 1..50"
+if ! [[ $N =~ ^[1-9][0-9]?$ ]] || [ "$N" -gt 50 ]; then fail "N must be 1..50"; fi
 [ "$(id -u)" = 0 ] || fail "needs root (network namespaces, sshd with root login)"
 SSHD=/usr/sbin/sshd
 NET=10.213
-SAFETY="unreachable $NET.0.0/16"
+SAFETY=(unreachable "$NET.0.0/16")
 SHARED=/run/gridbridge-edge
 
 mkdir -p "$1"
@@ -56,22 +56,7 @@ DIR=$(cd "$1" && pwd)
 missing=()
 [ -x "$SSHD" ] && command -v ssh-keygen >/dev/null || missing+=(openssh-server)
 command -v ip >/dev/null || missing+=(iproute2)
-if [ ${#missing[@]} -gt 0 ]; then
-  say "installing ${missing[*]}"
-  made_policy=0
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
-    made_policy=1
-  fi
-  apt=(apt-get -q -y -o DPkg::Lock::Timeout=600)
-  export DEBIAN_FRONTEND=noninteractive
-  rc=0
-  "${apt[@]}" install --no-install-recommends "${missing[@]}" >&2 \
-    || { "${apt[@]}" update >&2 && "${apt[@]}" install --no-install-recommends "${missing[@]}" >&2; } \
-    || rc=$?
-  [ $made_policy = 1 ] && rm -f /usr/sbin/policy-rc.d
-  [ $rc = 0 ] || fail "apt-get install ${missing[*]} failed ($rc)"
-fi
+if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
 
 # One fleet at a time changes addresses and the safety route (fd 9 is closed for sshd).
 mkdir -p "$SHARED"
@@ -86,10 +71,7 @@ if [ -n "$recorded_prefix" ] && [ "$recorded_prefix" != "$PREFIX" ] && [ -s "$DI
   fail "$DIR was started with prefix $recorded_prefix, not $PREFIX: stop it first (edge-stop.sh $DIR)"
 fi
 
-# nodes.json has one node a line, in the exact form write_nodes prints; read it back with sed.
-nodes_tsv() {  # file -> name address port netns pidfile host_veth, tab-separated
-  sed -n 's/^ *{"name": "\([^"]*\)", "address": "\([^"]*\)", "port": \([0-9]*\), "netns": "\([^"]*\)", "pidfile": "\([^"]*\)", "host_veth": "\([^"]*\)"}.*$/\1\t\2\t\3\t\4\t\5\t\6/p' "$1"
-}
+# nodes.json has one node a line, in the exact form write_nodes prints (read by nodes_tsv).
 declare -A rec_ns=()
 if [ -s "$DIR/nodes.json" ]; then
   while IFS=$'\t' read -r name _ _ ns _ _; do rec_ns[$name]=$ns; done < <(nodes_tsv "$DIR/nodes.json")
@@ -114,22 +96,6 @@ write_nodes() {  # the nodes made so far -> nodes.json (atomically)
   mv "$DIR/nodes.json.tmp" "$DIR/nodes.json"
 }
 
-netns_inode() { stat -L -c %i "/run/netns/$1" 2>/dev/null; }
-# The pid in PIDFILE, if it runs sshd inside network namespace NS.
-sshd_pid() {
-  local pid
-  pid=$(tr -dc 0-9 2>/dev/null <"$1") || return 1
-  [ -n "$pid" ] || return 1
-  [ "$(readlink -f "/proc/$pid/exe" 2>/dev/null)" = "$(readlink -f "$SSHD")" ] || return 1
-  [ "$(readlink "/proc/$pid/ns/net" 2>/dev/null)" = "net:[$(netns_inode "$2")]" ] || return 1
-  echo "$pid"
-}
-# An SSH banner from ADDR:22, read from inside NS (so it works during a partition too).
-banner_ok() {
-  local got
-  got=$(ip netns exec "$1" timeout 2 bash -c "exec 3<>/dev/tcp/$2/22 && head -c 7 <&3" 2>/dev/null) \
-    && [ "$got" = "SSH-2.0" ]
-}
 free_net() {  # the first 10.213.K (K 1..254) with no address on any host interface
   local used k
   used=$(ip -o -4 addr show | awk '{print $4}')
@@ -141,8 +107,8 @@ free_net() {  # the first 10.213.K (K 1..254) with no address on any host interf
 
 # --- the safety route, before any node address exists -------------------------------------
 routes=$(ip route show table main)  # (no grep -q in a pipe: SIGPIPE + pipefail)
-if ! grep -q "^$SAFETY " <<<"$routes"; then
-  ip route add $SAFETY metric 4000
+if ! grep -q "^${SAFETY[*]} " <<<"$routes"; then
+  ip route add "${SAFETY[@]}" metric 4000
   touch "$SHARED/safety-route"
 fi
 
@@ -173,7 +139,7 @@ for i in $(seq 1 "$N"); do
     ip link add "$hv" type veth peer name eth0 netns "$ns"
   fi
   addr=$net.2
-  addrs[$((i - 1))]=$addr
+  addrs[i - 1]=$addr
   write_nodes   # recorded before anything else of it is made, so edge-stop.sh can undo it
   ip addr replace "$net.1/24" dev "$hv"
   ip link set "$hv" up
@@ -183,31 +149,12 @@ for i in $(seq 1 "$N"); do
 
   [ -s "$E/host_key" ] || ssh-keygen -q -t ed25519 -N '' -C "gridbridge-$name-host" -f "$E/host_key"
   chmod 600 "$E/host_key"
-  cat >"$E/sshd_config" <<EOF
-# $name of the edge test fleet in $DIR (written by edge-start.sh)
-ListenAddress $addr
-Port 22
-HostKey $E/host_key
-PidFile $E/sshd.pid
-AuthorizedKeysFile $DIR/authorized_keys
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitRootLogin prohibit-password
-UsePAM no
-StrictModes no
-UseDNS no
-PrintMotd no
-ClientAliveInterval 5
-ClientAliveCountMax 3
-MaxSessions 32
-MaxStartups 64
-Subsystem sftp internal-sftp
-# A login shell's rc files run before every command (bash reads ~/.bashrc under sshd). Where
-# they run "pyenv rehash", a rehash killed mid-way leaves a lock that makes every later
-# session wait 60 s: cap that wait for the test sshds.
-SetEnv PYENV_REHASH_TIMEOUT=1
-EOF
+  {
+    echo "# $name of the edge test fleet in $DIR (written by edge-start.sh)"
+    test_sshd_config "$addr" 22 "$E/host_key" "$E/sshd.pid" "$DIR/authorized_keys"
+    printf '%s\n' "UseDNS no" "PrintMotd no" "ClientAliveCountMax 3" \
+      "Subsystem sftp internal-sftp"
+  } >"$E/sshd_config"
   if ! sshd_pid "$E/sshd.pid" "$ns" >/dev/null; then
     rm -f "$E/sshd.pid"
     "$SSHD" -t -f "$E/sshd_config" || fail "sshd refused $E/sshd_config"

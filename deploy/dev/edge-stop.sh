@@ -7,14 +7,14 @@
 # and edge-start.sh had added it. Keys and logs stay in STATE_DIR. Idempotent: exit 0 when there
 # is nothing to stop.
 set -uo pipefail
-say() { printf 'edge-stop: %s\n' "$*" >&2; }
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 [ $# -eq 1 ] || { say "usage: edge-stop.sh STATE_DIR"; exit 2; }
 [ -d "$1" ] || { say "no $1: nothing to stop"; exit 0; }
 DIR=$(cd "$1" && pwd)
 [ "$(id -u)" = 0 ] || { say "ERROR: needs root"; exit 1; }
-SSHD=/usr/sbin/sshd
-SAFETY="unreachable 10.213.0.0/16"
+SAFETY=(unreachable 10.213.0.0/16)  # (see edge-start.sh)
 SHARED=/run/gridbridge-edge
 [ -s "$DIR/nodes.json" ] || { say "no $DIR/nodes.json: nothing to stop"; exit 0; }
 
@@ -22,31 +22,10 @@ mkdir -p "$SHARED"
 exec 9>"$SHARED/lock"
 flock -w 120 9 || { say "ERROR: another edge-start/edge-stop holds $SHARED/lock"; exit 1; }
 
-netns_inode() { stat -L -c %i "/run/netns/$1" 2>/dev/null; }
-sshd_pid() {  # pidfile ns -> the pid, if it runs sshd inside ns
-  local pid
-  pid=$(tr -dc 0-9 2>/dev/null <"$1") || return 1
-  [ -n "$pid" ] || return 1
-  [ "$(readlink -f "/proc/$pid/exe" 2>/dev/null)" = "$(readlink -f "$SSHD")" ] || return 1
-  [ "$(readlink "/proc/$pid/ns/net" 2>/dev/null)" = "net:[$(netns_inode "$2")]" ] || return 1
-  echo "$pid"
-}
-alive() { [ -r "/proc/$1/stat" ] && ! awk '{exit ($3 == "Z") ? 0 : 1}' "/proc/$1/stat" 2>/dev/null; }
-wait_gone() {  # pids... -> 0 when all are gone within 5 s
-  local p left
-  for _ in $(seq 50); do
-    left=0
-    for p in "$@"; do alive "$p" && left=1; done
-    [ $left = 0 ] && return 0
-    sleep 0.1
-  done
-  return 1
-}
-
-mapfile -t rows < <(sed -n 's/^ *{"name": "\([^"]*\)", "address": "\([^"]*\)", "port": \([0-9]*\), "netns": "\([^"]*\)", "pidfile": "\([^"]*\)", "host_veth": "\([^"]*\)"}.*$/\1\t\2\t\3\t\4\t\5\t\6/p' "$DIR/nodes.json")
+mapfile -t rows < <(nodes_tsv "$DIR/nodes.json")
 stopped=0 trouble=0
 for row in "${rows[@]}"; do
-  IFS=$'\t' read -r name _ _ ns pidfile hv <<<"$row"
+  IFS=$'\t' read -r _ _ _ ns pidfile hv <<<"$row"
   if [ -e "/run/netns/$ns" ]; then
     # 1. sshd by its pidfile: TERM, then KILL.
     if pid=$(sshd_pid "$pidfile" "$ns"); then
@@ -74,7 +53,7 @@ done
 # (read first, then one awk: an early-exiting grep -q in a pipe fails it with SIGPIPE)
 if addrs=$(ip -o -4 addr show) && [ -e "$SHARED/safety-route" ] \
     && ! awk '$4 ~ /^10\.213\./ {found = 1} END {exit !found}' <<<"$addrs"; then
-  ip route del $SAFETY metric 4000 2>/dev/null
+  ip route del "${SAFETY[@]}" metric 4000 2>/dev/null
   rm -f "$SHARED/safety-route"
 fi
 if [ $trouble = 0 ]; then

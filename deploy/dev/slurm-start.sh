@@ -24,6 +24,8 @@
 #    slurmctld runs with preempt_send_user_signal;
 #  - sinfo may say idle for a while after slurmd died, so readiness also checks the pid.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 NODES=${GB_SLURM_NODES:-3}
 CPUS=${GB_SLURM_CPUS:-4}
@@ -32,8 +34,6 @@ READY_S=${GB_SLURM_READY_S:-60}
 [[ $NODES =~ ^[2-9]$ ]] || { echo "slurm-start: GB_SLURM_NODES must be 2..9" >&2; exit 2; }
 [[ $CPUS =~ ^[1-9][0-9]*$ ]] || { echo "slurm-start: GB_SLURM_CPUS must be a number" >&2; exit 2; }
 
-say() { printf 'slurm-start: %s\n' "$*" >&2; }
-fail() { say "ERROR: $*"; exit 1; }
 [ "$(id -u)" = 0 ] || fail "run as root"
 
 CONF=/etc/slurm/slurm.conf
@@ -46,47 +46,13 @@ mkdir -p /run/lock
 exec 9>/run/lock/gridbridge-slurm.lock
 flock -w 300 9 || fail "another slurm-start/slurm-stop holds /run/lock/gridbridge-slurm.lock"
 
-# running PIDFILE BINARY: the pidfile names a live process of that binary
-running() {
-  local pid exe
-  pid=$(tr -dc 0-9 2>/dev/null <"$1") || return 1
-  [ -n "$pid" ] || return 1
-  exe=$(readlink -f "/proc/$pid/exe" 2>/dev/null) || return 1
-  [ "$exe" = "$(readlink -f "$2")" ]
-}
-
-stop_pidfile() {
-  local pid
-  running "$1" "$2" || { rm -f "$1"; return 0; }
-  pid=$(tr -dc 0-9 < "$1")
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  rm -f "$1"
-}
-
 # 1. packages ---------------------------------------------------------------------------
 want=(munge slurmctld slurmd slurm-client)
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
 done
-if [ ${#missing[@]} -gt 0 ]; then
-  say "installing ${missing[*]}"
-  policy=0
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
-    policy=1
-  fi
-  apt=(apt-get -q -y -o DPkg::Lock::Timeout=600)
-  export DEBIAN_FRONTEND=noninteractive
-  rc=0
-  "${apt[@]}" install --no-install-recommends "${missing[@]}" >&2 \
-    || { "${apt[@]}" update >&2 && "${apt[@]}" install --no-install-recommends "${missing[@]}" >&2; } \
-    || rc=$?
-  [ $policy = 1 ] && rm -f /usr/sbin/policy-rc.d
-  [ $rc = 0 ] || fail "apt-get install ${missing[*]} failed ($rc)"
-fi
+if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
 
 # 2. munge ------------------------------------------------------------------------------
 install -d -o munge -g munge -m 700 /etc/munge /var/lib/munge /var/log/munge
@@ -164,7 +130,7 @@ fi
 
 # 4. daemons ------------------------------------------------------------------------------
 if [ $changed = 1 ]; then
-  for f in $RUN/slurmd-*.pid; do [ -e "$f" ] && stop_pidfile "$f" /usr/sbin/slurmd; done
+  for f in "$RUN"/slurmd-*.pid; do [ -e "$f" ] && stop_pidfile "$f" /usr/sbin/slurmd; done
   stop_pidfile $RUN/slurmctld.pid /usr/sbin/slurmctld
 fi
 if ! running $RUN/slurmctld.pid /usr/sbin/slurmctld; then
@@ -195,7 +161,7 @@ while :; do
   bad=""
   for n in $NODE_NAMES; do
     running "$RUN/slurmd-$n.pid" /usr/sbin/slurmd || {
-      [ $(( $(date +%s) - t0 )) -ge 3 ] && fail "slurmd -N $n died: $(tail -n 3 $LOGS/slurmd-$n.log 2>/dev/null | tr '\n' ' ')"
+      [ $(( $(date +%s) - t0 )) -ge 3 ] && fail "slurmd -N $n died: $(tail -n 3 "$LOGS/slurmd-$n.log" 2>/dev/null | tr '\n' ' ')"
       bad="$bad $n:starting"; continue; }
     state=$(sinfo -h -N -n "$n" -o '%T' 2>/dev/null | head -1)
     case $state in

@@ -4,7 +4,9 @@ Invariant: ``create`` makes an object appear whole or not at all and succeeds fo
 of any number of racing callers; ``compare_and_set`` applies an update only to the version it
 read. On object stores these map to ``If-None-Match: *`` and ``If-Match: <etag>``; on local
 disks to ``link(2)`` (fails if the name exists) and an ``flock`` on the prefix folder; on the
-process-global in-memory filesystem to a lock held around check-then-write.
+process-global in-memory filesystem to a lock held around check-then-write. On object stores a
+compare-and-set that lost a race is retried after a jittered pause, and an I/O error is never
+taken for a lost race (``_retry``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from typing import Any
 
 import fsspec
 
+from ._retry import Retry, RetryPolicy, public_url
+
 Update = Callable[[dict[str, Any] | None], dict[str, Any] | None]
 
 # fsspec's memory filesystem is one store shared by the whole process, so its conditional
@@ -33,6 +37,8 @@ class Backend:
 
     batched_reads = True
     """Reads go faster as few large concurrent batches (``get_many``) than one by one."""
+    retry = RetryPolicy()
+    """How ``compare_and_set`` retries a lost race or an I/O error."""
 
     def __init__(self, fs: Any, root: str) -> None:
         self.fs = fs
@@ -93,28 +99,46 @@ class Backend:
         return True
 
     def compare_and_set(self, path: str, update: Update) -> dict[str, Any] | None:
-        """Apply ``update`` to the JSON object at ``path`` with an ETag precondition, retrying."""
-        for _ in range(50):
-            self.fs.invalidate_cache(path)
+        """Apply ``update`` to the JSON object at ``path`` with an ETag precondition.
+
+        A try that loses to another writer is retried after a jittered, growing pause; an I/O
+        error is retried a few times and then raised, naming the URL (see ``_retry``)."""
+        retry = Retry(self.retry, lambda: public_url(self.fs, path))
+        while True:
             try:
-                etag = self.fs.info(path)["ETag"]  # HEAD before GET: a stale body fails If-Match
-                current = json.loads(self.get(path))
-            except FileNotFoundError:
-                etag, current = None, None
+                etag, current = self._read_versioned(path)
+            except OSError as exc:
+                retry.failed(exc)
+                continue
             new = update(current)
             if new is None:
                 return dict(current) if current is not None else None
-            data = json.dumps(new).encode()
-            if etag is None:
-                if self.create(path, data):
-                    return new
-                continue
             try:
-                self.fs.pipe_file(path, data, IfMatch=etag)
-                return new
-            except OSError:
+                written = self._write_if(path, json.dumps(new).encode(), etag)
+            except OSError as exc:
+                retry.failed(exc)
                 continue
-        raise TimeoutError(f"could not update {path}: too much contention")
+            if written:
+                return new
+            retry.conflict()
+
+    def _read_versioned(self, path: str) -> tuple[str | None, dict[str, Any] | None]:
+        """The object's ETag and JSON body, ``(None, None)`` when there is none."""
+        self.fs.invalidate_cache(path)
+        try:
+            etag = self.fs.info(path)["ETag"]  # HEAD before GET: a stale body fails If-Match
+            current: dict[str, Any] = json.loads(self.get(path))
+        except FileNotFoundError:
+            return None, None
+        return etag, current
+
+    def _write_if(self, path: str, data: bytes, etag: str | None) -> bool:
+        """Write ``data`` only over version ``etag`` (None: only if there is no object); False
+        when the create found another writer's object, an error when the ``If-Match`` failed."""
+        if etag is None:
+            return self.create(path, data)
+        self.fs.pipe_file(path, data, IfMatch=etag)
+        return True
 
     def listdir(self, path: str) -> list[str]:
         """Base names directly under ``path`` (fresh, never from a listing cache)."""

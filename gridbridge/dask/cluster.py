@@ -37,12 +37,14 @@ from typing import Annotated, Any
 from distributed.core import Status
 from distributed.deploy.cluster import Cluster
 from distributed.deploy.spec import ProcessInterface, SpecCluster
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from gridbridge.client import Client, JobFuture
 from gridbridge.config import GridConfig
 from gridbridge.dask.worker import worker_argv
-from gridbridge.spec import NAME_PATTERN, JobSpec, Policy
+from gridbridge.frozen import Frozen
+from gridbridge.spec import JobSpec, Policy
+from gridbridge.units import NAME_PATTERN, gib
 
 __all__ = ["GridCluster", "GridWorker", "WorkerOptions", "job_name"]
 
@@ -52,10 +54,8 @@ _WATCH_S = 1.0
 """How often the cluster looks at its workers' jobs."""
 
 
-class WorkerOptions(BaseModel):
+class WorkerOptions(Frozen):
     """How each worker job is submitted (``worker_options=`` of :class:`GridCluster`)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     walltime_s: Annotated[float, Field(gt=0)] = 3600.0
     """Walltime of one worker attempt; at its end the worker retires like on a preemption."""
@@ -222,7 +222,7 @@ class GridCluster(SpecCluster):
         link = self.dashboard_link if has_bokeh else "not available (pip install bokeh)"
         where = ", ".join(s.name for s in self.grid.config.sites)
         return (f"GridCluster {self.name}: scheduler {self.scheduler_address}; dashboard "
-                f"{link}; workers of {self.shape.cores} cores, {self.shape.memory_gb:g} GB "
+                f"{link}; workers of {self.shape.cores} cores, {self.shape.memory_gb:g} GiB "
                 f"placed by gridbridge on: {where}")
 
     # scaling, counted as dask-jobqueue counts it -------------------------------------------
@@ -311,10 +311,8 @@ def _ended(jobs: Mapping[str, JobFuture]) -> list[str]:
     return [name for name, job in jobs.items() if job.done()]
 
 
-class _Shape(BaseModel):
+class _Shape(Frozen):
     """One worker job's resources, checked."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     cores: Annotated[int, Field(ge=1)]
     memory_bytes: Annotated[int, Field(ge=1)]
@@ -343,7 +341,9 @@ class _Shape(BaseModel):
 
     @property
     def memory_gb(self) -> float:
-        return math.ceil(self.memory_bytes / 1e9 * 100) / 100
+        """The job's ``memory_gb``: GiB, as Slurm and PBS count it (``'4 GiB'`` is 4.0),
+        rounded up to a hundredth so the worker's memory limit always fits."""
+        return math.ceil(gib(self.memory_bytes) * 100) / 100
 
 
 def _worker_options(given: WorkerOptions | Mapping[str, Any] | None) -> WorkerOptions:

@@ -20,6 +20,7 @@ from gridbridge.client import Client
 from gridbridge.config import load_config
 from gridbridge.reports import money
 from gridbridge.states import AttemptState, JobState
+from tests.support.serving import cheap_and_steady_config
 
 
 def gb(*args: str, config: Path | None = None, home: Path | None = None,
@@ -34,20 +35,9 @@ def gb(*args: str, config: Path | None = None, home: Path | None = None,
 
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
-    path = tmp_path / "gridbridge.yaml"
-    path.write_text(yaml.safe_dump({
-        "state_url": "sqlite:///state.db", "checkpoint_root": "ckpt", "workdir": "run",
-        "limits": {"tick_interval_s": 0.1},
-        "sites": [
-            {"name": "cheap", "adapter": "local", "tier": "cloud", "capacity": {"cpus": 2},
-             "price": {"per_core_hour": 0.01}, "on_demand": {"per_core_hour": 0.04},
-             "preemptible": True, "preemption_rate_per_hour": 0.2,
-             "options": {"grace_s": 2, "reclaim_after_preemption_s": 5}},
-            {"name": "steady", "adapter": "local", "tier": "hpc", "capacity": {"cpus": 2},
-             "price": {"per_core_hour": 0.03}},
-        ],
-    }))
-    return path
+    return cheap_and_steady_config(
+        tmp_path, on_demand={"per_core_hour": 0.04}, preemption_rate_per_hour=0.2,
+        options={"grace_s": 2, "reclaim_after_preemption_s": 5})
 
 
 def test_config_schema_is_generated_json_schema() -> None:

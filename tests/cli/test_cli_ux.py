@@ -21,6 +21,7 @@ import yaml
 from gridbridge.cli import app
 from gridbridge.client import Client
 from tests.support.paths import REPO as _REPO
+from tests.support.serving import cheap_and_steady_config
 
 GRIDBRIDGE = str(Path(sys.executable).with_name("gridbridge"))
 ROOT = _REPO
@@ -44,19 +45,8 @@ def one_error_line(out: subprocess.CompletedProcess[str]) -> str:
 
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
-    path = tmp_path / "gridbridge.yaml"
-    path.write_text(yaml.safe_dump({
-        "state_url": "sqlite:///state.db", "checkpoint_root": "ckpt", "workdir": "run",
-        "limits": {"tick_interval_s": 0.1},
-        "sites": [
-            {"name": "cheap", "adapter": "local", "tier": "cloud", "capacity": {"cpus": 2},
-             "price": {"per_core_hour": 0.01}, "preemptible": True,
-             "options": {"grace_s": 1, "reclaim_after_preemption_s": 30}},
-            {"name": "steady", "adapter": "local", "tier": "hpc", "capacity": {"cpus": 2},
-             "price": {"per_core_hour": 0.03}},
-        ],
-    }))
-    return path
+    return cheap_and_steady_config(
+        tmp_path, options={"grace_s": 1, "reclaim_after_preemption_s": 30})
 
 
 def queue(config: Path, *jobs: tuple[str, dict[str, str]]) -> list[str]:

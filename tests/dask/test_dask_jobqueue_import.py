@@ -36,11 +36,12 @@ def test_the_documented_example_becomes_a_config_that_config_check_accepts(
 
     config = load_config(tmp_path / "gridbridge.yaml")
     pbs, slurm = config.site("pbs-regular"), config.site("slurm")
-    assert (pbs.adapter, pbs.capacity.cpus, pbs.capacity.memory_gb) == ("pbs", 36, 109.0)
+    # '109 GB' is 109e9 bytes, 101.52 GiB: memory_gb counts GiB, as PBS and Slurm do
+    assert (pbs.adapter, pbs.capacity.cpus, pbs.capacity.memory_gb) == ("pbs", 36, 101.52)
     assert pbs.options == {"queue": "regular"} and pbs.max_walltime_s == 1800
     assert slurm.options == {"account": "PXYZ123", "qos": "economy"}
     assert slurm.runtime.prologue == ("module load python/3.11", "source activate dask-env")
-    assert slurm.capacity.cpus == 1 and slurm.capacity.memory_gb == 25.0
+    assert slurm.capacity.cpus == 1 and slurm.capacity.memory_gb == 23.29  # '25 GB'
 
     # one note per setting that did not come over, each naming it
     notes = [line for line in made.stderr.splitlines() if line.startswith("note: ")]
@@ -78,7 +79,7 @@ def test_old_setting_names_queue_and_directives_are_carried_over() -> None:
     assert site["options"] == {"partitions": {"short": {}}, "account": "climate",
                                "qos": "high"}
     assert site["max_walltime_s"] == 36 * 3600
-    assert site["capacity"] == {"cpus": 8, "memory_gb": 34.36}
+    assert site["capacity"] == {"cpus": 8, "memory_gb": 32.0}
     assert site["runtime"]["prologue"] == ["export OMP_NUM_THREADS=1"]
     assert site["runtime"]["python"] == "/opt/env/bin/python"
     assert any("'--exclusive' not carried over" in n for n in result.notes)
@@ -106,9 +107,20 @@ def test_not_a_jobqueue_file(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "cannot read" in missing.stderr
 
 
+@pytest.mark.parametrize(("memory", "gib"), [
+    ("4GiB", 4.0), ("4 GiB", 4.0), (4 * 2**30, 4.0), ("4096 MiB", 4.0), ("109 GB", 101.52),
+])
+def test_memory_imports_in_gib_as_slurm_and_pbs_count_it(memory: object, gib: float) -> None:
+    """A '4GiB' dask-jobqueue worker is memory_gb 4.0 (it was 4.29, read as decimal GB, and
+    Slurm was then asked for 4399M)."""
+    result = import_jobqueue({"jobqueue": {"slurm": {"cores": 1, "memory": memory}}})
+    [site] = result.config["sites"]
+    assert site["capacity"]["memory_gb"] == gib
+
+
 @pytest.mark.parametrize(("text", "seconds"), [
     ("00:30:00", 1800), ("2-00:00:00", 172800), ("90", 5400), ("05:30", 330),
-    ("1-02:03", 93780),
+    ("1-02:03", 93780), ("1-02", 93600),
 ])
 def test_walltime_formats(text: str, seconds: float) -> None:
     assert _seconds(text, "w") == seconds

@@ -110,5 +110,5 @@ def test_the_checkpoint_interval_follows_the_measured_save_time(tmp_path: Path,
         assert f.result(timeout=120) == sum(s * 6 for s in range(400))
         record = store.commit_record(store.latest() or 0)
         assert isinstance(record["save_s"], float) and 0 <= record["save_s"] < 30
-        assert client.reconciler._checkpoint_cost(client.store.job(f.job_id)) == (
-            record["save_s"])
+        progress = client.reconciler.placing.progress
+        assert progress.checkpoint_cost(client.store.job(f.job_id)) == record["save_s"]

@@ -13,8 +13,17 @@ import pytest
 
 from gridbridge.adapter import Offer, Pricing
 from gridbridge.costs import estimate
-from gridbridge.scheduler import placement
-from gridbridge.scheduler.placement import PendingJob, Policy, place, plan
+from gridbridge.scheduler.placement import (
+    PendingJob,
+    Policy,
+    _classes,
+    _offers,
+    _ranking,
+    _score,
+    _walk,
+    place,
+    plan,
+)
 from gridbridge.spec import CheckpointPolicy, Constraints, JobSpec, Owner, Resources, Tier
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -320,18 +329,18 @@ def _one_at_a_time(jobs: list[PendingJob], offers: list[Offer], policy: Policy,
                    budgets: dict[str, float] | None, slots: dict[str, int] | None) -> list[int]:
     """The plain rule: jobs in order, each ranking every offer on its own and taking the first
     that still has the room, its site a slot and its owner the money."""
-    o = placement._Offers.of(offers)
+    o = _offers.Offers.of(offers)
     free = [[float(x.cpus), x.memory_gb, float(x.gpus)] for x in offers]
     left, taken = dict(budgets or {}), dict.fromkeys((x.site for x in offers), 0)
     choice = [-1] * len(jobs)
     for i in sorted(range(len(jobs)), key=lambda i: (-jobs[i].spec.priority,
                                                      jobs[i].submitted_at, jobs[i].job_id)):
-        k = placement._Class.of(jobs[i], policy)
-        rows = placement._rows([k], o, NOW, {})
+        k = _classes.JobClass.of(jobs[i], policy)
+        rows = _score.score_rows([k], o, NOW, {})
         res, owner = jobs[i].spec.resources, jobs[i].spec.owner
         keys = [b for b in (owner.team, f"team:{owner.team}", f"project:{owner.project}")
                 if b in left]
-        for j in placement._rank(k, o, rows, 0, None).tolist():
+        for j in _ranking.rank(k, o, rows, 0, None).tolist():
             cost, site = float(rows.cost[0, j]), offers[j].site
             if (free[j][0] >= res.cpus and free[j][1] >= res.memory_gb
                     and free[j][2] >= res.gpus and taken[site] < (slots or {}).get(site, math.inf)
@@ -357,9 +366,10 @@ def test_the_windowed_walk_is_the_one_job_at_a_time_rule(
     want = _one_at_a_time(jobs, offers, policy, budgets, slots)
     usual = plan(jobs, offers, NOW, policy, budgets, slots)
     assert usual.choice == want
-    for name, value in (("_WINDOW", 3), ("_AHEAD", 1), ("_KEEP", 1), ("_GROW", 2),
-                        ("_RANKED", 4), ("_TOP", 1)):
-        monkeypatch.setattr(placement, name, value)
+    for module, name, value in ((_walk, "_WINDOW", 3), (_walk, "_AHEAD", 1),
+                                (_walk, "_KEEP", 1), (_walk, "_GROW", 2),
+                                (_ranking, "_RANKED", 4), (_ranking, "_TOP", 1)):
+        monkeypatch.setattr(module, name, value)
     assert plan(jobs, offers, NOW, policy, budgets, slots).choice == want
     for i in usual.order:  # and each explanation, which scores every offer anew, agrees
         d = usual.decision(i)

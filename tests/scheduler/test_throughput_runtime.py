@@ -173,7 +173,7 @@ def test_a_lease_taken_over_mid_tick_still_stops_the_tick(client: Client) -> Non
     client.store.release_lease(LEASE, rec.holder)
     assert client.store.acquire_lease(LEASE, "someone-else", 30) is not None
     with pytest.raises(LeaseLost):
-        rec._renew()
+        rec.keeper.renew()
     assert rec.tick().placed == {}  # and the next tick does nothing
 
 
@@ -197,15 +197,15 @@ def test_a_pending_job_is_not_listed_in_its_checkpoint_store_every_tick(
     rec = client.reconciler
     pending = client.store.job(job.id)
     for _ in range(3):
-        rec._checkpoint_cost(pending)
-        rec._remaining(pending)
+        rec.placing.progress.checkpoint_cost(pending)
+        rec.placing.progress.remaining(pending)
     assert len(opened) == 1
     again = client.store.new_attempt(job.id, "here", client.config.checkpoint_root + "/j", "t")
     assert again is not None  # a new attempt may commit: the next pending spell reads again
     client.store.conclude(again, AttemptEnding(
         state=AttemptState.PREEMPTED, native_state="gone", reason="", job_state=JobState.PENDING,
         job_reason="preempted"), "test")
-    rec._checkpoint_cost(client.store.job(job.id))
+    rec.placing.progress.checkpoint_cost(client.store.job(job.id))
     assert len(opened) == 2
 
 
@@ -224,7 +224,7 @@ def test_budgets_read_the_owners_of_live_attempts_in_one_query(
             card = '{"expected_cost": 2.5}'
             c.store.new_attempt(job.id, "here", "file:///x", "t", offer=("default", card))
         monkeypatch.setattr(c.store, "job", lambda *_: pytest.fail("one job read per attempt"))
-        left = c.reconciler._budgets_left(0.0)
+        left = c.reconciler.placing.budgets_left(0.0)
         assert left is not None and left["team:t"] == pytest.approx(100.0 - 7.5)
     finally:
         c.close()
@@ -263,7 +263,7 @@ def test_a_waiting_job_is_explained_again_only_every_few_seconds(
 ) -> None:
     """Explaining a decision is a pass over every offer: a job that keeps waiting is not
     explained on every tick, only when it is new and then every few seconds."""
-    from gridbridge.scheduler import reconciler
+    from gridbridge.scheduler.reconciler._explaining import REEXPLAIN_S
 
     now = [1_000_000.0]
     monkeypatch.setattr(client.reconciler, "clock", lambda: now[0])
@@ -271,8 +271,8 @@ def test_a_waiting_job_is_explained_again_only_every_few_seconds(
         client.store.create_job(_spec().model_copy(update={"command": ("sleep", "30")}),
                                 client.config.checkpoint_root + "/x")
     explained: list[str] = []
-    real = client.reconciler._record
-    monkeypatch.setattr(client.reconciler, "_record",
+    real = client.reconciler.placing.explaining.record
+    monkeypatch.setattr(client.reconciler.placing.explaining, "record",
                         lambda d, job, at: explained.append(job.id) or real(d, job, at))
     try:
         client.reconciler.tick()
@@ -282,7 +282,7 @@ def test_a_waiting_job_is_explained_again_only_every_few_seconds(
             now[0] += 1.0
             client.reconciler.tick()
         assert explained.count(waits.id) == 1
-        now[0] += reconciler._REEXPLAIN_S
+        now[0] += REEXPLAIN_S
         client.reconciler.tick()
         assert explained.count(waits.id) == 2
         assert client.store.detail(waits.id) == "waiting: here: needs 1 cpus, 0 free"
@@ -468,7 +468,7 @@ def test_a_failing_functions_traceback_names_the_users_file_and_line(tmp_path: P
     assert f'File "{script}", line 7, in helper' in error
     assert "return 1 / x" in error
     assert "ZeroDivisionError" in error
-    assert "gridbridge/runtime.py" not in error  # the runtime's own frame is not the user's
+    assert "gridbridge/runtime/" not in error  # the runtime's own frame is not the user's
 
 
 def test_a_missing_command_is_one_line(tmp_path: Path) -> None:

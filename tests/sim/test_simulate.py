@@ -16,13 +16,13 @@ from typer.testing import CliRunner
 
 from gridbridge.cli import app
 from gridbridge.scheduler.placement import place
-from gridbridge.scheduler.sim import Inputs, SitesError, SwfError, prepare, read_swf, simulate
-from gridbridge.scheduler.sim.engine import Kind, Replay, plan_s, progress
-from gridbridge.scheduler.sim.federation import CloudType, Federation
-from gridbridge.scheduler.sim.hpc import EasyCluster, QueueItem
-from gridbridge.scheduler.sim.market import advisor_rate, read_availability, read_spot_prices
-from gridbridge.scheduler.sim.policies import chooser, offers_for, pending_job
-from gridbridge.scheduler.sim.swf import TraceJob
+from gridbridge.sim.workload import Inputs, SitesError, SwfError, prepare, read_swf, simulate
+from gridbridge.sim.workload.engine import Kind, Replay, plan_s, progress
+from gridbridge.sim.workload.federation import CloudType, Federation
+from gridbridge.sim.workload.hpc import EasyCluster, QueueItem
+from gridbridge.sim.workload.market import advisor_rate, read_availability, read_spot_prices
+from gridbridge.sim.workload.policies import chooser, offers_for, pending_job
+from gridbridge.sim.workload.swf import SwfJob
 from gridbridge.spec import Policy
 from tests.support.paths import DATA as _DATA
 
@@ -192,11 +192,11 @@ def _step_integral(path: Path, instance_type: str, zone: str, start: float, end:
 def test_spot_greedy_without_interruptions_pays_the_price_integral() -> None:
     prices = read_spot_prices(SPOT, ["c5.large"])
     t = CloudType("c5.large", 2, 4.0, 0.085, 0.0, ("us-east-1a", "us-east-1b"))
-    from gridbridge.scheduler.sim.settings import CloudSite, JobModel
+    from gridbridge.sim.workload.settings import CloudSite, JobModel
 
     fed = Federation(None, 1, CloudSite(types=("c5.large",), on_demand=False), (t,), prices,
                      {}, ())
-    jobs = [TraceJob(i, 1800.0 * i, 5000.0 + 700 * i, 1 + i % 5, 9000.0, None, 1, 1)
+    jobs = [SwfJob(i, 1800.0 * i, 5000.0 + 700 * i, 1 + i % 5, 9000.0, None, 1, 1)
             for i in range(12)]
     model = JobModel(round_s=0, checkpoint_cost_s=0)
     replay = Replay(fed, jobs, model, prices.start, seed=3)

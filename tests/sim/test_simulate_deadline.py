@@ -13,20 +13,21 @@ import pytest
 from typer.testing import CliRunner
 
 from gridbridge.cli import app
-from gridbridge.scheduler import simulate_deadline as sim
-from gridbridge.scheduler.simulate_deadline import (
+from gridbridge.sim import deadline as sim
+from gridbridge.sim.deadline import (
     HPC,
     IDLE,
     OD,
+    AvailabilityTrace,
     HpcTier,
     Prices,
     Setting,
-    Trace,
     evaluate,
     load_trace,
     omniscient,
     simulate,
 )
+from gridbridge.sim.deadline._grid import Grid, grid_for
 from tests.support.paths import DATA as _DATA
 
 DATA = _DATA / "spot-availability"
@@ -37,20 +38,20 @@ POLICIES = list(sim.POLICIES)
 HOUR = 3600.0
 
 
-def hourly(*zones: str, prices: list[float] | None = None) -> list[Trace]:
+def hourly(*zones: str, prices: list[float] | None = None) -> list[AvailabilityTrace]:
     """Hand-made zones with one-hour ticks: '1' spot there, '.' none."""
-    return [Trace(f"z{i}", HOUR, np.array([c == "1" for c in z]),
-                  None if prices is None else np.full(len(z), prices[i]))
+    return [AvailabilityTrace(f"z{i}", HOUR, np.array([c == "1" for c in z]),
+                              None if prices is None else np.full(len(z), prices[i]))
             for i, z in enumerate(zones)]
 
 
 # ---------------------------------------------------------------- brute force, written apart
 
 
-def brute_force(zones: list[Trace], setting: Setting, prices: Prices) -> float:
+def brute_force(zones: list[AvailabilityTrace], setting: Setting, prices: Prices) -> float:
     """Every action sequence, one per tick, on the physical model: the cheapest that finishes."""
     gap = zones[0].gap_seconds
-    g = sim._grid(setting, gap, prices.hpc)
+    g = grid_for(setting, gap, prices.hpc)
     best = np.inf
     choices = [IDLE, OD, *range(len(zones))] + ([HPC] if prices.hpc else [])
     for plan in itertools.product(choices, repeat=g.ticks):
@@ -59,7 +60,7 @@ def brute_force(zones: list[Trace], setting: Setting, prices: Prices) -> float:
     return float(best)
 
 
-def _replay_plan(plan: tuple[int, ...], zones: list[Trace], g: sim._Grid,
+def _replay_plan(plan: tuple[int, ...], zones: list[AvailabilityTrace], g: Grid,
                  prices: Prices) -> float:
     loc, restart, queue, rem, cost, hpc_used = IDLE, 0, 0, g.work, 0.0, 0
     for t, action in enumerate(plan):
@@ -103,7 +104,7 @@ def _replay_plan(plan: tuple[int, ...], zones: list[Trace], g: sim._Grid,
 def test_omniscient_equals_brute_force_on_tiny_traces(seed: int) -> None:
     rng = np.random.default_rng(seed)
     n_zones = 1 + seed % 2
-    zones = [Trace(f"z{i}", HOUR, rng.random(6) < 0.6, rng.uniform(0.5, 1.5, 6))
+    zones = [AvailabilityTrace(f"z{i}", HOUR, rng.random(6) < 0.6, rng.uniform(0.5, 1.5, 6))
              for i in range(n_zones)]
     setting = Setting(job_hours=3, deadline_hours=5 + seed % 2, restart_hours=0.5)
     hpc = HpcTier(wait_hours=1, price=0.2, hours=1.5, overage_price=2.5) if seed >= 4 else None
@@ -208,7 +209,7 @@ def test_no_policy_misses_on_adversarial_traces(pattern: str, restart: float) ->
 def test_real_excerpts_policies_finish_and_never_beat_omniscient(path: Path) -> None:
     trace = load_trace(path)
     setting = Setting(8, 10, 0.05) if trace.gap_seconds < 100 else Setting(12, 16, 0.05)
-    g = sim._grid(setting, trace.gap_seconds, None)
+    g = grid_for(setting, trace.gap_seconds, None)
     starts = list(range(0, len(trace) - g.ticks + 1, max(1, (len(trace) - g.ticks) // 3)))
     best = omniscient([trace], starts, setting, Prices())
     for name in POLICIES:

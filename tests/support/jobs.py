@@ -4,6 +4,7 @@ runtime's fresh interpreter needs no access to the tests folder."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 
@@ -21,16 +22,21 @@ def sleepy(seconds: float) -> float:
     return seconds
 
 
+def _resume(ctx: Any) -> tuple[int, Any]:
+    """The step and sums to go on from: the last checkpoint's, or the start."""
+    if ctx.checkpoint.latest() is None:
+        return 0, np.zeros(4, dtype=np.int64)
+    ck = ctx.checkpoint.restore()
+    print(f"resumed from step {ck.step}", flush=True)
+    return ck.step, np.asarray(ck.state["acc"])
+
+
 def counter(total: int, every: int) -> int:
     """Count to ``total``, checkpointing every ``every`` steps and stopping when asked."""
     import gridbridge
 
     ctx = gridbridge.context()
-    start, acc = 0, np.zeros(4, dtype=np.int64)
-    if ctx.checkpoint.latest() is not None:
-        ck = ctx.checkpoint.restore()
-        start, acc = ck.step, np.asarray(ck.state["acc"])
-        print(f"resumed from step {start}", flush=True)
+    start, acc = _resume(ctx)
     for step in range(start, total):
         acc += np.arange(4, dtype=np.int64) * step
         time.sleep(0.01)
@@ -48,11 +54,7 @@ def stubborn_counter(total: int, every: int) -> int:
     import gridbridge
 
     ctx = gridbridge.context()
-    start, acc = 0, np.zeros(4, dtype=np.int64)
-    if ctx.checkpoint.latest() is not None:
-        ck = ctx.checkpoint.restore()
-        start, acc = ck.step, np.asarray(ck.state["acc"])
-        print(f"resumed from step {start}", flush=True)
+    start, acc = _resume(ctx)
     for step in range(start, total):
         acc += np.arange(4, dtype=np.int64) * step
         time.sleep(0.01)

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -31,6 +32,24 @@ def two_site_config(tmp_path: Path, *, cpus: tuple[int, int] = (3, 2),
              "price": {"per_core_hour": 0.01}},
             {"name": "b", "adapter": "local", "tier": "hpc", "capacity": {"cpus": cpus[1]},
              "price": {"per_core_hour": 0.02}},
+        ],
+    }))
+    return path
+
+
+def cheap_and_steady_config(tmp_path: Path, **cheap: Any) -> Path:
+    """``gridbridge.yaml`` in ``tmp_path`` as the CLI tests use it: ``cheap`` (cloud,
+    preemptible, with ``cheap``'s extra fields) and ``steady`` (hpc, three times dearer),
+    2 cpus each, with paths relative to the file."""
+    path = tmp_path / "gridbridge.yaml"
+    path.write_text(yaml.safe_dump({
+        "state_url": "sqlite:///state.db", "checkpoint_root": "ckpt", "workdir": "run",
+        "limits": {"tick_interval_s": 0.1},
+        "sites": [
+            {"name": "cheap", "adapter": "local", "tier": "cloud", "capacity": {"cpus": 2},
+             "price": {"per_core_hour": 0.01}, "preemptible": True, **cheap},
+            {"name": "steady", "adapter": "local", "tier": "hpc", "capacity": {"cpus": 2},
+             "price": {"per_core_hour": 0.03}},
         ],
     }))
     return path

@@ -253,7 +253,7 @@ def test_over_ssh_the_run_folder_is_made_absolute_on_the_login_host(tmp_path: Pa
 def test_the_local_default_run_folder_is_resolved(tmp_path: Path) -> None:
     config = SiteConfig(name="hpc", adapter="pbs", capacity=Capacity(cpus=1), options={})
     adapter = PBSAdapter(config, tmp_path / "w" / ".." / "w", runner=Scripted())
-    assert adapter.remote_dir == str(tmp_path.resolve() / "w" / "pbs" / "hpc")
+    assert adapter.host.remote_dir == str(tmp_path.resolve() / "w" / "pbs" / "hpc")
 
 
 @pytest.mark.parametrize("real", ["relative/dir", "/home/a\nb", "/home/a,b"])
@@ -359,10 +359,9 @@ def test_the_default_federation_tag_follows_the_workdir(tmp_path: Path) -> None:
     config = SiteConfig(name="hpc", adapter="pbs", capacity=Capacity(cpus=1),
                         options={"remote_dir": "/shared/gb"})
     one = PBSAdapter(config, tmp_path / "one", runner=Scripted())
-    assert one.federation_tag == PBSAdapter(config, tmp_path / "x" / ".." / "one",
-                                            runner=Scripted()).federation_tag
-    assert one.federation_tag != PBSAdapter(config, tmp_path / "two",
-                                            runner=Scripted()).federation_tag
+    assert one.host.tag == PBSAdapter(config, tmp_path / "x" / ".." / "one",
+                                      runner=Scripted()).host.tag
+    assert one.host.tag != PBSAdapter(config, tmp_path / "two", runner=Scripted()).host.tag
 
 
 # cancel markers ------------------------------------------------------------------------------

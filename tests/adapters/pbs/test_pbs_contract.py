@@ -131,7 +131,7 @@ class TestPBSContract(AdapterContract):
         ours = _adapter(tmp_path, _site())
         theirs = _adapter(tmp_path, _site(), workdir="elsewhere")  # the same PBS user
         tagged = _adapter(tmp_path, _site(options={"federation_tag": "blue"}))
-        assert len({ours.federation_tag, theirs.federation_tag, "blue"}) == 3
+        assert len({ours.host.tag, theirs.host.tag, "blue"}) == 3
         req = self.request(workspace, sys.executable, "import time; time.sleep(60)")
         nid = ours.submit(req)
         try:

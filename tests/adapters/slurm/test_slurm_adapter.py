@@ -276,7 +276,7 @@ def test_sbatch_options_are_one_plain_argv_item_each(tmp_path: Path) -> None:
     assert opts["--signal"] == "B:TERM@90"
     assert (opts["--cpus-per-task"], opts["--mem"], opts["--gres"]) == ("3", "1536M", "gpu:2")
     assert (opts["--account"], opts["--qos"]) == ("proj-1", "high")
-    assert opts["--output"] == f"{adapter.remote_dir}/slurm-%j.out"
+    assert opts["--output"] == f"{adapter.host.remote_dir}/slurm-%j.out"
     assert "--partition" not in opts
     assert all("\n" not in a for a in argv)
 
@@ -390,7 +390,8 @@ def test_a_hostile_spec_name_runs_under_its_sanitised_name(
                            capture_output=True, text=True, timeout=30, check=True).stdout
     assert shown.strip() == "gb-x___touch_pwned_____touch_pwned2_.1"
     assert wait_for(adapter, nid).state is AttemptState.SUCCEEDED
-    assert not list(tmp_path.rglob("pwned*")) and not Path(adapter.remote_dir, "pwned").exists()
+    assert not list(tmp_path.rglob("pwned*"))
+    assert not Path(adapter.host.remote_dir, "pwned").exists()
 
 
 def test_submit_hands_the_runtime_its_argv_exactly(tmp_path: Path,
@@ -408,7 +409,7 @@ def test_submit_hands_the_runtime_its_argv_exactly(tmp_path: Path,
         adapter.cancel([nid])
     assert json.loads(out.read_text())["argv"] == [
         "-m", "gridbridge.runtime", "--launch", f"{odd}/launch.json",
-        "--scratch", f"{adapter.remote_dir}/{req.attempt_id}"]
+        "--scratch", f"{adapter.host.remote_dir}/{req.attempt_id}"]
     assert not list(tmp_path.rglob("pwned"))
 
 

@@ -37,7 +37,7 @@ class TestSlurmOverSSHContract(AdapterContract):
         site = site.model_copy(update={"options": {
             **site.options, "remote_dir": str(tmp_path / "work" / "remote")}})
         adapter = SlurmAdapter(site, tmp_path / "work")
-        assert isinstance(adapter.runner, SSHRunner)
+        assert isinstance(adapter.host.runner, SSHRunner)
         yield adapter
         adapter.cancel([o.native_id for o in adapter.owned()])
 

@@ -1,0 +1,184 @@
+"""The job commands: ``submit``, ``status``, ``explain``, ``logs``, ``cancel``.
+
+Invariant: an unknown job id is an error (exit 2) before anything is printed; times are
+written as :func:`gridbridge.units.fmt_time` writes them, and JSON/CSV carry numbers.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+
+from gridbridge.spec import Tier
+from gridbridge.states import JobState
+from gridbridge.units import fmt_money, fmt_time
+from gridbridge.views import Format, emit
+
+from ._common import FormatOpt, client, console, err
+
+if TYPE_CHECKING:
+    from gridbridge.client import Client
+
+__all__ = ["cancel", "explain", "logs", "status", "submit"]
+
+
+def submit(
+    ctx: typer.Context,
+    command: Annotated[list[str], typer.Argument(help="the command, after --")],
+    name: Annotated[str | None, typer.Option(help="job name", show_default=False)] = None,
+    cpus: Annotated[int, typer.Option(min=1, help="CPU cores per attempt")] = 1,
+    memory_gb: Annotated[float, typer.Option(min=0, help="memory per attempt (GB)")] = 1.0,
+    gpus: Annotated[int, typer.Option(min=0, help="GPUs per attempt")] = 0,
+    walltime_s: Annotated[float, typer.Option(
+        min=0, help="the longest one attempt may run (s)")] = 3600.0,
+    site: Annotated[list[str] | None, typer.Option(
+        help="a site the job may run on (repeat; default: any)", show_default=False)] = None,
+    deny_site: Annotated[list[str] | None, typer.Option(
+        help="a site the job must not run on (repeat)", show_default=False)] = None,
+    tier: Annotated[list[Tier] | None, typer.Option(
+        case_sensitive=False, help="a tier the job may run on (repeat; default: all)",
+        show_default=False)] = None,
+    max_attempts: Annotated[int, typer.Option(
+        min=1, help="attempts the job may use (preemptions that advanced its checkpoint "
+        "not counted)")] = 5,
+    priority: Annotated[int, typer.Option(help="higher is placed first")] = 0,
+    max_cost: Annotated[float | None, typer.Option(
+        min=0, help="the most the job may cost ($)", show_default=False)] = None,
+    env: Annotated[list[str] | None, typer.Option(
+        help="KEY=VALUE in the job's environment (repeat)", show_default=False)] = None,
+    checkpoint_url: Annotated[str | None, typer.Option(
+        help="the job's checkpoint prefix (default: <checkpoint_root>/<job id>)",
+        show_default=False)] = None,
+    checkpoint_interval_s: Annotated[float | None, typer.Option(
+        min=0, help="how often the job should checkpoint (s; default: 600)",
+        show_default=False)] = None,
+    policy: Annotated[str | None, typer.Option(
+        help="placement policy for this job: cheapest, fastest, balanced or deadline",
+        show_default=False)] = None,
+    user: Annotated[str | None, typer.Option(
+        help="who pays: user (default: you)", show_default=False)] = None,
+    team: Annotated[str | None, typer.Option(
+        help="who pays: team (default: default)", show_default=False)] = None,
+    project: Annotated[str | None, typer.Option(
+        help="who pays: project (default: default)", show_default=False)] = None,
+    wait: Annotated[bool, typer.Option(help="run a reconciler here until the job ends")] = False,
+) -> None:
+    """Submit a command: gridbridge submit --cpus 2 -- python train.py"""
+    made = client(ctx, start=wait)
+    options: dict[str, Any] = dict(cpus=cpus, memory_gb=memory_gb, gpus=gpus,
+                                   walltime_s=walltime_s, max_attempts=max_attempts,
+                                   priority=priority, max_cost=max_cost, env=_env(env))
+    options["owner"] = {k: v for k, v in (("user", user), ("team", team),
+                                          ("project", project)) if v}
+    if policy:
+        options["policy"] = {"name": policy}
+    if name:
+        options["name"] = name
+    constraints = {k: v for k, v in (("allowed_sites", site), ("denied_sites", deny_site),
+                                     ("tiers", tier)) if v}
+    if constraints:
+        options["constraints"] = constraints
+    checkpoint = {k: v for k, v in (("url", checkpoint_url),
+                                    ("interval_s", checkpoint_interval_s)) if v is not None}
+    if checkpoint:
+        options["checkpoint"] = checkpoint
+    future = made.submit_command(command, **options)
+    console.print(future.job_id)
+    if wait:
+        state = future.wait()
+        _story(made, future.job_id)
+        raise typer.Exit(0 if state == "SUCCEEDED" else 1)
+    from gridbridge.scheduler.reconciler import LEASE
+
+    if made.store.lease_holder(LEASE) is None:
+        err.print("note: no reconciler is running on this store; start `gridbridge serve` "
+                  "or submit with --wait")
+
+
+def status(
+    ctx: typer.Context,
+    job: Annotated[Optional[str], typer.Argument(help="a job id for its whole story")] = None,  # noqa: UP045
+    fmt: FormatOpt = Format.TABLE,
+    limit: Annotated[int, typer.Option(min=1, help="show the newest N matching jobs")] = 50,
+    state: Annotated[list[JobState] | None, typer.Option(
+        case_sensitive=False, help="only jobs in this state (repeat)", show_default=False)] = None,
+    user: Annotated[str | None, typer.Option(
+        help="only jobs this user submitted", show_default=False)] = None,
+    team: Annotated[str | None, typer.Option(
+        help="only jobs this team pays for", show_default=False)] = None,
+    name: Annotated[str | None, typer.Option(
+        help="only jobs with this name", show_default=False)] = None,
+) -> None:
+    """All jobs as a table, newest first, or one job's story from its events. When more jobs
+    match than --limit shows, stderr says how many are hidden."""
+    made = client(ctx)
+    if job is not None:
+        made.store.job(job)  # an unknown id is an error
+        _story(made, job, fmt)
+        return
+    match = {"user": user, "team": team, "name": name}
+    jobs = made.store.jobs(state or None, limit, **match)
+    total = len(jobs) if len(jobs) < limit else made.store.count_jobs(state or None, **match)
+    details = made.store.details([j.id for j in jobs])
+    sites = made.store.last_sites([j.id for j in jobs])
+    rows = [{"job": j.id, "name": j.name, "state": j.state.value, "attempts": j.attempts,
+             "site": sites.get(j.id, ""), "user": j.spec.owner.user, "team": j.spec.owner.team,
+             "submitted": fmt_time(j.created_at), "why": details.get(j.id, "")} for j in jobs]
+    emit(console, "jobs", ["job", "name", "state", "attempts", "site", "user", "team",
+                           "submitted", "why"], rows, fmt)
+    if total > len(jobs):
+        err.print(f"showing the newest {len(jobs)} of {total} jobs; "
+                  f"{total - len(jobs)} hidden (raise --limit or filter)",
+                  highlight=False, markup=False)
+
+
+def _env(pairs: list[str] | None) -> dict[str, str]:
+    env = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="'--env'")
+        env[key] = value
+    return env
+
+
+def _story(made: Client, job_id: str, fmt: Format = Format.TABLE) -> None:
+    rows = [{"time": fmt_time(e.at), "attempt": e.attempt_id or "", "what": e.kind,
+             "from": e.old, "to": e.new, "why": e.reason} for e in made.store.events(job_id)]
+    emit(console, f"job {job_id}", ["time", "attempt", "what", "from", "to", "why"], rows, fmt)
+
+
+def explain(
+    ctx: typer.Context,
+    job: Annotated[str, typer.Argument(help="the job id")],
+    fmt: FormatOpt = Format.TABLE,
+) -> None:
+    """The latest placement decision for a job: every candidate site, its expected cost and
+    finish, and why it won or lost."""
+    made = client(ctx)
+    made.store.job(job)  # an unknown id is an error
+    rows = made.store.decisions(job)
+    if not rows:
+        console.print(f"{job}: no placement decision yet ({made.store.detail(job)})")
+        return
+    latest = [r for r in rows if r.at == rows[-1].at]
+    emit(console, f"job {job}: attempt {latest[0].attempt}, decided {fmt_time(latest[0].at)}",
+         ["site", "offer", "chosen", "feasible", "expected_cost", "expected_finish", "why"],
+         [{"site": r.site, "offer": r.offer_key or "", "chosen": r.chosen,
+           "feasible": r.feasible, "expected_cost": r.expected_cost if fmt is not Format.TABLE
+           else fmt_money(r.expected_cost), "expected_finish": fmt_time(r.expected_finish),
+           "why": r.reason} for r in latest], fmt)
+
+
+def logs(ctx: typer.Context, job: Annotated[str, typer.Argument(help="the job id")]) -> None:
+    """Every attempt's output."""
+    made = client(ctx)
+    made.store.job(job)  # an unknown id is an error
+    console.out(made.logs(job), highlight=False)
+
+
+def cancel(ctx: typer.Context, job: Annotated[str, typer.Argument(help="the job id")]) -> None:
+    """Cancel a job (its running attempt gets SIGTERM, then SIGKILL after the grace period)."""
+    j = client(ctx).store.request_cancel(job)
+    console.print(f"{job}: {'cancel requested' if not j.state.terminal else j.state.value}")

@@ -1,0 +1,327 @@
+"""``gridbridge report ...``: finance's commands (costs, forecast, placements, html).
+
+Invariant: they read the ledger and the placement decisions of the configured store, or of any
+store given with ``--store`` (a simulator's what-if, say), and never write to it (nor make
+one). Budgets, allocations and the currency come from the configuration. The numbers come
+from :mod:`gridbridge.reports`; this module only picks the rows and prints them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+
+from gridbridge.reports import (
+    FORECAST_COLUMNS,
+    PLACEMENT_COLUMNS,
+    Allocation,
+    Every,
+    GroupBy,
+    Window,
+    cost_report,
+    cost_report_columns,
+    csv_text,
+    for_display,
+    forecast,
+    parse_instant,
+    placements,
+    placements_totals,
+)
+from gridbridge.views import render
+
+from ._common import console, err
+from ._shell import Group
+
+if TYPE_CHECKING:
+    from gridbridge.config import GridConfig
+    from gridbridge.scheduler.store import StateStore
+
+__all__ = ["app"]
+
+app = typer.Typer(cls=Group,
+                  help="What was spent, where and by whom; budgets, forecast, placements.",
+                  no_args_is_help=True)
+
+
+class By(StrEnum):
+    """``--by``: the ledger column rows are grouped by."""
+
+    SITE = "site"
+    TEAM = "team"
+    PROJECT = "project"
+    USER = "user"
+    TIER = "tier"
+    JOB = "job"
+
+    @property
+    def group(self) -> GroupBy:
+        return GroupBy.JOB if self is By.JOB else GroupBy(self.value)
+
+
+class ReportFormat(StrEnum):
+    TABLE = "table"
+    CSV = "csv"
+    JSON = "json"
+    HTML = "html"
+
+
+PeriodOpt = Annotated[Optional[str], typer.Option(  # noqa: UP045 - typer needs Optional
+    "--period", "-p", help="A year (2026), month (2026-11) or day (2026-11-27), UTC.",
+    show_default=False)]
+SinceOpt = Annotated[Optional[str], typer.Option(  # noqa: UP045
+    "--since", help="Start (a date or ISO 8601 time, UTC); with --until instead of --period.",
+    show_default=False)]
+UntilOpt = Annotated[Optional[str], typer.Option(  # noqa: UP045
+    "--until", help="End, exclusive (default: now).", show_default=False)]
+StoreOpt = Annotated[Optional[str], typer.Option(  # noqa: UP045
+    "--store", help="Read this state store (a SQLAlchemy URL, e.g. a simulator's "
+    "sqlite:///whatif.db) instead of the configured one.", show_default=False)]
+AtOpt = Annotated[Optional[str], typer.Option(  # noqa: UP045
+    "--at", help="Report as of this time instead of now (ISO 8601, UTC).",
+    show_default=False)]
+
+
+@dataclass
+class _Books:
+    """What a report reads: the configuration and the store."""
+
+    config: GridConfig
+    store: StateStore
+    now: float
+
+    @property
+    def currency(self) -> str:
+        return self.config.budgets.currency
+
+    @property
+    def allocations(self) -> list[Allocation]:
+        """Each site's ``allocation:``, and each Slurm partition's ``allocation_core_hours``
+        (prepaid for all time, as the adapter counts it)."""
+        out = [Allocation(site=s.name, core_hours=s.allocation.core_hours,
+                          every=s.allocation.every)
+               for s in self.config.sites if s.allocation is not None]
+        for s in self.config.sites:
+            partitions = s.options.get("partitions") if s.adapter == "slurm" else None
+            for name, opts in (partitions or {}).items():
+                hours = (opts or {}).get("allocation_core_hours")
+                if hours:
+                    out.append(Allocation(site=s.name, core_hours=float(hours), every="total",
+                                          offer_key=name))
+        return out
+
+
+def _books(ctx: typer.Context, store: str | None, at: str | None) -> _Books:
+    from gridbridge.client import default_home
+    from gridbridge.config import default_config, load_config
+    from gridbridge.scheduler.store import StateStore
+
+    path = (ctx.obj or {}).get("config_path")
+    grid = load_config(path) if path else default_config(default_home())
+    if store is None and not path:
+        Path(default_home()).mkdir(parents=True, exist_ok=True)
+    if store is not None and store.startswith("sqlite:///"):
+        file = Path(store.removeprefix("sqlite:///"))
+        if not file.is_file():  # a report never makes a store: a typo would read as empty
+            raise ValueError(f"--store {store}: no such state store ({file} does not exist)")
+    books = _Books(grid, StateStore(store or grid.state_url),
+                   parse_instant(at, "--at").timestamp() if at else time.time())
+    ctx.call_on_close(books.store.engine.dispose)
+    return books
+
+
+def _window(period: str | None, since: str | None, until: str | None, now: float) -> Window:
+    if period is not None and (since or until):
+        raise typer.BadParameter("give --period or --since/--until, not both")
+    if period is not None:
+        return Window.period(period)
+    if since or until:
+        return Window.between(since, until, now)
+    return Window.this_month(now)
+
+
+def _json_value(v: Any) -> Any:
+    return float(v) if isinstance(v, Decimal) else v
+
+
+def _emit(title: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]],
+          fmt: ReportFormat) -> None:
+    """Table for people; CSV with exact decimal text; JSON with numbers as numbers."""
+    if fmt is ReportFormat.TABLE:  # the currency is in the title; empty columns left out
+        shown = [columns[0], *(c for c in columns[1:] if c != "currency"
+                               and any(r.get(c) not in (None, "", 0) for r in rows))]
+        display = for_display(rows)
+        fits = _fitting(shown, display, console.width)
+        console.print(render(title, fits, display, compact=True))
+        if len(fits) < len(shown):
+            err.print(f"({', '.join(shown[len(fits):])} left out at {console.width} columns; "
+                      "--format csv or json has every column)", highlight=False, markup=False)
+    elif fmt is ReportFormat.JSON:
+        out = [{c: _json_value(r.get(c)) for c in columns} for r in rows]
+        console.file.write(json.dumps(out, indent=2) + "\n")
+    else:
+        console.file.write(csv_text(columns, rows))
+
+
+def _fitting(columns: Sequence[str], rows: Sequence[Mapping[str, Any]], width: int) -> list[str]:
+    """The leading columns whose numbers fit ``width`` whole (a compact table puts two spaces
+    between columns; a header breaks at its underscores, a name column is cut to 16)."""
+    out: list[str] = []
+    used = 0
+    for i, col in enumerate(columns):
+        cells = max((len("" if r.get(col) is None else str(r.get(col))) for r in rows),
+                    default=0)
+        need = max(cells, *(len(part) + 1 for part in col.split("_")))
+        need = min(need, 16) if i == 0 else need
+        if out and used + 2 + need > width:
+            break
+        used += need + (2 if out else 0)
+        out.append(col)
+    return out
+
+
+@app.command("costs")
+def costs(
+    ctx: typer.Context,
+    by_: Annotated[By, typer.Option("--by", help="Group rows by this.")] = By.SITE,
+    period: PeriodOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    every: Annotated[Optional[Every], typer.Option(  # noqa: UP045
+        help="Cut the period into days, weeks or months.", show_default=False)] = None,
+    fmt: Annotated[ReportFormat, typer.Option(
+        "--format", "-f", help="table, csv, json, or html (the whole report, see -o).")
+    ] = ReportFormat.TABLE,
+    output: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        "--output", "-o", help="Write the html report here.", show_default=False)] = None,
+    store: StoreOpt = None,
+    at: AtOpt = None,
+) -> None:
+    """Spend per site, team, project, user, tier or job over a period (default: this month):
+    cost, on-demand equivalent, saving, work lost to preemption, budgets and allocations."""
+    by = by_.group
+    books = _books(ctx, store, at)
+    window = _window(period, since, until, books.now)
+    if fmt is ReportFormat.HTML:
+        _write_html(books, window, output)
+        return
+    ledger = books.store.ledger_records()
+    budgets = {GroupBy.TEAM: books.config.budgets.teams,
+               GroupBy.PROJECT: books.config.budgets.projects}.get(by)
+    jobs = (books.store.job_names(r["job_id"] for r in ledger if window.holds(r["end"]))
+            if by is GroupBy.JOB else None)
+    rows = cost_report(ledger, by, window, every=every, jobs=jobs,
+                       budgets=budgets if budgets else None, allocations=books.allocations,
+                       currency=books.currency)
+    columns = cost_report_columns(by, every=every, budgets=bool(budgets),
+                                  allocations=bool(books.allocations))
+    _emit(f"costs by {by.value}, {window.label} ({books.currency}; charged when an attempt "
+          "ends)", columns, rows, fmt)
+
+
+@app.command("forecast")
+def forecast_cmd(
+    ctx: typer.Context,
+    window_days: Annotated[float, typer.Option(
+        "--rate-window-days", min=0.01, help="The run rate is the spend of this many days.")
+    ] = 7.0,
+    fmt: Annotated[ReportFormat, typer.Option(
+        "--format", "-f", help="table, csv or json.")] = ReportFormat.TABLE,
+    store: StoreOpt = None,
+    at: AtOpt = None,
+) -> None:
+    """Month-end spend per team and project at the current run rate, against each budget,
+    and when each budget runs out at that rate."""
+    if fmt is ReportFormat.HTML:
+        raise typer.BadParameter("forecast prints table, csv or json", param_hint="--format")
+    books = _books(ctx, store, at)
+    rows = forecast(books.store.ledger_records(), books.now,
+                    teams=books.config.budgets.teams, projects=books.config.budgets.projects,
+                    rate_window_s=window_days * 86400, currency=books.currency)
+    month = Window.this_month(books.now).label
+    _emit(f"forecast for {month} ({books.currency}; run rate over {window_days:g} days)",
+          list(FORECAST_COLUMNS), rows, fmt)
+
+
+@app.command("placements")
+def placements_cmd(
+    ctx: typer.Context,
+    period: PeriodOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    fmt: Annotated[ReportFormat, typer.Option(
+        "--format", "-f", help="table, csv or json.")] = ReportFormat.TABLE,
+    store: StoreOpt = None,
+    at: AtOpt = None,
+) -> None:
+    """What was placed where, the runner-up and what it would have cost, and what placement
+    saved over always taking the runner-up and over always taking on-demand capacity."""
+    if fmt is ReportFormat.HTML:
+        raise typer.BadParameter("placements prints table, csv or json", param_hint="--format")
+    books = _books(ctx, store, at)
+    window = _window(period, since, until, books.now)
+    rows = _placements(books, window)
+    totals = placements_totals(rows)
+    if fmt is ReportFormat.TABLE:  # the columns a person reads first; CSV and JSON have all
+        _emit(f"placements, {window.label} ({books.currency}; expected costs at placement)",
+              ["placed_at", "job_id", "site", "expected_cost", "runner_up", "vs_runner_up",
+               "actual_cost"], rows, fmt)
+        console.print(
+            f"{totals['placements']} placements ({totals['with_runner_up']} with a runner-up): "
+            f"expected {totals['expected_cost']} {books.currency}; placement saved "
+            f"{totals['saved_vs_runner_up']} over always the runner-up and "
+            f"{totals['saved_vs_on_demand']} over always on-demand; charged so far "
+            f"{totals['actual_cost']}.", highlight=False, markup=False)
+        return
+    total_row = {"placed_at": window.label, "job_id": "TOTAL",
+                 "expected_cost": totals["expected_cost"],
+                 "vs_runner_up": totals["saved_vs_runner_up"],
+                 "vs_on_demand": totals["saved_vs_on_demand"],
+                 "actual_cost": totals["actual_cost"], "currency": books.currency}
+    _emit("placements", list(PLACEMENT_COLUMNS), [*rows, total_row] if rows else rows, fmt)
+
+
+def _placements(books: _Books, window: Window) -> list[dict[str, Any]]:
+    decisions = books.store.decision_records(window.since, window.until)
+    jobs = books.store.job_names(d["job_id"] for d in decisions if d["chosen"])
+    actual = {r["attempt_id"]: r["cost"] for r in books.store.ledger_records()}
+    return placements(decisions, window, jobs=jobs, actual=actual, currency=books.currency)
+
+
+@app.command("html")
+def html_cmd(
+    ctx: typer.Context,
+    output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")],
+    period: PeriodOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    store: StoreOpt = None,
+    at: AtOpt = None,
+) -> None:
+    """One self-contained HTML file: spend over time by team and tier, savings against
+    on-demand, budget burn-down, lost work and the top jobs, with the tables beside."""
+    books = _books(ctx, store, at)
+    _write_html(books, _window(period, since, until, books.now), output)
+
+
+def _write_html(books: _Books, window: Window, output: Path | None) -> None:
+    from gridbridge.report_html import ReportInputs, render_html
+
+    if output is None:
+        raise typer.BadParameter("the html report needs --output FILE", param_hint="--output")
+    ledger = books.store.ledger_records()
+    inputs = ReportInputs(
+        ledger=ledger, window=window, now=books.now,
+        jobs=books.store.job_names(r["job_id"] for r in ledger if window.holds(r["end"])),
+        team_budgets=books.config.budgets.teams,
+        project_budgets=books.config.budgets.projects, allocations=books.allocations,
+        placements=_placements(books, window), currency=books.currency)
+    output.write_text(render_html(inputs), encoding="utf-8")
+    err.print(f"wrote {output}", highlight=False, markup=False)

@@ -1,0 +1,76 @@
+"""Report rows as people and spreadsheets read them: CSV with exact decimal text (and no cell a
+spreadsheet would run as a formula), and table cells with money as money and hours rounded.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from gridbridge.units import fmt_money
+
+from ._money import MONEY_COLUMNS
+
+__all__ = ["csv_text", "for_display"]
+
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> str:
+    """Rows as CSV: amounts as their exact decimal text, None as nothing, and a text cell that
+    a spreadsheet would run as a formula (a team named ``=HYPERLINK(...)``) prefixed with
+    ``'`` so that it stays text. Numbers are never touched (a saving may be negative)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        cells = []
+        for c in columns:
+            v = row.get(c)
+            text = "" if v is None else str(v)
+            if isinstance(v, str) and text.startswith(_FORMULA):
+                text = "'" + text
+            cells.append(text)
+        writer.writerow(cells)
+    return buf.getvalue()
+
+
+_HOUR_KEYS = frozenset({"core_hours", "gpu_hours", "allocation_core_hours", "allocation_used",
+                        "allocation_left"})
+_MONEY_KEYS = frozenset({
+    *MONEY_COLUMNS, "budget", "budget_left", "spent_to_date", "run_rate_per_day",
+    "forecast_month_end", "forecast_left", "expected_cost", "runner_up_cost", "vs_runner_up",
+    "on_demand_cost", "vs_on_demand", "actual_cost", "saved_vs_runner_up",
+    "saved_vs_on_demand",
+})
+
+
+def for_display(summary: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The summary with money columns as money strings and hours rounded, for a table. A
+    money column holding a dollar or more is shown in cents, unless an amount in it would
+    then read as zero; otherwise it keeps six places."""
+    summary = list(summary)
+    cents = {key for key in _MONEY_KEYS if _in_cents(summary, key)}
+    out = []
+    for row in summary:
+        shown = dict(row)
+        for key, value in row.items():
+            if value is None:
+                continue
+            if key in _HOUR_KEYS:
+                v = float(value)
+                shown[key] = f"{v:,.3f}" if abs(v) >= 1 or v == 0 else f"{v:.5f}"
+            elif key in cents:
+                shown[key] = f"-${-float(value):,.2f}" if value < 0 else f"${float(value):,.2f}"
+            elif key in _MONEY_KEYS:
+                v = float(value)
+                shown[key] = "-" + fmt_money(-v) if v < 0 else fmt_money(v)
+        out.append(shown)
+    return out
+
+
+def _in_cents(rows: Sequence[Mapping[str, Any]], key: str) -> bool:
+    amounts = [abs(float(r[key])) for r in rows if r.get(key) is not None]
+    return any(a >= 1 for a in amounts) and not any(0 < a < 0.005 for a in amounts)

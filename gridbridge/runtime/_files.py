@@ -1,0 +1,37 @@
+"""Storage records the runtime reads and writes, without the storage library for local ones.
+
+Invariant: a local URL (``file:///p`` or a plain path) is read and written with plain system
+calls, never through fsspec, since a trivial job's start-up is mostly imports; every other URL
+goes through :mod:`gridbridge.wire`. A local file is replaced atomically, never half-written.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from gridbridge.wire import get_bytes
+
+__all__ = ["local_dir", "read_bytes", "write_atomic"]
+
+
+def local_dir(url: str) -> Path | None:
+    """The path of a local storage URL (``file:///p`` or a plain path), else None."""
+    if url.startswith("file:///"):
+        return Path(url[len("file://"):])
+    if "://" in url or "::" in url:
+        return None
+    return Path(url)
+
+
+def read_bytes(url: str) -> bytes:
+    """Read a record; a local one without importing the storage library."""
+    local = local_dir(url)
+    return local.read_bytes() if local is not None else get_bytes(url)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace the local file ``path`` with ``text`` in one step."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

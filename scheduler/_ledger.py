@@ -1,0 +1,186 @@
+"""What happened, appended and read: each job's story, placement decisions, the cost ledger and
+each site's health.
+
+Invariant: these rows are only ever added (a site's health row aside, which keeps its latest
+state and tells each change as a site event); state changes write their event in the
+transaction that makes them, through :func:`insert_event`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, cast
+
+from sqlalchemy import Table, func, insert, select
+from sqlalchemy.orm import Session
+
+from ._db import Sessions
+from .records import Event, SiteHealth
+from .tables import DecisionRow, EventRow, LedgerRow, SiteHealthRow
+
+__all__ = ["Ledger", "event_row", "insert_event"]
+
+_EVENTS = cast(Table, EventRow.__table__)
+
+
+class Ledger(Sessions):
+    """The store's story, decisions, ledger and site health (a part of ``StateStore``)."""
+
+    # story --------------------------------------------------------------------------------
+
+    def events(self, job_id: str) -> list[Event]:
+        q = select(EventRow).where(EventRow.job_id == job_id).order_by(EventRow.id)
+        with self._read() as s:
+            return [_event_of(r) for r in s.scalars(q)]
+
+    def details(self, job_ids: Sequence[str]) -> dict[str, str]:
+        """Per job, why it is where it is (one query): the reason of its last state change
+        or, for a job waiting for placement, of its last ``waiting`` event."""
+        if not job_ids:
+            return {}
+        q = (select(EventRow.job_id, EventRow.reason)
+             .where(EventRow.job_id.in_(list(job_ids)),
+                    EventRow.kind.in_(["job", "waiting"]))
+             .order_by(EventRow.id))
+        with self._read() as s:  # waiting events are written only while a job is PENDING
+            return {job_id: reason for job_id, reason in s.execute(q)}
+
+    def detail(self, job_id: str) -> str:
+        return self.details([job_id]).get(job_id, "")
+
+    def add_event(
+        self, job_id: str, kind: str, reason: str, actor: str, attempt_id: str | None = None
+    ) -> None:
+        with self._tx() as s:
+            s.add(event_row(self._clock(), job_id, attempt_id, kind, "", "", reason, actor))
+
+    # decisions ----------------------------------------------------------------------------
+
+    def record_decisions(self, rows: Sequence[DecisionRow],
+                         waiting: Sequence[tuple[str, str]] = (), actor: str = "") -> None:
+        """Store placement decisions, and the ``waiting`` events (job id, why) they tell,
+        in one transaction."""
+        now = self._clock()
+        with self._tx() as s:
+            s.add_all(rows)
+            for job_id, why in waiting:
+                insert_event(s, now, job_id, None, "waiting", "", "", why, actor)
+
+    def decisions(self, job_id: str) -> list[DecisionRow]:
+        q = select(DecisionRow).where(DecisionRow.job_id == job_id).order_by(DecisionRow.id)
+        with self._read() as s:
+            return list(s.scalars(q))
+
+    def decision_records(self, since: float, until: float) -> list[dict[str, Any]]:
+        """Every stored candidate of the decisions made in ``[since, until)``, in id order,
+        as plain mappings (what ``report placements`` reads)."""
+        q = (select(DecisionRow).where(DecisionRow.at >= since, DecisionRow.at < until)
+             .order_by(DecisionRow.id))
+        cols = [c.key for c in DecisionRow.__table__.columns]
+        with self._read() as s:
+            return [{c: getattr(row, c) for c in cols} for row in s.scalars(q)]
+
+    # ledger -------------------------------------------------------------------------------
+
+    def ledger(self, job_id: str | None = None) -> list[LedgerRow]:
+        q = select(LedgerRow).order_by(LedgerRow.start)
+        if job_id is not None:
+            q = q.where(LedgerRow.job_id == job_id)
+        with self._read() as s:
+            return list(s.scalars(q))
+
+    def spent_since(self, since: float) -> dict[str, float]:
+        """Ledger cost of attempts that ended at or after ``since``, by ``team:NAME`` and
+        ``project:NAME`` (one query, summed in the database)."""
+        out: dict[str, float] = {}
+        with self._read() as s:
+            for column, prefix in ((LedgerRow.team, "team"), (LedgerRow.project, "project")):
+                q = (select(column, func.sum(LedgerRow.cost)).where(LedgerRow.end >= since)
+                     .group_by(column))
+                for name, total in s.execute(q):
+                    out[f"{prefix}:{name}"] = float(total or 0.0)
+        return out
+
+    def ledger_records(self, job_id: str | None = None) -> list[dict[str, Any]]:
+        """The ledger as plain mappings, column name to value (what the reports read)."""
+        return [
+            {c.key: getattr(row, c.key) for c in LedgerRow.__table__.columns}
+            for row in self.ledger(job_id)
+        ]
+
+    # site health --------------------------------------------------------------------------
+
+    def set_site_health(
+        self, site: str, healthy: bool, phase: str = "", error: str = "", actor: str = ""
+    ) -> bool:
+        """Record how a site's calls went; a change of state also writes a site event.
+        Returns True when the state changed."""
+        now = self._clock()
+        with self._tx() as s:
+            row = s.get(SiteHealthRow, site)
+            first = row is None
+            changed = row is None or row.healthy != healthy
+            if row is None:
+                row = SiteHealthRow(site=site, healthy=healthy, since=now)
+                s.add(row)
+            elif changed:
+                row.healthy, row.since = healthy, now
+            row.phase, row.error, row.checked_at = phase, error, now
+            if changed and not (first and healthy):
+                old, new = ("degraded", "healthy") if healthy else ("healthy", "degraded")
+                why = f"{phase}: {error}" if not healthy else "calls succeed again"
+                s.add(event_row(now, "", None, "site-health", old, new, why, actor, site=site))
+            return changed
+
+    def add_site_event(
+        self, site: str, kind: str, reason: str, actor: str, attempt_id: str | None = None
+    ) -> None:
+        """A site-level event (an orphan adopted or cancelled); filed under the attempt's job
+        too when the id names one."""
+        job_id = attempt_id.rsplit(".", 1)[0] if attempt_id else ""
+        with self._tx() as s:
+            s.add(event_row(self._clock(), job_id, attempt_id, kind, "", "", reason, actor,
+                            site))
+
+    def site_health(self) -> dict[str, SiteHealth]:
+        with self._read() as s:
+            return {
+                r.site: SiteHealth(r.site, r.healthy, r.phase, r.error, r.since, r.checked_at)
+                for r in s.scalars(select(SiteHealthRow))
+            }
+
+    def site_events(self, site: str) -> list[Event]:
+        """Health changes and orphans seen on a site, oldest first."""
+        q = select(EventRow).where(EventRow.site == site).order_by(EventRow.id)
+        with self._read() as s:
+            return [_event_of(r) for r in s.scalars(q)]
+
+
+def event_row(
+    at: float,
+    job_id: str,
+    attempt_id: str | None,
+    kind: str,
+    old: str,
+    new: str,
+    reason: str,
+    actor: str,
+    site: str | None = None,
+) -> EventRow:
+    """An event row for the ORM session to add."""
+    return EventRow(
+        at=at, job_id=job_id, attempt_id=attempt_id, kind=kind, old=str(old), new=str(new),
+        reason=reason, actor=actor, site=site,
+    )
+
+
+def insert_event(s: Session, at: float, job_id: str, attempt_id: str | None, kind: str,
+                 old: str, new: str, reason: str, actor: str) -> None:
+    """Insert an event row at once, in the session's transaction (Core: no unit of work)."""
+    s.connection().execute(insert(_EVENTS).values(
+        at=at, job_id=job_id, attempt_id=attempt_id, kind=kind, old=str(old), new=str(new),
+        reason=reason, actor=actor, site=None))
+
+
+def _event_of(r: EventRow) -> Event:
+    return Event(r.at, r.job_id, r.attempt_id, r.kind, r.old, r.new, r.reason, r.actor, r.site)

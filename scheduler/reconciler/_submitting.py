@@ -1,0 +1,238 @@
+"""Submitting: SUBMITTING attempts go to their sites, each under the id it was recorded with.
+
+Invariant: an attempt is never run twice. A submission is counted before it is made; a second
+try goes to a site that adopts by attempt id, or is first looked up with ``owned()`` (and a
+runtime's claim in storage), and is given up rather than repeated blindly. Every native submit
+is preceded by raising the job's checkpoint fence to the attempt's token and by a lease check.
+
+    per site, on its worker:   note try -> (owned? claimed?) -> raise fence -> lease held?
+                               -> adapter.submit -> native | rejected | uncertain | ...
+    back on the tick:          native ids in one write; every other outcome applied alone
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gridbridge.adapter import Capability, Offer, SubmitRejected, SubmitRequest
+from gridbridge.states import AttemptState
+
+from ..endings import judge
+from ..records import Attempt, Job
+from ..sitecalls import describe
+from ._ending import Ending
+from ._lease import LeaseLost
+from ._sweeping import Sweeping, checked_owned
+from ._tick import TickReport, World, one_attempt, raise_fence, status
+
+__all__ = ["Submitting"]
+
+log = logging.getLogger("gridbridge.reconciler")
+_HARD_STORAGE_ERRORS = (NotADirectoryError, IsADirectoryError)
+"""Storage errors that retrying cannot cure (a path under a file)."""
+_PERMANENT_STORAGE_ERRORS = (*_HARD_STORAGE_ERRORS, PermissionError, FileNotFoundError)
+"""Storage errors that fail the job once they persist through ``max_submit_tries`` tries (no
+such bucket, no permission; a credential that expired for a moment recovers before that)."""
+
+
+@dataclass
+class _Submitted:
+    """What a site's worker did with one attempt of a submit batch."""
+
+    attempt: Attempt
+    kind: str
+    """``native``, ``adopted``, ``ran``, ``rejected``, ``gave-up``, ``storage-failed``,
+    ``uncertain`` or ``fenced``."""
+    value: str = ""
+
+
+class Submitting:
+    """The submit phase; owns which sites refused which jobs, and until when."""
+
+    def __init__(self, world: World, ending: Ending, sweeping: Sweeping) -> None:
+        self.world = world
+        self.ending = ending
+        self.sweeping = sweeping
+        self._avoid: dict[tuple[str, str], tuple[float, str]] = {}
+        """Per (job, site) that refused it: until when placement leaves that site out, why."""
+
+    def avoided(self, job_id: str, now: float) -> dict[str, str]:
+        """The sites that refused the job lately, each with why (what placement avoids)."""
+        out = {}
+        for (jid, site), (until, why) in list(self._avoid.items()):
+            if until <= now:
+                del self._avoid[(jid, site)]
+            elif jid == job_id:
+                out[site] = f"{why} (not retried there for {until - now:.0f}s)"
+        return out
+
+    def run(self, attempts: Sequence[Attempt], report: TickReport, budget: list[int]) -> None:
+        """Submit what ``budget`` (shared with placement) allows, one batch per site."""
+        w = self.world
+        by_site: dict[str, list[tuple[Attempt, SubmitRequest]]] = defaultdict(list)
+        for attempt in attempts:
+            job = w.store.job(attempt.job_id)
+            if job.cancel_requested:
+                native = "never-submitted" if attempt.submit_tries == 0 else "cancel-unconfirmed"
+                self.ending.conclude(attempt, job, status(AttemptState.CANCELLED, native,
+                                                          "job cancelled before it was confirmed"),
+                                     charge=False)
+                if attempt.submit_tries:
+                    self.sweeping.soon()  # should it have started after all, the sweep cancels it
+                continue
+            if attempt.site not in w.adapters:
+                gone = status(AttemptState.FAILED, "site-gone",
+                              f"site {attempt.site!r} is no longer configured")
+                self.ending.conclude(attempt, job, gone, retry=True, charge=False)
+                continue
+            if budget[0] <= 0 or w.calls.busy(attempt.site):
+                continue
+            budget[0] -= 1
+            by_site[attempt.site].append((attempt, _request(job, attempt)))
+        calls = {site: functools.partial(self._batch, site, items)
+                 for site, items in by_site.items()}
+        fenced = False
+        for site, outcomes in w.calls.run("submit", calls).items():
+            self._record_native(site, [o for o in outcomes if o.kind in {"native", "adopted"}],
+                                report)
+            for outcome in outcomes:  # every outcome is applied before a lost lease is raised
+                if outcome.kind not in {"native", "adopted"}:
+                    fenced = self._apply(site, outcome, report) or fenced
+        if fenced:
+            raise LeaseLost(f"{w.holder} lost the lease while submitting")
+
+    def _batch(self, site: str, items: Sequence[tuple[Attempt, SubmitRequest]]) -> list[_Submitted]:
+        """On the site's worker: submit each attempt, or find it with owned() when a second
+        submission could run it twice. Whatever goes wrong with one attempt is that attempt's
+        outcome; the others go on."""
+        out: list[_Submitted] = []
+        owned: dict[str, str] | None = None
+        for attempt, request in items:
+            try:
+                outcome, owned = self._one(site, attempt, request, owned)
+            except Exception as exc:  # the store, the storage or owned() failed for this one
+                outcome = _Submitted(attempt, "uncertain", describe(exc))
+            if outcome is not None:
+                out.append(outcome)
+                if outcome.kind == "fenced":
+                    break
+        return out
+
+    def _one(
+        self, site: str, attempt: Attempt, request: SubmitRequest, owned: dict[str, str] | None,
+    ) -> tuple[_Submitted | None, dict[str, str] | None]:
+        w = self.world
+        adapter = w.adapters[site]
+        limits = w.config.limits
+        tries = w.store.note_submit_try(attempt.id)
+        if tries == 0:
+            return None, owned
+        if (tries > 1 and Capability.ADOPT not in adapter.capabilities()) or (
+            tries > limits.max_submit_tries
+        ):
+            if owned is None:
+                owned = {o.attempt_id: o.native_id for o in checked_owned(adapter)}
+            if attempt.id in owned:
+                return _Submitted(attempt, "adopted", owned[attempt.id]), owned
+            if _claimed(attempt):  # it started and ended between our tries: never rerun it
+                return _Submitted(attempt, "ran"), owned
+            if w.sites[site].uncertain_submit == "replace" or tries > limits.max_submit_tries:
+                why = (f"submission unconfirmed after {tries - 1} tries and the site holds no "
+                       "job for it")
+                return _Submitted(attempt, "gave-up", why), owned
+        try:  # attempt N's token fences off every older attempt of the job
+            token = raise_fence(request.checkpoint_url, request.token)
+        except _PERMANENT_STORAGE_ERRORS as exc:
+            if isinstance(exc, _HARD_STORAGE_ERRORS) or tries >= limits.max_submit_tries:
+                why = f"checkpoint storage unusable: {describe(exc)}"
+                return _Submitted(attempt, "storage-failed", why), owned
+            raise
+        if token > request.token:  # another job's attempts used this checkpoint prefix
+            request = request.model_copy(update={"token": token + 1})
+            w.store.set_token(attempt.id, token + 1)
+            raise_fence(request.checkpoint_url, token + 1)
+        if not w.lease.held():
+            return _Submitted(attempt, "fenced"), owned  # checked just before the native act
+        try:
+            native_id = adapter.submit(request)
+        except SubmitRejected as exc:
+            return _Submitted(attempt, "rejected", str(exc) or "rejected"), owned
+        except Exception as exc:
+            return _Submitted(attempt, "uncertain", describe(exc)), owned
+        if not isinstance(native_id, str) or not native_id:
+            return _Submitted(attempt, "uncertain", f"submit returned {native_id!r}"), owned
+        return _Submitted(attempt, "native", native_id), owned
+
+    def _record_native(self, site: str, outcomes: Sequence[_Submitted],
+                       report: TickReport) -> None:
+        """Record the native ids of a site's accepted submissions, in one write."""
+        if not outcomes:
+            return
+        with one_attempt("record the submissions to", site):
+            moved = self.world.store.set_native_ids([(o.attempt.id, o.value) for o in outcomes],
+                                                    self.world.holder)
+            for o in outcomes:
+                if o.attempt.id in moved:
+                    report.submitted.append(o.attempt.id)
+                    log.info("submitted %s to %s as %s", o.attempt.id, site, o.value, extra={
+                        "event": "submitted", "attempt": o.attempt.id, "site": site,
+                        "native": o.value})
+
+    def _apply(self, site: str, o: _Submitted, report: TickReport) -> bool:
+        """Record one submission outcome other than an accepted one (those go in one write,
+        :meth:`_record_native`); True if the lease was found lost."""
+        a, w = o.attempt, self.world
+        with one_attempt("record the submission of", a.id):
+            if o.kind in {"rejected", "gave-up"}:
+                reason = f"rejected by {site}: {o.value}" if o.kind == "rejected" else o.value
+                until = w.clock() + w.config.limits.reject_backoff_s
+                self._avoid[(a.job_id, site)] = (until, reason)
+                ended = status(AttemptState.FAILED, o.kind, reason)
+                self.ending.conclude(a, w.store.job(a.job_id), ended, retry=True, charge=False)
+                report.rejected[a.id] = reason
+            elif o.kind == "storage-failed":
+                ended = status(AttemptState.FAILED, o.kind, o.value)
+                self.ending.conclude(a, w.store.job(a.job_id), ended, charge=False)
+                report.rejected[a.id] = o.value
+            elif o.kind == "ran":
+                lost = status(AttemptState.LOST, "ran-unconfirmed",
+                              "it ran although its submission was never confirmed")
+                job = w.store.job(a.job_id)
+                self.ending.verdict(a, judge(a, lost, job.checkpoint_url), job=job)
+            elif o.kind == "uncertain":
+                log.warning("submission of %s to %s uncertain (retried with the same id): %s",
+                            a.id, site, o.value)
+                w.calls.fail(site, "submit", o.value)
+            else:
+                return True
+        return False
+
+
+def _request(job: Job, attempt: Attempt) -> SubmitRequest:
+    """The request for an attempt, rebuilt from its record (the offer placement chose and
+    the checkpoint interval travel with it, also on a retry after a restart)."""
+    placed = json.loads(attempt.price_json) if attempt.price_json else {}
+    offer = Offer.model_validate(placed["offer"]) if "offer" in placed else None
+    return SubmitRequest(
+        attempt_id=attempt.id,
+        job_id=job.id,
+        attempt=attempt.number,
+        token=attempt.token,
+        spec=job.spec,
+        checkpoint_url=job.checkpoint_url,
+        attempt_url=attempt.attempt_url,
+        checkpoint_interval_s=placed.get("checkpoint_interval_s"),
+        offer=offer,
+    )
+
+
+def _claimed(attempt: Attempt) -> bool:
+    """The runtime claimed the attempt in storage: it started, whatever the site says now."""
+    from gridbridge.wire import Record, exists
+
+    return exists(f"{attempt.attempt_url}/{Record.CLAIM}")
