@@ -107,6 +107,7 @@ def test_preempted_job_resumes_from_its_checkpoint_on_another_site(client: Clien
     assert ledger[second.id].lost_cost == 0
 
 
+@pytest.mark.slow
 def test_lost_attempts_are_retried_until_max_attempts(client: Client) -> None:
     # The command kills its own runtime: the site sees a process vanish without a result.
     suicide = "import os, signal; os.kill(os.getppid(), signal.SIGKILL)"

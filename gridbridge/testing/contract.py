@@ -41,7 +41,7 @@ from gridbridge.adapter import (
 from gridbridge.spec import JobSpec
 from gridbridge.states import AttemptState
 
-__all__ = ["HOSTILE_ARGS", "HOSTILE_ATTEMPT_IDS", "AdapterContract"]
+__all__ = ["HOSTILE_ARGS", "HOSTILE_ATTEMPT_IDS", "AdapterContract", "poll_until"]
 
 HOSTILE_ARGS = ["it's", 'say "hi"', "a;b", "$(touch pwned)", "`id`", "line\nbreak", "-n",
                 "*", "~root", "back\\slash", "tab\there", "ünï", ""]
@@ -51,6 +51,19 @@ HOSTILE_ATTEMPT_IDS = ["..", "../escape.1", "a/b.1", "a;b.1", "a\nb.1", "abc.1\n
 """Attempt ids an adapter must refuse before it creates anything."""
 
 _TERMINAL = frozenset(s for s in AttemptState if s.terminal)
+
+
+def poll_until(adapter: Adapter, native_id: str, done: Callable[[AttemptStatus], bool],
+               timeout: float, every: float = 0.1) -> AttemptStatus:
+    """Poll ``native_id`` every ``every`` seconds until ``done`` holds; fail after
+    ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = adapter.poll([native_id])[native_id]
+        if done(status):
+            return status
+        assert time.monotonic() < deadline, f"{native_id} still {status} after {timeout:g}s"
+        time.sleep(every)
 
 
 class AdapterContract:
@@ -91,13 +104,7 @@ class AdapterContract:
     def wait_for(self, adapter: Adapter, native_id: str,
                  done: Callable[[AttemptStatus], bool]) -> AttemptStatus:
         """Poll until ``done`` holds (or fail after ``DEADLINE_S``)."""
-        deadline = time.monotonic() + self.DEADLINE_S
-        while True:
-            status = adapter.poll([native_id])[native_id]
-            if done(status):
-                return status
-            assert time.monotonic() < deadline, f"{native_id} still {status} after the deadline"
-            time.sleep(0.1)
+        return poll_until(adapter, native_id, done, self.DEADLINE_S)
 
     def wait_for_all(self, adapter: Adapter, native_ids: list[str],
                      done: Callable[[AttemptStatus], bool]) -> dict[str, AttemptStatus]:

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.memfs import fresh_memory_prefix
+
 REPO = Path(__file__).resolve().parents[2]
 S3_DIR = REPO / ".peers" / "s3"
 BUCKET = "gridbridge-tests"
@@ -24,13 +26,8 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "file":
         yield f"file://{tmp_path}/job"
         return
-    name = f"memory://ckpt-{uuid.uuid4().hex}/job"
-    yield name
-    import fsspec
-
-    fs = fsspec.filesystem("memory")
-    if fs.exists(name):
-        fs.rm(name, recursive=True)
+    with fresh_memory_prefix("ckpt") as name:
+        yield f"memory://{name}/job"
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import hashlib
 import json
 import random
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +17,7 @@ import pytest
 
 from gridbridge.checkpoint._backend import Backend
 from gridbridge.checkpoint._retry import RetryPolicy, is_conflict
+from tests.support.memfs import fresh_memory_prefix
 
 PRECONDITION = "At least one of the pre-conditions you specified did not hold"
 """What S3 says when an ``If-Match`` fails; s3fs raises it as ``OSError(EINVAL, ...)``."""
@@ -72,11 +72,8 @@ class _SecretURLFS(_StoreFS):
 
 @pytest.fixture
 def root() -> Iterator[str]:
-    name = f"/cas-{uuid.uuid4().hex}"
-    yield name
-    fs = fsspec.filesystem("memory")
-    if fs.exists(name):
-        fs.rm(name, recursive=True)
+    with fresh_memory_prefix("cas") as name:
+        yield name
 
 
 @pytest.fixture

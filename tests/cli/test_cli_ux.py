@@ -267,6 +267,7 @@ def test_a_narrow_table_keeps_numbers_and_times_whole(config: Path) -> None:
 HELP_ARTEFACTS = re.compile(r"\{\w+\}|``|<(bool|int|float|str|Path|list\[)")
 
 
+@pytest.mark.slow
 def test_help_has_no_typer_artefacts() -> None:
     paths = [[]]
     root = typer.main.get_command(app)

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import cloudpickle
+import pytest
 
 from gridbridge import Client, checkpoint
 from gridbridge.config import Budgets, GridConfig
@@ -25,6 +26,7 @@ def _with(grid: GridConfig, **update: object) -> GridConfig:
     return grid.model_copy(update=update)
 
 
+@pytest.mark.slow
 def test_a_job_over_its_teams_budget_waits_and_says_why(grid: GridConfig) -> None:
     # Each 1-hour estimate costs its price card on the cheapest site; the team may spend
     # about one of them this month.
@@ -53,6 +55,7 @@ def test_a_job_over_its_teams_budget_waits_and_says_why(grid: GridConfig) -> Non
     assert ended is not None and placed >= ended - 0.5, "held until the first ended"
 
 
+@pytest.mark.slow
 def test_a_project_budget_counts_the_ledger_of_this_month(grid: GridConfig) -> None:
     config = _with(grid, budgets=Budgets(projects={"vision": 0.0}))
     with Client(config) as client:
@@ -66,6 +69,7 @@ def test_a_project_budget_counts_the_ledger_of_this_month(grid: GridConfig) -> N
         assert client.store.spent_since(0.0).get("project:nlp", 0.0) > 0
 
 
+@pytest.mark.slow
 def test_max_running_caps_a_sites_live_attempts(grid: GridConfig) -> None:
     sites = tuple(s.model_copy(update={"max_running": 1}) if s.name == "spot-local" else s
                   for s in grid.sites)
@@ -96,6 +100,7 @@ def test_a_jobs_own_policy_is_followed(grid: GridConfig) -> None:
     assert any("fastest feasible" in row.reason for row in why), [r.reason for r in why]
 
 
+@pytest.mark.slow
 def test_the_checkpoint_interval_follows_the_measured_save_time(tmp_path: Path,
                                                                  grid: GridConfig) -> None:
     """The commit record keeps how long a save took; a resumed job's next placement tunes its

@@ -64,6 +64,7 @@ os.kill(os.getppid(), signal.SIGKILL)  # the runtime dies: the attempt is lost
 """
 
 
+@pytest.mark.slow
 def test_attempts_that_stop_making_progress_fail_the_job(client: Client) -> None:
     f = client.submit_command([sys.executable, "-c", SAVES_ONCE_THEN_DIES], max_attempts=10)
     assert f.wait(90) is JobState.FAILED

@@ -146,8 +146,7 @@ def test_a_tick_records_a_sites_submissions_and_starts_in_one_write_each(
         assert calls.count("set_native_ids") == 1 and "set_native_id" not in calls
         assert "mark_running" not in calls and calls.count("mark_running_many") >= 1
     finally:
-        ids = [a.native_id for a in client.store.active_attempts() if a.native_id]
-        client.adapters["here"].cancel(ids)
+        _cancel_all(client)
 
 
 # the reconciler ------------------------------------------------------------------------------
@@ -254,8 +253,7 @@ def test_a_placement_rounds_attempts_and_decisions_are_stored_in_one_write_each(
                    if e.kind == "waiting"]
         assert len(waiting) == 2 and all(e.reason.startswith("waiting: here") for e in waiting)
     finally:
-        ids = [a.native_id for a in client.store.active_attempts() if a.native_id]
-        client.adapters["here"].cancel(ids)
+        _cancel_all(client)
 
 
 def test_a_waiting_job_is_explained_again_only_every_few_seconds(
@@ -287,8 +285,7 @@ def test_a_waiting_job_is_explained_again_only_every_few_seconds(
         assert explained.count(waits.id) == 2
         assert client.store.detail(waits.id) == "waiting: here: needs 1 cpus, 0 free"
     finally:
-        ids = [a.native_id for a in client.store.active_attempts() if a.native_id]
-        client.adapters["here"].cancel(ids)
+        _cancel_all(client)
 
 
 def test_map_checks_once_whether_its_jobs_could_ever_run(
@@ -436,16 +433,16 @@ def _request(tmp_path: Path, attempt_id: str, **target: object):  # type: ignore
         attempt_url=(tmp_path / "attempts" / attempt_id).as_uri())
 
 
-def _until(adapter, nid: str, done, timeout: float = 60.0):  # type: ignore[no-untyped-def]
-    import time
+def _cancel_all(client: Client) -> None:
+    """Cancel what the test left running on site ``here``."""
+    ids = [a.native_id for a in client.store.active_attempts() if a.native_id]
+    client.adapters["here"].cancel(ids)
 
-    deadline = time.monotonic() + timeout
-    while True:
-        status = adapter.poll([nid])[nid]
-        if done(status):
-            return status
-        assert time.monotonic() < deadline, f"{nid} still {status}"
-        time.sleep(0.05)
+
+def _until(adapter, nid: str, done, timeout: float = 60.0):  # type: ignore[no-untyped-def]
+    from gridbridge.testing.contract import poll_until
+
+    return poll_until(adapter, nid, done, timeout, every=0.05)
 
 
 def test_a_failing_functions_traceback_names_the_users_file_and_line(tmp_path: Path) -> None:

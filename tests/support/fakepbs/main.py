@@ -149,17 +149,28 @@ def _all_seqs() -> list[int]:
     return sorted(int(p.name) for p in jobs.iterdir() if p.name.isdigit()) if jobs.is_dir() else []
 
 
+def _options(command: str, args: list[str], spec: str,
+             usage: str = "") -> tuple[list[tuple[str, str]], list[str]] | None:
+    """``getopt`` of ``args``; None (after saying why on stderr, as PBS does) when they do
+    not parse."""
+    import getopt
+
+    try:
+        return getopt.getopt(args, spec)
+    except getopt.GetoptError as exc:
+        print(f"{command}: {exc}" + (f"\n{usage}" if usage else ""), file=sys.stderr)
+        return None
+
+
 # qsub -------------------------------------------------------------------------------------
 
 def qsub(args: list[str]) -> int:
     """Queue a job; print its id."""
-    import getopt
-
-    try:
-        opts, rest = getopt.getopt(args, "N:q:A:l:o:e:j:k:r:v:W:V")
-    except getopt.GetoptError as exc:
-        print(f"qsub: {exc}\nusage: qsub [-N name] [-q queue] ... [script]", file=sys.stderr)
+    parsed = _options("qsub", args, "N:q:A:l:o:e:j:k:r:v:W:V",
+                      "usage: qsub [-N name] [-q queue] ... [script]")
+    if parsed is None:
         return 2
+    opts, rest = parsed
     queues = os.environ.get("FAKEPBS_QUEUES", "workq").split(",")
     job: dict[str, Any] = {"queue": queues[0], "resources": {}, "variables": {},
                            "join": "n", "keep": "n", "rerunable": "True"}
@@ -397,13 +408,10 @@ def _hms(seconds: int) -> str:
 
 def qstat(args: list[str]) -> int:
     """``qstat -f -F json [-x] [-u users] [ids]``."""
-    import getopt
-
-    try:
-        opts, ids = getopt.getopt(args, "fF:xu:")
-    except getopt.GetoptError as exc:
-        print(f"qstat: {exc}", file=sys.stderr)
+    parsed = _options("qstat", args, "fF:xu:")
+    if parsed is None:
         return 2
+    opts, ids = parsed
     flags = dict(opts)
     if "-f" not in flags or flags.get("-F") != "json":
         print("fakepbs: only 'qstat -f -F json [-x] [-u users] [ids]' is emulated",
