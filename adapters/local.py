@@ -12,6 +12,11 @@ protocol of :mod:`gridbridge.adapters._rundir`, which the edge adapter's node sc
 The runtime leads its own process group, and everything the job starts stays in it. When the
 runtime dies without a result (LOST), ``cancel`` kills that whole group at once, so no child
 of a lost attempt goes on working beside its successor.
+
+The runtime is handed none of this process's secrets: only what a process needs to run
+(:func:`gridbridge.units.process_env`: ``PATH``, ``HOME``, the locale...), the site's
+``runtime.env_names`` (how it reaches storage other than local files) and the attempt's tag.
+An attempt's folder is its owner's alone (0700), since its log holds whatever the job printed.
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ from gridbridge.config import SiteConfig, prologue_script
 from gridbridge.frozen import Frozen
 from gridbridge.spec import Resources
 from gridbridge.states import AttemptState
+from gridbridge.units import process_env
 from gridbridge.wire import OUT_OF_MEMORY, out_of_memory_message
 
 __all__ = ["LocalAdapter", "LocalOptions"]
@@ -142,7 +148,7 @@ class LocalAdapter:
             raise SubmitRejected(str(exc)) from None
         if (d / RunFile.SPAWNED).exists():
             return request.attempt_id
-        d.mkdir(parents=True, exist_ok=True)
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
         runtime = self.site.runtime
         try:
             url = write_launch(request, heartbeat_s=runtime.heartbeat_s)
@@ -154,13 +160,15 @@ class LocalAdapter:
             resources = resources.model_copy(update={"walltime_s": limit})
         (d / RunFile.RESOURCES_JSON).write_text(resources.model_dump_json())
         work = d / RunFile.WORK  # the job's own folder: its files can never pass for the adapter's
-        work.mkdir(exist_ok=True)
+        work.mkdir(mode=0o700, exist_ok=True)
         argv = self._runtime_argv(d, url, resources)
-        with open(d / RunFile.OUTPUT_LOG, "ab") as log:
+        env = {**process_env(os.environ, runtime.env_names), TAG: request.attempt_id}
+        with open(os.open(d / RunFile.OUTPUT_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                          0o600), "ab") as log:
             try:
                 child = subprocess.Popen(
                     argv,
-                    env={**os.environ, TAG: request.attempt_id},
+                    env=env,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,

@@ -12,6 +12,10 @@ run as argv lists on the login host (here, or over SSH), never through a shell s
     owned  ── qstat -f -F json -u <user>    (the user's live jobs carrying our federation tag)
     offers ── pbsnodes -a -F json
 
+``qsub`` is never given ``-V``: the job gets only the variables ``-v`` names (the attempt's
+tag and the names of the site's ``runtime.env_names``, whose values qsub takes from its own
+environment) and PBS's own ``PBS_O_*``, never the control plane's whole environment.
+
 ``qsub`` is not idempotent, so the adapter does not declare ADOPT: a restarted control plane
 finds its jobs through ``owned()``, which reads the attempt id back from the job's
 ``Variable_List``, keeping only jobs with this federation's tag (two control planes sharing a

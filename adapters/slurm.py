@@ -4,14 +4,20 @@ run on this host (gridbridge on a login node) or on a login node over SSH.
 Each attempt is one batch job whose script only ``exec``s the runtime::
 
     sbatch --parsable --comment=gridbridge:<federation tag>:<attempt id> --partition=P
-           --cpus-per-task=N --mem=M --time=T --signal=B:TERM@S --no-requeue ...  < script
-    script:  exec python -m gridbridge.runtime --launch <storage URL> --scratch <run dir>
+           --cpus-per-task=N --mem=M --time=T --signal=B:TERM@S --no-requeue ...
+           --export=NONE --wrap=<script>
+    script:  export NAME='value' (runtime.env_names)
+             exec python -m gridbridge.runtime --launch <storage URL> --scratch <run dir>
 
 The job's command, arguments and environment are in the launch record, never in the script,
 and every option is one argv item (over SSH, :func:`shlex.join` quotes each), so no job value
-meets a shell. ``--signal=B:TERM@S`` gives the runtime a SIGTERM ``S`` seconds before the time
-limit, and at preemption too when slurmctld runs with ``preempt_send_user_signal``; the job then
-checkpoints and exits 75, and gridbridge continues the remainder in a new attempt.
+meets a shell. ``--export=NONE`` keeps this process's environment (the control plane's, with
+its secrets) from the job: Slurm gives it the ``SLURM_*`` variables and the user's login
+environment on the node (``--get-user-env``), and the script ``export``s the values of the
+site's ``runtime.env_names``, each quoted. ``--signal=B:TERM@S`` gives the runtime a SIGTERM
+``S`` seconds before the time limit, and at preemption too when slurmctld runs with
+``preempt_send_user_signal``; the job then checkpoints and exits 75, and gridbridge continues
+the remainder in a new attempt.
 
 What this Slurm really shows (22.05; ``deploy/dev/slurm-start.sh`` records how the test cluster
 was measured):
@@ -175,10 +181,9 @@ class SlurmAdapter:
                             default_python)
         if self.options.requeue:
             argv += ["--rerun-env", "SLURM_RESTART_COUNT"]
-        # The values of runtime.env_names travel in the script when sbatch runs on a login
-        # node (locally, --export=ALL hands the runtime this process's environment anyway).
-        env = ({n: os.environ[n] for n in self.site.runtime.env_names if n in os.environ}
-               if self.options.login else None)
+        # --export=NONE: the values of runtime.env_names travel in the script, each quoted
+        # (sbatch's own --export=NAME=VALUE would split a value at its commas)
+        env = {n: os.environ[n] for n in self.site.runtime.env_names if n in os.environ}
         body = job_command(self.site, argv, env=env)  # --wrap: sbatch reads no stdin
         done = self._run([*self.sbatch_argv(request, partition), f"--wrap={body}"])
         if done.returncode != 0:
@@ -212,7 +217,7 @@ class SlurmAdapter:
             "--requeue" if o.requeue else "--no-requeue",
             f"--output={self.host.remote_dir}/slurm-%j.out",
             f"--chdir={self.host.remote_dir}",
-            "--export=ALL",
+            "--export=NONE",  # none of this process's environment: see the module's docstring
         ]
         if partition:
             argv.append(f"--partition={partition}")

@@ -3,6 +3,14 @@
 ``Client()`` with no arguments is the embedded default: state, checkpoints and two local sites
 under a per-user data folder, and a reconciler in a background thread, so nothing else needs
 to run. ``Client(config="gridbridge.yaml")`` drives a real federation the same way.
+
+Pickles are code, and jobs can write storage, so the client unpickles nothing it cannot vouch
+for. The payload is pinned in the job's spec (``callable_ref`` = ``payload.pkl#blake3:<hex>``),
+and the runtime runs no other bytes. ``result()`` unpickles ``return.pkl`` only if its bytes
+have the digest the attempt's runtime reported (:func:`_return_digest`), else it raises
+:class:`DigestMismatch`: another job that replaced the value runs none of its code in this
+process. A job can still return a value that lies (the value is its own), and the result record
+is read from storage, so a writer that replaces it too, with a matching digest, is not caught.
 """
 
 from __future__ import annotations
@@ -28,13 +36,15 @@ from gridbridge.config import (
 from gridbridge.registry import Registry
 from gridbridge.spec import JobSpec
 from gridbridge.states import JobState
+from gridbridge.units import redact_url
+from gridbridge.wire import DigestMismatch
 
 if TYPE_CHECKING:
     from gridbridge.adapter import Adapter
     from gridbridge.scheduler.reconciler import Reconciler
-    from gridbridge.scheduler.store import Event, StateStore
+    from gridbridge.scheduler.store import Attempt, Event, StateStore
 
-__all__ = ["Client", "JobCancelled", "JobFailed", "JobFuture", "default_home"]
+__all__ = ["Client", "DigestMismatch", "JobCancelled", "JobFailed", "JobFuture", "default_home"]
 
 
 class JobFailed(RuntimeError):
@@ -93,7 +103,7 @@ def _open_store(url: str) -> StateStore:
         raise ConfigError(f"state_url: {shown}: its database driver {exc.name!r} is not "
                           f"installed{hint}") from None
     except ArgumentError:
-        raise ConfigError(f"state_url: {url!r} is not a database URL, e.g. "
+        raise ConfigError(f"state_url: {redact_url(url)!r} is not a database URL, e.g. "
                           "sqlite:///state.db or postgresql://host/db") from None
     except StoreUnavailable:
         problem = _sqlite_folder_problem(url)
@@ -115,6 +125,13 @@ def _sqlite_folder_problem(url: str) -> str | None:
                 return f"the folder {folder} does not exist"
             return None if os.access(folder, os.W_OK) else f"cannot write in {folder}"
     return None
+
+
+def _return_digest(attempt: Attempt) -> str | None:
+    """The digest ``return.pkl`` of a succeeded attempt must have: the one its result record
+    gave when the control plane concluded the attempt, kept in the store (None: none was
+    reported, and nothing is unpickled)."""
+    return attempt.return_digest
 
 
 class JobFuture:
@@ -147,7 +164,9 @@ class JobFuture:
             delay = min(delay * 1.5, 0.1)  # a read of one row: cheap, and a result is awaited
 
     def result(self, timeout: float | None = None) -> Any:
-        """The callable's return value (None for a command); raises if the job did not succeed."""
+        """The callable's return value (None for a command); raises if the job did not succeed,
+        and :class:`DigestMismatch` (unpickling nothing) if ``return.pkl`` is not the value its
+        attempt reported."""
         state = self.wait(timeout)
         job = self.client.store.job(self.job_id)
         if state is JobState.CANCELLED:
@@ -158,11 +177,13 @@ class JobFuture:
         if job.spec.callable_ref is None:
             return None
         import cloudpickle
-        import fsspec
+
+        from gridbridge.wire import Record, check_digest, get_bytes
 
         last = self.client.store.attempts(self.job_id)[-1]
-        with fsspec.open(f"{last.attempt_url}/return.pkl", "rb") as f:
-            return cloudpickle.loads(f.read())
+        data = get_bytes(f"{last.attempt_url}/{Record.RETURN}")
+        check_digest(data, _return_digest(last), f"the return value of job {self.job_id}")
+        return cloudpickle.loads(data)
 
     def cancel(self) -> bool:
         """Ask for cancellation; False if the job had already ended otherwise."""
@@ -258,15 +279,18 @@ class Client:
         import cloudpickle
 
         from gridbridge.scheduler.store import new_job_id
-        from gridbridge.wire import put_bytes
+        from gridbridge.wire import pin, put_bytes
 
         job_id = new_job_id()
-        ref = f"{self.config.checkpoint_root}/{job_id}/payload.pkl"
+        url = f"{self.config.checkpoint_root}/{job_id}/payload.pkl"
         options.setdefault("name", _default_name(getattr(fn, "__name__", "")))
-        spec = self._spec(options, callable_ref=ref)
+        spec = self._spec(options, callable_ref=url)
         if admit:
             self._admit(spec)
-        put_bytes(ref, cloudpickle.dumps((fn, args, kwargs or {})))
+        payload = cloudpickle.dumps((fn, args, kwargs or {}))
+        # the spec, in the store, pins the payload's digest: the runtime runs no other bytes
+        spec = spec.model_copy(update={"callable_ref": pin(url, payload)})
+        put_bytes(url, payload)
         return self._create(spec, job_id)
 
     def submit_command(self, argv: Sequence[str], **options: Any) -> JobFuture:
@@ -302,9 +326,15 @@ class Client:
                 resources = resources.model_dump()
             data["resources"] = {**resources, **shortcuts}
         try:
-            return JobSpec.model_validate({**data, **target})
+            spec = JobSpec.model_validate({**data, **target})
         except ValidationError as exc:
             raise ValueError(explain_errors(exc, "invalid job option", JobSpec)) from None
+        if spec.checkpoint.url is not None:  # before anything is written for the job
+            refusal = self.config.checkpoint.refusal(
+                spec.checkpoint.url, team=spec.owner.team, root=self.config.checkpoint_root)
+            if refusal:
+                raise ValueError(f"invalid job option: {refusal}")
+        return spec
 
     def _admit(self, spec: JobSpec) -> None:
         """Refuse a job that no configured site could ever run (the reason per site)."""

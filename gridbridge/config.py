@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from gridbridge.adapter import Pricing
 from gridbridge.frozen import Frozen
 from gridbridge.registry import AdapterNotFound, Registry, default_registry
-from gridbridge.spec import Policy, Tier
+from gridbridge.spec import Policy, Tier, checkpoint_url_problem, checkpoint_url_refusal
 from gridbridge.units import ENV_NAME_PATTERN, NAME_PATTERN
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "Allocation",
     "Budgets",
     "Capacity",
+    "CheckpointSettings",
     "ConfigError",
     "GridConfig",
     "Limits",
@@ -146,7 +147,8 @@ class Budgets(Frozen):
     A job whose expected cost exceeds what its team or project has left this month is held
     (it stays PENDING, and its story and ``status`` say why); it is placed once money is
     left again (a new month, a raised budget). Spent = the ledger's cost this month plus the
-    expected cost of attempts still running."""
+    expected cost of attempts still running. A team not named in ``teams`` has ``default``;
+    without one it is unlimited, unless ``strict`` refuses its jobs at submission."""
 
     teams: dict[Annotated[str, Field(min_length=1)], Annotated[float, Field(ge=0)]] = Field(
         default_factory=dict)
@@ -154,7 +156,57 @@ class Budgets(Frozen):
     projects: dict[Annotated[str, Field(min_length=1)], Annotated[float, Field(ge=0)]] = Field(
         default_factory=dict)
     """Money a project (``owner.project``) may spend a month."""
+    default: Annotated[float, Field(ge=0)] | None = None
+    """Money each team not named in ``teams`` may spend a month, each its own (None: such a
+    team is held to no budget, or refused under ``strict``)."""
+    strict: bool = False
+    """Refuse at submission a job whose team has no budget (not in ``teams``, no
+    ``default``), rather than let it spend without limit."""
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "USD"
+
+    def team_budget(self, team: str) -> float | None:
+        """What ``team`` may spend a month: its own budget, else ``default`` (None: no
+        limit)."""
+        return self.teams.get(team, self.default)
+
+
+class CheckpointSettings(Frozen):
+    """Where jobs may keep their checkpoints (``checkpoint:`` in the config).
+
+    The control plane derives every job's prefix, ``<checkpoint_root>/<job id>``. A job may
+    name its own ``checkpoint.url`` instead, and it is accepted (at submission, and again
+    before every fence the control plane raises on it) only if it is absolute, of an allowed
+    scheme (``gridbridge.spec.CHECKPOINT_SCHEMES``: never http), outside ``checkpoint_root``
+    (whose prefixes belong to the jobs they are named after) and, once ``allowed_prefixes``
+    is set, under a prefix listed for the job's team (``"*"``: every team), e.g.
+    ``checkpoint: {allowed_prefixes: {vision: [s3://ckpt/vision], "*": [s3://ckpt/shared]}}``.
+    """
+
+    allowed_prefixes: dict[Annotated[str, Field(min_length=1)], tuple[str, ...]] | None = None
+    """Per team, the prefixes a job's own checkpoint URL must lie under. Unset: any URL the
+    other rules allow (``fence.json`` still names the job owning a prefix: see ``raise_fence``)."""
+    fence_timeout_s: Annotated[float, Field(gt=0, le=300)] = 5.0
+    """How long the control plane waits for a job's checkpoint storage to raise its fence; a
+    fence that does not answer in time fails that attempt, never its site."""
+
+    @field_validator("allowed_prefixes")
+    @classmethod
+    def _prefixes_are_urls(
+        cls, value: dict[str, tuple[str, ...]] | None,
+    ) -> dict[str, tuple[str, ...]] | None:
+        for prefixes in (value or {}).values():
+            for prefix in prefixes:
+                problem = checkpoint_url_problem(prefix)
+                if problem:
+                    raise ValueError(problem.replace("checkpoint.url", "a prefix", 1))
+        return value
+
+    def refusal(self, url: str, *, team: str, root: str, job_id: str | None = None) -> str | None:
+        """Why a job of ``team`` may not keep checkpoints at ``url`` (naming the field and the
+        allowed prefixes), or None; ``job_id`` accepts its own ``<root>/<job_id>``."""
+        allowed = None if self.allowed_prefixes is None else (
+            *self.allowed_prefixes.get(team, ()), *self.allowed_prefixes.get("*", ()))
+        return checkpoint_url_refusal(url, allowed=allowed, team=team, root=root, job_id=job_id)
 
 
 class GridConfig(Frozen):
@@ -171,6 +223,8 @@ class GridConfig(Frozen):
     policy: Policy = Policy()
     """How placement chooses among feasible offers (a job may set its own)."""
     budgets: Budgets = Budgets()
+    checkpoint: CheckpointSettings = CheckpointSettings()
+    """Which checkpoint URLs a job may name, and the control plane's fence timeout."""
 
     @field_validator("sites")
     @classmethod
@@ -298,6 +352,9 @@ def explain_errors(
         elif err["type"] == "enum":
             ctx = err.get("ctx") or {}
             msg = f"{json.dumps(err['input'])} is not valid; valid choices: {ctx.get('expected')}"
+        elif isinstance(err["input"], dict):
+            # a mapping may hold secrets (a job's env): name its size, never its values
+            msg = f"{msg} (got a mapping of {len(err['input'])} entries)"
         else:
             msg = f"{msg} (got {json.dumps(err['input'], default=str)[:80]})"
         lines.append(f"{source}: {loc or '<top>'}: {msg}")

@@ -4,7 +4,8 @@ Spend over time by team and by tier, savings against on-demand, each budget's bu
 lost to preemption and the dearest jobs, as hand-drawn SVG (:mod:`gridbridge.svgchart`) with
 the tables beside the charts. Nothing is fetched when the file is opened: no scripts, fonts or
 images from elsewhere. Every table is built by the same functions as ``report costs`` and shows
-the same text as its CSV for the same period.
+the same text as its CSV for the same period. Every name a user gave (a team, a job) is
+:func:`gridbridge.views.plain` text, HTML-escaped, in the tables and the charts alike.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from gridbridge.reports import (
     placements_totals,
 )
 from gridbridge.units import fmt_money, fmt_time
+from gridbridge.views import plain
 
 __all__ = ["ReportInputs", "auto_every", "render_html"]
 
@@ -52,8 +54,9 @@ def auto_every(window: Window) -> Every:
 
 
 def cell(value: Any) -> str:
-    """A value as the CSV shows it (Decimals as their exact text, None as nothing)."""
-    return "" if value is None else str(value)
+    """A value as the CSV shows it (Decimals as their exact text, None as nothing, no control
+    characters)."""
+    return "" if value is None else plain(str(value))
 
 
 def _table(title: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]],
@@ -80,7 +83,8 @@ def _per_piece(rows: Sequence[Mapping[str, Any]], key: str, labels: Sequence[str
     for r in rows:
         if r[key] == "TOTAL":
             continue
-        out.setdefault(str(r[key]), [0.0] * len(labels))[index[r["period"]]] += float(r[column])
+        name = plain(str(r[key]))
+        out.setdefault(name, [0.0] * len(labels))[index[r["period"]]] += float(r[column])
     if len(out) <= _MOST_SERIES + 1:
         return out
     ranked = sorted(out, key=lambda k: -sum(out[k]))
@@ -111,7 +115,7 @@ def _burn_down(inp: ReportInputs) -> tuple[str, str]:
         wanted = [("team", name, None) for name in
                   sorted(spent_by, key=lambda k: -spent_by[k])[:_MOST_SERIES]]
     for kind, name, budget in wanted:
-        label = f"{kind}:{name}"
+        label = f"{kind}:{plain(name)}"
         spent = money(0)
         points = []
         ledger = sorted((r for r in inp.ledger if str(r[kind]) == name
@@ -176,7 +180,7 @@ def render_html(inp: ReportInputs) -> str:
         "lost-work": svgchart.bars(f"Work lost to preemption per {every.value} ({cur})", shown,
                                    {"lost": lost_s}, cur, {"lost": svgchart.PALETTE[3]}),
         "top-jobs": svgchart.hbars(f"Top jobs by cost ({cur})",
-                                   [f"{r['name'] or r['job_id']}" for r in top_jobs],
+                                   [plain(str(r["name"] or r["job_id"])) for r in top_jobs],
                                    [float(r["cost"]) for r in top_jobs], cur),
     }
     burn_chart, burn_table = _burn_down(inp)

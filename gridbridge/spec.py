@@ -7,9 +7,11 @@ names the valid ones. Change a spec with ``spec.model_copy(update=...)``.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote
 
 from pydantic import (
     Field,
@@ -22,6 +24,7 @@ from gridbridge.frozen import Frozen
 from gridbridge.units import LABEL_PATTERN, NAME_PATTERN
 
 __all__ = [
+    "CHECKPOINT_SCHEMES",
     "LABEL_PATTERN",
     "NAME_PATTERN",
     "CheckpointPolicy",
@@ -31,9 +34,19 @@ __all__ = [
     "Policy",
     "Resources",
     "Tier",
+    "checkpoint_url_problem",
+    "checkpoint_url_refusal",
+    "checkpoint_url_under",
+    "env_name_problem",
 ]
 
 _NAME_RE = re.compile(NAME_PATTERN)
+
+PRIORITY_BOUND = 1000
+"""``priority`` lies in -1000..1000. It orders jobs, it is not a currency: two thousand levels
+are room for any ladder of tiers, a fair-share weight can scale it without overflow, and it fits
+the store's 32-bit ``INTEGER`` column on every database (``10**18`` would fail PostgreSQL's
+insert, and would outrank every other job for ever)."""
 
 
 class Tier(StrEnum):
@@ -60,11 +73,89 @@ class Resources(Frozen):
         return self.expected_runtime_s if self.expected_runtime_s is not None else self.walltime_s
 
 
+CHECKPOINT_SCHEMES = frozenset({"file", "memory", "s3", "gs", "gcs", "az", "abfs", "abfss"})
+"""The storage a checkpoint prefix may name. Never http(s): the control plane reads and writes
+a job's ``fence.json`` with its own credentials, so a web address there would have it call
+whatever host the job named."""
+
+
+def checkpoint_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a job's checkpoint prefix, naming the field; None if it can.
+
+    It must be absolute (``file:///data/ckpt``, ``s3://bucket/prefix`` or an absolute path),
+    of a scheme in :data:`CHECKPOINT_SCHEMES`, without ``.``/``..`` segments (which would
+    leave the prefix it seems to be under), control characters, query, fragment, user info
+    or fsspec's ``::`` chaining (each a way to reach other storage than the one named)."""
+    if any(ord(c) < 0x20 or c in "?#\\" for c in url) or "::" in url:
+        return ("checkpoint.url must be a plain storage URL: no control characters, '?', '#', "
+                "backslash or '::'")
+    scheme, path = _split_checkpoint_url(url)
+    if scheme is None:
+        return ("checkpoint.url must be absolute (file:///abs/path, s3://bucket/prefix or "
+                "/abs/path), not a relative path")
+    if scheme not in CHECKPOINT_SCHEMES:
+        return (f"checkpoint.url: the scheme {scheme!r} is not allowed; allowed schemes: "
+                f"{', '.join(sorted(CHECKPOINT_SCHEMES))}")
+    authority = path.split("/", 1)[0]
+    if scheme == "file" and not path.startswith("/"):
+        return "checkpoint.url: a file URL names no host (file:///abs/path)"
+    if "@" in authority:
+        return "checkpoint.url must not carry user info (credentials come from the site)"
+    if scheme not in {"file", "memory"} and not authority:
+        return f"checkpoint.url: a {scheme} URL names its bucket ({scheme}://bucket/prefix)"
+    if {".", ".."} & set(unquote(path).split("/")):
+        return "checkpoint.url must not contain '.' or '..' segments"
+    return None
+
+
+def checkpoint_url_under(url: str, prefix: str) -> bool:
+    """Whether ``url`` is ``prefix`` or lies below it, segment by segment (``s3://b/team-a``
+    holds ``s3://b/team-a/x``, never ``s3://b/team-ab``)."""
+    (scheme, path), (pscheme, ppath) = _split_checkpoint_url(url), _split_checkpoint_url(prefix)
+    if scheme is None or scheme != pscheme:
+        return False
+    path, ppath = path.rstrip("/"), ppath.rstrip("/")
+    return path == ppath or path.startswith(ppath + "/")
+
+
+def checkpoint_url_refusal(
+    url: str, *, allowed: Sequence[str] | None, team: str, root: str, job_id: str | None = None,
+) -> str | None:
+    """Why a job of ``team`` may not keep checkpoints at ``url``, or None: a URL with a
+    :func:`checkpoint_url_problem`, one under ``root`` (those prefixes belong to the jobs they
+    are named after; ``job_id`` accepts its own ``<root>/<job_id>``), or one under none of
+    ``allowed`` (None: no list is configured)."""
+    problem = checkpoint_url_problem(url)
+    if problem:
+        return problem
+    if job_id is not None and url.rstrip("/") == f"{root.rstrip('/')}/{job_id}":
+        return None
+    if checkpoint_url_under(url, root):
+        return ("checkpoint.url must not lie under checkpoint_root: the prefixes there belong "
+                "to the jobs they are named after (leave it unset for the job's own)")
+    if allowed is None or any(checkpoint_url_under(url, prefix) for prefix in allowed):
+        return None
+    return (f"checkpoint.url must lie under a prefix allowed for team {team!r} "
+            f"(checkpoint.allowed_prefixes: {', '.join(allowed) or 'none'})")
+
+
+def _split_checkpoint_url(url: str) -> tuple[str | None, str]:
+    """(scheme, the rest) with an absolute path read as ``file``; (None, url) if relative."""
+    if url.startswith("/"):
+        return "file", url
+    scheme, sep, rest = url.partition("://")
+    if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
+        return None, url
+    return scheme.lower(), rest
+
+
 class CheckpointPolicy(Frozen):
     """Where a job keeps its checkpoints and how often it writes them."""
 
     url: str | None = None
-    """fsspec URL of the job's checkpoint prefix; None means ``<checkpoint_root>/<job id>``."""
+    """fsspec URL of the job's checkpoint prefix; None means ``<checkpoint_root>/<job id>``.
+    A URL given here is checked at submission and again before each fence is raised
+    (:func:`checkpoint_url_problem`, and the config's ``checkpoint.allowed_prefixes``)."""
     interval_s: Annotated[float, Field(gt=0)] = 600.0
     keep_last: Annotated[int, Field(ge=1)] = 3
     resumable: bool = False
@@ -122,6 +213,16 @@ class Owner(Frozen):
     project: str = "default"
 
 
+def env_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be one of a job's environment variables, naming it (never its
+    value: a job's environment holds its secrets); None if it can be."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        return f"environment variable name {name!r} is not valid"
+    if name.startswith("GRIDBRIDGE_"):
+        return f"environment variable {name!r}: GRIDBRIDGE_* is reserved"
+    return None
+
+
 class JobSpec(Frozen):
     """One job: a pickled Python callable or a command, and what it needs.
 
@@ -138,7 +239,9 @@ class JobSpec(Frozen):
     checkpoint: CheckpointPolicy = CheckpointPolicy()
     constraints: Constraints = Constraints()
     max_cost: Annotated[float, Field(ge=0)] | None = None
-    priority: int = 0
+    priority: Annotated[int, Field(json_schema_extra={"minimum": -PRIORITY_BOUND,
+                                                      "maximum": PRIORITY_BOUND})] = 0
+    """Higher is placed first; within ±:data:`PRIORITY_BOUND`."""
     owner: Owner = Owner()
     max_attempts: Annotated[int, Field(ge=1, le=1000)] = 5
     """Attempts the job may use, not counting preemptions that advanced its checkpoint."""
@@ -171,10 +274,17 @@ class JobSpec(Frozen):
     @classmethod
     def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
         for key in v:
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-                raise ValueError(f"environment variable name {key!r} is not valid")
-            if key.startswith("GRIDBRIDGE_"):
-                raise ValueError(f"environment variable {key!r}: GRIDBRIDGE_* is reserved")
+            problem = env_name_problem(key)
+            if problem:
+                raise ValueError(problem)
+        return v
+
+    @field_validator("priority")
+    @classmethod
+    def _priority_in_range(cls, v: int) -> int:
+        if not -PRIORITY_BOUND <= v <= PRIORITY_BOUND:
+            raise ValueError(f"priority must be within -{PRIORITY_BOUND}..{PRIORITY_BOUND} "
+                             "(higher is placed first)")
         return v
 
     @model_validator(mode="after")

@@ -1,5 +1,6 @@
 """The units and words every part of gridbridge shares, each defined once: names and labels,
-memory, durations, money and time as people read them.
+memory, durations, money and time as people read them, and what may be shown of a URL or
+handed on of an environment.
 
 Memory is GiB everywhere (``memory_gb`` is a number of GiB, as Slurm's ``--mem=4G`` and PBS's
 ``mem=4gb`` are): :data:`GIB` bytes. Durations in batch schedulers' words
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -19,6 +21,8 @@ __all__ = [
     "GIB",
     "LABEL_PATTERN",
     "NAME_PATTERN",
+    "PROCESS_ENV",
+    "PROCESS_ENV_PREFIXES",
     "TIME_FORMAT",
     "fmt_duration",
     "fmt_money",
@@ -26,6 +30,9 @@ __all__ = [
     "gib",
     "parse_duration",
     "parse_memory",
+    "process_env",
+    "redact_url",
+    "redact_urls",
 ]
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
@@ -126,3 +133,61 @@ def fmt_time(ts: float | None) -> str:
     if ts is None:
         return ""
     return datetime.fromtimestamp(ts, UTC).strftime(TIME_FORMAT)
+
+
+# What may be shown of a URL -------------------------------------------------------------------
+
+_USERINFO_END = re.compile(r"[/?#]")
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+
+
+def redact_url(url: str) -> str:
+    """``url`` fit to print: without ``user:password@`` and, for http(s), without the query
+    and fragment (a presigned URL's signature is a secret). The one way every error, log line
+    and table shows a URL.
+
+    A URL should percent-encode ``/`` and ``@`` in a password, but SQLAlchemy's parser lets a
+    password hold ``/``, ``?`` or ``#``: an authority with a ``:`` and no ``@``, and an ``@``
+    later, is taken to be ``user:pass/word@host``; a path with an ``@`` after a ``host:port``
+    is then cut short, which is safer than showing a password."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    end = _USERINFO_END.search(rest)
+    authority = rest[: end.start()] if end else rest
+    if "@" in authority:
+        rest = rest[authority.rindex("@") + 1:]
+    elif ":" in authority and "@" in rest:
+        rest = rest[rest.index("@") + 1:]
+    if scheme.lower() in ("http", "https"):
+        rest = rest.split("?", 1)[0].split("#", 1)[0]
+    return f"{scheme}://{rest}"
+
+
+def redact_urls(text: str) -> str:
+    """``text`` (a library's error message) with every URL in it as :func:`redact_url`
+    shows it."""
+    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
+
+
+# What a process is handed of its parent's environment ----------------------------------------
+
+PROCESS_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR",
+               "TERM", "PYTHONPATH", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES")
+"""What a process started on this host needs of its parent's environment to run as the
+parent would (find programs, a home, a locale, a temporary folder, the same Python packages and
+devices), and nothing that authenticates: with :data:`PROCESS_ENV_PREFIXES` these are all a job
+inherits from a control plane, besides the names a site lists in ``runtime.env_names``."""
+
+PROCESS_ENV_PREFIXES = ("LC_", "OMP_", "OPENBLAS_", "MKL_", "NVPL_")
+"""The locale's parts and the numeric libraries' settings (threads, kernels): a job's numbers
+come out bit for bit as its parent's would."""
+
+
+def process_env(environ: Mapping[str, str], names: Iterable[str] = ()) -> dict[str, str]:
+    """The part of ``environ`` a child process is handed: :data:`PROCESS_ENV`, the variables
+    named by :data:`PROCESS_ENV_PREFIXES` and ``names`` (a site's ``runtime.env_names``), where
+    ``environ`` has them."""
+    wanted = {*PROCESS_ENV, *names}
+    return {k: v for k, v in environ.items()
+            if k in wanted or k.startswith(PROCESS_ENV_PREFIXES)}

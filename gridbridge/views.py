@@ -1,5 +1,11 @@
 """Rows to rich tables, CSV or JSON: one helper for every listing the CLI prints.
 
+Invariant: what a user typed is shown as text. A cell is a :class:`rich.text.Text`, never
+markup (``[link=...]`` prints as those characters); no view prints a control character or
+escape sequence a user supplied (:func:`plain` removes them; :func:`escape_controls` shows
+them, for logs); and no CSV cell is one a spreadsheet would run as a formula
+(:func:`csv_text`, the one CSV writer of the CLI and the reports).
+
 Machines read ``--format csv|json``; people read the table. Secrets never reach a view: only
 fields listed in ``columns`` are printed. Times and money are written as
 :mod:`gridbridge.units` writes them (``TIME_FORMAT``, ``fmt_time`` and ``fmt_money`` are
@@ -12,16 +18,18 @@ import csv
 import io
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from gridbridge.units import TIME_FORMAT, fmt_money, fmt_time
 
-__all__ = ["TIME_FORMAT", "Format", "emit", "fmt_money", "fmt_time", "render"]
+__all__ = ["TIME_FORMAT", "Format", "csv_text", "emit", "escape_controls", "fmt_money",
+           "fmt_time", "plain", "render"]
 
 
 class Format(StrEnum):
@@ -30,28 +38,96 @@ class Format(StrEnum):
     JSON = "json"
 
 
+# text ----------------------------------------------------------------------------------------
+
+_SEQUENCE = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"              # CSI: colours, cursor moves, erasing the screen
+    r"|\x1b\][^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)"  # OSC: window titles, hyperlinks
+    r"|\x1b[PX^_][^\x1b\x9c]*(?:\x1b\\|\x9c)"  # DCS, SOS, PM, APC: up to the terminator
+    r"|\x1b[ -/]*[0-~]?"                    # any other escape
+    r"|\x9b[0-?]*[ -/]*[@-~]"               # the same as single C1 bytes
+    r"|[\x9d\x90\x98\x9e\x9f][^\x07\x1b\x9c]*(?:\x07|\x9c)")
+"""A terminal escape sequence, whole: stripping only its ESC would leave ``]0;title``. A
+string sequence with no terminator loses only its introducer, so no text after it is lost."""
+
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+"""A C0 or C1 control character other than tab and newline (which move no cursor back and
+retitle nothing), and the bidirectional controls that make text read in another order than
+it is stored."""
+
+
+def plain(text: str) -> str:
+    """``text`` without escape sequences and control characters: what a view shows of a
+    value a user supplied."""
+    if text.isprintable():  # the usual case: nothing to look for
+        return text
+    return _CONTROL.sub("", _SEQUENCE.sub("", text))
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control character shown as its Python escape (``\\x1b``): what
+    ``gridbridge logs`` prints unless ``--raw``. A line ending ``\\r\\n`` stays a line ending.
+    Character by character, so it can be applied to any piece of a stream."""
+    return _CONTROL.sub(_escaped, text.replace("\r\n", "\n"))
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    return repr(char)[1:-1] if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+
+
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+"""How a cell that a spreadsheet would run as a formula starts."""
+
+
+def csv_text(columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> str:
+    """Rows as CSV: amounts as their exact decimal text, None as nothing, text :func:`plain`,
+    and a text cell that a spreadsheet would run as a formula (a team named
+    ``=HYPERLINK(...)``) prefixed with ``'`` so that it stays text. Numbers are never touched
+    (a saving may be negative)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_csv_cell(row.get(c)) for c in columns])
+    return buf.getvalue()
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        return str(value)
+    text = plain(value)
+    return "'" + text if text.startswith(_FORMULA) else text
+
+
+# views ---------------------------------------------------------------------------------------
+
 def render(title: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]],
            *, compact: bool = False) -> Table:
     """A rich table; a column of numbers (or money, or times) is never wrapped, so a narrow
     terminal squeezes the text columns instead of breaking a number across lines; a header
     wider than its numbers breaks at its underscores.
-    ``compact``: no vertical rules, so a wide table of amounts fits 80 columns."""
-    table = (Table(title=title, title_justify="left", box=None, pad_edge=False)
-             if compact else Table(title=title, title_justify="left"))
+    ``compact``: no vertical rules, so a wide table of amounts fits 80 columns.
+    The title, headers and cells are text, never markup."""
+    heading = Text(plain(title))
+    table = (Table(title=heading, title_justify="left", box=None, pad_edge=False)
+             if compact else Table(title=heading, title_justify="left"))
     for i, col in enumerate(columns):
         atomic = bool(rows) and all(_atomic(row.get(col)) for row in rows)
         widest = max((len(_cell(row.get(col))) for row in rows), default=0)
         if compact and i == 0 and not atomic:  # the row's name: shortened, never squeezed out
-            table.add_column(col, no_wrap=True, overflow="ellipsis",
+            table.add_column(Text(col), no_wrap=True, overflow="ellipsis",
                              min_width=min(max(widest, len(col)), 16))
             continue
         # a header wider than its numbers goes on several lines, at its underscores
         header = col.replace("_", "_\n") if atomic and len(col) > widest else col
-        table.add_column(header, overflow="fold", no_wrap=atomic,
+        table.add_column(Text(header), overflow="fold", no_wrap=atomic,
                          min_width=widest if atomic else None,
                          justify="right" if atomic and _numeric(rows, col) else "left")
     for row in rows:
-        table.add_row(*[_cell(row.get(c)) for c in columns])
+        table.add_row(*[Text(_cell(row.get(c))) for c in columns])
     return table
 
 
@@ -73,7 +149,7 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, float):
         return f"{value:.6g}"
-    return str(value)
+    return plain(str(value))
 
 
 def emit(
@@ -83,16 +159,16 @@ def emit(
     rows: Sequence[Mapping[str, Any]],
     fmt: Format = Format.TABLE,
 ) -> None:
-    """Print rows as a table, CSV or JSON (only the listed columns)."""
+    """Print rows as a table, CSV or JSON (only the listed columns; text :func:`plain`)."""
     if fmt is Format.TABLE:
         console.print(render(title, columns, rows))
         return
-    picked = [{c: row.get(c) for c in columns} for row in rows]
     if fmt is Format.JSON:
+        picked = [{c: _json_value(row.get(c)) for c in columns} for row in rows]
         console.file.write(json.dumps(picked, indent=2, default=str) + "\n")
         return
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(picked)
-    console.file.write(buf.getvalue())
+    console.file.write(csv_text(columns, rows))
+
+
+def _json_value(value: Any) -> Any:
+    return plain(value) if isinstance(value, str) else value

@@ -8,7 +8,15 @@ Everything that crosses between the control plane and a site lives under the att
     <attempt_url>/heartbeat.json  rewritten every few seconds: time, host, pid, last step
     <attempt_url>/output.log      the attempt's output so far, uploaded every few seconds
     <attempt_url>/result.json     written last, once the attempt ended
-    <attempt_url>/return.pkl      a function job's return value
+    <attempt_url>/return.pkl      a function job's return value (its digest in result.json)
+
+A function job's pickled call, ``<checkpoint_root>/<job_id>/payload.pkl``, is written by the
+client. A pickle is code, so none is unpickled unless its bytes have the digest the control
+plane recorded (:func:`check_digest`, else :class:`DigestMismatch`): the payload's digest is
+pinned to its URL (``callable_ref`` = ``url#blake3:<hex>``, kept in the job's row of the state
+store and copied into the launch record), and the return value's is the one the runtime
+reported when it wrote it. A job that can write storage thus cannot run its code in another
+job's attempt or in another user's ``result()``; it can still lie about its own return value.
 
 Each record carries ``format`` = "MAJOR.MINOR". A reader refuses another major version with a
 message that says what to upgrade, and ignores fields it does not know (a newer minor version
@@ -21,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any, Self
@@ -31,24 +40,29 @@ __all__ = [
     "OUT_OF_MEMORY",
     "PREEMPTED_EXIT_CODE",
     "SPOT_NOTICE",
+    "DigestMismatch",
     "FormatMismatch",
     "Heartbeat",
     "Launch",
     "Record",
     "Result",
     "ScratchFile",
+    "check_digest",
     "check_format",
+    "digest_of",
     "exists",
     "get_bytes",
     "load_log",
     "out_of_memory_message",
+    "pin",
     "put_bytes",
     "read_heartbeat",
     "read_launch",
     "read_result",
+    "unpin",
 ]
 
-FORMAT = "1.0"
+FORMAT = "1.1"
 """The wire format this gridbridge writes; it reads any ``1.x``."""
 
 class Record(StrEnum):
@@ -111,6 +125,54 @@ def out_of_memory_message(memory_gb: float | None) -> str:
 
 class FormatMismatch(ValueError):
     """A record of a major format version this gridbridge cannot read."""
+
+
+# Digests of pickles: ``blake3:<hex>`` (sha256 is read too). blake3 is imported only when a
+# digest is asked for, so a trivial local job's start-up does not pay for it.
+
+_DIGEST = re.compile(r"(blake3|sha256):[0-9a-f]{64}")
+
+
+class DigestMismatch(ValueError):
+    """Bytes that are not the ones the control plane recorded; they were not unpickled."""
+
+
+def digest_of(data: bytes, algorithm: str = "blake3") -> str:
+    """``algorithm:<hex>`` of ``data``."""
+    if algorithm == "blake3":
+        import blake3
+
+        # all cores only for a large pickle: a thread pool would outlive a small job's hash
+        threads = blake3.blake3.AUTO if len(data) >= 1 << 24 else 1
+        return f"blake3:{blake3.blake3(data, max_threads=threads).hexdigest()}"
+    import hashlib
+
+    return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+
+
+def pin(url: str, data: bytes) -> str:
+    """``url#blake3:<hex>``: a reference to ``url`` that names the bytes it must hold."""
+    return f"{url}#{digest_of(data)}"
+
+
+def unpin(ref: str) -> tuple[str, str | None]:
+    """The URL of a reference and the digest it is pinned to (None: it is not pinned)."""
+    url, _, tail = ref.rpartition("#")
+    return (url, tail) if url and _DIGEST.fullmatch(tail) else (ref, None)
+
+
+def check_digest(data: bytes, expected: str | None, what: str) -> bytes:
+    """``data`` if its digest is ``expected``; :class:`DigestMismatch` naming ``what`` if it
+    is not, or if no digest was recorded (``expected`` None): unchecked bytes are never
+    handed on to be unpickled."""
+    if expected is None or not _DIGEST.fullmatch(expected):
+        raise DigestMismatch(f"digest mismatch: {what} has no valid recorded digest "
+                             f"({expected!r:.80}); it was not unpickled")
+    found = digest_of(data, expected.split(":", 1)[0])
+    if found != expected:
+        raise DigestMismatch(f"digest mismatch: {what} is {found}, but {expected} was "
+                             "recorded; it was replaced by someone else and was not unpickled")
+    return data
 
 
 # The records are plain frozen dataclasses, checked field by field, not pydantic models: every
@@ -185,6 +247,9 @@ class Launch(_Record):
     attempt_url: str
     command: tuple[str, ...] | None = None
     callable_ref: str | None = None
+    """The payload's URL, pinned to its digest (:func:`pin`, format 1.1); the runtime refuses
+    other bytes. An unpinned URL (a hand-made launch) is read unchecked; a runtime older than
+    1.1 cannot open a pinned one, so it fails the attempt rather than run unchecked bytes."""
     env: dict[str, str] = field(default_factory=dict)
     heartbeat_s: float = 10.0
     """How often the runtime writes its heartbeat and uploads its log."""
@@ -212,6 +277,8 @@ class Result(_Record):
     ended_at: float
     host: str
     error: str | None = None
+    return_digest: str | None = None
+    """The digest of the ``return.pkl`` it wrote (format 1.1; a function job that succeeded)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -237,18 +304,20 @@ def check_format(data: Any, what: str) -> None:
 
 def put_bytes(url: str, data: bytes) -> None:
     """Write ``data`` at ``url``; a local path (``file://`` or none) is written atomically
-    without fsspec, which costs a millisecond per small record."""
+    without fsspec, which costs a millisecond per small record, and readable by its owner
+    only (0600, or less under a stricter umask): a launch record holds the job's environment,
+    a log or a result whatever the job printed."""
     path = _local_path(url)
     if path is not None:
         import os
         import tempfile
 
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        # mkstemp creates the file 0600 less the umask, and it keeps that mode when renamed
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".put-")
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            os.chmod(tmp, 0o644)
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):

@@ -5,7 +5,8 @@ On SQLite (WAL mode) a write transaction starts ``BEGIN IMMEDIATE``, so a read-t
 fails half-way with "database is locked"; reads use a second engine whose transactions are
 deferred, so they never wait behind a writer, not even one frozen inside its transaction.
 A write that cannot get the lock within ``WRITE_BUSY_S`` raises :class:`StoreUnavailable`,
-which callers retry with backoff.
+which callers retry with backoff; a file that is not a sound SQLite database raises
+:class:`StoreCorrupt`, which no retry mends. Neither message shows the URL's password.
 """
 
 from __future__ import annotations
@@ -17,15 +18,18 @@ from typing import Any
 
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Connection, Engine, Inspector
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.schema import Column, Table
+
+from gridbridge.units import redact_url, redact_urls
 
 from .tables import Base, LeaseRow
 
 __all__ = [
     "WRITE_BUSY_S",
     "Sessions",
+    "StoreCorrupt",
     "StoreUnavailable",
     "add_missing_columns",
     "add_missing_indexes",
@@ -39,6 +43,16 @@ READ_BUSY_S = 30.0
 
 class StoreUnavailable(RuntimeError):
     """The state database is locked by another process or cannot be reached; try again."""
+
+
+class StoreCorrupt(ValueError):
+    """The state database's file is not a sound SQLite database: trying again cannot help.
+    A ``ValueError``, so the command line prints its one line (the file, what to do)."""
+
+
+_CORRUPT = ("is not a database", "database disk image is malformed")
+"""SQLite's words for ``SQLITE_NOTADB`` (older versions: "file is encrypted or is not a
+database") and ``SQLITE_CORRUPT``."""
 
 
 def sqlite_engines(write: Engine, read: Engine) -> None:
@@ -125,14 +139,27 @@ def create_missing_tables(engine: Engine, read: Engine) -> None:
 
 @contextmanager
 def unavailable_as_error(url: str) -> Iterator[None]:
-    """A locked, busy or unreachable database raises :class:`StoreUnavailable`."""
+    """A locked, busy or unreachable database raises :class:`StoreUnavailable`, a corrupt one
+    :class:`StoreCorrupt`; both name the store without its password."""
     try:
         yield
-    except OperationalError as exc:
+    except DatabaseError as exc:  # OperationalError is one
         text = str(exc.orig)
-        if "locked" in text or "unable to open" in text or "busy" in text:
-            raise StoreUnavailable(f"state store {url}: {text}") from exc
+        if any(words in text for words in _CORRUPT):
+            raise StoreCorrupt(_corrupt_message(url, text)) from None
+        if isinstance(exc, OperationalError) and (
+                "locked" in text or "unable to open" in text or "busy" in text):
+            raise StoreUnavailable(f"state store {redact_url(url)}: {redact_urls(text)}") from exc
         raise
+
+
+def _corrupt_message(url: str, text: str) -> str:
+    """One line: which file is damaged, and what the operator can do about it."""
+    path = _sqlite_path(url)
+    where, files = (path, "it (with its -wal and -shm files)") if path else (redact_url(url), "it")
+    return (f"state store {where} is corrupt ({text}): stop every gridbridge using it, then "
+            f"restore it from a backup, or move {files} aside to start an empty store (its "
+            f"jobs and ledger stay in the moved file)")
 
 
 class Sessions:
@@ -183,6 +210,13 @@ class Sessions:
             s.add(row)
             s.flush()
             s.delete(row)
+
+
+def _sqlite_path(url: str) -> str | None:
+    """The file of a SQLite URL (``sqlite:///path``), else None."""
+    if not url.startswith("sqlite:///"):
+        return None
+    return url.removeprefix("sqlite:///").split("?", 1)[0] or None
 
 
 def _is_file(url: str) -> bool:

@@ -3,7 +3,8 @@
 "Ever" means on a site's whole, empty capacity at its configured prices: the same pure
 :func:`~gridbridge.scheduler.placement.place` the reconciler uses, given one ideal offer per
 site. A job that fails only because capacity is busy right now is admitted and waits; the
-reconciler then says why (a ``waiting`` event on the job).
+reconciler then says why (a ``waiting`` event on the job). Under ``budgets.strict`` a job whose
+team has no budget (neither its own nor ``budgets.default``) is refused too.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from gridbridge.spec import JobSpec
 
 from .placement import PendingJob, place
 
-__all__ = ["JobRefused", "check_admissible", "ideal_offers"]
+__all__ = ["JobRefused", "check_admissible", "check_budgeted", "ideal_offers"]
 
 
 class JobRefused(ValueError):
@@ -35,7 +36,9 @@ def ideal_offers(config: GridConfig) -> list[Offer]:
 
 
 def check_admissible(spec: JobSpec, config: GridConfig, now: datetime | None = None) -> None:
-    """Raise :class:`JobRefused` unless some configured site could run ``spec``."""
+    """Raise :class:`JobRefused` unless some configured site could run ``spec`` (and, under
+    ``budgets.strict``, its team has a budget)."""
+    check_budgeted(spec, config)
     names = [s.name for s in config.sites]
     allowed = spec.constraints.allowed_sites
     unknown = sorted(set(allowed or ()) - set(names))
@@ -54,3 +57,11 @@ def check_admissible(spec: JobSpec, config: GridConfig, now: datetime | None = N
     if decision.site is None:
         reasons = "\n".join(f"  {c.site}: {c.reason}" for c in decision.candidates)
         raise JobRefused(f"no configured site could ever run this job:\n{reasons}")
+
+
+def check_budgeted(spec: JobSpec, config: GridConfig) -> None:
+    """Under ``budgets.strict``, raise :class:`JobRefused` for a job whose team has no budget."""
+    budgets, team = config.budgets, spec.owner.team
+    if budgets.strict and budgets.team_budget(team) is None:
+        raise JobRefused(f"team {team!r} has no budget and budgets.strict is set: give it one "
+                         "under budgets.teams, or set budgets.default")

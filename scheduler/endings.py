@@ -2,8 +2,21 @@
 
 Pure rules plus two reads of storage (the result record, the last checkpoint commit); the
 reconciler calls them when a site reports an attempt ended. A result record in storage wins
-over the site's word "lost" (the work finished just before its node went away), and a record
-that cannot be read ends the attempt FAILED with the reason, never a tick.
+over the site's word "lost" (the work finished just before its node went away). A record that
+is there but malformed ends the attempt FAILED with the reason; one that storage could not
+give back (an I/O error) is the storage's fault, not the job's: the verdict says so
+(``Verdict.unreadable``) and the caller judges again later, never ending a tick.
+
+The books trust only what the control plane saw. An attempt is billed from the poll that first
+saw it running (else its submission) to the poll that saw it end; the times a job writes into
+its own records can neither move that window nor shorten it::
+
+    submitted ── first poll RUNNING ── ... last poll RUNNING ── poll: ended ── concluded
+                 |<──────────────────── billed (start, end) ───────────────>|
+    a LOST attempt without a result: end = its last heartbeat, clamped into
+                                     [last poll RUNNING, poll: ended]
+
+Only the site's own accounting overrides it: its runs (a Slurm requeue) and what it billed.
 """
 
 from __future__ import annotations
@@ -23,7 +36,8 @@ from gridbridge.wire import Result, read_heartbeat, read_result
 from .records import Attempt, Job
 from .tables import LedgerRow
 
-__all__ = ["History", "Verdict", "history", "judge", "ledger_row", "next_job_state"]
+__all__ = ["History", "Verdict", "billed_window", "history", "judge", "ledger_row",
+           "next_job_state"]
 
 log = logging.getLogger("gridbridge.reconciler")
 
@@ -44,17 +58,27 @@ class Verdict:
     last_step: int | None = None
     last_seen: float | None = None
     """The runtime's last heartbeat, for an attempt that left no result record."""
+    alive_at: float | None = None
+    """The last poll that saw the attempt running: it was alive at least until then, whatever
+    its heartbeat says."""
+    unreadable: str = ""
+    """Why its result record could not be read for now (a storage error, not a malformed
+    record); ``status`` is then the site's word alone, and the caller may judge again later."""
 
 
 def judge(attempt: Attempt, status: AttemptStatus, checkpoint_url: str) -> Verdict:
     """Read the attempt's result record and settle its final status."""
     try:
         result = read_result(attempt.attempt_url)
-    except Exception as exc:  # malformed JSON, a path under a file, storage errors
+    except (ValueError, TypeError) as exc:  # there, but malformed: the job's own doing
         reason = f"unreadable result record: {type(exc).__name__}: {exc}"[:1000]
         failed = AttemptStatus(state=AttemptState.FAILED, native_state=status.native_state,
                                exit_code=status.exit_code, reason=reason)
         return Verdict(failed, None, _latest(checkpoint_url))
+    except Exception as exc:  # storage did not answer (a 503, a timeout): not the job's doing
+        why = f"{type(exc).__name__}: {exc}"[:500]
+        return Verdict(status, None, _latest(checkpoint_url), _last_seen(attempt),
+                       unreadable=why)
     if result is None:
         return Verdict(status, None, _latest(checkpoint_url), _last_seen(attempt))
     last_step = result.last_step if result.last_step is not None else _latest(checkpoint_url)
@@ -168,13 +192,8 @@ def ledger_row(
 
     ``wasted``: nothing of the attempt's work survives (a TIMEOUT): all of it is lost, and no
     saving is booked on it (its on-demand cost is what it cost)."""
-    outcome, result = verdict.status.state, verdict.result
-    start = attempt.started_at or attempt.created_at
-    end = now
-    if result is not None:
-        start, end = result.started_at, result.ended_at
-    elif outcome is AttemptState.LOST and verdict.last_seen is not None:
-        end = max(start, min(now, verdict.last_seen))  # it was last alive then, not now
+    outcome = verdict.status.state
+    start, end = billed_window(attempt, verdict, now)
     hours = max(0.0, end - start) / 3600
     runs = verdict.status.runs
     if runs:  # the site ran it several times (requeues): the runs, not the waits between
@@ -199,6 +218,22 @@ def ledger_row(
         end=end, core_hours=hours * res.cpus, gpu_hours=hours * res.gpus, cost=cost,
         on_demand_cost=on_demand, lost_cost=lost, offer_key=attempt.offer_key,
     )
+
+
+def billed_window(attempt: Attempt, verdict: Verdict, now: float) -> tuple[float, float]:
+    """When the attempt is billed from and to, by what the control plane observed: from the
+    poll that first saw it running (else its submission) to ``now``, the poll that saw it end.
+
+    The times in its result record are the job's word and are not used: clamped into this
+    window they could only shorten it. A LOST attempt without a result is billed until its
+    last heartbeat, clamped between the last poll that saw it running and ``now``."""
+    start = attempt.started_at or attempt.created_at
+    end = max(start, now)
+    lost = verdict.status.state is AttemptState.LOST and verdict.result is None
+    if lost and verdict.last_seen is not None:
+        floor = max(start, verdict.alive_at or start)
+        end = min(end, max(floor, verdict.last_seen))  # last alive then, not now
+    return start, end
 
 
 def _price_card(attempt: Attempt, site: SiteConfig | None) -> tuple[Pricing | None, Pricing | None]:

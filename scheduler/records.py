@@ -81,6 +81,7 @@ class Attempt:
     """How many times ``submit`` was called for it (more than one: an uncertain submission)."""
     offer_key: str | None
     price_json: str | None
+    return_digest: str | None = None
 
     @classmethod
     def of(cls, row: AttemptRow | Row[Any]) -> Attempt:
@@ -128,6 +129,7 @@ class AttemptEnding:
     last_step: int | None = None
     job_error: str | None = None
     ledger: LedgerRow | None = None
+    return_digest: str | None = None
 
 
 @dataclass(frozen=True)

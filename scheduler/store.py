@@ -347,7 +347,7 @@ class StateStore(Ledger, Leases):
             if not self._cas_attempt(
                 s, attempt.id, attempt.state, ending.state, ending.reason, actor,
                 native_state=ending.native_state, ended_at=now, exit_code=ending.exit_code,
-                last_step=ending.last_step,
+                last_step=ending.last_step, return_digest=ending.return_digest,
             ):
                 return False
             job = s.get(JobRow, attempt.job_id)

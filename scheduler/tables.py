@@ -72,6 +72,10 @@ class AttemptRow(Base):
     offer_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
     price_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     """The price card it was placed at: ``{"price": Pricing, "on_demand": Pricing}``."""
+    return_digest: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    """The digest of ``return.pkl`` as the attempt's result record gave it when the control
+    plane concluded it (a succeeded function attempt); ``result()`` checks the bytes it reads
+    against this, never against a record a job could rewrite later."""
 
 
 class EventRow(Base):

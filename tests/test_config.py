@@ -383,3 +383,19 @@ def test_cli_good_config_lists_sites(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     for site in GOOD["sites"]:
         assert site["name"] in proc.stdout
+
+
+def test_budgets_default_and_strict(tmp_path: Path) -> None:
+    budgets = {"teams": {"lab": 10.0}, "default": 2.5, "strict": True}
+    config = load_config(write(tmp_path, {**GOOD, "budgets": budgets}))
+    assert config.budgets.strict is True
+    assert config.budgets.team_budget("lab") == 10.0
+    assert config.budgets.team_budget("anyone") == 2.5
+    assert load_config(write(tmp_path, GOOD)).budgets.team_budget("anyone") is None
+
+
+def test_a_negative_default_budget_names_the_field(tmp_path: Path) -> None:
+    msg = bad(tmp_path, {**GOOD, "budgets": {"default": -1}})
+    assert "budgets.default" in msg
+    msg = bad(tmp_path, {**GOOD, "budgets": {"strictt": True}})
+    assert "budgets.strictt" in msg and "strict" in msg.split("valid fields:")[1]

@@ -190,3 +190,19 @@ def test_name_pattern_is_the_one_used() -> None:
 
     assert re.fullmatch(NAME_PATTERN, "a" * 63)
     assert not re.fullmatch(NAME_PATTERN, "a" * 64)
+
+
+@pytest.mark.parametrize("priority", [10**18, -(10**18), 1001, -1001])
+def test_priority_outside_its_range_is_refused_naming_the_field_and_range(priority: int) -> None:
+    with pytest.raises(ValidationError) as caught:
+        JobSpec(name="a", command=("true",), priority=priority)
+    [error] = caught.value.errors()
+    assert error["loc"] == ("priority",)
+    assert "priority must be within -1000..1000" in error["msg"]
+
+
+def test_priority_bounds_are_accepted_and_in_the_schema() -> None:
+    for priority in (-1000, 0, 1000):
+        assert JobSpec(name="a", command=("true",), priority=priority).priority == priority
+    field = JobSpec.model_json_schema()["properties"]["priority"]
+    assert (field["minimum"], field["maximum"]) == (-1000, 1000)

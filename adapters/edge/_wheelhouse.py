@@ -1,9 +1,11 @@
 """The wheelhouse a bootstrap uploads: the operator's (``--wheelhouse``), or one built here
 from the source checkout gridbridge runs from, once, the first time a node needs it.
 
-Invariant: a built wheelhouse is keyed by the version, ``pyproject.toml`` and what it fits
-(implementation, X.Y, platform), and only a complete one (``.complete``, written last, then
-renamed into place) is ever used, so a build that died half-way is never uploaded.
+Invariant: a built wheelhouse is keyed by the version, ``pyproject.toml``, the package's
+sources (a checkout changed since the last build builds anew, though its version is the same)
+and what it fits (implementation, X.Y, platform), and only a complete one (``.complete``,
+written last, then renamed into place) is ever used, so a build that died half-way is never
+uploaded.
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ class Wheelhouse:
         assert self.checkout is not None
         pyproject = (self.checkout / "pyproject.toml").read_bytes()
         key = hashlib.sha256(pyproject + "\0".join(
-            [self.version, *local_tag()]).encode()).hexdigest()[:16]
+            [self.version, *local_tag(), _sources_digest(self.checkout)]).encode()
+        ).hexdigest()[:16]
         dest = self.cache_dir / f"wheelhouse-{self.version}-{key}"
         if (dest / ".complete").exists():
             return dest
@@ -114,3 +117,14 @@ def checkout() -> Path | None:
     except (OSError, tomllib.TOMLDecodeError):
         return None
     return root if meta.get("project", {}).get("name") == "gridbridge" else None
+
+
+def _sources_digest(checkout: Path) -> str:
+    """A digest of the package's files in ``checkout`` (names and contents)."""
+    h = hashlib.sha256()
+    for top in ("gridbridge", "adapters", "scheduler"):
+        for path in sorted((checkout / top).rglob("*")):
+            if path.is_file() and path.suffix in {".py", ".sh", ".typed"}:
+                h.update(path.relative_to(checkout).as_posix().encode() + b"\0")
+                h.update(path.read_bytes())
+    return h.hexdigest()

@@ -10,7 +10,8 @@ altered byte.
     store = ckpt.open("s3://bucket/jobs/job-1", token=attempt)
     store.save(step, {"model": weights, "epoch": 3})
     state = store.restore().state
-    ckpt.raise_fence("s3://bucket/jobs/job-1", attempt + 1)   # control plane: fence attempt off
+    # control plane: fence the attempt off (PrefixOwned if fence.json names another job)
+    ckpt.raise_fence("s3://bucket/jobs/job-1", attempt + 1, job="job-1")
 
 See ``docs/checkpoint-format.md`` for the layout and the commit and fencing protocol.
 """
@@ -32,6 +33,7 @@ from ._model import (
     CorruptCheckpointWarning,
     FencedError,
     NoCheckpoint,
+    PrefixOwned,
     VerifyResult,
 )
 from .store import CheckpointStore
@@ -47,6 +49,7 @@ __all__ = [
     "CorruptCheckpointWarning",
     "FencedError",
     "NoCheckpoint",
+    "PrefixOwned",
     "VerifyResult",
     "open",
     "raise_fence",

@@ -24,6 +24,10 @@ class FencedError(CheckpointError):
     """A newer attempt owns this job prefix: this writer's token is older than the fence."""
 
 
+class PrefixOwned(CheckpointError):
+    """The prefix's ``fence.json`` names another job: its fence is never raised for this one."""
+
+
 class CommitConflict(CheckpointError):
     """Another writer committed this step first; this writer's save did not take effect."""
 

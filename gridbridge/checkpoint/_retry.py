@@ -22,13 +22,14 @@ Jitter keeps racing writers from retrying in lockstep; the cap and the budget bo
 from __future__ import annotations
 
 import random
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Retry", "RetryPolicy", "is_conflict", "public_url", "scrub"]
+from gridbridge.units import redact_url, redact_urls
+
+__all__ = ["Retry", "RetryPolicy", "is_conflict", "public_url"]
 
 _CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
 """S3 error codes of a conditional write that lost: ``If-Match``/``If-None-Match`` failed (412),
@@ -83,7 +84,7 @@ class Retry:
                 or not self._pause()):
             tries = "1 try" if self._io_errors == 1 else f"{self._io_errors} tries"
             raise _same_kind(exc, f"could not update {self._url()}: {type(exc).__name__}: "
-                                  f"{scrub(str(exc))} ({tries})") from exc
+                                  f"{redact_urls(str(exc))} ({tries})") from exc
 
     def conflict(self) -> None:
         """Another writer won this try."""
@@ -111,16 +112,6 @@ def _same_kind(exc: OSError, message: str) -> OSError:
         return OSError(exc.errno, message) if exc.errno is not None else OSError(message)
 
 
-_USERINFO = re.compile(r"(?<=://)[^/\s@]*@")
-_HTTP_QUERY = re.compile(r"(https?://[^\s?#'\"]*)[?#][^\s'\"]*")
-
-
-def scrub(text: str) -> str:
-    """``text`` with the secrets a URL in it may carry left out: ``user:password@`` and an
-    http(s) URL's query (a presigned URL's signature)."""
-    return _HTTP_QUERY.sub(r"\1", _USERINFO.sub("", text))
-
-
 def is_conflict(exc: BaseException) -> bool:
     """Whether a failed conditional write lost to another writer (not an I/O error)."""
     seen: BaseException | None = exc
@@ -146,14 +137,6 @@ def _error_code(exc: BaseException) -> str | None:
 
 
 def public_url(fs: Any, path: str) -> str:
-    """``path`` on ``fs`` as a URL fit for an error message: no ``user:password@``, and no
-    query on an http(s) URL (a presigned URL's signature is a secret)."""
-    url = str(fs.unstrip_protocol(path))
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    authority, slash, tail = rest.partition("/")
-    public = f"{scheme}://{authority.rpartition('@')[2]}{slash}{tail}"
-    if scheme in ("http", "https"):
-        public = public.split("?", 1)[0].split("#", 1)[0]
-    return public
+    """``path`` on ``fs`` as a URL fit for an error message (:func:`gridbridge.units.redact_url`:
+    no ``user:password@``, no query on an http(s) URL)."""
+    return redact_url(str(fs.unstrip_protocol(path)))

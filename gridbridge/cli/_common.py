@@ -50,7 +50,8 @@ def site_adapter(made: Client, site: str) -> Adapter:
     naming the valid ones."""
     if site not in made.adapters:
         names = [s.name for s in made.config.sites]
-        err.print(f"error: no site {site!r}; valid choices: {', '.join(names)}")
+        err.print(f"error: no site {site!r}; valid choices: {', '.join(names)}",
+                  markup=False, highlight=False)  # the name is what the user typed
         raise typer.Exit(2)
     return made.adapters[site]
 

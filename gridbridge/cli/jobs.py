@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from gridbridge.spec import Tier
+from gridbridge.spec import Tier, env_name_problem
 from gridbridge.states import JobState
 from gridbridge.units import fmt_money, fmt_time
-from gridbridge.views import Format, emit
+from gridbridge.views import Format, emit, escape_controls, plain
 
 from ._common import FormatOpt, client, console, err
 
@@ -134,11 +134,17 @@ def status(
 
 
 def _env(pairs: list[str] | None) -> dict[str, str]:
+    """``--env KEY=VALUE`` pairs as a mapping; an error names the variable, never a value
+    (the job's environment holds its secrets)."""
     env = {}
     for pair in pairs or ():
         key, sep, value = pair.partition("=")
         if not sep:
-            raise typer.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="'--env'")
+            raise typer.BadParameter("not KEY=VALUE (a value is never shown)",
+                                     param_hint="'--env'")
+        problem = env_name_problem(key)
+        if problem:
+            raise typer.BadParameter(problem, param_hint="'--env'")
         env[key] = value
     return env
 
@@ -160,7 +166,8 @@ def explain(
     made.store.job(job)  # an unknown id is an error
     rows = made.store.decisions(job)
     if not rows:
-        console.print(f"{job}: no placement decision yet ({made.store.detail(job)})")
+        console.print(plain(f"{job}: no placement decision yet ({made.store.detail(job)})"),
+                      markup=False, highlight=False)
         return
     latest = [r for r in rows if r.at == rows[-1].at]
     emit(console, f"job {job}: attempt {latest[0].attempt}, decided {fmt_time(latest[0].at)}",
@@ -171,11 +178,18 @@ def explain(
            "why": r.reason} for r in latest], fmt)
 
 
-def logs(ctx: typer.Context, job: Annotated[str, typer.Argument(help="the job id")]) -> None:
-    """Every attempt's output."""
+def logs(
+    ctx: typer.Context,
+    job: Annotated[str, typer.Argument(help="the job id")],
+    raw: Annotated[bool, typer.Option(
+        help="print the output as the job wrote it, escape sequences and all (they can "
+        "move the cursor or retitle the terminal)")] = False,
+) -> None:
+    """Every attempt's output; control characters are shown escaped (\\x1b) unless --raw."""
     made = client(ctx)
     made.store.job(job)  # an unknown id is an error
-    console.out(made.logs(job), highlight=False)
+    text = made.logs(job)
+    console.file.write((text if raw else escape_controls(text)) + "\n")
 
 
 def cancel(ctx: typer.Context, job: Annotated[str, typer.Argument(help="the job id")]) -> None:

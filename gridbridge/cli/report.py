@@ -35,7 +35,7 @@ from gridbridge.reports import (
     placements,
     placements_totals,
 )
-from gridbridge.views import render
+from gridbridge.views import plain, render
 
 from ._common import console, err
 from ._shell import Group
@@ -148,6 +148,8 @@ def _window(period: str | None, since: str | None, until: str | None, now: float
 
 
 def _json_value(v: Any) -> Any:
+    if isinstance(v, str):
+        return plain(v)  # a team's name is what a user typed
     return float(v) if isinstance(v, Decimal) else v
 
 

@@ -2,7 +2,8 @@
 a JSON object.
 
 Invariant: one serve per store holds the reconciler lease; a second stands by (and says so)
-until the lease is free. Every log line's time is UTC, written as ``units.TIME_FORMAT``.
+until the lease is free. Every log line's time is UTC, written as ``units.TIME_FORMAT``, and
+a URL in it is shown without its password (``units.redact_url``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Annotated
 
 import typer
 
-from gridbridge.units import TIME_FORMAT, fmt_time
+from gridbridge.units import TIME_FORMAT, fmt_time, redact_url
 
 from ._common import client
 
@@ -46,7 +47,8 @@ def serve(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    log.info("gridbridge serve: %d sites, store %s", len(made.config.sites), made.store.url,
+    log.info("gridbridge serve: %d sites, store %s", len(made.config.sites),
+             redact_url(made.store.url),
              extra={"event": "start", "sites": len(made.config.sites)})
     holder = made.store.lease_holder(LEASE)
     if holder is not None and holder[1] > time.time():

@@ -117,7 +117,8 @@ def sites_bootstrap(
         able = [n for n, a in made.adapters.items() if Capability.BOOTSTRAP in a.capabilities()]
         adapter = next(s.adapter for s in made.config.sites if s.name == site)
         err.print(f"error: site {site!r} (adapter {adapter}) has no bootstrap; only edge sites "
-                  f"do{' (here: ' + ', '.join(able) + ')' if able else ''}")
+                  f"do{' (here: ' + ', '.join(able) + ')' if able else ''}",
+                  markup=False, highlight=False)
         raise typer.Exit(2)
     report = target.bootstrap(wheelhouse=wheelhouse, cache_dir=cache_dir,
                               base_python=base_python)

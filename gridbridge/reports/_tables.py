@@ -1,40 +1,19 @@
-"""Report rows as people and spreadsheets read them: CSV with exact decimal text (and no cell a
-spreadsheet would run as a formula), and table cells with money as money and hours rounded.
+"""Report rows as people and spreadsheets read them: table cells with money as money and hours
+rounded. CSV is :func:`gridbridge.views.csv_text` (exact decimal text, and no cell a spreadsheet
+would run as a formula), the one CSV writer of the reports and the CLI, re-exported here.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from gridbridge.units import fmt_money
+from gridbridge.views import csv_text
 
 from ._money import MONEY_COLUMNS
 
 __all__ = ["csv_text", "for_display"]
-
-_FORMULA = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_text(columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> str:
-    """Rows as CSV: amounts as their exact decimal text, None as nothing, and a text cell that
-    a spreadsheet would run as a formula (a team named ``=HYPERLINK(...)``) prefixed with
-    ``'`` so that it stays text. Numbers are never touched (a saving may be negative)."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        cells = []
-        for c in columns:
-            v = row.get(c)
-            text = "" if v is None else str(v)
-            if isinstance(v, str) and text.startswith(_FORMULA):
-                text = "'" + text
-            cells.append(text)
-        writer.writerow(cells)
-    return buf.getvalue()
 
 
 _HOUR_KEYS = frozenset({"core_hours", "gpu_hours", "allocation_core_hours", "allocation_used",

@@ -10,6 +10,8 @@ site starts only after it ended the earlier run) claims ``claim-rerun-N.json`` i
         │ created
         ├─> SCRATCH/pid  "<pid> <kernel start time>"  (tells a reused pid apart)
         └─> <attempt_url>/claim.json | claim-rerun-N.json (exclusive) ──exists──> duplicate
+
+Every file it creates is its owner's alone (0600, less under a stricter umask).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def claim(scratch: Path, launch: Launch, rerun: int = 0) -> bool:
     ``rerun`` > 0 is the site's own rerun of the same attempt: it claims
     ``claim-rerun-N.json`` instead of ``claim.json``."""
     try:
-        fd = os.open(scratch / ScratchFile.STARTED, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        fd = os.open(scratch / ScratchFile.STARTED, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
         return False
     os.close(fd)
@@ -51,7 +53,7 @@ def _create(attempt_url: str, name: str, data: bytes) -> bool:
     if local is not None:  # no storage library to import for a local prefix
         local.mkdir(parents=True, exist_ok=True)
         try:
-            fd = os.open(local / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            fd = os.open(local / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         except FileExistsError:
             return False
         with os.fdopen(fd, "wb") as f:

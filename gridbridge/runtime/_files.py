@@ -2,11 +2,14 @@
 
 Invariant: a local URL (``file:///p`` or a plain path) is read and written with plain system
 calls, never through fsspec, since a trivial job's start-up is mostly imports; every other URL
-goes through :mod:`gridbridge.wire`. A local file is replaced atomically, never half-written.
+goes through :mod:`gridbridge.wire`. A local file is replaced atomically, never half-written,
+and is readable by its owner only (0600, less under a stricter umask), as
+:func:`gridbridge.wire.put_bytes` writes records.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -31,7 +34,10 @@ def read_bytes(url: str) -> bytes:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Replace the local file ``path`` with ``text`` in one step."""
+    """Replace the local file ``path`` with ``text`` in one step (mode 0600 less the umask)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()  # a leftover of a crash may have another mode; O_CREAT would keep it
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        f.write(text)
     os.replace(tmp, path)

@@ -1,11 +1,15 @@
 """The job itself: a command run as a child process, or a pickled callable run in-process.
 
-Invariant: each runner returns ``(exit code, reason, error)`` and never raises for the job's
-own failure; a stop request (SIGTERM/SIGUSR1, or the spot notice) that ends the job makes the
-attempt ``preempted`` with ``PREEMPTED_EXIT_CODE``, never ``failed``::
+Invariant: each runner returns ``(exit code, reason, error)`` (a callable's, with the digest of
+the value it stored) and never raises for the job's own failure; a payload whose bytes are not
+the ones its launch pins is never unpickled (the attempt fails ``digest mismatch``); a stop
+request (SIGTERM/SIGUSR1, or the spot notice) that ends the job makes the attempt
+``preempted`` with ``PREEMPTED_EXIT_CODE``, never ``failed``::
 
     command:   Popen(argv, GRIDBRIDGE_* env) ── SIGTERM/SIGUSR1 forwarded ──> exit code
-    callable:  cloudpickle.loads(callable_ref) ──> fn(*args) ──> <attempt_url>/return.pkl
+    callable:  bytes of callable_ref ── digest it pins? ──> cloudpickle.loads ──> fn(*args)
+               ──> <attempt_url>/return.pkl, its digest for the result record
+               other bytes ──> failed, "digest mismatch", nothing unpickled
                Preempted ──> 75;  MemoryError ──> out_of_memory;  other ──> user_traceback
 """
 
@@ -18,7 +22,17 @@ import traceback
 
 from gridbridge import job_context as ctx_mod
 from gridbridge.job_context import Preempted
-from gridbridge.wire import OUT_OF_MEMORY, PREEMPTED_EXIT_CODE, Launch, Record, put_bytes
+from gridbridge.wire import (
+    OUT_OF_MEMORY,
+    PREEMPTED_EXIT_CODE,
+    DigestMismatch,
+    Launch,
+    Record,
+    check_digest,
+    digest_of,
+    put_bytes,
+    unpin,
+)
 
 from ._files import read_bytes
 from ._memory import oom_words
@@ -30,6 +44,15 @@ Outcome = tuple[int, str, str | None]
 
 
 def _env(launch: Launch) -> dict[str, str]:
+    """The job's environment: the runtime's own, then the job's ``env``, then gridbridge's.
+
+    The runtime's own environment is what its site gave it, never the control plane's: each
+    adapter hands the runtime only what a process needs (``PATH``, ``HOME``, the locale...),
+    the site's ``runtime.env_names`` and the batch system's own variables (``sbatch
+    --export=NONE``, ``qsub -v`` of those names only, a fresh SSH session or instance), and
+    the operator's prologue may add to it (``module load`` sets ``PATH`` and
+    ``LD_LIBRARY_PATH`` for the job). So it is passed on whole: cutting it down here would
+    undo the prologue, and would hide nothing the adapter had not already kept back."""
     env = dict(os.environ)
     env.update(launch.env)
     env.update(
@@ -74,24 +97,34 @@ def run_command(launch: Launch) -> Outcome:
     return code if code > 0 else 128 - code, "failed", f"command exited with {code}"
 
 
-def run_callable(launch: Launch) -> Outcome:
-    """Run the pickled ``(fn, args, kwargs)`` in this process; store what it returns."""
+def run_callable(launch: Launch) -> tuple[Outcome, str | None]:
+    """Run the pickled ``(fn, args, kwargs)`` in this process, if its bytes have the digest
+    the launch pins; store what it returns. Returns the outcome and the digest of the stored
+    return value (None: nothing stored)."""
     import cloudpickle
 
     assert launch.callable_ref is not None
     os.environ.update(_env(launch))
     ctx_mod.install_stop_handlers()
-    fn, args, kwargs = cloudpickle.loads(read_bytes(launch.callable_ref))
+    url, pinned = unpin(launch.callable_ref)
+    payload = read_bytes(url)
+    if pinned is not None:  # unpinned: a launch made by hand, not by a client
+        try:
+            check_digest(payload, pinned, f"the payload {url}")
+        except DigestMismatch as exc:
+            return (1, "failed", str(exc)), None
+    fn, args, kwargs = cloudpickle.loads(payload)
     try:
         value = fn(*args, **kwargs)
     except Preempted as exc:
-        return PREEMPTED_EXIT_CODE, "preempted", str(exc)
+        return (PREEMPTED_EXIT_CODE, "preempted", str(exc)), None
     except MemoryError as exc:
-        return 1, OUT_OF_MEMORY, f"{oom_words()}\n{user_traceback(exc)}"
+        return (1, OUT_OF_MEMORY, f"{oom_words()}\n{user_traceback(exc)}"), None
     except Exception as exc:
-        return 1, "failed", user_traceback(exc)
-    put_bytes(f"{launch.attempt_url}/{Record.RETURN}", cloudpickle.dumps(value))
-    return 0, "succeeded", None
+        return (1, "failed", user_traceback(exc)), None
+    data = cloudpickle.dumps(value)
+    put_bytes(f"{launch.attempt_url}/{Record.RETURN}", data)
+    return (0, "succeeded", None), digest_of(data)
 
 
 def user_traceback(exc: BaseException) -> str:

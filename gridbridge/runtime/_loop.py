@@ -1,8 +1,9 @@
 """The loop of one attempt: read the launch record, claim, run the job, publish the result.
 
 Invariant: the result record is written last, to storage first and then to
-``SCRATCH/result.json``, so a control plane that sees either sees the whole attempt; a launch
-record of another major format, or a second launch of a claimed attempt, never runs the job.
+``SCRATCH/result.json``, so a control plane that sees either sees the whole attempt (a
+function's, with the digest of the ``return.pkl`` this runtime wrote); a launch record of
+another major format, or a second launch of a claimed attempt, never runs the job.
 :mod:`gridbridge.runtime` draws the whole flow.
 """
 
@@ -78,14 +79,14 @@ def run(launch_url: str, scratch: Path | None = None, rerun: int = 0,
           f"{socket.gethostname()}{again}", flush=True)
     endpoint = (os.environ.get(IMDS_ENDPOINT_ENV) or imds) if imds else None
     watch = SpotWatch(endpoint, spot_notice, imds_interval_s).start() if endpoint else None
-    code, reason, error = _run_job(launch, tee, memory_gb, memory_cgroup)
+    (code, reason, error), return_digest = _run_job(launch, tee, memory_gb, memory_cgroup)
     if watch is not None:
         watch.stop()
         if watch.notice is not None and code == PREEMPTED_EXIT_CODE:
             reason = "preempted"
             error = f"{SPOT_NOTICE}: {watch.notice.get('action')} at {watch.notice.get('time')}"
     error = _report(scratch, rerun, reason, error)
-    result = _result(launch, (code, reason, error), started)
+    result = _result(launch, (code, reason, error), started, return_digest)
     tee.close()
     beacon.stop()
     beacon.upload_log()
@@ -94,13 +95,17 @@ def run(launch_url: str, scratch: Path | None = None, rerun: int = 0,
 
 
 def _run_job(launch: Launch, tee: Tee, memory_gb: float | None,
-             memory_cgroup: str | None) -> Outcome:
-    """Run the job held to its memory; a failure that ran out of memory says so."""
-    runner = run_command if launch.command is not None else run_callable
+             memory_cgroup: str | None) -> tuple[Outcome, str | None]:
+    """Run the job held to its memory; a failure that ran out of memory says so. Returns the
+    outcome and the digest of the function's stored return value (None: none stored)."""
     in_cgroup = join_cgroup(memory_cgroup)
     restore = limit_memory(memory_gb)
+    return_digest = None
     try:
-        code, reason, error = runner(launch)
+        if launch.command is not None:
+            code, reason, error = run_command(launch)
+        else:
+            (code, reason, error), return_digest = run_callable(launch)
     except Exception:  # the runtime itself broke (payload unreadable, storage gone)
         code, reason, error = 1, "failed", traceback.format_exc()
     finally:
@@ -109,7 +114,7 @@ def _run_job(launch: Launch, tee: Tee, memory_gb: float | None,
         tee.drain()  # the command's last words must be in the log before it is read
         if (in_cgroup and oom_killed(str(memory_cgroup))) or oom_in_log(tee.path):
             reason, error = OUT_OF_MEMORY, f"{oom_words()}\n{error or ''}".rstrip()
-    return code, reason, error
+    return (code, reason, error), return_digest
 
 
 def _report(scratch: Path, rerun: int, reason: str, error: str | None) -> str | None:
@@ -122,7 +127,8 @@ def _report(scratch: Path, rerun: int, reason: str, error: str | None) -> str | 
     return error
 
 
-def _result(launch: Launch, outcome: Outcome, started: float) -> Result:
+def _result(launch: Launch, outcome: Outcome, started: float,
+            return_digest: str | None) -> Result:
     code, reason, error = outcome
     usage = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -132,6 +138,7 @@ def _result(launch: Launch, outcome: Outcome, started: float) -> Result:
         wall_s=time.time() - started,
         cpu_s=usage.ru_utime + usage.ru_stime + children.ru_utime + children.ru_stime,
         started_at=started, ended_at=time.time(), host=socket.gethostname(), error=error,
+        return_digest=return_digest,
     )
 
 

@@ -27,7 +27,9 @@ class Tee:
 
     def __init__(self, log_path: Path) -> None:
         self.path = log_path
-        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in close()
+        # the job's output may hold what it must not show others: the owner's alone
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._log = open(fd, "ab")  # noqa: SIM115 - closed in close()
         sys.stdout.flush()
         sys.stderr.flush()
         self._out = os.dup(1)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from gridbridge.adapter import AttemptStatus
-from gridbridge.states import JobState
+from gridbridge.states import AttemptState, JobState
 
 from ..endings import Verdict, history, ledger_row, next_job_state
 from ..records import Attempt, AttemptEnding, Job
@@ -59,6 +59,9 @@ class Ending:
             last_step=last_step,
             job_error=job_reason if job_state in {JobState.FAILED, JobState.TIMEOUT} else None,
             ledger=ledger,
+            return_digest=(verdict.result.return_digest
+                           if verdict.result is not None
+                           and status.state is AttemptState.SUCCEEDED else None),
         )
         concluded = w.store.conclude(attempt, ending, w.holder)
         if concluded:

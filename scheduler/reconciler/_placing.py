@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -142,7 +142,8 @@ class Placing:
         ]
         by_id = {j.id: j for j in pending}
         round_ = plan(jobs, offers, datetime.fromtimestamp(now, UTC), w.config.policy,
-                      self.budgets_left(now), self._site_slots())
+                      self.budgets_left(now, {j.spec.owner.team for j in pending}),
+                      self._site_slots())
         waited = 0
         wanted: list[tuple[PendingJob, Offer, Decision]] = []
         for i in round_.order:
@@ -186,11 +187,15 @@ class Placing:
         self.submitting.run(new, report, budget)
         return placed
 
-    def budgets_left(self, now: float) -> dict[str, float] | None:
+    def budgets_left(self, now: float, teams: Iterable[str] = ()) -> dict[str, float] | None:
         """What each team and project with a budget has left this month: the budget, less
-        the ledger since the month began, less the expected cost of live attempts."""
+        the ledger since the month began, less the expected cost of live attempts. Of
+        ``teams`` (those of the jobs to place), each not named in ``budgets.teams`` has
+        ``budgets.default`` (nothing, under ``budgets.strict``), each its own."""
         b, store = self.world.config.budgets, self.world.store
-        if not b.teams and not b.projects:
+        held = b.default is not None or b.strict
+        unnamed = {t for t in teams if t not in b.teams} if held else set()
+        if not b.teams and not b.projects and not unnamed:
             return None
         day = datetime.fromtimestamp(now, UTC)
         month = day.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
@@ -205,6 +210,8 @@ class Placing:
         left = {f"team:{t}": v - spent.get(f"team:{t}", 0.0) for t, v in b.teams.items()}
         left.update({f"project:{p}": v - spent.get(f"project:{p}", 0.0)
                      for p, v in b.projects.items()})
+        left.update({f"team:{t}": (b.default or 0.0) - spent.get(f"team:{t}", 0.0)
+                     for t in unnamed})
         return left
 
     def _site_slots(self) -> dict[str, int] | None:

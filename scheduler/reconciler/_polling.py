@@ -3,16 +3,21 @@
 Invariant: a state is taken from a site only for the native ids we asked about, and an ended
 attempt is judged with its result record read on the site's worker (within its deadline).
 LOST means gone: the site stops what is left of it and its checkpoint fence is raised past it
-before its job may be placed again.
+before its job may be placed again. A result record that storage cannot give back (an I/O
+error) leaves the attempt unconcluded: it is judged again on later ticks, with backoff, and
+after ``RECORD_READ_S`` it is LOST, saying storage could not be read. The last poll that saw
+each attempt running is kept (in memory): the ledger bills a lost attempt at least until then.
 
     poll(site) ─┬─ RUNNING ──────────────> one write per site (mark_running_many)
                 ├─ requeued by the site ──> queued: handed to placing; running: a story line
+                ├─ ended, record unread ──> judged again later (backoff), LOST after a while
                 ├─ LOST ──────────────────> fence + cancel on the site, then ended
                 └─ PREEMPTED/FAILED/... ──> ended (Ending)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections import defaultdict
@@ -21,17 +26,34 @@ from typing import Any
 
 from gridbridge.adapter import Adapter, AttemptStatus
 from gridbridge.states import AttemptState
+from gridbridge.units import fmt_duration
 
 from ..endings import Verdict, judge
 from ..records import Attempt
 from ._ending import Ending
-from ._tick import TickReport, World, one_attempt, raise_fence
+from ._tick import FenceRefused, TickReport, World, one_attempt
 
 __all__ = ["Polling"]
 
 log = logging.getLogger("gridbridge.reconciler")
 
 _Seen = tuple[Attempt, AttemptStatus, Verdict | None]
+
+RECORD_READ_S = 300.0
+"""How long an ended attempt whose result record storage cannot give back is judged again
+before it is judged LOST (storage that fails for longer is an outage, not a hiccup)."""
+_FIRST_WAIT_S, _MAX_WAIT_S = 1.0, 60.0
+"""Backoff between those tries: doubling from the first wait up to the longest."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Unread:
+    """An ended attempt whose result record could not be read yet."""
+
+    since: float
+    due: float
+    """Not judged again before then."""
+    tries: int
 
 
 class Polling:
@@ -44,6 +66,10 @@ class Polling:
         """Per attempt, the site's requeue count already decided on."""
         self._requeued: list[tuple[Attempt, AttemptStatus]] = []
         """Attempts this tick's poll saw requeued and queued: placing decides on them."""
+        self._alive: dict[str, float] = {}
+        """Per attempt, the last poll that saw it running."""
+        self._unread: dict[str, _Unread] = {}
+        """Ended attempts whose result record storage has not given back yet."""
 
     def take_requeued(self) -> list[tuple[Attempt, AttemptStatus]]:
         """What this tick's poll saw requeued, once (decisions are never made on a stale
@@ -55,6 +81,8 @@ class Polling:
         self._requeued = []
         live = {a.id for a in active}
         self._requeues = {aid: n for aid, n in self._requeues.items() if aid in live}
+        self._alive = {aid: t for aid, t in self._alive.items() if aid in live}
+        self._unread = {aid: u for aid, u in self._unread.items() if aid in live}
         by_site: dict[str, list[Attempt]] = defaultdict(list)
         for attempt in active:
             if attempt.native_id is not None and attempt.site in self.world.adapters:
@@ -82,21 +110,52 @@ class Polling:
         ended (storage reads stay within the site's deadline too)."""
         statuses = _checked_poll(self.world.adapters[site], [a.native_id for a in attempts
                                                              if a.native_id])
+        now = self.world.clock()
         seen: list[_Seen] = []
         for attempt in attempts:
             assert attempt.native_id is not None
             status = statuses.get(attempt.native_id)
             if status is None:
                 continue
+            if status.state is AttemptState.RUNNING:
+                self._alive[attempt.id] = now  # distinct keys per site: safe across workers
             requeued = status.requeues > self._requeues.get(attempt.id, 0)
             if status.state is attempt.state and not (requeued and not status.state.terminal):
                 continue
             if status.state is AttemptState.RUNNING:
                 seen.append((attempt, status, None))
             elif status.state.terminal:
-                url = self.world.store.job(attempt.job_id).checkpoint_url
-                seen.append((attempt, status, judge(attempt, status, url)))
+                verdict = self._judge(attempt, status, now)
+                if verdict is not None:
+                    seen.append((attempt, status, verdict))
         return seen
+
+    def _judge(self, attempt: Attempt, status: AttemptStatus, now: float) -> Verdict | None:
+        """The verdict on an attempt its site says ended; None to judge it again on a later
+        tick (storage did not give its result record back, and the wait is not over)."""
+        unread = self._unread.get(attempt.id)
+        if unread is not None and now < unread.due:
+            return None
+        url = self.world.store.job(attempt.job_id).checkpoint_url
+        verdict = dataclasses.replace(judge(attempt, status, url),
+                                      alive_at=self._alive.get(attempt.id))
+        if not verdict.unreadable:
+            self._unread.pop(attempt.id, None)
+            return verdict
+        since, tries = (unread.since, unread.tries + 1) if unread else (now, 1)
+        if now - since < RECORD_READ_S:
+            wait = min(_MAX_WAIT_S, _FIRST_WAIT_S * 2 ** (tries - 1))
+            self._unread[attempt.id] = _Unread(since, now + wait, tries)
+            log.warning("cannot read the result record of %s (try %d; again in %.0f s): %s",
+                        attempt.id, tries, wait, verdict.unreadable)
+            return None
+        self._unread.pop(attempt.id, None)
+        reason = (f"storage could not be read: its result record could not be read for "
+                  f"{fmt_duration(now - since)} ({tries} tries): {verdict.unreadable}")
+        lost = AttemptStatus(state=AttemptState.LOST, native_state=status.native_state,
+                             exit_code=status.exit_code, reason=reason,
+                             walltime=status.walltime)
+        return dataclasses.replace(verdict, status=lost)
 
     def _mark_running(self, site: str, starting: Sequence[tuple[Attempt, str]],
                       report: TickReport) -> None:
@@ -148,17 +207,24 @@ class Polling:
             for attempt, verdict in items:
                 if site not in stopped:
                     note = f"{verdict.status.reason}; the site could not stop it"
-                    verdict = Verdict(verdict.status.model_copy(update={"reason": note}),
-                                      verdict.result, verdict.last_step)
+                    verdict = dataclasses.replace(
+                        verdict, status=verdict.status.model_copy(update={"reason": note}))
                 with one_attempt("conclude the lost attempt", attempt.id):
                     if self.ending.verdict(attempt, verdict):
                         report.ended[attempt.id] = AttemptState.LOST
 
     def _stop_lost(self, site: str, attempts: Sequence[Attempt]) -> None:
-        """On the site's worker: fence each lost attempt off its checkpoints, then cancel it."""
+        """On the site's worker: fence each lost attempt off its checkpoints, then cancel it.
+        A fence that cannot be raised (a prefix that is not the job's own, storage that does
+        not answer within ``checkpoint.fence_timeout_s``) is the job's trouble, not the
+        site's: it is logged and the attempt is cancelled all the same."""
         w = self.world
         for attempt in attempts:
-            raise_fence(w.store.job(attempt.job_id).checkpoint_url, attempt.token + 1)
+            try:
+                w.fences.raise_now(w.store.job(attempt.job_id), attempt.token + 1)
+            except (FenceRefused, TimeoutError, OSError) as exc:
+                log.warning("lost attempt %s: its checkpoint fence was not raised: %s",
+                            attempt.id, exc)
         w.lease.fence()
         w.adapters[site].cancel([a.native_id for a in attempts if a.native_id])
 

@@ -3,15 +3,21 @@
 Invariant: an attempt is never run twice. A submission is counted before it is made; a second
 try goes to a site that adopts by attempt id, or is first looked up with ``owned()`` (and a
 runtime's claim in storage), and is given up rather than repeated blindly. Every native submit
-is preceded by raising the job's checkpoint fence to the attempt's token and by a lease check.
+is preceded by raising the job's checkpoint fence to the attempt's token (for that job, on a
+prefix the config allows it) and by a lease check. Fences are raised off the site workers
+(``World.fences``), so storage that fails or never answers fails its own attempt and never
+holds up, or degrades, the site.
 
-    per site, on its worker:   note try -> (owned? claimed?) -> raise fence -> lease held?
+    on the tick:               fences of all (in parallel, a short grace) -> up | refused |
+                               failed (the attempt's count) | still waiting (next tick)
+    per site, on its worker:   note try -> (owned? claimed?) -> lease held?
                                -> adapter.submit -> native | rejected | uncertain | ...
     back on the tick:          native ids in one write; every other outcome applied alone
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -28,16 +34,15 @@ from ..sitecalls import describe
 from ._ending import Ending
 from ._lease import LeaseLost
 from ._sweeping import Sweeping, checked_owned
-from ._tick import TickReport, World, one_attempt, raise_fence, status
+from ._tick import FenceRefused, TickReport, World, one_attempt, status
 
 __all__ = ["Submitting"]
 
 log = logging.getLogger("gridbridge.reconciler")
-_HARD_STORAGE_ERRORS = (NotADirectoryError, IsADirectoryError)
-"""Storage errors that retrying cannot cure (a path under a file)."""
-_PERMANENT_STORAGE_ERRORS = (*_HARD_STORAGE_ERRORS, PermissionError, FileNotFoundError)
-"""Storage errors that fail the job once they persist through ``max_submit_tries`` tries (no
-such bucket, no permission; a credential that expired for a moment recovers before that)."""
+_HARD_STORAGE_ERRORS = (NotADirectoryError, IsADirectoryError, FenceRefused)
+"""Fence errors that retrying cannot cure (a path under a file, a prefix not the job's); any
+other fails the job once it persists through ``max_submit_tries`` tries (no such bucket, no
+permission, no answer; a credential that expired for a moment recovers before that)."""
 
 
 @dataclass
@@ -46,8 +51,8 @@ class _Submitted:
 
     attempt: Attempt
     kind: str
-    """``native``, ``adopted``, ``ran``, ``rejected``, ``gave-up``, ``storage-failed``,
-    ``uncertain`` or ``fenced``."""
+    """``native``, ``adopted``, ``ran``, ``rejected``, ``gave-up``, ``uncertain`` or
+    ``fenced``."""
     value: str = ""
 
 
@@ -60,6 +65,8 @@ class Submitting:
         self.sweeping = sweeping
         self._avoid: dict[tuple[str, str], tuple[float, str]] = {}
         """Per (job, site) that refused it: until when placement leaves that site out, why."""
+        self._fence_failures: dict[str, int] = {}
+        """Per attempt, the tries of its fence that failed so far."""
 
     def avoided(self, job_id: str, now: float) -> dict[str, str]:
         """The sites that refused the job lately, each with why (what placement avoids)."""
@@ -74,7 +81,7 @@ class Submitting:
     def run(self, attempts: Sequence[Attempt], report: TickReport, budget: list[int]) -> None:
         """Submit what ``budget`` (shared with placement) allows, one batch per site."""
         w = self.world
-        by_site: dict[str, list[tuple[Attempt, SubmitRequest]]] = defaultdict(list)
+        todo: list[tuple[Attempt, Job]] = []
         for attempt in attempts:
             job = w.store.job(attempt.job_id)
             if job.cancel_requested:
@@ -93,7 +100,10 @@ class Submitting:
             if budget[0] <= 0 or w.calls.busy(attempt.site):
                 continue
             budget[0] -= 1
-            by_site[attempt.site].append((attempt, _request(job, attempt)))
+            todo.append((attempt, job))
+        by_site: dict[str, list[tuple[Attempt, SubmitRequest]]] = defaultdict(list)
+        for attempt, request in self._fenced(todo, report):
+            by_site[attempt.site].append((attempt, request))
         calls = {site: functools.partial(self._batch, site, items)
                  for site, items in by_site.items()}
         fenced = False
@@ -105,6 +115,53 @@ class Submitting:
                     fenced = self._apply(site, outcome, report) or fenced
         if fenced:
             raise LeaseLost(f"{w.holder} lost the lease while submitting")
+
+    def _fenced(self, todo: Sequence[tuple[Attempt, Job]],
+                report: TickReport) -> list[tuple[Attempt, SubmitRequest]]:
+        """Raise each attempt's fence (all at once, off the site workers); return the requests
+        of those whose fence is up, with the token it holds. One whose fence was refused, or
+        failed ``max_submit_tries`` times, fails its job; one whose storage has not answered
+        yet waits in SUBMITTING for the next tick; its site never waits for it."""
+        w, ready = self.world, []
+        answered = w.fences.settle([(a.id, job, a.token) for a, job in todo])
+        for attempt, job in todo:
+            if attempt.id not in answered:
+                continue
+            after = answered[attempt.id]
+            with one_attempt("raise the checkpoint fence of", attempt.id):
+                if isinstance(after, int):
+                    self._fence_failures.pop(attempt.id, None)
+                    if after != attempt.token:  # its prefix was fenced higher already
+                        w.store.set_token(attempt.id, after)
+                        attempt = dataclasses.replace(attempt, token=after)
+                    ready.append((attempt, _request(job, attempt)))
+                else:
+                    self._fence_failed(attempt, job, after, report)
+        return ready
+
+    def _fence_failed(self, attempt: Attempt, job: Job, exc: Exception,
+                      report: TickReport) -> None:
+        """Count a failed fence against its attempt, never its site: storage that did not
+        answer in time fails the attempt (a failure of the job, ``max_failures``); a prefix
+        not the job's, or an error that cannot be cured or persists ``max_submit_tries`` tries,
+        fails the job (no site can help); any other error is tried again next tick."""
+        tries = self._fence_failures.get(attempt.id, 0) + 1
+        self._fence_failures[attempt.id] = tries
+        if isinstance(exc, FenceRefused):
+            why, native = f"checkpoint prefix refused: {exc}", "storage-failed"
+        elif isinstance(exc, TimeoutError):
+            why, native = f"checkpoint fence failed: {exc}", "fence-failed"
+        else:
+            why, native = f"checkpoint storage unusable: {describe(exc)}", "storage-failed"
+        if native == "storage-failed" and not isinstance(exc, _HARD_STORAGE_ERRORS) and (
+            tries < self.world.config.limits.max_submit_tries
+        ):
+            log.warning("fence of %s failed (try %d; tried again next tick): %s",
+                        attempt.id, tries, why)
+            return
+        del self._fence_failures[attempt.id]
+        self.ending.conclude(attempt, job, status(AttemptState.FAILED, native, why), charge=False)
+        report.rejected[attempt.id] = why
 
     def _batch(self, site: str, items: Sequence[tuple[Attempt, SubmitRequest]]) -> list[_Submitted]:
         """On the site's worker: submit each attempt, or find it with owned() when a second
@@ -145,17 +202,6 @@ class Submitting:
                 why = (f"submission unconfirmed after {tries - 1} tries and the site holds no "
                        "job for it")
                 return _Submitted(attempt, "gave-up", why), owned
-        try:  # attempt N's token fences off every older attempt of the job
-            token = raise_fence(request.checkpoint_url, request.token)
-        except _PERMANENT_STORAGE_ERRORS as exc:
-            if isinstance(exc, _HARD_STORAGE_ERRORS) or tries >= limits.max_submit_tries:
-                why = f"checkpoint storage unusable: {describe(exc)}"
-                return _Submitted(attempt, "storage-failed", why), owned
-            raise
-        if token > request.token:  # another job's attempts used this checkpoint prefix
-            request = request.model_copy(update={"token": token + 1})
-            w.store.set_token(attempt.id, token + 1)
-            raise_fence(request.checkpoint_url, token + 1)
         if not w.lease.held():
             return _Submitted(attempt, "fenced"), owned  # checked just before the native act
         try:
@@ -195,10 +241,6 @@ class Submitting:
                 ended = status(AttemptState.FAILED, o.kind, reason)
                 self.ending.conclude(a, w.store.job(a.job_id), ended, retry=True, charge=False)
                 report.rejected[a.id] = reason
-            elif o.kind == "storage-failed":
-                ended = status(AttemptState.FAILED, o.kind, o.value)
-                self.ending.conclude(a, w.store.job(a.job_id), ended, charge=False)
-                report.rejected[a.id] = o.value
             elif o.kind == "ran":
                 lost = status(AttemptState.LOST, "ran-unconfirmed",
                               "it ran although its submission was never confirmed")

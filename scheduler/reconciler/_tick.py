@@ -1,28 +1,47 @@
 """What every phase of a tick shares: the world it acts on, and the report it fills.
 
 Invariant: a phase keeps its own caches on its own object; what it shares with the others is
-only this :class:`World` (configuration, store, adapters, site calls, lease, clock) and the
-:class:`TickReport` of the tick, so no phase reads another's private state.
+only this :class:`World` (configuration, store, adapters, site calls, fences, lease, clock) and
+the :class:`TickReport` of the tick, so no phase reads another's private state.
+
+A job's checkpoint fence is raised only on a prefix the config lets its job use, only for that
+job, and off the site workers, each call on its own thread under ``checkpoint.fence_timeout_s``
+(:class:`Fences`): a prefix whose storage never answers fails that job's attempt, and no site
+waits for it::
+
+    settle([(attempt, job, token)]) ─┬─ prefix refused ──────────────> FenceRefused (at once)
+                                     ├─ answered within a short grace ─> token after | error
+                                     ├─ still running ────────────────> asked again next tick
+                                     └─ running past the timeout ─────> TimeoutError
 """
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import contextlib
+import functools
 import logging
-from collections.abc import Callable, Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from gridbridge.adapter import Adapter, AttemptStatus
 from gridbridge.config import GridConfig, SiteConfig
 from gridbridge.states import AttemptState
 
+from ..records import Job
 from ..sitecalls import SiteCalls
 from ..store import StateStore, StoreUnavailable
 from ._lease import LeaseKeeper
 
-__all__ = ["TickReport", "World", "one_attempt", "raise_fence", "status"]
+__all__ = ["FenceRefused", "Fences", "TickReport", "World", "one_attempt", "raise_fence",
+           "status"]
 
 log = logging.getLogger("gridbridge.reconciler")
+_FENCE_GRACE_S = 0.5
+"""How long a tick waits for the fences it raised before it goes on without the slow ones
+(they are asked again next tick): a typical object store answers well within it."""
 
 
 @dataclass
@@ -50,9 +69,11 @@ class World:
     clock: Callable[[], float]
     """Read at every use: a clock swapped on the reconciler reaches every phase."""
     sites: dict[str, SiteConfig] = field(init=False)
+    fences: Fences = field(init=False)
 
     def __post_init__(self) -> None:
         self.sites = {s.name: s for s in self.config.sites}
+        self.fences = Fences(self.config)
 
     @property
     def holder(self) -> str:
@@ -76,8 +97,138 @@ def status(state: AttemptState, native_state: str, reason: str) -> AttemptStatus
     return AttemptStatus(state=state, native_state=native_state, reason=reason)
 
 
-def raise_fence(checkpoint_url: str, token: int) -> int:
-    """Raise the job's checkpoint fence to ``token`` (never lowers it); returns the fence."""
+class FenceRefused(Exception):
+    """The job may not have this fence raised (its prefix is not allowed it, or ``fence.json``
+    names another job): its attempt fails with this reason, and nothing was written."""
+
+
+@dataclass
+class _Call:
+    future: cf.Future[int]
+    since: float
+
+
+class Fences:
+    """Checkpoint fences raised for jobs, each on its own daemon thread (a call that hangs
+    holds only its thread), under ``checkpoint.fence_timeout_s``; owns the calls in flight."""
+
+    def __init__(self, config: GridConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.clock = clock
+        self._calls: dict[str, _Call] = {}
+
+    def refusal(self, job: Job) -> str | None:
+        """Why the control plane may not fence ``job``'s prefix (the config's rules), or None."""
+        return self.config.checkpoint.refusal(job.checkpoint_url, team=job.spec.owner.team,
+                                              root=self.config.checkpoint_root, job_id=job.id)
+
+    def settle(self, wanted: Sequence[tuple[str, Job, int]]) -> dict[str, int | Exception]:
+        """Raise the fence of each ``(key, job, token)``; return what answered: the job's
+        token after (above ``token`` when its prefix was fenced higher already), or the error.
+        A key still running is left out and asked again by the next call, until it has run
+        ``fence_timeout_s``: then it is a ``TimeoutError`` (its thread is abandoned)."""
+        out: dict[str, int | Exception] = {}
+        started = []
+        for key, job, token in wanted:
+            if key in self._calls:
+                continue
+            refusal = self.refusal(job)
+            if refusal:
+                out[key] = FenceRefused(refusal)
+            else:
+                fence = functools.partial(_fence_for, job, token)  # a new attempt's token
+                self._calls[key] = _Call(_in_thread(fence, job.id), self.clock())
+                started.append(self._calls[key].future)
+        cf.wait(started, timeout=_FENCE_GRACE_S)  # calls of earlier ticks had theirs
+        calls = {key: self._calls[key] for key, _, _ in wanted if key in self._calls}
+        timeout = self.config.checkpoint.fence_timeout_s
+        for key, call in calls.items():
+            if call.future.done():
+                exc = call.future.exception()
+                out[key] = call.future.result() if exc is None else _as_exception(exc)
+            elif self.clock() - call.since >= timeout:
+                out[key] = TimeoutError(f"checkpoint storage did not answer within {timeout:g}s "
+                                        "(checkpoint.fence_timeout_s)")
+            else:
+                continue
+            del self._calls[key]
+        for key in [k for k, c in self._calls.items() if c.future.done()]:
+            del self._calls[key]  # its attempt ended meanwhile (cancelled)
+        return out
+
+    def raise_now(self, job: Job, token: int) -> int:
+        """Raise ``job``'s fence to ``token`` (never lowers it; past an attempt declared lost),
+        waiting at most ``fence_timeout_s`` (``TimeoutError``); ``FenceRefused`` when its
+        prefix is not its own. Returns the fence after."""
+        refusal = self.refusal(job)
+        if refusal:
+            raise FenceRefused(refusal)
+        timeout = self.config.checkpoint.fence_timeout_s
+        fence = functools.partial(_fence_for, job, token, past_higher=False)
+        try:
+            return _in_thread(fence, job.id).result(timeout=timeout)
+        except cf.TimeoutError:
+            raise TimeoutError(f"checkpoint storage did not answer within {timeout:g}s "
+                               "(checkpoint.fence_timeout_s)") from None
+
+
+def _fence_for(job: Job, token: int, *, past_higher: bool = True) -> int:
+    """Raise ``job``'s fence to ``token`` for it; if its prefix was fenced higher already (by a
+    writer of old, or an attempt of its own declared lost) and ``past_higher``, past that (a
+    new attempt's token). Returns the token after."""
     from gridbridge import checkpoint
 
-    return checkpoint.raise_fence(checkpoint_url, token)
+    try:
+        after = checkpoint.raise_fence(job.checkpoint_url, token, job=job.id)
+        if after > token and past_higher:
+            after = checkpoint.raise_fence(job.checkpoint_url, after + 1, job=job.id)
+    except checkpoint.PrefixOwned as exc:
+        raise FenceRefused(str(exc)) from None
+    return after
+
+
+def _in_thread(fn: Callable[[], int], name: str) -> cf.Future[int]:
+    """Run ``fn`` on a daemon thread of its own (a hung call never blocks exit or others)."""
+    future: cf.Future[int] = cf.Future()
+
+    def run() -> None:
+        if future.set_running_or_notify_cancel():
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # delivered through the future
+                future.set_exception(exc)
+
+    threading.Thread(target=run, name=f"gridbridge-fence-{name}", daemon=True).start()
+    return future
+
+
+def _as_exception(exc: BaseException) -> Exception:
+    return exc if isinstance(exc, Exception) else RuntimeError(repr(exc))
+
+
+def raise_fence(checkpoint_url: str, token: int, *, job: str | None = None,
+                timeout_s: float = 5.0) -> int:
+    """Raise a checkpoint fence to ``token`` (never lowers it; for ``job``, refused with
+    ``FenceRefused`` if ``fence.json`` names another); returns the fence. Waits at most
+    ``timeout_s`` (``TimeoutError``; the call is abandoned on its thread). A URL that can
+    never be a checkpoint prefix (http, relative) is refused before any I/O. Phases with the
+    job at hand use ``World.fences`` (:meth:`Fences.raise_now`), which also applies the
+    config's allowed prefixes and names the job in ``fence.json``."""
+    from gridbridge import checkpoint
+    from gridbridge.spec import checkpoint_url_problem
+
+    problem = checkpoint_url_problem(checkpoint_url)
+    if problem:
+        raise FenceRefused(problem)
+
+    def call() -> int:
+        try:
+            return checkpoint.raise_fence(checkpoint_url, token, job=job)
+        except checkpoint.PrefixOwned as exc:
+            raise FenceRefused(str(exc)) from None
+
+    try:
+        return _in_thread(call, job or "prefix").result(timeout=timeout_s)
+    except cf.TimeoutError:
+        raise TimeoutError(f"checkpoint storage did not answer within {timeout_s:g}s while "
+                           "the fence was raised") from None

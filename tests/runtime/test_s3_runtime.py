@@ -28,14 +28,17 @@ pytestmark = pytest.mark.s3
 def s3_grid(grid: GridConfig, s3_server: dict[str, Any],
             monkeypatch: pytest.MonkeyPatch) -> GridConfig:
     """The embedded default with its checkpoint root in the bucket; credentials reach the
-    runtime through the environment (fsspec reads FSSPEC_S3_* when it is imported)."""
+    runtime through the environment the site passes on (``runtime.env_names``; fsspec reads
+    FSSPEC_S3_* when it is imported)."""
     options = s3_server["storage_options"]
     for key, value in options.items():
         monkeypatch.setenv(f"FSSPEC_S3_{key.upper()}", value)
     monkeypatch.setitem(fsspec.config.conf, "s3", dict(options))
     root = f"s3://{s3_server['bucket']}/e2e-{uuid.uuid4().hex[:10]}"
+    passed_on = tuple(f"FSSPEC_S3_{key.upper()}" for key in options)  # as runtime.env_names
     sites = tuple(s.model_copy(update={"runtime": s.runtime.model_copy(
-        update={"heartbeat_s": 0.5, "shared_filesystem": False})}) for s in grid.sites)
+        update={"heartbeat_s": 0.5, "shared_filesystem": False, "env_names": passed_on})})
+        for s in grid.sites)
     return grid.model_copy(update={"checkpoint_root": root, "sites": sites})
 
 

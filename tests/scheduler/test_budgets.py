@@ -12,6 +12,7 @@ import pytest
 
 from gridbridge import Client, checkpoint
 from gridbridge.config import Budgets, GridConfig
+from gridbridge.scheduler.admission import JobRefused
 from gridbridge.spec import Owner, Policy
 from gridbridge.states import JobState
 from tests.support import jobs
@@ -67,6 +68,32 @@ def test_a_project_budget_counts_the_ledger_of_this_month(grid: GridConfig) -> N
                    for e in held.story())
         held.cancel()
         assert client.store.spent_since(0.0).get("project:nlp", 0.0) > 0
+
+
+def test_a_team_without_its_own_budget_is_held_to_the_default(grid: GridConfig) -> None:
+    config = _with(grid, budgets=Budgets(teams={"lab": 100.0}, default=0.0))
+    quick = [sys.executable, "-c", "pass"]
+    with Client(config) as client:
+        held = client.submit_command(quick, owner=Owner(team="anyone"), name="held")
+        named = client.submit_command(quick, owner=Owner(team="lab"), name="named")
+        assert named.wait(60) is JobState.SUCCEEDED
+        wait_until(lambda: "budget" in client.store.detail(held.job_id), 30, "the reason")
+        assert held.status() is JobState.PENDING
+        story = " ".join(e.reason for e in held.story())
+        assert "what team anyone has left of its budget ($0.00)" in story, story
+        held.cancel()
+
+
+def test_strict_budgets_refuse_a_team_without_one_at_submission(grid: GridConfig) -> None:
+    strict = _with(grid, budgets=Budgets(teams={"lab": 100.0}, strict=True))
+    with Client(strict, start=False) as client:
+        with pytest.raises(JobRefused, match=r"team 'anyone' has no budget.*budgets\.strict"):
+            client.submit_command(["true"], owner=Owner(team="anyone"))
+        assert client.store.jobs() == [], "nothing was recorded"
+        client.submit_command(["true"], owner=Owner(team="lab"))  # a team with a budget
+    with Client(_with(strict, budgets=strict.budgets.model_copy(update={"default": 5.0})),
+                start=False) as client:
+        client.submit_command(["true"], owner=Owner(team="anyone"))  # the default is one
 
 
 @pytest.mark.slow

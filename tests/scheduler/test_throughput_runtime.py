@@ -125,9 +125,9 @@ def test_many_attempts_move_in_one_write_each_by_compare_and_set(tmp_path: Path)
 def test_a_tick_records_a_sites_submissions_and_starts_in_one_write_each(
     client: Client, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for _ in range(2):
+    for i in range(2):
         client.store.create_job(_spec().model_copy(update={"command": ("sleep", "30")}),
-                                client.config.checkpoint_root + "/x")
+                                _own_prefix(client, i))
     calls: list[str] = []
     for name in ("set_native_id", "set_native_ids", "mark_running", "mark_running_many"):
         real = getattr(client.store, name)
@@ -232,9 +232,9 @@ def test_budgets_read_the_owners_of_live_attempts_in_one_query(
 def test_a_placement_rounds_attempts_and_decisions_are_stored_in_one_write_each(
     client: Client, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for _ in range(4):  # two fit, two wait
+    for i in range(4):  # two fit, two wait
         client.store.create_job(_spec().model_copy(update={"command": ("sleep", "30")}),
-                                client.config.checkpoint_root + "/x")
+                                _own_prefix(client, i))
     writes = []
     real = client.store.record_decisions
     monkeypatch.setattr(client.store, "record_decisions",
@@ -265,9 +265,9 @@ def test_a_waiting_job_is_explained_again_only_every_few_seconds(
 
     now = [1_000_000.0]
     monkeypatch.setattr(client.reconciler, "clock", lambda: now[0])
-    for _ in range(3):  # two fit, one waits
+    for i in range(3):  # two fit, one waits
         client.store.create_job(_spec().model_copy(update={"command": ("sleep", "30")}),
-                                client.config.checkpoint_root + "/x")
+                                _own_prefix(client, i))
     explained: list[str] = []
     real = client.reconciler.placing.explaining.record
     monkeypatch.setattr(client.reconciler.placing.explaining, "record",
@@ -431,6 +431,13 @@ def _request(tmp_path: Path, attempt_id: str, **target: object):  # type: ignore
         spec=JobSpec(name=job_id, **target),  # type: ignore[arg-type]
         checkpoint_url=(tmp_path / "ckpt" / job_id).as_uri(),
         attempt_url=(tmp_path / "attempts" / attempt_id).as_uri())
+
+
+def _own_prefix(client: Client, i: int) -> str:
+    """A checkpoint prefix of its own for the i-th job a test writes straight into the store:
+    outside the checkpoint root (whose prefixes belong to the jobs named after them), and one
+    per job (a fence names the job that owns its prefix)."""
+    return f"{client.config.checkpoint_root}-own/{i}"
 
 
 def _cancel_all(client: Client) -> None:

@@ -36,9 +36,12 @@ def grid(tmp_path: Path, ec2: Any, s3_server: dict[str, Any], monkeypatch: pytes
          *, limits: dict[str, Any] | None = None, **spot: Any) -> GridConfig:
     """A spot site on the EC2 emulation and a reliable local site, checkpoints in the bucket.
     Storage credentials reach the instances through their environment, as an instance
-    profile would give them."""
+    profile would give them, and the local site's runtime because it passes them on
+    (``runtime.env_names``: a local job inherits nothing else of this process's)."""
+    credentials = []
     for key, value in s3_server["storage_options"].items():
         monkeypatch.setenv(f"FSSPEC_S3_{key.upper()}", value)
+        credentials.append(f"FSSPEC_S3_{key.upper()}")
     monkeypatch.setitem(fsspec.config.conf, "s3", dict(s3_server["storage_options"]))
     sites = [
         {"name": "spot", "adapter": "ec2spot", "tier": "cloud", "capacity": {"cpus": 64},
@@ -48,7 +51,8 @@ def grid(tmp_path: Path, ec2: Any, s3_server: dict[str, Any], monkeypatch: pytes
          "options": site_options(ec2, **spot)},
         {"name": "ondemand", "adapter": "local", "tier": "cloud", "capacity": {"cpus": 2},
          "price": {"per_core_hour": ON_DEMAND_RATE},
-         "runtime": {"heartbeat_s": 1, "shared_filesystem": False}},
+         "runtime": {"heartbeat_s": 1, "shared_filesystem": False,
+                     "env_names": credentials}},
     ]
     return parse_config({
         "state_url": f"sqlite:///{tmp_path}/state.db",

@@ -31,6 +31,7 @@ from gridbridge.config import GridConfig, parse_config
 from gridbridge.demo import train
 from gridbridge.states import AttemptState, JobState
 from tests.support.edgefleet import Fleet
+from tests.support.jobs import BLAS_SETTINGS
 from tests.support.serving import wait_until
 
 pytestmark = [pytest.mark.ssh, pytest.mark.slow]
@@ -97,14 +98,6 @@ one filesystem and one PID namespace, and a sweep must still leave each node's a
 (each node has a run folder of its own)."""
 
 
-_BLAS_SETTINGS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
-                  "NVPL_BLAS_DEBUG_CPU_TYPE")
-"""Passed on to the nodes where this process has them: the tests compare a job's weights bit
-for bit with a run in this process, and an SSH session starts without this environment, so
-OpenBLAS could pick another kernel there (an ``OPENBLAS_CORETYPE`` set here changed the
-weights' last bits on the nodes)."""
-
-
 def _grid_data(tmp_path: Path, fleet: Fleet,
                sweep_interval_s: float = _SWEEP_S) -> dict[str, Any]:
     nodes = [{"name": n.name, "host": n.address, "port": n.port,
@@ -112,7 +105,7 @@ def _grid_data(tmp_path: Path, fleet: Fleet,
              for n, location, price in zip(fleet.nodes, _LOCATIONS, _PRICES, strict=True)]
     site = {"name": "edge", "adapter": "edge", "tier": "edge", "capacity": {"cpus": 12},
             "runtime": {"python": sys.executable, "shared_filesystem": True, "heartbeat_s": 1,
-                        "env_names": list(_BLAS_SETTINGS)},
+                        "env_names": list(BLAS_SETTINGS)},
             "options": {"nodes": nodes, "key_file": str(fleet.state / "client_key"),
                         "known_hosts": str(fleet.state / "known_hosts"),
                         "remote_dir": str(tmp_path / "remote"),

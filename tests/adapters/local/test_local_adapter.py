@@ -429,3 +429,35 @@ def test_files_a_job_writes_in_its_folder_never_pass_for_the_sites(adapter: Loca
     nid = adapter.submit(request(tmp_path, "job-cwd.1", cmd))
     status, _ = wait_for(adapter, nid, terminal)
     assert status.state is AttemptState.SUCCEEDED, status
+
+
+def test_a_job_gets_none_of_this_processs_environment(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only what a process needs, the site's ``runtime.env_names`` and the job's own: the
+    venv's interpreter runs the runtime without the rest, and a prologue still adds to it."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "canary-local-secret")
+    monkeypatch.setenv("GB_SITE_HINT", "passed-on")
+    monkeypatch.setenv("LC_GB_TEST", "kept")
+    cfg = site()
+    cfg = cfg.model_copy(update={"runtime": cfg.runtime.model_copy(update={
+        "env_names": ("GB_SITE_HINT",), "prologue": ("export GB_FROM_PROLOGUE=1",)})})
+    adapter = LocalAdapter(cfg, tmp_path / "work")
+    out = tmp_path / "env.json"
+    req = request(tmp_path, "job-env.1",
+                  py(f"import json, os; json.dump(dict(os.environ), open({str(out)!r}, 'w'))"))
+    try:
+        nid = adapter.submit(req)
+        status, _ = wait_for(adapter, nid, terminal)
+    finally:
+        _kill_leftovers(adapter)
+    assert status.state is AttemptState.SUCCEEDED, status
+    env = json.loads(out.read_text())
+    assert "AWS_SECRET_ACCESS_KEY" not in env
+    assert (env["GB_SITE_HINT"], env["LC_GB_TEST"], env["MARK"]) == ("passed-on", "kept", "seen")
+    assert (env["GB_FROM_PROLOGUE"], env["GRIDBRIDGE_JOB_ID"]) == ("1", "job-env")
+    assert env["PATH"] == os.environ["PATH"] and env["HOME"] == os.environ["HOME"]
+    folder = adapter.root / nid
+    assert oct(folder.stat().st_mode & 0o777) == "0o700"
+    for path in (folder / "output.log", folder / "attempt.log",
+                 tmp_path / "attempts" / nid / "launch.json"):
+        assert oct(path.stat().st_mode & 0o777) == "0o600", path

@@ -22,6 +22,7 @@ from gridbridge.config import GridConfig, parse_config
 from gridbridge.demo import train
 from gridbridge.states import AttemptState, JobState
 from tests.support import jobs
+from tests.support.jobs import BLAS_SETTINGS
 from tests.support.serving import start_serve, wait_until
 
 cloudpickle.register_pickle_by_value(jobs)
@@ -35,7 +36,8 @@ NORMAL_RATE = 0.05
 def slurm_site(partitions: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {"name": "cluster", "adapter": "slurm", "tier": "hpc", "capacity": {"cpus": 12},
             "uncertain_submit": "replace", "restart_overhead_s": 5,
-            "runtime": {"shared_filesystem": True, "heartbeat_s": 2},
+            "runtime": {"shared_filesystem": True, "heartbeat_s": 2,
+                        "env_names": list(BLAS_SETTINGS)},
             "options": {"partitions": partitions, **extra}}
 
 
