@@ -5,19 +5,21 @@ Each attempt is one batch job whose script only ``exec``s the runtime::
 
     sbatch --parsable --comment=gridbridge:<federation tag>:<attempt id> --partition=P
            --cpus-per-task=N --mem=M --time=T --signal=B:TERM@S --no-requeue ...
-           --export=NONE --wrap=<script>
-    script:  export NAME='value' (runtime.env_names)
+           --export=PATH,HOME,...,<runtime.env_names> --wrap=<script>
+    script:  [over SSH: export NAME='value' (runtime.env_names)]
              exec python -m gridbridge.runtime --launch <storage URL> --scratch <run dir>
 
 The job's command, arguments and environment are in the launch record, never in the script,
 and every option is one argv item (over SSH, :func:`shlex.join` quotes each), so no job value
-meets a shell. ``--export=NONE`` keeps this process's environment (the control plane's, with
-its secrets) from the job: Slurm gives it the ``SLURM_*`` variables and the user's login
-environment on the node (``--get-user-env``), and the script ``export``s the values of the
-site's ``runtime.env_names``, each quoted. ``--signal=B:TERM@S`` gives the runtime a SIGTERM
-``S`` seconds before the time limit, and at preemption too when slurmctld runs with
-``preempt_send_user_signal``; the job then checkpoints and exits 75, and gridbridge continues
-the remainder in a new attempt.
+meets a shell. ``--export`` names only what a process needs of this one's environment (``PATH``,
+``HOME``, the locale, the numeric libraries' settings: :func:`gridbridge.units.process_env`)
+and the site's ``runtime.env_names``, so the control plane's other variables (its secrets)
+never reach the job, and sbatch takes the values from its own environment, so none is on a
+command line. Over SSH sbatch runs in the login session's own environment (``--export=ALL``),
+and the script ``export``s the values of ``runtime.env_names``, each quoted.
+``--signal=B:TERM@S`` gives the runtime a SIGTERM ``S`` seconds before the time limit, and at
+preemption too when slurmctld runs with ``preempt_send_user_signal``; the job then checkpoints
+and exits 75, and gridbridge continues the remainder in a new attempt.
 
 What this Slurm really shows (22.05; ``deploy/dev/slurm-start.sh`` records how the test cluster
 was measured):
@@ -91,6 +93,7 @@ from gridbridge.adapters._slurm_status import (
 )
 from gridbridge.config import SiteConfig
 from gridbridge.states import AttemptState
+from gridbridge.units import ENV_NAME_PATTERN, process_env
 
 __all__ = ["SLURM_STATES", "PartitionOptions", "SlurmAdapter", "SlurmOptions", "parse_duration"]
 
@@ -98,6 +101,7 @@ _NAME = r"^[A-Za-z0-9_.-]{1,64}$"
 """A partition, account or QOS name (Slurm's words: a leading ``_`` or a 64th character is
 allowed, unlike :data:`gridbridge.units.NAME_PATTERN`)."""
 _PREFIX = "gridbridge:"
+_ENV_NAME = re.compile(ENV_NAME_PATTERN)
 _UNCERTAIN = ("socket timed out", "unable to contact slurm controller", "connection refused",
               "communication connection failure", "slurm_receive_msg", "zero bytes were")
 """sbatch errors after which the job may have been queued all the same."""
@@ -181,9 +185,11 @@ class SlurmAdapter:
                             default_python)
         if self.options.requeue:
             argv += ["--rerun-env", "SLURM_RESTART_COUNT"]
-        # --export=NONE: the values of runtime.env_names travel in the script, each quoted
-        # (sbatch's own --export=NAME=VALUE would split a value at its commas)
-        env = {n: os.environ[n] for n in self.site.runtime.env_names if n in os.environ}
+        # Over SSH the values of runtime.env_names travel in the script, each quoted (the
+        # login session has not got them); here sbatch exports them by name (sbatch_argv),
+        # so no value is ever on a command line
+        env = ({n: os.environ[n] for n in self.site.runtime.env_names if n in os.environ}
+               if self.options.login else None)
         body = job_command(self.site, argv, env=env)  # --wrap: sbatch reads no stdin
         done = self._run([*self.sbatch_argv(request, partition), f"--wrap={body}"])
         if done.returncode != 0:
@@ -217,7 +223,7 @@ class SlurmAdapter:
             "--requeue" if o.requeue else "--no-requeue",
             f"--output={self.host.remote_dir}/slurm-%j.out",
             f"--chdir={self.host.remote_dir}",
-            "--export=NONE",  # none of this process's environment: see the module's docstring
+            f"--export={self._exported()}",  # see the module's docstring
         ]
         if partition:
             argv.append(f"--partition={partition}")
@@ -228,6 +234,18 @@ class SlurmAdapter:
         if o.qos:
             argv.append(f"--qos={o.qos}")
         return argv
+
+    def _exported(self) -> str:
+        """What ``--export`` names. Here: the variables a process needs of this one's
+        environment (:func:`gridbridge.units.process_env`) and ``runtime.env_names``, by name
+        only (sbatch takes their values from its own environment), never the rest of the
+        control plane's environment; ``NONE`` when there is none. Over SSH: ``ALL``, the login
+        session's own environment (none of this process's)."""
+        if self.options.login is not None:
+            return "ALL"
+        names = sorted(n for n in process_env(os.environ, self.site.runtime.env_names)
+                       if _ENV_NAME.fullmatch(n))
+        return ",".join(names) or "NONE"
 
     def _partition_for(self, request: SubmitRequest) -> str | None:
         chosen = request.offer.key if request.offer is not None else None
