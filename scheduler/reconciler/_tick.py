@@ -35,8 +35,7 @@ from ..sitecalls import SiteCalls
 from ..store import StateStore, StoreUnavailable
 from ._lease import LeaseKeeper
 
-__all__ = ["FenceRefused", "Fences", "TickReport", "World", "one_attempt", "raise_fence",
-           "status"]
+__all__ = ["FenceRefused", "Fences", "TickReport", "World", "one_attempt", "status"]
 
 log = logging.getLogger("gridbridge.reconciler")
 _FENCE_GRACE_S = 0.5
@@ -204,31 +203,3 @@ def _in_thread(fn: Callable[[], int], name: str) -> cf.Future[int]:
 
 def _as_exception(exc: BaseException) -> Exception:
     return exc if isinstance(exc, Exception) else RuntimeError(repr(exc))
-
-
-def raise_fence(checkpoint_url: str, token: int, *, job: str | None = None,
-                timeout_s: float = 5.0) -> int:
-    """Raise a checkpoint fence to ``token`` (never lowers it; for ``job``, refused with
-    ``FenceRefused`` if ``fence.json`` names another); returns the fence. Waits at most
-    ``timeout_s`` (``TimeoutError``; the call is abandoned on its thread). A URL that can
-    never be a checkpoint prefix (http, relative) is refused before any I/O. Phases with the
-    job at hand use ``World.fences`` (:meth:`Fences.raise_now`), which also applies the
-    config's allowed prefixes and names the job in ``fence.json``."""
-    from gridbridge import checkpoint
-    from gridbridge.spec import checkpoint_url_problem
-
-    problem = checkpoint_url_problem(checkpoint_url)
-    if problem:
-        raise FenceRefused(problem)
-
-    def call() -> int:
-        try:
-            return checkpoint.raise_fence(checkpoint_url, token, job=job)
-        except checkpoint.PrefixOwned as exc:
-            raise FenceRefused(str(exc)) from None
-
-    try:
-        return _in_thread(call, job or "prefix").result(timeout=timeout_s)
-    except cf.TimeoutError:
-        raise TimeoutError(f"checkpoint storage did not answer within {timeout_s:g}s while "
-                           "the fence was raised") from None
