@@ -41,8 +41,20 @@ _handlers_installed = False
 _lock = threading.Lock()
 
 
-class Preempted(BaseException):
-    """Raised by :meth:`JobContext.exit_preempted`; the runtime reports the attempt preempted."""
+class Preempted(SystemExit):
+    """Raised by :meth:`JobContext.exit_preempted`; the runtime reports the attempt preempted.
+
+    A ``SystemExit`` whose code is ``PREEMPTED_EXIT_CODE``: in a function job the runtime
+    catches it; in a command job (a program of its own) nothing does, and Python leaves with
+    exit status 75 and no traceback, which the runtime reads as preempted too. ``except
+    Exception`` in the job's code does not swallow it."""
+
+    def __init__(self, reason: str = "stopped on request after checkpointing") -> None:
+        super().__init__(PREEMPTED_EXIT_CODE)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason
 
 
 def request_stop(signum: int = signal.SIGTERM, _frame: FrameType | None = None) -> None:

@@ -28,8 +28,8 @@ from rich.text import Text
 
 from gridbridge.units import TIME_FORMAT, fmt_money, fmt_time
 
-__all__ = ["TIME_FORMAT", "Format", "csv_text", "emit", "escape_controls", "fmt_money",
-           "fmt_time", "plain", "render"]
+__all__ = ["TIME_FORMAT", "Format", "csv_text", "emit", "escape_controls", "fit", "fmt_money",
+           "fmt_time", "left_out", "plain", "render"]
 
 
 class Format(StrEnum):
@@ -106,37 +106,84 @@ def _csv_cell(value: Any) -> str:
 
 def render(title: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]],
            *, compact: bool = False) -> Table:
-    """A rich table; a column of numbers (or money, or times) is never wrapped, so a narrow
-    terminal squeezes the text columns instead of breaking a number across lines; a header
-    wider than its numbers breaks at its underscores.
+    """A rich table in which a word is never broken: the first column (what names the row),
+    numbers, money, times, ids and states keep one line each, and only text with spaces
+    wraps, never narrower than :data:`TEXT_MIN` columns; a header wider than its words
+    breaks at its underscores. :func:`fit` says which columns a width holds.
     ``compact``: no vertical rules, so a wide table of amounts fits 80 columns.
     The title, headers and cells are text, never markup."""
     heading = Text(plain(title))
     table = (Table(title=heading, title_justify="left", box=None, pad_edge=False)
              if compact else Table(title=heading, title_justify="left"))
     for i, col in enumerate(columns):
-        atomic = bool(rows) and all(_atomic(row.get(col)) for row in rows)
+        whole = i == 0 or _words(rows, col)
         widest = max((len(_cell(row.get(col))) for row in rows), default=0)
-        if compact and i == 0 and not atomic:  # the row's name: shortened, never squeezed out
-            table.add_column(Text(col), no_wrap=True, overflow="ellipsis",
-                             min_width=min(max(widest, len(col)), 16))
-            continue
-        # a header wider than its numbers goes on several lines, at its underscores
-        header = col.replace("_", "_\n") if atomic and len(col) > widest else col
-        table.add_column(Text(header), overflow="fold", no_wrap=atomic,
-                         min_width=widest if atomic else None,
-                         justify="right" if atomic and _numeric(rows, col) else "left")
+        header = col.replace("_", "_\n") if whole and len(col) > widest else col
+        table.add_column(Text(header), overflow="fold", no_wrap=whole,
+                         min_width=_need(col, rows, whole),
+                         justify="right" if whole and _numeric(rows, col) else "left")
     for row in rows:
         table.add_row(*[Text(_cell(row.get(c))) for c in columns])
     return table
+
+
+TEXT_MIN = 12
+"""The narrowest a column of text with spaces (a reason, an error) is made before columns
+are left out: narrower, a sentence turns into a column of syllables."""
+
+_WORD_MAX = 40
+"""A cell without spaces up to this long is one word (an id, a state, a site or offer name,
+a time): it is never broken across lines."""
+
+
+def fit(columns: Sequence[str], rows: Sequence[Mapping[str, Any]], width: int, *,
+        drop: Sequence[str] = (), compact: bool = False) -> list[str]:
+    """The columns a table ``width`` wide shows whole: all of them when they fit; otherwise
+    columns are left out, those named in ``drop`` first (in that order), then from the
+    right. The first column, which names the row, is never left out; the order of the rest
+    is kept. One rule for every listing, so no view squeezes a column to nothing."""
+    shown = list(columns)
+    victims = [c for c in drop if c in shown[1:]]
+    victims += [c for c in reversed(shown[1:]) if c not in victims]
+    for victim in victims:
+        if _width(shown, rows, compact) <= width:
+            break
+        shown.remove(victim)
+    return shown
+
+
+def _width(columns: Sequence[str], rows: Sequence[Mapping[str, Any]], compact: bool) -> int:
+    """How wide a table of ``columns`` is at its narrowest: each column's need, plus two
+    spaces between columns (compact) or a rule and a space each side (boxed)."""
+    needs = sum(_need(c, rows, i == 0 or _words(rows, c)) for i, c in enumerate(columns))
+    chrome = 2 * (len(columns) - 1) if compact else 3 * len(columns) + 1
+    return needs + chrome
+
+
+def _need(col: str, rows: Sequence[Mapping[str, Any]], whole: bool) -> int:
+    """The narrowest ``col`` may be: its longest cell when its cells are words (and the
+    longest piece of its header, which breaks at underscores), else up to :data:`TEXT_MIN`."""
+    widest = max((len(_cell(row.get(col))) for row in rows), default=0)
+    if whole:
+        return max(widest, *(len(part) + 1 for part in col.split("_")))
+    return max(min(widest, TEXT_MIN), min(len(col), TEXT_MIN))
+
+
+def _words(rows: Sequence[Mapping[str, Any]], col: str) -> bool:
+    """Every cell of ``col`` is a number, an amount, a time or one word."""
+    return bool(rows) and all(_word(row.get(col)) for row in rows)
 
 
 _ATOMIC = re.compile(r"^(-?\$?-?[\d,]+(\.\d+)?([eE][-+]?\d+)?|\d{4}-\d\d-\d\dT[\d:]+Z|)$")
 """A number, an amount of money or a time: what must stay on one line."""
 
 
-def _atomic(value: Any) -> bool:
-    return value is None or isinstance(value, int | float) or bool(_ATOMIC.match(str(value)))
+def _word(value: Any) -> bool:
+    if value is None or isinstance(value, int | float):
+        return True
+    text = _cell(value)
+    return bool(_ATOMIC.match(text)) or (len(text) <= _WORD_MAX and not any(
+        ch.isspace() for ch in text))
 
 
 def _numeric(rows: Sequence[Mapping[str, Any]], col: str) -> bool:
@@ -158,16 +205,32 @@ def emit(
     columns: Sequence[str],
     rows: Sequence[Mapping[str, Any]],
     fmt: Format = Format.TABLE,
+    *,
+    drop: Sequence[str] = (),
+    notes: Console | None = None,
 ) -> None:
-    """Print rows as a table, CSV or JSON (only the listed columns; text :func:`plain`)."""
+    """Print rows as a table, CSV or JSON (only the listed columns; text :func:`plain`).
+    A table keeps the columns the console's width holds (:func:`fit`, leaving out ``drop``
+    first) and says on ``notes`` (stderr) which it left out; CSV and JSON have them all."""
     if fmt is Format.TABLE:
-        console.print(render(title, columns, rows))
+        shown = fit(columns, rows, console.width, drop=drop)
+        console.print(render(title, shown, rows))
+        left_out(notes, columns, shown, console.width)
         return
     if fmt is Format.JSON:
         picked = [{c: _json_value(row.get(c)) for c in columns} for row in rows]
         console.file.write(json.dumps(picked, indent=2, default=str) + "\n")
         return
     console.file.write(csv_text(columns, rows))
+
+
+def left_out(notes: Console | None, columns: Sequence[str], shown: Sequence[str],
+             width: int) -> None:
+    """Say on ``notes`` which of ``columns`` a table of ``width`` left out, if any."""
+    missing = [c for c in columns if c not in shown]
+    if notes is not None and missing:
+        notes.print(f"({', '.join(missing)} left out at {width} columns; --format csv or "
+                    "json has every column)", highlight=False, markup=False, soft_wrap=True)
 
 
 def _json_value(value: Any) -> Any:

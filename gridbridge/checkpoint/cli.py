@@ -10,8 +10,6 @@ it. Otherwise the root is ``ctx.obj["checkpoint_root"]``, else the environment v
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import re
@@ -21,7 +19,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from . import open as open_store
 from ._layout import commit_folder, entry_folder
@@ -99,22 +96,13 @@ def _store(ctx: typer.Context, root: str | None, job: str, **kw: Any) -> Checkpo
 def _emit(
     rows: Sequence[Mapping[str, Any]], columns: Sequence[str], fmt: Format, title: str
 ) -> None:
-    if fmt is Format.json:
-        typer.echo(json.dumps(list(rows), indent=2, default=str))
-        return
-    if fmt is Format.csv:
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-        typer.echo(buf.getvalue(), nl=False)
-        return
-    table = Table(title=title)
-    for col in columns:
-        table.add_column(col)
-    for row in rows:
-        table.add_row(*(str(row.get(c, "")) for c in columns))
-    Console().print(table)
+    """Rows as the CLI prints every listing (:func:`gridbridge.views.emit`): a table that
+    keeps its words whole, CSV guarded against formulas, or JSON."""
+    from gridbridge.views import Format as ViewFormat
+    from gridbridge.views import emit
+
+    emit(Console(), title, columns, rows, ViewFormat(fmt.value),
+         drop=("metadata", "reused", "token"), notes=Console(stderr=True))
 
 
 @app.command("list")
@@ -209,15 +197,14 @@ def gc(
 ) -> None:
     """Apply retention to JOB (or every job under the root) and sweep uncommitted steps."""
     jobs = [job] if job is not None else _jobs_under(ctx, root)
-    table = Table(title="checkpoint gc")
-    for col in ("job", "deleted steps", "swept folders"):
-        table.add_column(col)
+    rows = []
     for name in jobs:
         with _store(ctx, root, name, keep_last=keep_last, keep_every=keep_every) as store:
             deleted = store.gc()
             swept = store.sweep(sweep_older_than)
-        table.add_row(name, ", ".join(map(str, deleted)) or "-", str(len(swept)))
-    Console().print(table)
+        rows.append({"job": name, "deleted steps": ", ".join(map(str, deleted)) or "-",
+                     "swept folders": len(swept)})
+    _emit(rows, ["job", "deleted steps", "swept folders"], Format.table, "checkpoint gc")
 
 
 def _jobs_under(ctx: typer.Context, root: str | None) -> list[str]:

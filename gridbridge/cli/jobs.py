@@ -126,7 +126,8 @@ def status(
              "site": sites.get(j.id, ""), "user": j.spec.owner.user, "team": j.spec.owner.team,
              "submitted": fmt_time(j.created_at), "why": details.get(j.id, "")} for j in jobs]
     emit(console, "jobs", ["job", "name", "state", "attempts", "site", "user", "team",
-                           "submitted", "why"], rows, fmt)
+                           "submitted", "why"], rows, fmt,
+         drop=("team", "attempts", "user", "submitted", "name"), notes=err)
     if total > len(jobs):
         err.print(f"showing the newest {len(jobs)} of {total} jobs; "
                   f"{total - len(jobs)} hidden (raise --limit or filter)",
@@ -175,7 +176,8 @@ def explain(
          [{"site": r.site, "offer": r.offer_key or "", "chosen": r.chosen,
            "feasible": r.feasible, "expected_cost": r.expected_cost if fmt is not Format.TABLE
            else fmt_money(r.expected_cost), "expected_finish": fmt_time(r.expected_finish),
-           "why": r.reason} for r in latest], fmt)
+           "why": r.reason} for r in latest], fmt,
+         drop=("feasible", "expected_finish", "offer", "chosen"), notes=err)
 
 
 def logs(

@@ -35,7 +35,8 @@ from gridbridge.reports import (
     placements,
     placements_totals,
 )
-from gridbridge.views import plain, render
+from gridbridge.units import fmt_time
+from gridbridge.views import fit, left_out, plain, render
 
 from ._common import console, err
 from ._shell import Group
@@ -60,10 +61,12 @@ class By(StrEnum):
     USER = "user"
     TIER = "tier"
     JOB = "job"
+    JOB_ID = "job_id"
+    """The same as ``job``: the ledger's column is ``job_id``, so both spellings work."""
 
     @property
     def group(self) -> GroupBy:
-        return GroupBy.JOB if self is By.JOB else GroupBy(self.value)
+        return GroupBy.JOB if self in (By.JOB, By.JOB_ID) else GroupBy(self.value)
 
 
 class ReportFormat(StrEnum):
@@ -96,6 +99,8 @@ class _Books:
     config: GridConfig
     store: StateStore
     now: float
+    named: bool = False
+    """The store was named with ``--store`` rather than configured."""
 
     @property
     def currency(self) -> str:
@@ -132,19 +137,35 @@ def _books(ctx: typer.Context, store: str | None, at: str | None) -> _Books:
         if not file.is_file():  # a report never makes a store: a typo would read as empty
             raise ValueError(f"--store {store}: no such state store ({file} does not exist)")
     books = _Books(grid, StateStore(store or grid.state_url),
-                   parse_instant(at, "--at").timestamp() if at else time.time())
+                   parse_instant(at, "--at").timestamp() if at else time.time(),
+                   named=store is not None)
     ctx.call_on_close(books.store.engine.dispose)
     return books
 
 
-def _window(period: str | None, since: str | None, until: str | None, now: float) -> Window:
+def _window(period: str | None, since: str | None, until: str | None, now: float,
+            books: _Books | None = None) -> Window:
+    """The span a report covers: the period, or since..until, or, for a store named with
+    ``--store`` (a what-if replay, dated when its trace was), all of it; else this month."""
     if period is not None and (since or until):
         raise typer.BadParameter("give --period or --since/--until, not both")
     if period is not None:
         return Window.period(period)
     if since or until:
         return Window.between(since, until, now)
+    if books is not None and books.named:
+        return _whole_span(books)
     return Window.this_month(now)
+
+
+def _whole_span(books: _Books) -> Window:
+    """Every attempt and placement the store holds, labelled by its first and last days."""
+    ends = [r["end"] for r in books.store.ledger_records()]
+    ends += [d["at"] for d in books.store.decision_records(0.0, float("inf"))]
+    if not ends:
+        return Window(0.0, books.now, "the whole store")
+    lo, hi = min(ends), max(ends)
+    return Window(lo, hi + 1, f"{fmt_time(lo)[:10]}..{fmt_time(hi)[:10]} (the whole store)")
 
 
 def _json_value(v: Any) -> Any:
@@ -154,39 +175,25 @@ def _json_value(v: Any) -> Any:
 
 
 def _emit(title: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]],
-          fmt: ReportFormat) -> None:
-    """Table for people; CSV with exact decimal text; JSON with numbers as numbers."""
-    if fmt is ReportFormat.TABLE:  # the currency is in the title; empty columns left out
+          fmt: ReportFormat, empty: str = "nothing to report") -> None:
+    """Table for people; CSV with exact decimal text; JSON with numbers as numbers. An
+    empty table is its title on one line and ``empty`` (a table of no rows would wrap its
+    title to the width of its headers)."""
+    if fmt is ReportFormat.TABLE and not rows:
+        console.print(plain(title), highlight=False, markup=False, soft_wrap=True)
+        console.print(plain(empty), highlight=False, markup=False, soft_wrap=True)
+    elif fmt is ReportFormat.TABLE:  # the currency is in the title; empty columns left out
         shown = [columns[0], *(c for c in columns[1:] if c != "currency"
                                and any(r.get(c) not in (None, "", 0) for r in rows))]
         display = for_display(rows)
-        fits = _fitting(shown, display, console.width)
+        fits = fit(shown, display, console.width, compact=True)
         console.print(render(title, fits, display, compact=True))
-        if len(fits) < len(shown):
-            err.print(f"({', '.join(shown[len(fits):])} left out at {console.width} columns; "
-                      "--format csv or json has every column)", highlight=False, markup=False)
+        left_out(err, shown, fits, console.width)
     elif fmt is ReportFormat.JSON:
         out = [{c: _json_value(r.get(c)) for c in columns} for r in rows]
         console.file.write(json.dumps(out, indent=2) + "\n")
     else:
         console.file.write(csv_text(columns, rows))
-
-
-def _fitting(columns: Sequence[str], rows: Sequence[Mapping[str, Any]], width: int) -> list[str]:
-    """The leading columns whose numbers fit ``width`` whole (a compact table puts two spaces
-    between columns; a header breaks at its underscores, a name column is cut to 16)."""
-    out: list[str] = []
-    used = 0
-    for i, col in enumerate(columns):
-        cells = max((len("" if r.get(col) is None else str(r.get(col))) for r in rows),
-                    default=0)
-        need = max(cells, *(len(part) + 1 for part in col.split("_")))
-        need = min(need, 16) if i == 0 else need
-        if out and used + 2 + need > width:
-            break
-        used += need + (2 if out else 0)
-        out.append(col)
-    return out
 
 
 @app.command("costs")
@@ -210,7 +217,7 @@ def costs(
     cost, on-demand equivalent, saving, work lost to preemption, budgets and allocations."""
     by = by_.group
     books = _books(ctx, store, at)
-    window = _window(period, since, until, books.now)
+    window = _window(period, since, until, books.now, books)
     if fmt is ReportFormat.HTML:
         _write_html(books, window, output)
         return
@@ -225,7 +232,7 @@ def costs(
     columns = cost_report_columns(by, every=every, budgets=bool(budgets),
                                   allocations=bool(books.allocations))
     _emit(f"costs by {by.value}, {window.label} ({books.currency}; charged when an attempt "
-          "ends)", columns, rows, fmt)
+          "ends)", columns, rows, fmt, empty=f"no attempts ended in {window.label}")
 
 
 @app.command("forecast")
@@ -268,13 +275,13 @@ def placements_cmd(
     if fmt is ReportFormat.HTML:
         raise typer.BadParameter("placements prints table, csv or json", param_hint="--format")
     books = _books(ctx, store, at)
-    window = _window(period, since, until, books.now)
+    window = _window(period, since, until, books.now, books)
     rows = _placements(books, window)
     totals = placements_totals(rows)
     if fmt is ReportFormat.TABLE:  # the columns a person reads first; CSV and JSON have all
         _emit(f"placements, {window.label} ({books.currency}; expected costs at placement)",
               ["placed_at", "job_id", "site", "expected_cost", "runner_up", "vs_runner_up",
-               "actual_cost"], rows, fmt)
+               "actual_cost"], rows, fmt, empty=f"no placements in {window.label}")
         console.print(
             f"{totals['placements']} placements ({totals['with_runner_up']} with a runner-up): "
             f"expected {totals['expected_cost']} {books.currency}; placement saved "
@@ -310,7 +317,7 @@ def html_cmd(
     """One self-contained HTML file: spend over time by team and tier, savings against
     on-demand, budget burn-down, lost work and the top jobs, with the tables beside."""
     books = _books(ctx, store, at)
-    _write_html(books, _window(period, since, until, books.now), output)
+    _write_html(books, _window(period, since, until, books.now, books), output)
 
 
 def _write_html(books: _Books, window: Window, output: Path | None) -> None:

@@ -76,7 +76,9 @@ def simulate_deadline(
                 for r in rows]
     emit(console, "deadline jobs on spot availability", [
         "policy", "zones", "traces", "job_hours", "deadline_hours", "restart_hours", "runs",
-        "mean_cost_fraction", "deadline_misses", "gap_to_omniscient", "mean_cost"], rows, fmt)
+        "mean_cost_fraction", "deadline_misses", "gap_to_omniscient", "mean_cost"], rows, fmt,
+         drop=("traces", "runs", "restart_hours", "job_hours", "deadline_hours", "zones",
+               "gap_to_omniscient"), notes=err)
 
 
 @app.callback(invoke_without_command=True)

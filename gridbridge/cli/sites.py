@@ -58,7 +58,9 @@ def sites_list(
                          "preempt_per_h": o.preemption_rate_per_hour, "note": o.note})
     emit(console, "sites", ["site", "adapter", "tier", "health", "since", "last_error",
                             "offer", "free_cpus", "free_gpus", "price_core_h", "price_h",
-                            "preemptible", "preempt_per_h", "note"], rows, fmt)
+                            "preemptible", "preempt_per_h", "note"], rows, fmt,
+         drop=("since", "adapter", "last_error", "preempt_per_h", "free_gpus", "price_h",
+               "note", "tier", "preemptible"), notes=err)
 
 
 @app.command("check")

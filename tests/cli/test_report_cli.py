@@ -232,6 +232,45 @@ def test_a_past_window_is_the_same_after_new_attempts_end(books: Books) -> None:
                  books.first_batch_end, "--format", "csv")) == placed_before
 
 
+def test_by_job_id_is_the_same_as_by_job(books: Books) -> None:
+    by_job = ok(gb(books, "report", "costs", "--by", "job", "--since", books.since,
+                   "--format", "csv"))
+    assert ok(gb(books, "report", "costs", "--by", "job_id", "--since", books.since,
+                 "--format", "csv")) == by_job
+
+
+def test_an_empty_report_is_its_title_and_one_sentence(books: Books) -> None:
+    out = ok(gb(books, "report", "costs", "--period", "2020-11"))
+    assert out.splitlines() == [
+        "costs by site, 2020-11 (USD; charged when an attempt ends)",
+        "no attempts ended in 2020-11"]
+
+
+def test_a_named_store_is_reported_whole_without_a_period(books: Books,
+                                                          tmp_path: Path) -> None:
+    """A what-if store (``simulate --store``) is dated when its trace was: with no period a
+    report of it covers all of it, not this month."""
+    import shutil
+
+    copy = tmp_path / "whatif.db"
+    shutil.copy(books.home / "state.db", copy)
+    from gridbridge.scheduler.store import StateStore
+
+    store = StateStore(f"sqlite:///{copy}")
+    try:  # the same books, as if they had run in 2021
+        with store.engine.begin() as c:
+            c.exec_driver_sql("UPDATE ledger SET start = start - 1.6e8, \"end\" = \"end\" - 1.6e8")
+    finally:
+        store.engine.dispose()
+    whole = rows_of(ok(gb(books, "report", "costs", "--by", "team", "--store",
+                          f"sqlite:///{copy}", "--format", "csv")))
+    assert {r["team"] for r in whole} >= {"vision", "nlp"}
+    this_month = rows_of(ok(gb(books, "report", "costs", "--by", "team", "--store",
+                               f"sqlite:///{copy}", "--period", books.since[:7],
+                               "--format", "csv")))
+    assert not [r for r in this_month if r["team"] != "TOTAL"]
+
+
 def test_bad_periods_are_one_line_errors(books: Books) -> None:
     for args, says in ((("--period", "2026-13"), "month 13"),
                        (("--period", "soon"), "is not a year"),

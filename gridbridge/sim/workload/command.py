@@ -72,7 +72,9 @@ def run_command(inputs: Inputs, policy: str, seed: int, fmt: Format,
                              keep_decisions=store is not None)
     shown = rows if fmt is not Format.TABLE else [_for_table(r) for r in rows]
     title = f"{setup.trace.name}: {len(setup.trace.jobs)} jobs, seed {seed}"
-    emit(out, title, COLUMNS, shown, fmt)
+    emit(out, title, COLUMNS, shown, fmt, notes=err,
+         drop=("mean_turnaround_s", "lost_core_hours", "interruptions", "edge_share",
+               "on_demand_share", "hpc_share", "spot_share", "unfinished"))
     if plots is not None:
         for path in write_svg_plots(results, plots, rows, title):
             err.print(f"wrote {path}", highlight=False, markup=False)
