@@ -18,6 +18,11 @@ worker is started and stopped, and keeps two promises of its own: a worker that 
 scheduler while its job lives is gridbridge's to replace (not closed after
 ``lost-worker-timeout``), and a worker whose job ended for good while the cluster still wants
 it is started afresh.
+
+Workers reach the scheduler over plain tcp on loopback only when every site they may use runs
+on this host; a cluster that may place a worker on any other site (or is asked for
+``security=True``) speaks mutual TLS with its own CA (:mod:`gridbridge.dask._tls`), with
+``require_encryption``, so nobody without the cluster's certificate can join or submit work.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from pydantic import Field, ValidationError
 
 from gridbridge.client import Client, JobFuture
 from gridbridge.config import GridConfig
+from gridbridge.dask._tls import ClusterTLS, on_this_host, wants_tls
 from gridbridge.dask.worker import worker_argv
 from gridbridge.frozen import Frozen
 from gridbridge.spec import JobSpec, Policy
@@ -90,26 +96,39 @@ class _Launcher:
     """Submits and stops worker jobs for one cluster (in threads: the store is blocking)."""
 
     def __init__(self, client: Client, argv_of: Any, options: dict[str, Any],
-                 stop_wait_s: float) -> None:
+                 stop_wait_s: float, tls: ClusterTLS | None) -> None:
         self.client = client
         self.argv_of = argv_of
         self.options = options
         self.stop_wait_s = stop_wait_s
+        self.tls = tls
         self.jobs: list[JobFuture] = []
 
     def submit(self, scheduler: str, name: str) -> JobFuture:
         future = self.client.submit_command(self.argv_of(scheduler, name),
                                             name=job_name(name), **self.options)
         self.jobs.append(future)
+        if self.tls is not None:  # the worker waits for it (up to its death timeout)
+            try:
+                self.tls.publish(self._prefix(future))
+            except BaseException:
+                future.cancel()  # a worker without credentials could only time out
+                raise
         logger.info("worker %s is gridbridge job %s", name, future.job_id)
         return future
 
     def stop(self, job: JobFuture) -> None:
-        """Cancel the job (a running worker gets SIGTERM and retires) and wait for its end."""
+        """Cancel the job (a running worker gets SIGTERM and retires) and wait for its end;
+        then its TLS credentials go."""
         if not job.done():
             job.cancel()
             with contextlib.suppress(TimeoutError):
                 job.wait(self.stop_wait_s)
+        if self.tls is not None:
+            self.tls.withdraw(self._prefix(job))
+
+    def _prefix(self, job: JobFuture) -> str:
+        return self.client.store.job(job.job_id).checkpoint_url
 
 
 class GridWorker(ProcessInterface):
@@ -158,6 +177,8 @@ class GridCluster(SpecCluster):
     placement policy (``"cheapest"``, ``"fastest"``, ... or a :class:`~gridbridge.spec.Policy`;
     default: the federation's); ``worker_options`` are
     :class:`WorkerOptions`; ``scheduler_options`` go to distributed's ``Scheduler``.
+    ``security``: None (default) for TLS exactly when a worker may run on another host,
+    True for TLS always; False for plain tcp, refused when a site is not on this host.
     """
 
     def __init__(
@@ -173,6 +194,7 @@ class GridCluster(SpecCluster):
         worker_options: WorkerOptions | Mapping[str, Any] | None = None,
         scheduler_options: Mapping[str, Any] | None = None,
         name: str | None = None,
+        security: bool | None = None,
         asynchronous: bool = False,
         loop: Any = None,
     ) -> None:
@@ -184,6 +206,7 @@ class GridCluster(SpecCluster):
                              "(at most 53 characters)")
         chosen = _policy(policy)
         self.grid, self._owns_client = _grid_client(config)
+        self._tls: ClusterTLS | None = None
         try:
             site_names = _check_sites(self.grid.config, sites)
             spec_options = _spec_options(shape, options, sites, chosen)
@@ -193,19 +216,24 @@ class GridCluster(SpecCluster):
                                                      "name": f"{name}-0"}), self.grid.config)
             self.shape = shape
             self.worker_options = options
+            if wants_tls(self.grid.config, site_names, security):
+                self._tls = ClusterTLS.create(name)
             launcher = _Launcher(self.grid, _argv_builder(shape, options), spec_options,
-                                 options.retire_timeout_s + 30.0)
+                                 options.retire_timeout_s + 30.0, self._tls)
             self.launcher = launcher
             worker: dict[str, Any] = {"cls": GridWorker, "options": {"launcher": launcher}}
             if shape.processes > 1:
                 worker["group"] = [f"-{i}" for i in range(shape.processes)]
+            tls = self._tls.security() if self._tls is not None else None
             scheduler = {"cls": "distributed.Scheduler",
                          "options": _scheduler_options(self.grid.config, site_names,
-                                                       scheduler_options)}
+                                                       scheduler_options, tls)}
             self._watcher: asyncio.Task[None] | None = None
             super().__init__(scheduler=scheduler, worker=worker, name=name,  # type: ignore[no-untyped-call]
-                             asynchronous=asynchronous, loop=loop)
+                             security=tls, asynchronous=asynchronous, loop=loop)
         except BaseException:
+            if self._tls is not None:
+                self._tls.close()
             if self._owns_client:
                 self.grid.close()
             raise
@@ -301,6 +329,8 @@ class GridCluster(SpecCluster):
         try:
             await super()._close()  # type: ignore[no-untyped-call]
         finally:
+            if self._tls is not None:
+                self._tls.close()
             if self._owns_client:
                 await asyncio.to_thread(self.grid.close)
                 self._owns_client = False
@@ -425,13 +455,16 @@ def _argv_builder(shape: _Shape, options: WorkerOptions) -> Any:
 
 
 def _scheduler_options(config: GridConfig, sites: Sequence[str],
-                       given: Mapping[str, Any] | None) -> dict[str, Any]:
+                       given: Mapping[str, Any] | None, tls: Any = None) -> dict[str, Any]:
     """Listen on loopback when every candidate site runs on this host, else where the
-    sites can reach us (``host``/``interface`` in ``scheduler_options`` choose)."""
+    sites can reach us (``host``/``interface`` in ``scheduler_options`` choose). With
+    ``tls`` (a distributed ``Security``) only ``tls://`` is spoken, whatever ``given`` says."""
     options: dict[str, Any] = {"dashboard": importlib.util.find_spec("bokeh") is not None}
-    if all(config.site(s).adapter == "local" for s in sites):
+    if on_this_host(config, sites):
         options["host"] = "127.0.0.1"
     options.update(given or {})
+    if tls is not None:
+        options.update(protocol="tls://", security=tls)
     if "dashboard_address" in options and not options["dashboard"]:
         del options["dashboard_address"]
     return options

@@ -15,6 +15,11 @@ until that is done (or ``--retire-timeout`` passes), and only then exits::
 With ``--processes N`` (N > 1) this process starts N single workers named ``NAME-0`` ...
 ``NAME-<N-1>`` and passes stop requests on to them. The worker runs without a nanny: one
 process per worker keeps the stop signal on one path.
+
+A ``tls://`` scheduler address means the cluster speaks mutual TLS only: the worker takes its
+certificate and key from ``dask-tls.json`` under its job's checkpoint prefix
+(``$GRIDBRIDGE_CHECKPOINT``), never from its argv or environment (see
+:mod:`gridbridge.dask._tls` for why), and keeps them in 0600 files for its life.
 """
 
 from __future__ import annotations
@@ -22,9 +27,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 __all__ = ["STOPPED_EXIT_CODE", "main", "worker_argv"]
@@ -76,13 +83,30 @@ def _resources(text: str) -> dict[str, float]:
     return out
 
 
-async def _serve(args: argparse.Namespace) -> int:
+@contextlib.contextmanager
+def _security(args: argparse.Namespace) -> Iterator[Any]:
+    """The worker's TLS credentials for a ``tls://`` scheduler (None for plain tcp)."""
+    if not args.scheduler.startswith("tls://"):
+        yield None
+        return
+    prefix = os.environ.get("GRIDBRIDGE_CHECKPOINT")
+    if not prefix:
+        raise SystemExit("gridbridge.dask.worker: a tls:// scheduler's worker runs as a "
+                         "gridbridge job (its credentials are under $GRIDBRIDGE_CHECKPOINT)")
+    from gridbridge.dask._tls import worker_security
+
+    with worker_security(prefix, args.death_timeout) as security:
+        yield security
+
+
+async def _serve(args: argparse.Namespace, security: Any) -> int:
     from distributed import Worker
 
     worker = Worker(
         args.scheduler, name=args.name, nthreads=args.nthreads,
         memory_limit=args.memory_limit or "auto", resources=_resources(args.resources) or None,
         death_timeout=args.death_timeout, local_directory=args.local_directory,
+        security=security,
     )
     retiring: list[asyncio.Task[None]] = []
 
@@ -138,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     if args.processes > 1:
         return _fan_out(args)
-    return asyncio.run(_serve(args))
+    with _security(args) as security:
+        return asyncio.run(_serve(args, security))
 
 
 if __name__ == "__main__":
