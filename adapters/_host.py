@@ -11,7 +11,10 @@ any job path is built from it, and a site's federation tag is the configured one
                      ├─ tag         federation_tag | sha256(resolved workdir)[:10]
                      ├─ cmd(name)   <bin_dir>/<name> | name
                      ├─ run(argv)   runner.run(argv, timeout=command_timeout_s)
-                     └─ ensure_dir  mkdir -p; realpath; check; cache (once)
+                     └─ ensure_dir  mkdir -p -m 700; realpath; check; cache (once)
+
+Every folder it makes for run data is its owner's alone (``mkdir -m 700``): a run folder holds
+records and logs other users of a shared login host must not read.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ __all__ = [
     "SiteHost",
     "default_remote_dir",
     "federation_tag",
+    "private_mkdir",
 ]
 
 FEDERATION_TAG_PATTERN = r"^[A-Za-z0-9_-]{1,32}$"
@@ -58,6 +62,12 @@ def default_remote_dir(workdir: str | os.PathLike[str], *, kind: str, site: str,
     if over_ssh:
         return f".gridbridge/{kind}/{site}"
     return str(Path(workdir).resolve() / kind / site)
+
+
+def private_mkdir(folder: str) -> list[str]:
+    """The argv that makes ``folder`` (and its parents) on a host, the folder itself readable
+    by its owner only whatever the host's umask (the parents keep the umask's mode)."""
+    return ["mkdir", "-p", "-m", "700", "--", folder]
 
 
 class HostOptions(Frozen):
@@ -117,7 +127,7 @@ class SiteHost:
         over SSH is the login home's). Raises :class:`SubmitRejected` naming ``why`` when the
         absolute path is not ``usable`` for the scheduler."""
         if not self._dir_made:
-            self.run(["mkdir", "-p", "--", self.remote_dir]).check("mkdir of the run folder")
+            self.run(private_mkdir(self.remote_dir)).check("mkdir of the run folder")
             real = self.run(["realpath", "--", self.remote_dir]).check("realpath").strip()
             if not real.startswith("/") or not usable(real):
                 raise SubmitRejected(f"unusable run folder {real!r}: {why}")

@@ -26,7 +26,9 @@ checkpoint within the notice's two minutes and exit as preempted.
 * **Poll** is one ``DescribeInstances`` by the federation tag for all attempts. An instance that
   ended is judged by why: ``Server.SpotInstanceTermination`` and capacity reasons are
   PREEMPTED (never FAILED), our own terminate is CANCELLED, a shutdown the user-data made is the
-  runtime's result record (exit code and all).
+  runtime's result record (exit code and all). A record storage cannot give back (a 503, a
+  timeout) is no verdict: the attempt is LOST for now, which lets the control plane read the
+  record itself, with backoff, for a bounded time (a record there wins over "lost").
 * **Cost**: an attempt is billed from the spot price history of its type and zone over the
   seconds its instance ran (``LaunchTime`` to its end, one minute at least, as EC2 bills Linux
   instances), interval by interval as the price changed.
@@ -398,8 +400,12 @@ class Ec2SpotAdapter:
         if tags.get(TAG_URL):
             try:
                 result = read_result(tags[TAG_URL])
-            except Exception:  # an unreadable record: judged without it
+            except (ValueError, TypeError):  # there, but malformed: the job's own doing
                 result = None
+            except Exception as exc:  # storage did not answer: the record decides, later
+                return AttemptStatus(state=AttemptState.LOST, reason=(
+                    f"instance ended ({code or state}); its result record could not be read "
+                    f"yet ({type(exc).__name__}: {exc})"[:500]), **common)
         if result is None:
             if code == "Client.UserInitiatedShutdown":
                 return AttemptStatus(state=AttemptState.LOST, reason=(

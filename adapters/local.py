@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import BinaryIO, ClassVar
 
 from pydantic import BaseModel, Field
 
@@ -66,6 +66,7 @@ from gridbridge.adapters._rundir import (
 )
 from gridbridge.config import SiteConfig, prologue_script
 from gridbridge.frozen import Frozen
+from gridbridge.logparts import host_segments
 from gridbridge.spec import Resources
 from gridbridge.states import AttemptState
 from gridbridge.units import process_env
@@ -163,8 +164,7 @@ class LocalAdapter:
         work.mkdir(mode=0o700, exist_ok=True)
         argv = self._runtime_argv(d, url, resources)
         env = {**process_env(os.environ, runtime.env_names), TAG: request.attempt_id}
-        with open(os.open(d / RunFile.OUTPUT_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND,
-                          0o600), "ab") as log:
+        with _one_log(d) as log:
             try:
                 child = subprocess.Popen(
                     argv,
@@ -416,10 +416,23 @@ class LocalAdapter:
         return live
 
     def logs(self, native_id: str) -> str:
-        """The attempt's output so far."""
-        path = self._dir(native_id) / RunFile.OUTPUT_LOG
-        return path.read_text(errors="replace") if path.exists() else ""
+        """The attempt's output so far, as far as this host still keeps it: its current
+        segment, and the one before while it is not yet in storage (:mod:`gridbridge.logparts`;
+        storage has the rest)."""
+        segments = host_segments(self._dir(native_id) / RunFile.ATTEMPT_LOG)
+        return "".join(p.read_text(errors="replace") for p in segments)
 
+
+def _one_log(d: Path) -> BinaryIO:
+    """The file the runtime's stdout and stderr go to: the runtime's own log, so the host keeps
+    one copy of the output (its tee sees fd 1 is the log and writes each byte once), which
+    also holds what was printed before the tee started. ``output.log``, the name the run
+    folder protocol reads, links to it."""
+    log = d / RunFile.ATTEMPT_LOG
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with contextlib.suppress(FileExistsError):  # an adopted attempt has it already
+        (d / RunFile.OUTPUT_LOG).symlink_to(RunFile.ATTEMPT_LOG.value)
+    return open(fd, "ab")
 
 
 def _kill_group(d: Path) -> None:

@@ -23,8 +23,11 @@ Adapters never import each other or the scheduler; the scheduler finds them thro
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -33,7 +36,7 @@ from pydantic import BaseModel, Field
 from gridbridge.frozen import Frozen
 from gridbridge.spec import JobSpec, Resources, Tier
 from gridbridge.states import AttemptState
-from gridbridge.wire import Launch, put_bytes
+from gridbridge.wire import Launch, get_bytes, launch_arg, put_bytes
 
 __all__ = [
     "OPTIONAL_VERBS",
@@ -346,8 +349,12 @@ class WakingAdapter(Protocol):
 
 
 def write_launch(request: SubmitRequest, *, heartbeat_s: float = 10.0) -> str:
-    """Write the attempt's launch record under its storage prefix; returns its URL, the
-    argument of ``python -m gridbridge.runtime --launch``. Safe to repeat (same content)."""
+    """Write the attempt's launch record under its storage prefix; returns the argument of
+    ``python -m gridbridge.runtime --launch``: the record's URL with the digest of the
+    record's bytes (:func:`~gridbridge.wire.launch_arg`), so every adapter's command line
+    pins what the runtime runs. Safe to repeat: a record already there with the same
+    content keeps its nonce, so a runtime started from an earlier try still finds the
+    record its command line pins."""
     spec = request.spec
     launch = Launch(
         job_id=request.job_id, attempt=request.attempt, attempt_id=request.attempt_id,
@@ -357,8 +364,21 @@ def write_launch(request: SubmitRequest, *, heartbeat_s: float = 10.0) -> str:
         checkpoint_interval_s=request.checkpoint_interval_s or spec.checkpoint.interval_s,
     )
     url = f"{request.attempt_url}/launch.json"
-    put_bytes(url, launch.model_dump_json(indent=2).encode())
-    return url
+    launch = replace(launch, nonce=_kept_nonce(url, launch) or secrets.token_hex(16))
+    data = launch.model_dump_json(indent=2).encode()
+    put_bytes(url, data)
+    return launch_arg(url, data)
+
+
+def _kept_nonce(url: str, launch: Launch) -> str | None:
+    """The nonce of the record at ``url`` if it is this same launch (an earlier try of the
+    same submission), else None."""
+    try:
+        there = Launch.model_validate(json.loads(get_bytes(url)))
+    except (FileNotFoundError, ValueError):  # none yet, or not a launch record of ours
+        return None
+    same = replace(there, nonce="") == replace(launch, nonce="")
+    return there.nonce if same and there.nonce else None
 
 
 def missing_verbs(cls: type[Any], capabilities: frozenset[Capability] | None = None) -> list[str]:

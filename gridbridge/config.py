@@ -17,8 +17,9 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from gridbridge.adapter import Pricing
 from gridbridge.frozen import Frozen
+from gridbridge.prefixes import refusal as prefix_refusal
 from gridbridge.registry import AdapterNotFound, Registry, default_registry
-from gridbridge.spec import Policy, Tier, checkpoint_url_problem, checkpoint_url_refusal
+from gridbridge.spec import Policy, Tier, checkpoint_url_problem
 from gridbridge.units import ENV_NAME_PATTERN, NAME_PATTERN
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "Limits",
     "RuntimeSettings",
     "SiteConfig",
+    "TeamSettings",
     "config_schema",
     "default_config",
     "explain_errors",
@@ -139,6 +141,19 @@ class Limits(Frozen):
     max_submit_tries: Annotated[int, Field(ge=1)] = 5
     """Uncertain submissions of one attempt before it is looked up with ``owned()`` and, if
     the site holds nothing for it, given up and the job placed anew."""
+    max_running_per_user: Annotated[int, Field(ge=1)] | None = None
+    """At most this many active attempts (submitted, queued or running) per user, across all
+    sites; a user's further jobs wait PENDING and ``explain`` names this limit. None: no
+    limit."""
+
+
+class TeamSettings(Frozen):
+    """One team's share of the federation (``teams: {vision: {weight: 3}}``)."""
+
+    weight: Annotated[float, Field(gt=0, le=1000)] = 1.0
+    """Fair share: among pending jobs of one priority, the team whose running attempts per
+    unit of weight are fewest goes first, so a team of weight 3 gets about three times the
+    starts of a team of weight 1 while both have jobs waiting. Teams not listed weigh 1."""
 
 
 class Budgets(Frozen):
@@ -147,8 +162,10 @@ class Budgets(Frozen):
     A job whose expected cost exceeds what its team or project has left this month is held
     (it stays PENDING, and its story and ``status`` say why); it is placed once money is
     left again (a new month, a raised budget). Spent = the ledger's cost this month plus the
-    expected cost of attempts still running. A team not named in ``teams`` has ``default``;
-    without one it is unlimited, unless ``strict`` refuses its jobs at submission."""
+    expected cost of attempts still running. The teams not named in ``teams`` share ONE
+    budget, ``default``, among them all (``--team`` is free text: a made-up team name gains
+    nothing); without one they are unlimited, unless ``strict`` refuses their jobs at
+    submission."""
 
     teams: dict[Annotated[str, Field(min_length=1)], Annotated[float, Field(ge=0)]] = Field(
         default_factory=dict)
@@ -157,16 +174,16 @@ class Budgets(Frozen):
         default_factory=dict)
     """Money a project (``owner.project``) may spend a month."""
     default: Annotated[float, Field(ge=0)] | None = None
-    """Money each team not named in ``teams`` may spend a month, each its own (None: such a
-    team is held to no budget, or refused under ``strict``)."""
+    """Money the teams not named in ``teams`` may spend a month, all of them together: one
+    pool they share (None: such teams are held to no budget, or refused under ``strict``)."""
     strict: bool = False
     """Refuse at submission a job whose team has no budget (not in ``teams``, no
     ``default``), rather than let it spend without limit."""
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "USD"
 
     def team_budget(self, team: str) -> float | None:
-        """What ``team`` may spend a month: its own budget, else ``default`` (None: no
-        limit)."""
+        """The budget ``team`` draws on each month: its own, else ``default`` (a pool shared
+        with every other team not named in ``teams``); None: no limit."""
         return self.teams.get(team, self.default)
 
 
@@ -180,6 +197,8 @@ class CheckpointSettings(Frozen):
     (whose prefixes belong to the jobs they are named after) and, once ``allowed_prefixes``
     is set, under a prefix listed for the job's team (``"*"``: every team), e.g.
     ``checkpoint: {allowed_prefixes: {vision: [s3://ckpt/vision], "*": [s3://ckpt/shared]}}``.
+    URLs are compared as the storage reads them (``gridbridge.prefixes``: scheme aliases,
+    %-escapes, bucket case, ``//``, symlinks of local paths), on path-segment boundaries.
     """
 
     allowed_prefixes: dict[Annotated[str, Field(min_length=1)], tuple[str, ...]] | None = None
@@ -206,7 +225,7 @@ class CheckpointSettings(Frozen):
         allowed prefixes), or None; ``job_id`` accepts its own ``<root>/<job_id>``."""
         allowed = None if self.allowed_prefixes is None else (
             *self.allowed_prefixes.get(team, ()), *self.allowed_prefixes.get("*", ()))
-        return checkpoint_url_refusal(url, allowed=allowed, team=team, root=root, job_id=job_id)
+        return prefix_refusal(url, allowed=allowed, team=team, root=root, job_id=job_id)
 
 
 class GridConfig(Frozen):
@@ -223,6 +242,9 @@ class GridConfig(Frozen):
     policy: Policy = Policy()
     """How placement chooses among feasible offers (a job may set its own)."""
     budgets: Budgets = Budgets()
+    teams: dict[Annotated[str, Field(min_length=1)], TeamSettings] = Field(
+        default_factory=dict)
+    """Per team (``owner.team``), its share: ``teams: {vision: {weight: 3}}``."""
     checkpoint: CheckpointSettings = CheckpointSettings()
     """Which checkpoint URLs a job may name, and the control plane's fence timeout."""
 

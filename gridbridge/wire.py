@@ -6,7 +6,8 @@ Everything that crosses between the control plane and a site lives under the att
     <attempt_url>/launch.json     written by the adapter before it starts the runtime
     <attempt_url>/claim.json      created once, exclusively, by the runtime that runs it
     <attempt_url>/heartbeat.json  rewritten every few seconds: time, host, pid, last step
-    <attempt_url>/output.log      the attempt's output so far, uploaded every few seconds
+    <attempt_url>/output.log      the attempt's output so far, uploaded every few seconds in
+                                  numbered parts (output.log.000001, ...: gridbridge.logparts)
     <attempt_url>/result.json     written last, once the attempt ended
     <attempt_url>/return.pkl      a function job's return value (its digest in result.json)
 
@@ -14,9 +15,12 @@ A function job's pickled call, ``<checkpoint_root>/<job_id>/payload.pkl``, is wr
 client. A pickle is code, so none is unpickled unless its bytes have the digest the control
 plane recorded (:func:`check_digest`, else :class:`DigestMismatch`): the payload's digest is
 pinned to its URL (``callable_ref`` = ``url#blake3:<hex>``, kept in the job's row of the state
-store and copied into the launch record), and the return value's is the one the runtime
-reported when it wrote it. A job that can write storage thus cannot run its code in another
-job's attempt or in another user's ``result()``; it can still lie about its own return value.
+store and copied into the launch record, whose own digest the runtime's command line
+carries, :func:`launch_arg`, since a job could rewrite the record), and the return value's is
+the one the runtime reported when it wrote it, as the control plane read it when it concluded
+the attempt (kept in the attempt's row of the state store). A job that can write storage
+thus cannot run its code in another job's attempt or in another user's ``result()``; it can
+still lie about its own return value.
 
 Each record carries ``format`` = "MAJOR.MINOR". A reader refuses another major version with a
 message that says what to upgrade, and ignores fields it does not know (a newer minor version
@@ -27,7 +31,6 @@ run folder (``--scratch``, :class:`ScratchFile`), which the local and edge adapt
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import re
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -52,6 +55,8 @@ __all__ = [
     "digest_of",
     "exists",
     "get_bytes",
+    "launch_arg",
+    "launch_target",
     "load_log",
     "out_of_memory_message",
     "pin",
@@ -161,6 +166,26 @@ def unpin(ref: str) -> tuple[str, str | None]:
     return (url, tail) if url and _DIGEST.fullmatch(tail) else (ref, None)
 
 
+_LAUNCH_MARK = "#launch="
+
+
+def launch_arg(launch_url: str, record: bytes) -> str:
+    """The runtime's ``--launch`` argument: the launch record's URL and the digest of the
+    record's bytes as the control plane wrote them (``<url>#launch=blake3:<hex>``). The
+    record sits in storage a job can rewrite; the command line does not, so the runtime
+    runs only the record the control plane wrote (:func:`launch_target`): its command, its
+    environment, its pinned payload. The record carries a random ``nonce``, so the digest,
+    which ``ps`` shows, tells nothing of the values in the record's ``env``."""
+    return f"{launch_url}{_LAUNCH_MARK}{digest_of(record)}"
+
+
+def launch_target(arg: str) -> tuple[str, str | None]:
+    """The launch record's URL in a ``--launch`` argument, and the record digest it carries
+    (None: a launch made by hand, whose record is read unchecked)."""
+    url, mark, tail = arg.rpartition(_LAUNCH_MARK)
+    return (url, tail) if mark and url and _DIGEST.fullmatch(tail) else (arg, None)
+
+
 def check_digest(data: bytes, expected: str | None, what: str) -> bytes:
     """``data`` if its digest is ``expected``; :class:`DigestMismatch` naming ``what`` if it
     is not, or if no digest was recorded (``expected`` None): unchecked bytes are never
@@ -257,6 +282,9 @@ class Launch(_Record):
     """Committed checkpoint steps the job keeps (``checkpoint.keep_last`` of its spec)."""
     checkpoint_interval_s: float | None = None
     """How often the job should checkpoint, as placement chose for the site it runs on."""
+    nonce: str = ""
+    """Random, so that the record's digest on the runtime's command line (:func:`launch_arg`)
+    cannot be used to guess a value in ``env``; a rewrite of a launch keeps it."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -387,9 +415,12 @@ def read_heartbeat(attempt_url: str) -> Heartbeat | None:
 
 
 def load_log(attempt_url: str) -> str | None:
-    """The attempt's uploaded log (all of it, or what was uploaded before it was killed)."""
-    try:
-        data = get_bytes(f"{attempt_url}/{Record.OUTPUT_LOG}")
-    except FileNotFoundError:
+    """The attempt's uploaded log (all of it, or what was uploaded before it was killed),
+    whole: :func:`gridbridge.logparts.iter_log` reads it in pieces."""
+    from gridbridge.logparts import open_log
+
+    stream = open_log(attempt_url)
+    if stream is None:
         return None
-    return io.TextIOWrapper(io.BytesIO(data), errors="replace").read()
+    with stream:
+        return stream.read()

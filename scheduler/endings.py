@@ -8,11 +8,15 @@ give back (an I/O error) is the storage's fault, not the job's: the verdict says
 (``Verdict.unreadable``) and the caller judges again later, never ending a tick.
 
 The books trust only what the control plane saw. An attempt is billed from the poll that first
-saw it running (else its submission) to the poll that saw it end; the times a job writes into
-its own records can neither move that window nor shorten it::
+saw it running (one never seen running: from the last poll that saw it waiting, else its
+submission) to the poll that saw it end; the times a job writes into its own records can
+neither move that window nor shorten it::
 
     submitted ── first poll RUNNING ── ... last poll RUNNING ── poll: ended ── concluded
                  |<──────────────────── billed (start, end) ───────────────>|
+    never seen running: submitted ── poll: waiting ── poll: ended
+                                                |<── billed ──>|  (one poll interval too much,
+                                                                   at most)
     a LOST attempt without a result: end = its last heartbeat, clamped into
                                      [last poll RUNNING, poll: ended]
 
@@ -61,6 +65,9 @@ class Verdict:
     alive_at: float | None = None
     """The last poll that saw the attempt running: it was alive at least until then, whatever
     its heartbeat says."""
+    waiting_at: float | None = None
+    """The last poll that saw the attempt waiting (queued, starting): it ran at most since
+    then, so one never seen running is billed from there, not from its submission."""
     unreadable: str = ""
     """Why its result record could not be read for now (a storage error, not a malformed
     record); ``status`` is then the site's word alone, and the caller may judge again later."""
@@ -86,11 +93,9 @@ def judge(attempt: Attempt, status: AttemptStatus, checkpoint_url: str) -> Verdi
         status.state is AttemptState.PREEMPTED and result.reason == "succeeded"
     ):
         state = _FROM_RESULT.get(result.reason, AttemptState.FAILED)
-        status = AttemptStatus(
-            state=state, native_state=status.native_state, exit_code=result.exit_code,
-            reason=f"the site lost it, but its result record says {result.reason}",
-            walltime=status.walltime,
-        )
+        status = status.model_copy(update={  # what the site billed and ran stays the site's
+            "state": state, "exit_code": result.exit_code,
+            "reason": f"the site lost it, but its result record says {result.reason}"})
     return Verdict(status, result, last_step)
 
 
@@ -222,12 +227,15 @@ def ledger_row(
 
 def billed_window(attempt: Attempt, verdict: Verdict, now: float) -> tuple[float, float]:
     """When the attempt is billed from and to, by what the control plane observed: from the
-    poll that first saw it running (else its submission) to ``now``, the poll that saw it end.
+    poll that first saw it running to ``now``, the poll that saw it end. One never seen
+    running ran, if at all, after the last poll that saw it waiting: it is billed from then
+    (else from its submission), which charges at most one poll interval it did not run and
+    none of its queue wait.
 
     The times in its result record are the job's word and are not used: clamped into this
     window they could only shorten it. A LOST attempt without a result is billed until its
     last heartbeat, clamped between the last poll that saw it running and ``now``."""
-    start = attempt.started_at or attempt.created_at
+    start = attempt.started_at or max(attempt.created_at, verdict.waiting_at or 0.0)
     end = max(start, now)
     lost = verdict.status.state is AttemptState.LOST and verdict.result is None
     if lost and verdict.last_seen is not None:

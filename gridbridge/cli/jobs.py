@@ -13,7 +13,7 @@ import typer
 from gridbridge.spec import Tier, env_name_problem
 from gridbridge.states import JobState
 from gridbridge.units import fmt_money, fmt_time
-from gridbridge.views import Format, emit, escape_controls, plain
+from gridbridge.views import Format, emit, plain
 
 from ._common import FormatOpt, client, console, err
 
@@ -188,10 +188,14 @@ def logs(
         "move the cursor or retitle the terminal)")] = False,
 ) -> None:
     """Every attempt's output; control characters are shown escaped (\\x1b) unless --raw."""
+    from gridbridge.logview import escaped, iter_logs
+
     made = client(ctx)
     made.store.job(job)  # an unknown id is an error
-    text = made.logs(job)
-    console.file.write((text if raw else escape_controls(text)) + "\n")
+    pieces = iter_logs(made.store, made.adapters, job)  # streamed: a huge log fits in memory
+    for piece in pieces if raw else escaped(pieces):
+        console.file.write(piece)
+    console.file.write("\n")
 
 
 def cancel(ctx: typer.Context, job: Annotated[str, typer.Argument(help="the job id")]) -> None:

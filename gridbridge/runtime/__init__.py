@@ -6,6 +6,8 @@ a control plane that reads one sees the whole attempt. It runs on whatever host 
 it on, sharing nothing with the control plane but storage (:mod:`gridbridge.wire` lists the
 records), and it stays light: no pydantic, no fsspec, numpy or zarr for a local attempt::
 
+    --launch <attempt_url>/launch.json[#payload=<digest>]  (the digest: the control plane's;
+        a function job runs only if its launch record pins that same payload)
     <attempt_url>/launch.json ──> claim: SCRATCH/started (this host) and <attempt_url>/claim.json
                                   (storage, exclusive) -- a relaunch exits ALREADY_RAN_EXIT_CODE
         ──> SCRATCH/pid; stdout+stderr teed into SCRATCH/attempt.log

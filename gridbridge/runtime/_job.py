@@ -7,9 +7,11 @@ request (SIGTERM/SIGUSR1, or the spot notice) that ends the job makes the attemp
 ``preempted`` with ``PREEMPTED_EXIT_CODE``, never ``failed``::
 
     command:   Popen(argv, GRIDBRIDGE_* env) ── SIGTERM/SIGUSR1 forwarded ──> exit code
-    callable:  bytes of callable_ref ── digest it pins? ──> cloudpickle.loads ──> fn(*args)
+    callable:  --launch digest == digest callable_ref pins? ── bytes of callable_ref have it?
+               ──> cloudpickle.loads ──> fn(*args)
                ──> <attempt_url>/return.pkl, its digest for the result record
-               other bytes ──> failed, "digest mismatch", nothing unpickled
+               another pin ──> failed, "digest mismatch";  no pin ──> failed, "unpinned payload"
+               other bytes ──> failed, "digest mismatch"  (nothing unpickled, nothing run)
                Preempted ──> 75;  MemoryError ──> out_of_memory;  other ──> user_traceback
 """
 
@@ -100,13 +102,14 @@ def run_command(launch: Launch) -> Outcome:
 def run_callable(launch: Launch) -> tuple[Outcome, str | None]:
     """Run the pickled ``(fn, args, kwargs)`` in this process, if its bytes have the digest
     the launch pins; store what it returns. Returns the outcome and the digest of the stored
-    return value (None: nothing stored)."""
+    return value (None: nothing stored). The launch record itself is the one the control
+    plane wrote (its digest is on the command line), so its pin is the control plane's."""
     import cloudpickle
 
     assert launch.callable_ref is not None
+    url, pinned = unpin(launch.callable_ref)
     os.environ.update(_env(launch))
     ctx_mod.install_stop_handlers()
-    url, pinned = unpin(launch.callable_ref)
     payload = read_bytes(url)
     if pinned is not None:  # unpinned: a launch made by hand, not by a client
         try:

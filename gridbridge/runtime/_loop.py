@@ -3,7 +3,10 @@
 Invariant: the result record is written last, to storage first and then to
 ``SCRATCH/result.json``, so a control plane that sees either sees the whole attempt (a
 function's, with the digest of the ``return.pkl`` this runtime wrote); a launch record of
-another major format, or a second launch of a claimed attempt, never runs the job.
+another major format, or a second launch of a claimed attempt, never runs the job; nor does a
+launch record whose bytes differ from those the control plane wrote, whose digest the command
+line's ``--launch`` argument carries (:func:`gridbridge.wire.launch_target`): a job can
+rewrite storage, not the command line.
 :mod:`gridbridge.runtime` draws the whole flow.
 """
 
@@ -34,6 +37,8 @@ from gridbridge.wire import (
     Result,
     ScratchFile,
     check_format,
+    digest_of,
+    launch_target,
     put_bytes,
 )
 
@@ -57,7 +62,13 @@ def run(launch_url: str, scratch: Path | None = None, rerun: int = 0,
     memory the job may use (see :func:`limit_memory`); ``memory_cgroup``, a cgroup made and
     limited for the attempt, which the runtime joins before it starts the job."""
     ctx_mod.install_stop_handlers()  # a SIGTERM from now on is a stop request, not a death
-    raw: dict[str, Any] = json.loads(read_bytes(launch_url))
+    launch_url, record_digest = launch_target(launch_url)  # the digest: the control plane's
+    data = read_bytes(launch_url)
+    if record_digest is not None and digest_of(data) != record_digest:
+        return _refuse({}, launch_url, (
+            f"digest mismatch: the launch record is not the one the control plane wrote "
+            f"({record_digest}); it was rewritten, nothing was run"))
+    raw: dict[str, Any] = json.loads(data)
     try:
         check_format(raw, "the launch record")
         launch = Launch.model_validate(raw)
@@ -151,7 +162,8 @@ def _cancelled(scratch: Path, rerun: int) -> bool:
 
 
 def _refuse(raw: dict[str, Any], launch_url: str, why: str) -> int:
-    """A launch record this runtime cannot read: say so in a result record, if it can."""
+    """A launch record this runtime cannot read or trust: say so in a result record, if it
+    can, next to the launch record (``raw``: the record's fields, {} when untrusted)."""
     print(f"gridbridge-run: refusing the launch record {launch_url}: {why}", file=sys.stderr,
           flush=True)
     url = raw.get("attempt_url") or launch_url.rsplit("/", 1)[0]

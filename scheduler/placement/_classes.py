@@ -18,6 +18,7 @@ import numpy as np
 
 from gridbridge.spec import JobSpec, Policy, Tier
 
+from ._fair import Shares, fair_order
 from ._models import PendingJob
 
 
@@ -44,11 +45,19 @@ class JobClass:
                    policy=spec.policy or policy)
 
 
+OTHER_TEAMS = "teams:*"
+"""The budget every team without one of its own shares (``budgets.default``): one pool, so a
+made-up ``--team`` name gains nothing."""
+
+
 def budget_keys(spec: JobSpec, left: Mapping[str, float]) -> list[str]:
-    """The budgets a job draws on: its team's (``NAME`` or ``team:NAME``) and its project's
-    (``project:NAME``), those of them ``left`` has."""
-    return [key for key in (spec.owner.team, f"team:{spec.owner.team}",
-                            f"project:{spec.owner.project}") if key in left]
+    """The budgets a job draws on, those of them ``left`` has: its team's (``NAME`` or
+    ``team:NAME``; else the pool of teams without one, :data:`OTHER_TEAMS`) and its project's
+    (``project:NAME``)."""
+    team = spec.owner.team
+    own = [key for key in (team, f"team:{team}") if key in left]
+    pool = [OTHER_TEAMS] if not own and OTHER_TEAMS in left else []
+    return [*own, *pool, *(key for key in (f"project:{spec.owner.project}",) if key in left)]
 
 
 # Readers of several fields at once for the pass that puts each job in its class. A pydantic
@@ -58,6 +67,7 @@ _JOB_FIELDS = itemgetter("spec", "submitted_at", "job_id", "remaining_work_s",
                          "checkpoint_cost_s", "avoid")
 _SPEC_FIELDS = itemgetter("resources", "checkpoint", "constraints", "max_cost", "policy",
                           "priority", "owner")
+_OWNER_FIELDS = itemgetter("user", "team")
 _RESOURCE_KEY = itemgetter("cpus", "memory_gb", "gpus", "walltime_s", "expected_runtime_s")
 _CHECKPOINT_KEY = itemgetter("interval_s", "resumable")
 _CONSTRAINT_KEY = itemgetter("allowed_sites", "denied_sites", "deadline", "preemptible_ok",
@@ -81,10 +91,16 @@ class Groups:
     walk_keys: list[tuple[str, ...]]
     """The budgets each walk's jobs draw on."""
     order: list[int]
-    """The jobs' indices by priority (highest first), submission time, then id."""
+    """The jobs' indices by priority (highest first), fair share (``_fair``; only where
+    ``Shares`` are given), submission time, then id."""
+    user_of: list[int]
+    """Each job's user, numbered (for ``limits.max_running_per_user``)..."""
+    users: list[str]
+    """...and the users by number."""
 
 
-def group(jobs: Sequence[PendingJob], policy: Policy, left: Mapping[str, float]) -> Groups:
+def group(jobs: Sequence[PendingJob], policy: Policy, left: Mapping[str, float],
+          shares: Shares | None = None) -> Groups:
     """One pass over the jobs: the class and walk of each, then the placement order."""
     own = (policy.name, policy.weight, policy.target)
     teams = set(left) | {key[5:] for key in left if key.startswith("team:")}
@@ -99,6 +115,8 @@ def group(jobs: Sequence[PendingJob], policy: Policy, left: Mapping[str, float])
     priority: list[int] = []
     submitted: list[datetime] = []
     ids: list[str] = []
+    users: list[str] = []
+    owner_teams: list[str] = []
     for job in jobs:
         spec, at, job_id, remaining, save_s, avoid = _JOB_FIELDS(job.__dict__)
         res, ckpt, con, max_cost, pol, prio, owner = _SPEC_FIELDS(spec.__dict__)
@@ -128,29 +146,38 @@ def group(jobs: Sequence[PendingJob], policy: Policy, left: Mapping[str, float])
         priority.append(prio)
         submitted.append(at)
         ids.append(job_id)
+        user, team = _OWNER_FIELDS(owner.__dict__)
+        users.append(user)
+        owner_teams.append(team)
     if not left:
         walk_of, walk_class, walk_keys = class_of, list(range(len(classes))), [()] * len(classes)
-    return Groups(classes, class_of, walk_of, walk_class, walk_keys,
-                  _order(priority, submitted, ids))
+    base, rank = _order(priority, submitted, ids)
+    order = base.tolist() if shares is None else fair_order(base, rank, users, owner_teams,
+                                                            shares)
+    number: dict[str, int] = {}
+    user_of = [number.setdefault(u, len(number)) for u in users]
+    return Groups(classes, class_of, walk_of, walk_class, walk_keys, order, user_of,
+                  list(number))
 
 
-def _order(priority: list[int], submitted: list[datetime], ids: list[str]) -> list[int]:
-    """``sorted(range(n), key=lambda i: (-priority[i], submitted[i], ids[i]))``: one stable
-    numpy sort of integer columns where the times are all naive or all share one tzinfo
-    (then a difference of two of them orders them as comparing them does)."""
+def _order(priority: list[int], submitted: list[datetime], ids: list[str]
+           ) -> tuple[np.ndarray[Any, np.dtype[np.int64]], np.ndarray[Any, np.dtype[np.int64]]]:
+    """The order ``sorted(range(n), key=lambda i: (-priority[i], submitted[i], ids[i]))`` and
+    each job's priority key (smaller first), as arrays: one stable numpy sort of integer
+    columns where the times are all naive or all share one tzinfo (then a difference of two
+    of them orders them as comparing them does)."""
     n = len(ids)
+    try:
+        rank = ~np.array(priority, dtype=np.int64)  # ~p = -p - 1: descending, no overflow
+    except OverflowError:  # a priority beyond 64 bits (a row from before the bound): levels
+        level = {p: k for k, p in enumerate(sorted(set(priority), reverse=True))}
+        rank = np.array([level[p] for p in priority], dtype=np.int64)
     tz = submitted[0].tzinfo if n else None
     if n and all(at.tzinfo is tz for at in submitted):
         first = submitted[0]
-        try:
-            since = np.array([(at - first) // _MICROSECOND for at in submitted], dtype=np.int64)
-            rank = ~np.array(priority, dtype=np.int64)  # ~p = -p - 1: descending, no overflow
-        except OverflowError:  # a priority beyond 64 bits
-            pass
-        else:
-            by_id = np.empty(n, dtype=np.int64)
-            by_id[sorted(range(n), key=ids.__getitem__)] = np.arange(n)
-            order: list[int] = np.lexsort((by_id, since, rank)).tolist()
-            return order
+        since = np.array([(at - first) // _MICROSECOND for at in submitted], dtype=np.int64)
+        by_id = np.empty(n, dtype=np.int64)
+        by_id[sorted(range(n), key=ids.__getitem__)] = np.arange(n)
+        return np.lexsort((by_id, since, rank)), rank
     keys = [(-p, at, i) for p, at, i in zip(priority, submitted, ids, strict=True)]
-    return sorted(range(n), key=keys.__getitem__)
+    return np.asarray(sorted(range(n), key=keys.__getitem__), dtype=np.int64), rank

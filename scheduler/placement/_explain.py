@@ -21,6 +21,7 @@ from gridbridge.spec import Policy
 from gridbridge.units import fmt_duration, fmt_money
 
 from ._classes import JobClass, budget_keys
+from ._fair import Shares, user_cap_reason
 from ._models import Candidate, Decision, PendingJob
 from ._offers import Offers, Static
 from ._problems import budget_problems, capacity_problems, site_problems, walltime_problem
@@ -51,6 +52,8 @@ class Plan:
     """(position in ``order``, offer index, expected cost) of each placement, in order."""
     _static: Static = field(repr=False)
     _position: dict[int, int] | None = field(default=None, repr=False)
+    shares: Shares = field(default_factory=Shares)
+    """What fair share knew: running attempts per user and team, weights, the user cap."""
 
     def decisions(self) -> list[Decision]:
         """Every job's decision, in placement order."""
@@ -61,7 +64,7 @@ class Plan:
         job, k = self.jobs[i], self._classes[self._class_of[i]]
         o = self._arrays
         rows = score_rows([k], o, self.now, self._static)
-        free, taken, left = self._at_turn(i)
+        free, taken, left, started = self._at_turn(i)
         scored = [self._score(job, k, rows, j, free[j], taken, left)
                   for j in range(len(self.offers))]
         chosen = self.choice[i]
@@ -72,6 +75,13 @@ class Plan:
                             key=lambda s: (s.offer.site, s.offer.key, s.index))
         cands = [_candidate(s, "; ".join(s.problems)) for s in infeasible]
         name = k.policy.name
+        cap, user = self.shares.max_running_per_user, job.spec.owner.user
+        running = self.shares.running_users.get(user, 0) + started
+        if chosen < 0 and cap is not None and running >= cap:
+            reason = user_cap_reason(user, running, cap)
+            held = [_candidate(s, f"feasible, but {reason}") for s in feasible]
+            return Decision(job_id=job.job_id, site=None, candidates=(*held, *cands),
+                            reason=reason, policy=name)
         if chosen < 0 or not feasible:
             summary = " | ".join(f"{c.site}: {c.reason}" for c in cands) or "no offers"
             return Decision(job_id=job.job_id, site=None, candidates=tuple(cands),
@@ -87,15 +97,17 @@ class Plan:
             checkpoint_interval_s=float(rows.interval[0, chosen]), policy=name,
         )
 
-    def _at_turn(self, i: int) -> tuple[list[list[float]], list[int], dict[str, float]]:
+    def _at_turn(self, i: int) -> tuple[list[list[float]], list[int], dict[str, float], int]:
         """What was left when job ``i``'s turn came: each offer's free cpus, memory and gpus,
-        the attempts each site had started and what each budget had left."""
+        the attempts each site had started, what each budget had left and how many attempts
+        the round had started for the job's user."""
         if self._position is None:
             self._position = {j: p for p, j in enumerate(self.order)}
         turn = self._position[i]
         free = [[float(x.cpus), x.memory_gb, float(x.gpus)] for x in self.offers]
         taken = [0] * len(self._arrays.sites)
         left = dict(self.budgets)
+        user, started = self.jobs[i].spec.owner.user, 0
         for pos, index, cost in self._events:
             if pos >= turn:
                 break
@@ -107,7 +119,8 @@ class Plan:
             taken[self._arrays.site_of[index]] += 1
             for key in budget_keys(j.spec, left):
                 left[key] -= cost
-        return free, taken, left
+            started += j.spec.owner.user == user
+        return free, taken, left, started
 
     def _score(self, job: PendingJob, k: JobClass, rows: Rows, j: int, free: list[float],
                taken: list[int], left: Mapping[str, float]) -> _Scored:

@@ -15,7 +15,7 @@ from gridbridge.adapter import Offer
 from gridbridge.spec import JobSpec
 from gridbridge.units import fmt_duration, fmt_money
 
-from ._classes import JobClass
+from ._classes import OTHER_TEAMS, JobClass, budget_keys
 
 
 def site_problems(spec: JobSpec, offer: Offer) -> list[str]:
@@ -71,11 +71,15 @@ def budget_problems(spec: JobSpec, cost: float, left: Mapping[str, float]) -> li
     problems = []
     expected = fmt_money(cost, readable=True)
     team = spec.owner.team
-    for key in (team, f"team:{team}"):
-        if key in left and cost > left[key]:
+    for key in budget_keys(spec, left):
+        if key.startswith("project:"):
+            continue
+        if cost > left[key]:
             has = fmt_money(max(left[key], 0.0), readable=True)
+            shared = ("" if key != OTHER_TEAMS else
+                      ": budgets.default, one budget shared by every team without its own")
             problems.append(f"expected cost {expected} > what team {team} has left of its "
-                            f"budget ({has})")
+                            f"budget ({has}){shared}")
             break
     project = spec.owner.project
     key = f"project:{project}"

@@ -18,6 +18,7 @@ from gridbridge.spec import Policy
 
 from ._classes import group
 from ._explain import Plan
+from ._fair import Shares
 from ._models import Decision, PendingJob
 from ._offers import Offers, Static
 from ._ranking import Rankings
@@ -33,6 +34,7 @@ def plan(
     policy: Policy = Policy(),  # noqa: B008 -- frozen, so sharing one default is safe
     budgets: Mapping[str, float] | None = None,
     site_slots: Mapping[str, int] | None = None,
+    shares: Shares | None = None,
 ) -> Plan:
     """Decide a site for every pending job, highest priority first; explanations on demand.
 
@@ -43,8 +45,12 @@ def plan(
     deadline, expected cost within ``max_cost``, what its team and project have left
     (``budgets``: ``{"team:NAME" or "NAME": money, "project:NAME": money}``), a slot on its
     site (``site_slots``: attempts a site may still start), and, for the ``deadline`` policy, a
-    good enough chance of meeting the deadline. Among feasible offers the job's policy (or
-    ``policy``) picks; ties go to the earlier finish (or lower cost), then site and offer key.
+    good enough chance of meeting the deadline, and room under its user's
+    ``shares.max_running_per_user``. Jobs go in order of priority, fair share (``_fair``:
+    ``shares`` has what runs already and the teams' weights; None: no fair share, the
+    simulator's and admission's plain order) and submission time. Among
+    feasible offers the job's policy (or ``policy``) picks; ties go to the earlier finish (or
+    lower cost), then site and offer key.
     ``now`` and deadlines must be both timezone-aware or both naive.
     """
     # The round allocates many small objects and no cycles; with 100,000 jobs alive the
@@ -52,24 +58,28 @@ def plan(
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _plan(jobs, offers, now, policy, budgets, site_slots)
+        return _plan(jobs, offers, now, policy, budgets, site_slots, shares)
     finally:
         if enabled:
             gc.enable()
 
 
 def _plan(jobs: Sequence[PendingJob], offers: Sequence[Offer], now: datetime, policy: Policy,
-          budgets: Mapping[str, float] | None, site_slots: Mapping[str, int] | None) -> Plan:
+          budgets: Mapping[str, float] | None, site_slots: Mapping[str, int] | None,
+          shares: Shares | None) -> Plan:
     left = dict(budgets or {})
     o = Offers.of(offers)
-    g = group(jobs, policy, left)
+    g = group(jobs, policy, left, shares)
     static: Static = {}
     rk = Rankings.of(g.classes, o, now, static)
-    choice, events = Walker(o, g, rk, left, site_slots or {}).run(now, static)
+    cap = None if shares is None else shares.max_running_per_user
+    room = None if shares is None or cap is None else [
+        float(cap - shares.running_users.get(u, 0)) for u in g.users]
+    choice, events = Walker(o, g, rk, left, site_slots or {}, room).run(now, static)
     return Plan(jobs=jobs, offers=offers, now=now, policy=policy, budgets=dict(budgets or {}),
                 order=g.order, choice=choice, site_slots=dict(site_slots or {}),
                 classes=len(g.classes), _classes=g.classes, _class_of=g.class_of, _arrays=o,
-                _events=events, _static=static)
+                _events=events, _static=static, shares=shares or Shares())
 
 
 def _every_decision(plan: Callable[_P, Plan]) -> Callable[_P, list[Decision]]:

@@ -4,7 +4,9 @@ still has the room, its site a slot and its team and project the money.
 Invariant: capacity, slots and budgets only ever shrink within a round, so an offer that once
 failed a walk's job fails every later one: each walk's pointer into its ranking only moves
 on, and no object is made per (job, offer) pair. What the jobs take comes off the walk's own
-counts of capacity and slots and off the budgets it is handed (the round's copy).
+counts of capacity, slots and users' room (``limits.max_running_per_user``) and off the
+budgets it is handed (the round's copy). A job whose user has no room left is passed over
+without moving its walk: the offers are as good for the next job of the walk.
 """
 
 from __future__ import annotations
@@ -46,8 +48,10 @@ class Walker:
     """
 
     def __init__(self, o: Offers, g: Groups, rk: Rankings, left: dict[str, float],
-                 site_slots: Mapping[str, int]) -> None:
+                 site_slots: Mapping[str, int], user_room: list[float] | None = None) -> None:
         self.o, self.g, self.rk, self.left = o, g, rk, left
+        self.user_room = user_room
+        """Per user (``g.users``), attempts it may still start (None: no limit)."""
         self.free = (o.cpus.tolist(), o.memory.tolist(), o.gpus.tolist())
         self.arrays = tuple(np.append(a, -np.inf) for a in (o.cpus, o.memory, o.gpus))
         self.dirty: list[int] = []
@@ -165,9 +169,10 @@ class Walker:
         (free_c, free_m, free_g), (need_c, need_m, need_g) = self.free, self.need
         slots, site_of, left, keysets = self.slots, self.o.site_of, self.left, self.g.walk_keys
         dead, dirty, choice, events = self.dead, self.dirty, self.choice, self.events
+        room, user_of = self.user_room, self.g.user_of
         for t, i in enumerate(jobs):
             w = walks[t]
-            if dead[w]:
+            if dead[w] or (room is not None and room[user_of[i]] <= 0):
                 continue
             c, m, g, keys = need_c[w], need_m[w], need_g[w], keysets[w]
             x, price = -1, 0.0
@@ -193,6 +198,8 @@ class Walker:
             slots[site_of[x]] -= 1
             for b in keys:
                 left[b] -= price
+            if room is not None:
+                room[user_of[i]] -= 1
             choice[i] = x
             events.append((s + t, x, price))
 

@@ -3,17 +3,26 @@
 Invariant: every phase that ends an attempt (a refused or unconfirmed submission, a poll that
 saw it end, a lost node, a requeue moved elsewhere) ends it here, so the job's next state is
 decided by one set of rules and no attempt is charged twice (``store.conclude`` is a
-compare-and-set: a second ending of the same attempt is a no-op).
+compare-and-set: a second ending of the same attempt is a no-op). It is also the one home of
+judging an ended attempt by its result record (:meth:`Ending.judge`): a record storage cannot
+give back (an I/O error) leaves the attempt unconcluded, judged again with backoff, and only
+after ``RECORD_READ_S`` LOST, saying storage could not be read; whichever phase asks::
+
+    judge ─┬─ record read (or malformed) ─────────> the verdict
+           ├─ I/O error, within RECORD_READ_S ────> None: again after 1, 2, 4 ... 60 s
+           └─ I/O error for RECORD_READ_S ────────> LOST, "storage could not be read"
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from gridbridge.adapter import AttemptStatus
 from gridbridge.states import AttemptState, JobState
+from gridbridge.units import fmt_duration
 
-from ..endings import Verdict, history, ledger_row, next_job_state
+from ..endings import Verdict, history, judge, ledger_row, next_job_state
 from ..records import Attempt, AttemptEnding, Job
 from ._tick import World
 
@@ -24,11 +33,64 @@ _REFUSED = {"rejected", "gave-up"}
 """Native states of a submission no site took: they count toward ``limits.max_rejections``."""
 
 
+RECORD_READ_S = 300.0
+"""How long an ended attempt whose result record storage cannot give back is judged again
+before it is judged LOST (storage that fails for longer is an outage, not a hiccup)."""
+_FIRST_WAIT_S, _MAX_WAIT_S = 1.0, 60.0
+"""Backoff between those tries: doubling from the first wait up to the longest."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Unread:
+    """An ended attempt whose result record could not be read yet."""
+
+    since: float
+    due: float
+    """Not judged again before then."""
+    tries: int
+
+
 class Ending:
-    """Concludes attempts; keeps no state of its own."""
+    """Concludes attempts; keeps only the attempts whose result record is still unread."""
 
     def __init__(self, world: World) -> None:
         self.world = world
+        self._unread: dict[str, _Unread] = {}
+        """Ended attempts whose result record storage has not given back yet (distinct keys
+        per site: safe across the site workers that judge)."""
+
+    def judge(self, attempt: Attempt, status: AttemptStatus, now: float, *,
+              alive_at: float | None = None, waiting_at: float | None = None) -> Verdict | None:
+        """The verdict on an attempt said to have ended, its result record read; None to judge
+        it again later (storage did not give the record back, and the wait is not over).
+        ``alive_at``/``waiting_at``: the last polls that saw it running / waiting."""
+        unread = self._unread.get(attempt.id)
+        if unread is not None and now < unread.due:
+            return None
+        url = self.world.store.job(attempt.job_id).checkpoint_url
+        verdict = dataclasses.replace(judge(attempt, status, url), alive_at=alive_at,
+                                      waiting_at=waiting_at)
+        if not verdict.unreadable:
+            self._unread.pop(attempt.id, None)
+            return verdict
+        since, tries = (unread.since, unread.tries + 1) if unread else (now, 1)
+        if now - since < RECORD_READ_S:
+            wait = min(_MAX_WAIT_S, _FIRST_WAIT_S * 2 ** (tries - 1))
+            self._unread[attempt.id] = _Unread(since, now + wait, tries)
+            log.warning("cannot read the result record of %s (try %d; again in %.0f s): %s",
+                        attempt.id, tries, wait, verdict.unreadable)
+            return None
+        self._unread.pop(attempt.id, None)
+        reason = (f"storage could not be read: its result record could not be read for "
+                  f"{fmt_duration(now - since)} ({tries} tries): {verdict.unreadable}")
+        lost = AttemptStatus(state=AttemptState.LOST, native_state=status.native_state,
+                             exit_code=status.exit_code, reason=reason,
+                             walltime=status.walltime)
+        return dataclasses.replace(verdict, status=lost)
+
+    def forget_unread(self, live: set[str]) -> None:
+        """Drop the unread records of attempts no longer live (ended or gone otherwise)."""
+        self._unread = {aid: u for aid, u in self._unread.items() if aid in live}
 
     def conclude(
         self, attempt: Attempt, job: Job, status: AttemptStatus, *, retry: bool = False,

@@ -24,7 +24,7 @@ from gridbridge.adapter import Adapter, AttemptStatus, Offer
 from gridbridge.states import AttemptState, JobState
 
 from ..endings import judge
-from ..placement import Decision, PendingJob, plan
+from ..placement import OTHER_TEAMS, Decision, PendingJob, Shares, plan
 from ..records import Attempt, Job
 from ..requeue import decide_requeued
 from ._cancelling import Cancelling
@@ -142,8 +142,7 @@ class Placing:
         ]
         by_id = {j.id: j for j in pending}
         round_ = plan(jobs, offers, datetime.fromtimestamp(now, UTC), w.config.policy,
-                      self.budgets_left(now, {j.spec.owner.team for j in pending}),
-                      self._site_slots())
+                      self.budgets_left(now), self._site_slots(), self.shares())
         waited = 0
         wanted: list[tuple[PendingJob, Offer, Decision]] = []
         for i in round_.order:
@@ -189,13 +188,13 @@ class Placing:
 
     def budgets_left(self, now: float, teams: Iterable[str] = ()) -> dict[str, float] | None:
         """What each team and project with a budget has left this month: the budget, less
-        the ledger since the month began, less the expected cost of live attempts. Of
-        ``teams`` (those of the jobs to place), each not named in ``budgets.teams`` has
-        ``budgets.default`` (nothing, under ``budgets.strict``), each its own."""
+        the ledger since the month began, less the expected cost of live attempts. The teams
+        not named in ``budgets.teams`` share one pool, ``budgets.default`` (nothing, under
+        ``budgets.strict``), keyed :data:`OTHER_TEAMS`: a made-up team name gains nothing.
+        (``teams`` is accepted and unused: every unnamed team draws on the one pool.)"""
         b, store = self.world.config.budgets, self.world.store
         held = b.default is not None or b.strict
-        unnamed = {t for t in teams if t not in b.teams} if held else set()
-        if not b.teams and not b.projects and not unnamed:
+        if not b.teams and not b.projects and not held:
             return None
         day = datetime.fromtimestamp(now, UTC)
         month = day.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
@@ -210,9 +209,28 @@ class Placing:
         left = {f"team:{t}": v - spent.get(f"team:{t}", 0.0) for t, v in b.teams.items()}
         left.update({f"project:{p}": v - spent.get(f"project:{p}", 0.0)
                      for p, v in b.projects.items()})
-        left.update({f"team:{t}": (b.default or 0.0) - spent.get(f"team:{t}", 0.0)
-                     for t in unnamed})
+        if held:
+            others = sum(v for key, v in spent.items()
+                         if key.startswith("team:") and key[5:] not in b.teams)
+            left[OTHER_TEAMS] = (b.default or 0.0) - others
         return left
+
+    def shares(self) -> Shares:
+        """What fair share needs: active attempts (submitting, submitted, queued, running)
+        per user and per team, the teams' weights and ``limits.max_running_per_user``."""
+        config, store = self.world.config, self.world.store
+        active = {a.job_id for a in store.active_attempts()}
+        users: dict[str, int] = {}
+        teams: dict[str, int] = {}
+        if active:
+            for job in store.jobs([JobState.SCHEDULED, JobState.RUNNING]):
+                if job.id in active:
+                    owner = job.spec.owner
+                    users[owner.user] = users.get(owner.user, 0) + 1
+                    teams[owner.team] = teams.get(owner.team, 0) + 1
+        return Shares(running_users=users, running_teams=teams,
+                      weights={t: s.weight for t, s in config.teams.items()},
+                      max_running_per_user=config.limits.max_running_per_user)
 
     def _site_slots(self) -> dict[str, int] | None:
         """Attempts each site with ``max_running`` may still start."""

@@ -5,8 +5,10 @@ attempt is judged with its result record read on the site's worker (within its d
 LOST means gone: the site stops what is left of it and its checkpoint fence is raised past it
 before its job may be placed again. A result record that storage cannot give back (an I/O
 error) leaves the attempt unconcluded: it is judged again on later ticks, with backoff, and
-after ``RECORD_READ_S`` it is LOST, saying storage could not be read. The last poll that saw
-each attempt running is kept (in memory): the ledger bills a lost attempt at least until then.
+after a bounded time it is LOST, saying storage could not be read (:meth:`Ending.judge`, the
+one home of that rule). The last poll that saw each attempt running, and the last that saw it
+waiting, are kept (in memory): the ledger bills a lost attempt at least until the first, and
+one never seen running from the second (its queue wait before it is not charged).
 
     poll(site) ─┬─ RUNNING ──────────────> one write per site (mark_running_many)
                 ├─ requeued by the site ──> queued: handed to placing; running: a story line
@@ -17,6 +19,7 @@ each attempt running is kept (in memory): the ledger bills a lost attempt at lea
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import dataclasses
 import functools
 import logging
@@ -26,9 +29,8 @@ from typing import Any
 
 from gridbridge.adapter import Adapter, AttemptStatus
 from gridbridge.states import AttemptState
-from gridbridge.units import fmt_duration
 
-from ..endings import Verdict, judge
+from ..endings import Verdict
 from ..records import Attempt
 from ._ending import Ending
 from ._tick import FenceRefused, TickReport, World, one_attempt
@@ -36,25 +38,10 @@ from ._tick import FenceRefused, TickReport, World, one_attempt
 __all__ = ["Polling"]
 
 log = logging.getLogger("gridbridge.reconciler")
+_FENCES_AT_ONCE = 16
+"""Fences of lost attempts raised side by side on one site's worker."""
 
 _Seen = tuple[Attempt, AttemptStatus, Verdict | None]
-
-RECORD_READ_S = 300.0
-"""How long an ended attempt whose result record storage cannot give back is judged again
-before it is judged LOST (storage that fails for longer is an outage, not a hiccup)."""
-_FIRST_WAIT_S, _MAX_WAIT_S = 1.0, 60.0
-"""Backoff between those tries: doubling from the first wait up to the longest."""
-
-
-@dataclasses.dataclass(frozen=True)
-class _Unread:
-    """An ended attempt whose result record could not be read yet."""
-
-    since: float
-    due: float
-    """Not judged again before then."""
-    tries: int
-
 
 class Polling:
     """The poll phase; owns the requeue counts already seen, and this tick's requeued."""
@@ -68,8 +55,8 @@ class Polling:
         """Attempts this tick's poll saw requeued and queued: placing decides on them."""
         self._alive: dict[str, float] = {}
         """Per attempt, the last poll that saw it running."""
-        self._unread: dict[str, _Unread] = {}
-        """Ended attempts whose result record storage has not given back yet."""
+        self._waiting: dict[str, float] = {}
+        """Per attempt, the last poll that saw it waiting (queued, starting)."""
 
     def take_requeued(self) -> list[tuple[Attempt, AttemptStatus]]:
         """What this tick's poll saw requeued, once (decisions are never made on a stale
@@ -82,7 +69,8 @@ class Polling:
         live = {a.id for a in active}
         self._requeues = {aid: n for aid, n in self._requeues.items() if aid in live}
         self._alive = {aid: t for aid, t in self._alive.items() if aid in live}
-        self._unread = {aid: u for aid, u in self._unread.items() if aid in live}
+        self._waiting = {aid: t for aid, t in self._waiting.items() if aid in live}
+        self.ending.forget_unread(live)
         by_site: dict[str, list[Attempt]] = defaultdict(list)
         for attempt in active:
             if attempt.native_id is not None and attempt.site in self.world.adapters:
@@ -119,6 +107,8 @@ class Polling:
                 continue
             if status.state is AttemptState.RUNNING:
                 self._alive[attempt.id] = now  # distinct keys per site: safe across workers
+            elif not status.state.terminal:
+                self._waiting[attempt.id] = now
             requeued = status.requeues > self._requeues.get(attempt.id, 0)
             if status.state is attempt.state and not (requeued and not status.state.terminal):
                 continue
@@ -131,31 +121,10 @@ class Polling:
         return seen
 
     def _judge(self, attempt: Attempt, status: AttemptStatus, now: float) -> Verdict | None:
-        """The verdict on an attempt its site says ended; None to judge it again on a later
-        tick (storage did not give its result record back, and the wait is not over)."""
-        unread = self._unread.get(attempt.id)
-        if unread is not None and now < unread.due:
-            return None
-        url = self.world.store.job(attempt.job_id).checkpoint_url
-        verdict = dataclasses.replace(judge(attempt, status, url),
-                                      alive_at=self._alive.get(attempt.id))
-        if not verdict.unreadable:
-            self._unread.pop(attempt.id, None)
-            return verdict
-        since, tries = (unread.since, unread.tries + 1) if unread else (now, 1)
-        if now - since < RECORD_READ_S:
-            wait = min(_MAX_WAIT_S, _FIRST_WAIT_S * 2 ** (tries - 1))
-            self._unread[attempt.id] = _Unread(since, now + wait, tries)
-            log.warning("cannot read the result record of %s (try %d; again in %.0f s): %s",
-                        attempt.id, tries, wait, verdict.unreadable)
-            return None
-        self._unread.pop(attempt.id, None)
-        reason = (f"storage could not be read: its result record could not be read for "
-                  f"{fmt_duration(now - since)} ({tries} tries): {verdict.unreadable}")
-        lost = AttemptStatus(state=AttemptState.LOST, native_state=status.native_state,
-                             exit_code=status.exit_code, reason=reason,
-                             walltime=status.walltime)
-        return dataclasses.replace(verdict, status=lost)
+        """The verdict on an attempt its site says ended (:meth:`Ending.judge`), with what the
+        polls saw of it; None to judge it again on a later tick."""
+        return self.ending.judge(attempt, status, now, alive_at=self._alive.get(attempt.id),
+                                 waiting_at=self._waiting.get(attempt.id))
 
     def _mark_running(self, site: str, starting: Sequence[tuple[Attempt, str]],
                       report: TickReport) -> None:
@@ -217,16 +186,25 @@ class Polling:
         """On the site's worker: fence each lost attempt off its checkpoints, then cancel it.
         A fence that cannot be raised (a prefix that is not the job's own, storage that does
         not answer within ``checkpoint.fence_timeout_s``) is the job's trouble, not the
-        site's: it is logged and the attempt is cancelled all the same."""
+        site's: it is logged and the attempt is cancelled all the same. The fences are raised
+        side by side (at most ``_FENCES_AT_ONCE``), so many lost attempts on slow storage take
+        about one ``fence_timeout_s``, not one each."""
         w = self.world
-        for attempt in attempts:
-            try:
-                w.fences.raise_now(w.store.job(attempt.job_id), attempt.token + 1)
-            except (FenceRefused, TimeoutError, OSError) as exc:
-                log.warning("lost attempt %s: its checkpoint fence was not raised: %s",
-                            attempt.id, exc)
+        if attempts:
+            with cf.ThreadPoolExecutor(min(_FENCES_AT_ONCE, len(attempts)),
+                                       thread_name_prefix=f"gridbridge-lost-{site}") as pool:
+                list(pool.map(self._fence_lost, attempts))  # each bounded by fence_timeout_s
         w.lease.fence()
         w.adapters[site].cancel([a.native_id for a in attempts if a.native_id])
+
+    def _fence_lost(self, attempt: Attempt) -> None:
+        """Fence one lost attempt off its checkpoints; a failure is logged, never raised."""
+        w = self.world
+        try:
+            w.fences.raise_now(w.store.job(attempt.job_id), attempt.token + 1)
+        except (FenceRefused, TimeoutError, OSError) as exc:
+            log.warning("lost attempt %s: its checkpoint fence was not raised: %s",
+                        attempt.id, exc)
 
 
 def _checked_poll(adapter: Adapter, native_ids: list[str]) -> dict[str, AttemptStatus]:

@@ -13,6 +13,10 @@ holds up, or degrades, the site.
     per site, on its worker:   note try -> (owned? claimed?) -> lease held?
                                -> adapter.submit -> native | rejected | uncertain | ...
     back on the tick:          native ids in one write; every other outcome applied alone
+
+An attempt that ran although its submission was never confirmed is judged by its result record
+as every ended attempt is (:meth:`Ending.judge`): a record storage cannot give back leaves it
+unconcluded, to be found and judged again on a later tick, with backoff, for a bounded time.
 """
 
 from __future__ import annotations
@@ -28,7 +32,6 @@ from dataclasses import dataclass
 from gridbridge.adapter import Capability, Offer, SubmitRejected, SubmitRequest
 from gridbridge.states import AttemptState
 
-from ..endings import judge
 from ..records import Attempt, Job
 from ..sitecalls import describe
 from ._ending import Ending
@@ -244,8 +247,9 @@ class Submitting:
             elif o.kind == "ran":
                 lost = status(AttemptState.LOST, "ran-unconfirmed",
                               "it ran although its submission was never confirmed")
-                job = w.store.job(a.job_id)
-                self.ending.verdict(a, judge(a, lost, job.checkpoint_url), job=job)
+                verdict = self.ending.judge(a, lost, w.clock())
+                if verdict is not None:  # None: its record unread yet; the next tick again
+                    self.ending.verdict(a, verdict)
             elif o.kind == "uncertain":
                 log.warning("submission of %s to %s uncertain (retried with the same id): %s",
                             a.id, site, o.value)

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,8 +25,8 @@ from tests.support.serving import cheap_and_steady_config
 
 
 def gb(*args: str, config: Path | None = None, home: Path | None = None,
-       timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, COLUMNS="200")
+       timeout: float = 120, columns: int = 200) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, COLUMNS=str(columns))
     if home is not None:
         env["GRIDBRIDGE_HOME"] = str(home)
     pre = ["--config", str(config)] if config else []
@@ -124,11 +125,20 @@ def test_debug_preempt_requeues_through_a_running_serve(config: Path, tmp_path: 
 
 @pytest.mark.slow
 def test_demo_preempts_resumes_and_matches_an_uninterrupted_run(tmp_path: Path) -> None:
-    out = gb("demo", "--steps", "1500", home=tmp_path)
+    out = gb("demo", "--steps", "1500", home=tmp_path, columns=80)  # a small terminal
     assert out.returncode == 0, out.stdout + out.stderr
     assert "preempting" in out.stdout
     assert "spot-local -> ondemand-local" in out.stdout
     assert "bit-identical to an uninterrupted run: yes" in out.stdout
+    # every table keeps its ids and site names whole on one line
+    lines = out.stdout.splitlines()
+    attempts = set(re.findall(r"\bj[0-9a-f]{6,16}\.\d\b", out.stdout))
+    assert len(attempts) == 2, out.stdout
+    for word in (*attempts, "spot-local", "ondemand-local", "SUCCEEDED", "PREEMPTED"):
+        assert any(word in line for line in lines), (word, out.stdout)
+    costs = lines[next(i for i, line in enumerate(lines) if line.startswith("costs")):]
+    assert any("│ spot-local " in line for line in costs), out.stdout
+    assert max(len(line) for line in lines) <= 80
 
 
 def test_checkpoints_commands_find_the_configured_root(config: Path) -> None:

@@ -22,6 +22,8 @@ from gridbridge.wire import (
     ALREADY_RAN_EXIT_CODE,
     FORMAT,
     Result,
+    launch_arg,
+    launch_target,
     load_log,
     read_heartbeat,
     read_launch,
@@ -82,11 +84,12 @@ def test_a_second_launch_of_one_attempt_exits_with_its_own_code(tmp_path: Path) 
 
 def test_an_incompatible_launch_format_is_refused_in_the_result_record(tmp_path: Path) -> None:
     req = request(tmp_path, "print('must not run')")
-    url = write_launch(req)
+    url = launch_target(write_launch(req))[0]
     path = Path(url.removeprefix("file://"))
     record = json.loads(path.read_text())
-    path.write_text(json.dumps({**record, "format": "2.0", "a_new_field": 1}))
-    proc = runtime(url, tmp_path / "scratch")
+    newer = json.dumps({**record, "format": "2.0", "a_new_field": 1}).encode()
+    path.write_bytes(newer)  # as a newer control plane writes it, with its digest
+    proc = runtime(launch_arg(url, newer), tmp_path / "scratch")
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 1
     assert b"must not run" not in out

@@ -15,7 +15,7 @@ from gridbridge import Client
 from gridbridge.adapter import AttemptStatus
 from gridbridge.scheduler import endings
 from gridbridge.scheduler.endings import judge
-from gridbridge.scheduler.reconciler import _polling
+from gridbridge.scheduler.reconciler import _ending
 from gridbridge.scheduler.records import Attempt
 from gridbridge.states import AttemptState, JobState
 from gridbridge.wire import Result
@@ -48,8 +48,8 @@ def test_one_503_on_the_result_record_and_the_job_still_succeeds(
 def test_storage_that_stays_unreadable_ends_the_attempt_lost_saying_so(
     client: Client, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(_polling, "RECORD_READ_S", 1.0)
-    monkeypatch.setattr(_polling, "_FIRST_WAIT_S", 0.2)
+    monkeypatch.setattr(_ending, "RECORD_READ_S", 1.0)
+    monkeypatch.setattr(_ending, "_FIRST_WAIT_S", 0.2)
     monkeypatch.setattr(endings, "read_result", _flaky(None))
     f = client.submit_command([sys.executable, "-c", "pass"], max_attempts=1)
     assert f.wait(60) is JobState.FAILED
