@@ -10,7 +10,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 setup: $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[aws,ssh,dask,dev]"
+	$(BIN)/python -m pip install -q -e ".[aws,ssh,dask,postgres,dev]"
 
 # mypy and import-linter read an installed copy of the package, where adapters/ and
 # scheduler/ already sit at gridbridge/adapters and gridbridge/scheduler as the wheel maps them.
@@ -41,8 +41,8 @@ unit: setup
 
 # The inner loop, meant to take under 3 minutes: lint and types, then the tests that need no
 # service, real or fake (none of S3, Slurm, SSH, EC2, PBS's fake server, dask's workers,
-# Chromium or PyTorch) and are not marked slow; `make test` runs them all.
-CHECK_TESTS := not s3 and not slurm and not ssh and not ec2 and not pbs and not dask and not browser and not torch and not slow
+# Chromium, PyTorch or PostgreSQL) and are not marked slow; `make test` runs them all.
+CHECK_TESTS := not s3 and not slurm and not ssh and not ec2 and not pbs and not dask and not browser and not torch and not postgres and not slow
 check: lint
 	$(BIN)/pytest -m "$(CHECK_TESTS)"
 

@@ -7,16 +7,28 @@ deferred, so they never wait behind a writer, not even one frozen inside its tra
 A write that cannot get the lock within ``WRITE_BUSY_S`` raises :class:`StoreUnavailable`,
 which callers retry with backoff; a file that is not a sound SQLite database raises
 :class:`StoreCorrupt`, which no retry mends. Neither message shows the URL's password.
+
+Guarantees of opening a store (:class:`Sessions`):
+
+- a SQLite file this process creates is mode 0600 (less where the umask is stricter), and so
+  are its ``-wal`` and ``-shm`` files, which SQLite gives the database file's mode;
+- opening a new store from several processes at once never fails for "database is locked":
+  the schema step (create tables, add columns and indexes) takes turns: on SQLite it is
+  retried with backoff for up to ``SCHEMA_BUSY_S``; on PostgreSQL it runs under an advisory
+  lock, so only one process creates the tables and the others find them made.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import create_engine, event, inspect
+from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, Engine, Inspector
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -39,6 +51,11 @@ __all__ = [
 WRITE_BUSY_S = 10.0
 """How long a write waits for SQLite's lock before :class:`StoreUnavailable`."""
 READ_BUSY_S = 30.0
+SCHEMA_BUSY_S = 60.0
+"""How long opening a SQLite store keeps retrying its schema step while another process holds
+the lock (each try already waits up to ``WRITE_BUSY_S`` where SQLite's busy handler applies)."""
+_SCHEMA_LOCK = 0x67726964_62726467
+"""PostgreSQL advisory lock key ("gridbrdg") held while one process checks and makes the schema."""
 
 
 class StoreUnavailable(RuntimeError):
@@ -68,8 +85,10 @@ def _pragmas(busy_s: float) -> Any:
         # Let SQLAlchemy's "begin" hook issue BEGIN itself.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        # The busy timeout first: switching a new file to WAL needs its write lock, and without
+        # a timeout a second process opening the same new store failed at once.
         cursor.execute(f"PRAGMA busy_timeout={int(busy_s * 1000)}")
+        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
@@ -147,10 +166,14 @@ def unavailable_as_error(url: str) -> Iterator[None]:
         text = str(exc.orig)
         if any(words in text for words in _CORRUPT):
             raise StoreCorrupt(_corrupt_message(url, text)) from None
-        if isinstance(exc, OperationalError) and (
-                "locked" in text or "unable to open" in text or "busy" in text):
+        if isinstance(exc, OperationalError) and any(w in text for w in _UNAVAILABLE):
             raise StoreUnavailable(f"state store {redact_url(url)}: {redact_urls(text)}") from exc
         raise
+
+
+_UNAVAILABLE = ("locked", "unable to open", "busy", "connection failed", "could not connect",
+                "server closed the connection", "terminating connection")
+"""SQLite's and PostgreSQL's words for a store that may answer if asked again."""
 
 
 def _corrupt_message(url: str, text: str) -> str:
@@ -169,17 +192,54 @@ class Sessions:
     def __init__(self, url: str, *, clock: Callable[[], float] = time.time) -> None:
         self.url = url
         self._clock = clock
+        path = _sqlite_path(url) if _is_file(url) else None
+        if path is not None:
+            _create_private(path)
         self.engine: Engine = create_engine(url, future=True)
         self._read_engine = self.engine
         if self.engine.dialect.name == "sqlite" and _is_file(url):
             self._read_engine = create_engine(url, future=True)
             sqlite_engines(self.engine, self._read_engine)
-        with unavailable_as_error(url):
+        if self.engine.dialect.name == "postgresql":
+            self._upgrade_under_advisory_lock()
+        else:
+            self._upgrade_with_retries()
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._reads = sessionmaker(self._read_engine, expire_on_commit=False)
+
+    def _upgrade(self) -> None:
+        with unavailable_as_error(self.url):
             create_missing_tables(self.engine, self._read_engine)
             add_missing_columns(self.engine, self._read_engine)
             add_missing_indexes(self.engine, self._read_engine)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._reads = sessionmaker(self._read_engine, expire_on_commit=False)
+
+    def _upgrade_with_retries(self) -> None:
+        """The schema step, tried again with jittered backoff while another process holds
+        SQLite's lock (it is making the same tables), for up to ``SCHEMA_BUSY_S``."""
+        deadline = time.monotonic() + SCHEMA_BUSY_S
+        delay = 0.01
+        while True:
+            try:
+                return self._upgrade()
+            except StoreUnavailable as exc:
+                busy = "locked" in str(exc) or "busy" in str(exc)
+                if not busy or time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 1.0)
+
+    def _upgrade_under_advisory_lock(self) -> None:
+        """The schema step while holding a PostgreSQL advisory lock (on a connection of its
+        own): two processes creating one new database's tables at once collide on the
+        catalog's unique keys, not on a lock that waits."""
+        with unavailable_as_error(self.url), self.engine.connect() as lock:
+            lock.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _SCHEMA_LOCK})
+            lock.commit()
+            try:
+                self._upgrade()
+            finally:
+                lock.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _SCHEMA_LOCK})
+                lock.commit()
 
     def close(self) -> None:
         self.engine.dispose()
@@ -217,6 +277,15 @@ def _sqlite_path(url: str) -> str | None:
     if not url.startswith("sqlite:///"):
         return None
     return url.removeprefix("sqlite:///").split("?", 1)[0] or None
+
+
+def _create_private(path: str) -> None:
+    """Create the SQLite file mode 0600 (the umask may make it stricter) if it is missing;
+    SQLite then creates its -wal and -shm files with the same mode. An existing file is left
+    as it is; another process creating it first is not an error."""
+    # OSError: made by another process first, or a missing folder SQLite will name itself
+    with contextlib.suppress(OSError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
 
 
 def _is_file(url: str) -> bool:

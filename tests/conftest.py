@@ -12,7 +12,7 @@ import pytest
 
 from gridbridge.config import GridConfig, default_config
 
-SERVICE_MARKERS = ("s3", "slurm", "ssh", "ec2", "pbs", "torch", "dask", "browser")
+SERVICE_MARKERS = ("s3", "slurm", "ssh", "ec2", "pbs", "torch", "dask", "browser", "postgres")
 _skipped_services: list[str] = []
 
 
@@ -124,6 +124,10 @@ def ssh_login() -> Iterator[dict[str, object]]:
 
 from tests.checkpoint.conftest import s3_server  # noqa: E402,F401 - the SeaweedFS fixture, shared
 from tests.support.edgefleet import fleet  # noqa: E402,F401 - the edge fleet, one for the session
+from tests.support.postgres import (  # noqa: E402,F401 - PostgreSQL, one for the session
+    postgres_server,
+    state_url,
+)
 
 
 @pytest.fixture(scope="session")

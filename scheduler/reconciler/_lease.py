@@ -8,6 +8,19 @@ unlapsed); a reconciler that slept through its lease finds it changed and does n
     renew     between phases, and as the site workers' keepalive: LeaseLost if it moved
     held      just before a native act (a read: never waits behind a writer)
     release   on the way out of the loop; a locked store lets it lapse instead
+
+Expiry is the store's business and is measured on the database's clock (see
+``gridbridge.scheduler._leases``); the ``clock`` given here only paces renewals.
+
+The holder id names the process beyond doubt on its own machine:
+
+    <hostname>:<pid>:<process start time>:<boot id>:<random>
+
+so an unexpired lease is taken over early only when its holder is provably dead: the boot id
+is this machine's current boot (``/proc/sys/kernel/random/boot_id``: another host, or this
+host before a reboot, never matches) AND its pid is gone or now runs a process that started
+at another time (a reused pid). A hostname that matches proves nothing (two machines, or two
+containers, may share one), so an id without a boot id is never taken before it lapses.
 """
 
 from __future__ import annotations
@@ -17,6 +30,7 @@ import os
 import socket
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 from gridbridge.procinfo import proc_start_time
 
@@ -40,7 +54,7 @@ class LeaseKeeper:
         self.store = store
         self.lease_s = lease_s
         self.clock = clock
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.holder = holder_id()
         self.lease: Lease | None = None
         self._renewed_at = float("-inf")
         """When (our clock) the lease was last written; a renewal sooner than a quarter of
@@ -101,9 +115,30 @@ class LeaseKeeper:
         self.lease = None
 
 
+def holder_id() -> str:
+    """This process's holder id (see the module); the hostname is for people reading it."""
+    pid = os.getpid()
+    return (f"{socket.gethostname()[:32]}:{pid}:{proc_start_time(pid)}:{boot_id()}:"
+            f"{uuid.uuid4().hex[:8]}")
+
+
+def boot_id() -> str:
+    """This boot of this machine (the kernel's random boot id, without dashes), or "" where
+    the kernel does not say: then no holder is ever taken over early."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip().replace("-", "")
+    except OSError:
+        return ""
+
+
 def _dead_local_holder(holder: str) -> bool:
-    host, _, rest = holder.partition(":")
-    pid_s = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_s.isdigit():
+    """The holder ran on this boot of this machine and its process is gone (or its pid was
+    reused by a process that started at another time). Anything else: False."""
+    parts = holder.split(":")
+    if len(parts) != 5:
         return False
-    return proc_start_time(int(pid_s)) is None
+    _host, pid_s, start, boot, _ = parts
+    here = boot_id()
+    if not here or boot != here or not pid_s.isdigit():
+        return False
+    return proc_start_time(int(pid_s)) != start

@@ -12,6 +12,8 @@ The schedule is drawn from ``random.Random(seed)``; the seed is ``$GRIDBRIDGE_CH
 :data:`DEFAULT_SEED`, and every assertion message names it, so a failure can be replayed with
 ``GRIDBRIDGE_CHAOS_SEED=<seed> pytest tests/scheduler/test_chaos.py``. (Process timing is not
 seeded, so a replay draws the same jobs and kill times, not necessarily the same interleaving.)
+
+The loop runs twice: on a SQLite file and on a real PostgreSQL database (``state_url``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 
 from gridbridge.client import Client, JobFuture
 from gridbridge.procinfo import proc_start_time
@@ -78,6 +81,14 @@ def _kill9(proc: subprocess.Popen[bytes]) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def _holder_pid(client: Client) -> int | None:
+    """The pid in the reconciler lease's holder id, while somebody holds it."""
+    from gridbridge.scheduler.reconciler import LEASE
+
+    held = client.store.lease_holder(LEASE)
+    return int(held[0].split(":")[1]) if held else None
 
 
 def _states(futures: list[JobFuture]) -> Counter[JobState]:
@@ -135,11 +146,21 @@ def _diagnose(client: Client, futures: list[JobFuture], names: dict[str, str],
     return "\n".join(lines)
 
 
-def test_kill_minus_nine_chaos_loop_loses_and_duplicates_no_job(tmp_path: Path) -> None:
+def _on_store(config: Path, state_url: str) -> Path:
+    """The config file, its store replaced by ``state_url`` (mode 0600: it may hold a password)."""
+    raw = yaml.safe_load(config.read_text())
+    raw["state_url"] = state_url
+    config.write_text(yaml.safe_dump(raw))
+    config.chmod(0o600)
+    return config
+
+
+def test_kill_minus_nine_chaos_loop_loses_and_duplicates_no_job(
+        tmp_path: Path, state_url: str) -> None:
     seed = _seed()
     rng = random.Random(seed)
     tag = f"[GRIDBRIDGE_CHAOS_SEED={seed}]"
-    config = two_site_config(tmp_path, cpus=(SITES["a"], SITES["b"]))
+    config = _on_store(two_site_config(tmp_path, cpus=(SITES["a"], SITES["b"])), state_url)
     done_file = tmp_path / "done.txt"
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -192,7 +213,14 @@ def test_kill_minus_nine_chaos_loop_loses_and_duplicates_no_job(tmp_path: Path) 
         final_log = logs / f"serve-{len(started):02d}.log"
         final = start_serve(config, final_log)
         started.append(final)
-        _wait_up(final, final_log, tag)  # its SIGTERM handler is installed by then
+        _wait_up(final, final_log, tag)
+        # Once it holds the lease it is in its reconciler loop, so its SIGTERM handler is
+        # installed (the banner comes before that: on PostgreSQL, by a visible margin).
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while _holder_pid(client) != final.pid:
+            assert final.poll() is None, f"{tag} final serve exited: {final_log.read_text()}"
+            assert time.monotonic() < deadline, f"{tag} final serve never took the lease"
+            time.sleep(0.05)
         deadline = time.monotonic() + FINAL_TIMEOUT_S
         while not all(f.done() for f in futures):
             if time.monotonic() > deadline or final.poll() is not None:

@@ -1,10 +1,12 @@
-"""The state store: compare-and-set on a real SQLite file, one event per move, one ledger row."""
+"""The state store: compare-and-set on a real SQLite file and on a real PostgreSQL database
+(each test twice, through the ``state_url`` fixture), one event per move, one ledger row."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -38,10 +40,27 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def store(tmp_path: Path, clock: FakeClock):  # type: ignore[no-untyped-def]
-    s = StateStore(f"sqlite:///{tmp_path / 'state.db'}", clock=clock)
+def store(state_url: str, clock: FakeClock):  # type: ignore[no-untyped-def]
+    s = StateStore(state_url, clock=clock)
     yield s
     s.close()
+
+
+class LeaseTime:
+    """Steps the clock leases are measured by: on SQLite the store's (fake) clock, one second
+    a unit; on PostgreSQL the server's own clock, which nobody steps, so real time passes,
+    half a second a unit."""
+
+    def __init__(self, store: StateStore, clock: FakeClock) -> None:
+        self.on_server = store.engine.dialect.name == "postgresql"
+        self.unit = 0.5 if self.on_server else 1.0
+        self.clock = clock
+
+    def advance(self, units: float) -> None:
+        if self.on_server:
+            time.sleep(units * self.unit)
+        else:
+            self.clock.advance(units)
 
 
 def spec(name: str = "train", **kw: object) -> JobSpec:
@@ -258,18 +277,33 @@ def test_request_cancel_of_running_job_only_marks_it(store: StateStore) -> None:
     assert [x.id for x in store.active_attempts()] == [a.id]
 
 
+def _taken_at(store: StateStore, holder: str, ttl_s: float) -> None:
+    """``holder`` takes the lease, which then expires ``ttl_s`` after the moment it was taken
+    (on SQLite's fake clock exactly ``clock.now + ttl_s``: the two bounds are equal)."""
+    before = store.lease_clock()
+    assert store.acquire_lease("reconciler", holder, ttl_s=ttl_s)
+    after = store.lease_clock()
+    got = store.lease_holder("reconciler")
+    assert got is not None and got[0] == holder
+    assert before + ttl_s <= got[1] <= after + ttl_s
+
+
 def test_lease_held_until_expiry(store: StateStore, clock: FakeClock) -> None:
-    assert store.acquire_lease("reconciler", "A", ttl_s=10)
-    assert store.lease_holder("reconciler") == ("A", clock.now + 10)
-    assert not store.acquire_lease("reconciler", "B", ttl_s=10)
-    clock.advance(5)
-    assert store.acquire_lease("reconciler", "A", ttl_s=10)  # renewal moves the expiry
-    clock.advance(9)
-    assert not store.acquire_lease("reconciler", "B", ttl_s=10)
-    clock.advance(2)
-    assert store.acquire_lease("reconciler", "B", ttl_s=10)
-    assert store.lease_holder("reconciler") == ("B", clock.now + 10)
-    assert not store.acquire_lease("reconciler", "A", ttl_s=10)
+    t = LeaseTime(store, clock)
+    ttl = 10 * t.unit
+    _taken_at(store, "A", ttl)
+    if not t.on_server:
+        assert store.lease_holder("reconciler") == ("A", clock.now + 10)
+    assert not store.acquire_lease("reconciler", "B", ttl_s=ttl)
+    t.advance(5)
+    assert store.acquire_lease("reconciler", "A", ttl_s=ttl)  # renewal moves the expiry
+    t.advance(9)
+    assert not store.acquire_lease("reconciler", "B", ttl_s=ttl)
+    t.advance(2)
+    _taken_at(store, "B", ttl)
+    if not t.on_server:
+        assert store.lease_holder("reconciler") == ("B", clock.now + 10)
+    assert not store.acquire_lease("reconciler", "A", ttl_s=ttl)
 
 
 def test_lease_release(store: StateStore) -> None:
@@ -281,8 +315,8 @@ def test_lease_release(store: StateStore) -> None:
     assert store.acquire_lease("r", "B", ttl_s=100)
 
 
-def test_two_stores_on_one_file_share_state(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'state.db'}"
+def test_two_stores_on_one_file_share_state(state_url: str) -> None:
+    url = state_url
     a, b = StateStore(url), StateStore(url)
     try:
         a.create_job(spec(), "file:///c", job_id="j")
@@ -317,8 +351,8 @@ _RACER = textwrap.dedent(
 )
 
 
-def test_cas_race_between_two_processes(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'state.db'}"
+def test_cas_race_between_two_processes(tmp_path: Path, state_url: str) -> None:
+    url = state_url
     n = 25
     store = StateStore(url)
     for i in range(n):
