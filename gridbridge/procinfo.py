@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["oom_killed", "proc_start_time"]
+__all__ = ["boot_id", "oom_killed", "proc_start_time"]
 
 
 def proc_start_time(pid: int) -> str | None:
@@ -21,6 +21,15 @@ def proc_start_time(pid: int) -> str | None:
     if fields[0] in {"Z", "X"}:
         return None
     return fields[19]
+
+
+def boot_id() -> str:
+    """This boot of this machine (the kernel's random boot id, without dashes), or "" where
+    the kernel does not say. Another host, or this host before a reboot, never matches."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip().replace("-", "")
+    except OSError:
+        return ""
 
 
 def oom_killed(group: str | os.PathLike[str]) -> bool:

@@ -399,3 +399,23 @@ def test_a_negative_default_budget_names_the_field(tmp_path: Path) -> None:
     assert "budgets.default" in msg
     msg = bad(tmp_path, {**GOOD, "budgets": {"strictt": True}})
     assert "budgets.strictt" in msg and "strict" in msg.split("valid fields:")[1]
+
+
+def test_fair_share_settings_read_from_yaml(tmp_path: Path) -> None:
+    data = copy.deepcopy(GOOD)
+    data["limits"] = {"max_running_per_user": 3}
+    data["teams"] = {"vision": {"weight": 3}, "nlp": {}}
+    grid = load_config(write(tmp_path, data))
+    assert grid.limits.max_running_per_user == 3
+    assert grid.teams["vision"].weight == 3 and grid.teams["nlp"].weight == 1
+
+
+@pytest.mark.parametrize(("changes", "field"), [
+    ({"limits": {"max_running_per_user": 0}}, "limits.max_running_per_user"),
+    ({"teams": {"vision": {"weight": 0}}}, "teams.vision.weight"),
+    ({"teams": {"vision": {"wieght": 3}}}, "teams.vision.wieght"),
+])
+def test_bad_fair_share_settings_name_the_field(tmp_path: Path, changes: dict[str, Any],
+                                                field: str) -> None:
+    msg = bad(tmp_path, {**copy.deepcopy(GOOD), **changes})
+    assert field in msg, msg

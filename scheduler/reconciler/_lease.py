@@ -30,9 +30,8 @@ import os
 import socket
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 
-from gridbridge.procinfo import proc_start_time
+from gridbridge.procinfo import boot_id, proc_start_time
 
 from ..records import Lease
 from ..store import StateStore
@@ -120,15 +119,6 @@ def holder_id() -> str:
     pid = os.getpid()
     return (f"{socket.gethostname()[:32]}:{pid}:{proc_start_time(pid)}:{boot_id()}:"
             f"{uuid.uuid4().hex[:8]}")
-
-
-def boot_id() -> str:
-    """This boot of this machine (the kernel's random boot id, without dashes), or "" where
-    the kernel does not say: then no holder is ever taken over early."""
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip().replace("-", "")
-    except OSError:
-        return ""
 
 
 def _dead_local_holder(holder: str) -> bool:

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from gridbridge.procinfo import proc_start_time
-from gridbridge.scheduler.reconciler._lease import LEASE, LeaseKeeper, boot_id, holder_id
+from gridbridge.procinfo import boot_id, proc_start_time
+from gridbridge.scheduler.reconciler._lease import LEASE, LeaseKeeper, holder_id
 from gridbridge.scheduler.store import StateStore
 
 
