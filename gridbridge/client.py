@@ -19,13 +19,13 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from gridbridge.adapter import Capability, LogsAdapter, PreemptAdapter
+from gridbridge.adapter import Capability, PreemptAdapter
 from gridbridge.config import (
     ConfigError,
     GridConfig,
@@ -54,6 +54,9 @@ class JobFailed(RuntimeError):
 class JobCancelled(RuntimeError):
     """The job was cancelled."""
 
+
+PAYLOAD = "payload.pkl"
+"""A function job's pickled call, in its checkpoint folder (pinned in its ``callable_ref``)."""
 
 _SHORTCUTS = ("cpus", "memory_gb", "gpus", "walltime_s")
 _JOB_OPTIONS = (set(JobSpec.model_fields) - {"command", "callable_ref"}) | set(_SHORTCUTS)
@@ -178,11 +181,10 @@ class JobFuture:
             return None
         import cloudpickle
 
-        from gridbridge.wire import Record, check_digest, get_bytes
+        from gridbridge.wire import check_digest
 
-        last = self.client.store.attempts(self.job_id)[-1]
-        data = get_bytes(f"{last.attempt_url}/{Record.RETURN}")
-        check_digest(data, _return_digest(last), f"the return value of job {self.job_id}")
+        data, digest = self.client.return_value(self.job_id)
+        check_digest(data, digest, f"the return value of job {self.job_id}")
         return cloudpickle.loads(data)
 
     def cancel(self) -> bool:
@@ -203,7 +205,25 @@ class JobFuture:
 
 
 class Client:
-    """Submit jobs, watch them, get results back."""
+    """Submit jobs, watch them, get results back.
+
+    ``Client(url=..., token=...)`` (or, given no config, ``$GRIDBRIDGE_URL`` and
+    ``$GRIDBRIDGE_TOKEN``) is a client of a gridbridge service instead: a
+    :class:`gridbridge.service.RemoteClient`, with the same futures and errors, that talks to
+    the service's API only (never the database, never a reconciler)."""
+
+    def __new__(
+        cls, config: str | os.PathLike[str] | GridConfig | None = None, *,
+        start: bool = True, registry: Registry | None = None, url: str | None = None,
+        token: str | None = None,
+    ) -> Client:
+        if url is None and config is None:  # url="": this host's federation, whatever the env
+            url = os.environ.get("GRIDBRIDGE_URL")
+        if cls is Client and url:
+            from gridbridge.service import RemoteClient
+
+            return object.__new__(RemoteClient)
+        return object.__new__(cls)
 
     def __init__(
         self,
@@ -211,6 +231,8 @@ class Client:
         *,
         start: bool = True,
         registry: Registry | None = None,
+        url: str | None = None,
+        token: str | None = None,
     ) -> None:
         from gridbridge.scheduler.reconciler import Reconciler
         from gridbridge.sites import build_adapters
@@ -271,26 +293,42 @@ class Client:
         """Run ``fn(*args, **kwargs)`` as a job. ``options`` are :class:`JobSpec` fields
         (``name``, ``resources``, ``checkpoint``, ``constraints``, ``max_cost``, ...) or the
         shortcuts ``cpus``, ``memory_gb``, ``gpus``, ``walltime_s``."""
-        return self._submit_fn(fn, args, kwargs, options, admit=True)
+        return self.submit_spec(*self._fn_spec(fn, args, kwargs, options))
 
-    def _submit_fn(self, fn: Callable[..., Any], args: tuple[Any, ...],
-                   kwargs: dict[str, Any] | None, options: dict[str, Any], *,
-                   admit: bool) -> JobFuture:
+    def _fn_spec(self, fn: Callable[..., Any], args: tuple[Any, ...],
+                 kwargs: dict[str, Any] | None, options: dict[str, Any]) -> tuple[JobSpec, bytes]:
+        """The spec of a function job (its ``callable_ref`` a placeholder until the payload
+        is written) and the payload, the pickled call."""
         import cloudpickle
 
+        options.setdefault("name", _default_name(getattr(fn, "__name__", "")))
+        spec = self._spec(options, callable_ref=PAYLOAD)
+        return spec, cloudpickle.dumps((fn, args, kwargs or {}))
+
+    def submit_spec(self, spec: JobSpec, payload: bytes | None = None, *,
+                    admit: bool = True) -> JobFuture:
+        """Submit a job from a spec already made (the service's way in, with the owner set
+        from the caller's identity). ``payload``: a function job's pickled call, written
+        under the checkpoint root and pinned in the spec; a spec that names a payload must
+        come with it. ``admit``: refuse a job no configured site could ever run."""
         from gridbridge.scheduler.store import new_job_id
         from gridbridge.wire import pin, put_bytes
 
-        job_id = new_job_id()
-        url = f"{self.config.checkpoint_root}/{job_id}/payload.pkl"
-        options.setdefault("name", _default_name(getattr(fn, "__name__", "")))
-        spec = self._spec(options, callable_ref=url)
+        if (payload is None) != (spec.callable_ref is None):
+            raise ValueError("a function job's payload comes with its spec, and only then")
+        if spec.checkpoint.url is not None:  # before anything is written for the job
+            refusal = self.config.checkpoint.refusal(
+                spec.checkpoint.url, team=spec.owner.team, root=self.config.checkpoint_root)
+            if refusal:
+                raise ValueError(f"invalid job option: {refusal}")
         if admit:
             self._admit(spec)
-        payload = cloudpickle.dumps((fn, args, kwargs or {}))
-        # the spec, in the store, pins the payload's digest: the runtime runs no other bytes
-        spec = spec.model_copy(update={"callable_ref": pin(url, payload)})
-        put_bytes(url, payload)
+        job_id = new_job_id()
+        if payload is not None:
+            url = f"{self.config.checkpoint_root}/{job_id}/{PAYLOAD}"
+            # the spec, in the store, pins the payload's digest: the runtime runs no other bytes
+            spec = spec.model_copy(update={"callable_ref": pin(url, payload)})
+            put_bytes(url, payload)
         return self._create(spec, job_id)
 
     def submit_command(self, argv: Sequence[str], **options: Any) -> JobFuture:
@@ -298,13 +336,13 @@ class Client:
         if isinstance(argv, str):
             raise TypeError("argv must be a list of strings, e.g. ['python', 'train.py']")
         options.setdefault("name", _default_name(Path(argv[0]).name if argv else ""))
-        return self._create(self._spec(options, command=tuple(argv)))
+        return self.submit_spec(self._spec(options, command=tuple(argv)))
 
     def map(self, fn: Callable[..., Any], items: Iterable[Any], **options: Any) -> list[JobFuture]:
         """Submit ``fn(item)`` for each item (all with the same options, so whether any site
         could ever run them is checked once)."""
-        return [self._submit_fn(fn, (item,), None, dict(options), admit=i == 0)
-                for i, item in enumerate(items)]
+        return [self.submit_spec(*self._fn_spec(fn, (item,), None, dict(options)),
+                                 admit=i == 0) for i, item in enumerate(items)]
 
     def job(self, job_id: str) -> JobFuture:
         self.store.job(job_id)
@@ -318,7 +356,7 @@ class Client:
                              f"options: {', '.join(sorted(_JOB_OPTIONS))}")
         owner = data.get("owner", {})
         if isinstance(owner, dict):  # an Owner given whole is taken as it is
-            data["owner"] = {"user": _current_user(), **owner}
+            data["owner"] = {**self._default_owner(), **owner}
         shortcuts = {k: data.pop(k) for k in _SHORTCUTS if k in data}
         if shortcuts:
             resources = data.pop("resources", {})
@@ -326,15 +364,13 @@ class Client:
                 resources = resources.model_dump()
             data["resources"] = {**resources, **shortcuts}
         try:
-            spec = JobSpec.model_validate({**data, **target})
+            return JobSpec.model_validate({**data, **target})
         except ValidationError as exc:
             raise ValueError(explain_errors(exc, "invalid job option", JobSpec)) from None
-        if spec.checkpoint.url is not None:  # before anything is written for the job
-            refusal = self.config.checkpoint.refusal(
-                spec.checkpoint.url, team=spec.owner.team, root=self.config.checkpoint_root)
-            if refusal:
-                raise ValueError(f"invalid job option: {refusal}")
-        return spec
+
+    def _default_owner(self) -> dict[str, str]:
+        """Who a job is charged to unless it names its owner: here, the local user."""
+        return {"user": _current_user()}
 
     def _admit(self, spec: JobSpec) -> None:
         """Refuse a job that no configured site could ever run (the reason per site)."""
@@ -342,33 +378,31 @@ class Client:
 
         check_admissible(spec, self.config)
 
-    def _create(self, spec: JobSpec, job_id: str | None = None) -> JobFuture:
-        from gridbridge.scheduler.store import new_job_id
-
-        if spec.callable_ref is None:
-            self._admit(spec)
-        jid = job_id or new_job_id()
-        url = spec.checkpoint.url or f"{self.config.checkpoint_root}/{jid}"
-        self.store.create_job(spec, url, job_id=jid)
+    def _create(self, spec: JobSpec, job_id: str) -> JobFuture:
+        url = spec.checkpoint.url or f"{self.config.checkpoint_root}/{job_id}"
+        self.store.create_job(spec, url, job_id=job_id)
         self.reconciler.wake()  # place it now, not at the end of the tick interval
-        return JobFuture(self, jid)
+        return JobFuture(self, job_id)
 
     # operations ---------------------------------------------------------------------------
 
+    def return_value(self, job_id: str) -> tuple[bytes, str | None]:
+        """The bytes of a succeeded function job's ``return.pkl`` and the digest they must
+        have (:func:`_return_digest`); the caller checks them before it unpickles."""
+        from gridbridge.wire import Record, get_bytes
+
+        last = self.store.attempts(job_id)[-1]
+        return get_bytes(f"{last.attempt_url}/{Record.RETURN}"), _return_digest(last)
+
     def logs(self, job_id: str) -> str:
         """Every attempt's output, in order, each under a header line."""
-        from gridbridge.wire import load_log
+        return "".join(self.iter_logs(job_id))
 
-        parts = []
-        for a in self.store.attempts(job_id):
-            text = load_log(a.attempt_url) if a.state.terminal else None
-            adapter = self.adapters.get(a.site)
-            if text is None and a.native_id and isinstance(adapter, LogsAdapter) and (
-                Capability.LOGS in adapter.capabilities()
-            ):
-                text = adapter.logs(a.native_id)
-            parts.append(f"--- attempt {a.number} on {a.site} ({a.state}) ---\n{text or ''}")
-        return "\n".join(parts)
+    def iter_logs(self, job_id: str) -> Iterator[str]:
+        """:meth:`logs` as a stream of pieces (one piece of a log in memory at a time)."""
+        from gridbridge.logview import iter_logs
+
+        return iter_logs(self.store, self.adapters, job_id)
 
     def preempt(self, job_id: str, *, wait: bool = False) -> str:
         """Deliver a real preemption to the job's running attempt (sites that support it)."""
@@ -379,6 +413,22 @@ class Client:
         assert attempt.native_id is not None
         self.preempt_attempt(attempt.site, attempt.native_id, wait=wait)
         return attempt.id
+
+    def preempt_running(self, attempt_id: str) -> Attempt:
+        """Preempt an attempt that is running now, as its site sees it, and wait until it is
+        delivered; a RuntimeError says why one that is not running cannot be."""
+        a = self.store.attempt(attempt_id)
+        if not a.state.active:
+            raise RuntimeError(f"attempt {attempt_id} is {a.state.value}, not running: "
+                               "only a running attempt can be preempted")
+        if a.native_id is None:
+            raise RuntimeError(f"attempt {attempt_id} has no native job yet")
+        seen = self.adapters[a.site].poll([a.native_id]).get(a.native_id)
+        if seen is not None and seen.state.terminal:  # ended since the reconciler last looked
+            raise RuntimeError(f"attempt {attempt_id} has ended on {a.site} "
+                               f"({seen.state.value}): only a running attempt can be preempted")
+        self.preempt_attempt(a.site, a.native_id, wait=True)
+        return a
 
     def preempt_attempt(self, site: str, native_id: str, *, wait: bool = False) -> None:
         """Deliver a real preemption to one native job (sites with ``DEBUG_PREEMPT``)."""

@@ -15,6 +15,7 @@ started its tick under.
     StateStore ── this module   jobs and attempts: their lifecycle, each move a compare-and-set
      ├─ ._ledger.Ledger         the story (events), decisions, the cost ledger, site health
      ├─ ._leases.Leases         named leases with their generation
+     ├─ ._access.Access         API tokens (their hashes) and the audit of the service
      └─ ._db.Sessions           engines, transactions and reads; schema upgrades on open
 """
 
@@ -36,6 +37,7 @@ from gridbridge.states import (
 )
 
 from . import records
+from ._access import Access
 from ._db import StoreUnavailable
 from ._leases import Leases
 from ._ledger import Ledger, event_row, insert_event
@@ -53,7 +55,7 @@ __all__ = ["StateStore", "StoreUnavailable"]
 __all__ += records.__all__  # the records, re-exported above: read here beside their store
 
 
-class StateStore(Ledger, Leases):
+class StateStore(Ledger, Leases, Access):
     """Durable state behind the reconciler, the client and the reports."""
 
     # jobs ---------------------------------------------------------------------------------

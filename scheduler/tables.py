@@ -15,7 +15,9 @@ from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text,
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
+    "ApiTokenRow",
     "AttemptRow",
+    "AuditRow",
     "Base",
     "DecisionRow",
     "EventRow",
@@ -157,3 +159,40 @@ class SiteHealthRow(Base):
     error: Mapped[str] = mapped_column(Text, default="")
     since: Mapped[float] = mapped_column(Float)
     checked_at: Mapped[float] = mapped_column(Float)
+
+
+class ApiTokenRow(Base):
+    """An API token of the service: who it names and what role it grants. Only the SHA-256
+    of its secret is kept; the secret itself is shown once, when the token is made."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    """The token's public id (the part before the dot), shown in listings and the audit."""
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    user: Mapped[str] = mapped_column(String(128))
+    team: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[float] = mapped_column(Float)
+    created_by: Mapped[str] = mapped_column(String(128), default="")
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class AuditRow(Base):
+    """One verb that changed something, or one refusal: who, when, what, from where. The
+    detail never holds a secret (a token is named by its public id)."""
+
+    __tablename__ = "audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Float, index=True)
+    user: Mapped[str] = mapped_column(String(128), default="")
+    role: Mapped[str] = mapped_column(String(16), default="")
+    verb: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str] = mapped_column(String(128), default="")
+    outcome: Mapped[str] = mapped_column(String(8))
+    """``ok`` or ``refused``."""
+    source: Mapped[str] = mapped_column(String(64), default="")
+    """The client's address, or ``local`` for a command run on the store's own host."""
+    detail: Mapped[str] = mapped_column(Text, default="")
+

@@ -1,7 +1,8 @@
 """``gridbridge debug ...``: tools for exercising failure paths on a live federation.
 
 Invariant: ``debug preempt`` preempts only an attempt that is running now, as its site sees
-it; anything else is refused with exit 2 and nothing is reclaimed.
+it; anything else is refused with exit 2 and nothing is reclaimed. Through a service, only
+the attempt's owner or an operator may preempt it (exit 4 otherwise).
 """
 
 from __future__ import annotations
@@ -26,18 +27,9 @@ def debug_preempt(
     """Deliver a real preemption to a running attempt (SIGTERM, grace, SIGKILL). An attempt
     that has ended is refused (exit 2)."""
     made = client(ctx)
-    a = made.store.attempt(attempt)
+    made.store.attempt(attempt)  # an unknown attempt (or another user's) is refused first
     try:
-        if not a.state.active:
-            raise RuntimeError(f"attempt {attempt} is {a.state.value}, not running: "
-                               "only a running attempt can be preempted")
-        if a.native_id is None:
-            raise RuntimeError(f"attempt {attempt} has no native job yet")
-        seen = made.adapters[a.site].poll([a.native_id]).get(a.native_id)
-        if seen is not None and seen.state.terminal:  # ended since the reconciler last looked
-            raise RuntimeError(f"attempt {attempt} has ended on {a.site} ({seen.state.value}): "
-                               "only a running attempt can be preempted")
-        made.preempt_attempt(a.site, a.native_id, wait=True)
+        a = made.preempt_running(attempt)  # through the service: checked there, as here
     except RuntimeError as exc:
         err.print(f"error: {exc}", highlight=False, markup=False)
         raise typer.Exit(2) from None

@@ -62,7 +62,8 @@ def submit(
         help="who pays: team (default: default)", show_default=False)] = None,
     project: Annotated[str | None, typer.Option(
         help="who pays: project (default: default)", show_default=False)] = None,
-    wait: Annotated[bool, typer.Option(help="run a reconciler here until the job ends")] = False,
+    wait: Annotated[bool, typer.Option(
+        help="wait until the job ends (without --url: running a reconciler here)")] = False,
 ) -> None:
     """Submit a command: gridbridge submit --cpus 2 -- python train.py"""
     made = client(ctx, start=wait)

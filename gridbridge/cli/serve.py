@@ -3,7 +3,9 @@ a JSON object.
 
 Invariant: one serve per store holds the reconciler lease; a second stands by (and says so)
 until the lease is free. Every log line's time is UTC, written as ``units.TIME_FORMAT``, and
-a URL in it is shown without its password (``units.redact_url``).
+a URL in it is shown without its password (``units.redact_url``). With ``--listen`` it also
+serves the HTTP API (:mod:`gridbridge.service`): TLS given a certificate and key, plain HTTP
+only on loopback unless ``--insecure``; it opens this host's store whatever ``--url`` says.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import signal
 import threading
 import time
 from enum import StrEnum
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
@@ -35,18 +38,28 @@ def serve(
     log_format: Annotated[LogFormat, typer.Option(
         help="text lines, or one JSON object a line (time, level, logger, message and the "
         "event's fields)")] = LogFormat.TEXT,
+    listen: Annotated[Optional[str], typer.Option(  # noqa: UP045 - typer needs Optional
+        help="also serve the HTTP API on HOST:PORT", show_default=False)] = None,
+    tls_cert: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="the API's TLS certificate (PEM)", show_default=False)] = None,
+    tls_key: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="the API's TLS private key (PEM)", show_default=False)] = None,
+    insecure: Annotated[bool, typer.Option(
+        help="allow plain HTTP off loopback (behind a TLS-terminating proxy only)")] = False,
 ) -> None:
     """Run the reconciler in the foreground over the configured store. It logs a line per
     placement, submission, attempt state change, site health change, lease change and its
-    shutdown; a second serve on the same store stands by until the lease is free."""
+    shutdown; a second serve on the same store stands by until the lease is free. With
+    --listen it serves the API too (tokens: gridbridge admin token create)."""
     from gridbridge.scheduler.reconciler import LEASE
+    from gridbridge.service import parse_listen, run_api
 
+    where = parse_listen(listen, tls_cert, tls_key, insecure) if listen else None
     logging.basicConfig(level=logging.INFO, handlers=[log_handler(log_format)], force=True)
     log = logging.getLogger("gridbridge.serve")
+    if isinstance(ctx.obj, dict):
+        ctx.obj["url"] = None  # the service opens this host's store, whatever --url says
     made = client(ctx)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     log.info("gridbridge serve: %d sites, store %s", len(made.config.sites),
              redact_url(made.store.url),
              extra={"event": "start", "sites": len(made.config.sites)})
@@ -55,6 +68,14 @@ def serve(
         log.info("standing by: %s holds the reconciler lease on this store (until %s); this "
                  "serve takes over when it stops or its lease lapses", holder[0],
                  fmt_time(holder[1]), extra={"event": "standby", "holder": holder[0]})
+    if where is not None:
+        log.info("serving the API on %s://%s:%d", where.scheme, where.host, where.port,
+                 extra={"event": "listen", "port": where.port})
+        run_api(made, where)  # uvicorn handles SIGTERM and SIGINT
+        return
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
     made.reconciler.run(stop)
 
 
