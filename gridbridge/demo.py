@@ -119,6 +119,10 @@ def run_demo(console: Console, *, steps: int = 3000, keep: bool = False) -> int:
     finally:
         if not keep:
             shutil.rmtree(home, ignore_errors=True)
+    if keep:
+        console.print(f"kept the demo's state in {home}: look at it with "
+                      f"GRIDBRIDGE_HOME={home} gridbridge status", highlight=False,
+                      markup=False, soft_wrap=True)
     return code
 
 

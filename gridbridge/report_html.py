@@ -22,6 +22,7 @@ from gridbridge.reports import (
     GroupBy,
     Window,
     cost_report,
+    for_display,
     money,
     placements_totals,
 )
@@ -62,6 +63,7 @@ def cell(value: Any) -> str:
 def _table(title: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]],
            ident: str) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    rows = for_display(rows, sign="")  # cents where a column's amounts allow; exact in CSV
     body = "".join(
         "<tr>" + "".join(f'<td data-col="{html.escape(c)}">{html.escape(cell(r.get(c)))}</td>'
                          for c in columns) + "</tr>"
@@ -252,7 +254,7 @@ def _tiles(total: Mapping[str, Any] | None, placements: Sequence[Mapping[str, An
         ("placement saved vs runner-up (expected)", p["saved_vs_runner_up"]),
     ]
     return "".join(f'<div class="tile"><div class="v" data-tile="{html.escape(k)}">'
-                   f"{fmt_money(v, sign='')} {html.escape(cur)}</div>"
+                   f"{fmt_money(v, readable=True, sign='')} {html.escape(cur)}</div>"
                    f"<div>{html.escape(k)}</div></div>"
                    for k, v in items)
 

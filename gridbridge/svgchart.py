@@ -12,7 +12,15 @@ import html
 import math
 from collections.abc import Mapping, Sequence
 
+from gridbridge.units import fmt_money
+
 __all__ = ["PALETTE", "bars", "curves", "hbars", "lines"]
+
+
+def _amount(v: float) -> str:
+    """A value in a tooltip as people read it: cents from ten cents up, two significant
+    digits below (``83.27``, ``0.0042``), never six places of zeros."""
+    return fmt_money(v, readable=True, sign="")
 
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1",
            "#ff9da7", "#9c755f", "#bab0ac")
@@ -110,7 +118,8 @@ def bars(title: str, labels: Sequence[str], series: Mapping[str, Sequence[float]
             y = _H - _B - plot_h * base / top - h
             out.append(f'<rect class="mark" x="{x:.1f}" y="{y:.1f}" width="{width:.1f}" '
                        f'height="{max(h, 0.5):.1f}" fill="{colour}">'
-                       f"<title>{html.escape(f'{label} {name}: {v:,.6f} {unit}')}</title></rect>")
+                       f"<title>{html.escape(f'{label} {name}: {_amount(v)} {unit}')}"
+                       "</title></rect>")
             base += v
     out += _x_labels(labels, xs)
     out += _legend(names, cols)
@@ -140,7 +149,7 @@ def lines(title: str, labels: Sequence[str], series: Mapping[str, Sequence[float
                    f'points="{pts}"><title>{html.escape(name)}</title></polyline>')
         step = max(1, math.ceil(n / 62))  # a dot per point (a one-day line is a dot)
         out += [f'<circle class="mark" cx="{x:.1f}" cy="{_H - _B - plot_h * v / top:.1f}" '
-                f'r="2.5" fill="{colour}"><title>{html.escape(f"{lab} {name}: {v:,.6f}")}'
+                f'r="2.5" fill="{colour}"><title>{html.escape(f"{lab} {name}: {_amount(v)}")}'
                 "</title></circle>"
                 for i, (x, v, lab) in enumerate(zip(xs, series[name], labels, strict=True))
                 if i % step == 0 or i == n - 1]
@@ -200,7 +209,7 @@ def hbars(title: str, labels: Sequence[str], values: Sequence[float], unit: str)
         out.append(f'<text x="{left - 6}" y="{y + 13}" text-anchor="end">'
                    f"{html.escape(label[:28])}</text>")
         out.append(f'<rect class="mark" x="{left}" y="{y}" width="{w:.1f}" height="18" '
-                   f'fill="{PALETTE[0]}"><title>{html.escape(f"{label}: {v:,.6f} {unit}")}'
+                   f'fill="{PALETTE[0]}"><title>{html.escape(f"{label}: {_amount(v)} {unit}")}'
                    "</title></rect>")
         out.append(f'<text x="{left + w + 4:.1f}" y="{y + 13}">{_fmt(v)}</text>')
     return "\n".join([*out, "</svg>"])

@@ -9,6 +9,7 @@ team has no budget (neither its own nor ``budgets.default``) is refused too.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 from gridbridge.adapter import Offer
@@ -55,8 +56,17 @@ def check_admissible(spec: JobSpec, config: GridConfig, now: datetime | None = N
     [decision] = place([PendingJob(job_id="new", spec=spec, submitted_at=when)],
                        ideal_offers(config), when, config.policy)
     if decision.site is None:
-        reasons = "\n".join(f"  {c.site}: {c.reason}" for c in decision.candidates)
+        reasons = "\n".join(f"  {c.site}: {_whole(c.reason)}" for c in decision.candidates)
         raise JobRefused(f"no configured site could ever run this job:\n{reasons}")
+
+
+_FREE = re.compile(r"(\d+(?:\.\d+)?(?: GB)?) free\b")
+
+
+def _whole(reason: str) -> str:
+    """Placement's reason said of an ideal offer: what it calls free is the site's whole
+    capacity (``needs 4 cpus, 2 free`` -> ``needs 4 cpus, the site has 2 in all``)."""
+    return _FREE.sub(r"the site has \1 in all", reason)
 
 
 def check_budgeted(spec: JobSpec, config: GridConfig) -> None:

@@ -245,3 +245,18 @@ def test_hostile_names_stay_text_in_the_html_and_the_csv() -> None:
     assert {r["cost"] for r in parsed} >= {"1.000000", "6.000000"}  # numbers untouched
     negative = csv_text(["team", "savings"], [{"team": "x", "savings": Decimal("-1.5")}])
     assert negative.splitlines()[1] == "x,-1.5"
+
+
+def test_the_html_report_shows_cents_where_the_amounts_allow() -> None:
+    """Finance reads cents: a column of dollar amounts is shown to the cent, a headline of
+    nothing lost reads 0.00, and only a column of sub-cent amounts keeps its six places (the
+    CSV keeps every digit)."""
+    from gridbridge.report_html import ReportInputs, render_html
+
+    ledger = [row(0, "2026-11-02T00:00:00", 83.2743, team="vision"),
+              row(1, "2026-11-03T00:00:00", 12.5, team="nlp")]
+    page = render_html(ReportInputs(ledger=ledger, window=Window.period("2026-11"),
+                                    now=ts("2026-11-20T00:00:00"), jobs={}))
+    assert ">83.27<" in page and "83.274300" not in page
+    assert "0.000000" not in page
+    assert '<div class="v" data-tile="lost to preemption">0.00 USD</div>' in page

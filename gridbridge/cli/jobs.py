@@ -189,11 +189,11 @@ def logs(
         "move the cursor or retitle the terminal)")] = False,
 ) -> None:
     """Every attempt's output; control characters are shown escaped (\\x1b) unless --raw."""
-    from gridbridge.logview import escaped, iter_logs
+    from gridbridge.logview import escaped
 
     made = client(ctx)
     made.store.job(job)  # an unknown id is an error
-    pieces = iter_logs(made.store, made.adapters, job)  # streamed: a huge log fits in memory
+    pieces = made.iter_logs(job)  # streamed: a huge log fits in memory; over --url, checked
     for piece in pieces if raw else escaped(pieces):
         console.file.write(piece)
     console.file.write("\n")

@@ -22,14 +22,15 @@ _MONEY_KEYS = frozenset({
     *MONEY_COLUMNS, "budget", "budget_left", "spent_to_date", "run_rate_per_day",
     "forecast_month_end", "forecast_left", "expected_cost", "runner_up_cost", "vs_runner_up",
     "on_demand_cost", "vs_on_demand", "actual_cost", "saved_vs_runner_up",
-    "saved_vs_on_demand",
+    "saved_vs_on_demand", "spent", "left",
 })
 
 
-def for_display(summary: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def for_display(summary: Iterable[Mapping[str, Any]], sign: str = "$") -> list[dict[str, Any]]:
     """The summary with money columns as money strings and hours rounded, for a table. A
     money column holding a dollar or more is shown in cents, unless an amount in it would
-    then read as zero; otherwise it keeps six places."""
+    then read as zero; otherwise it keeps six places. ``sign``: before each amount ("" where
+    the currency is said once, as the HTML report does)."""
     summary = list(summary)
     cents = {key for key in _MONEY_KEYS if _in_cents(summary, key)}
     out = []
@@ -42,14 +43,17 @@ def for_display(summary: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 v = float(value)
                 shown[key] = f"{v:,.3f}" if abs(v) >= 1 or v == 0 else f"{v:.5f}"
             elif key in cents:
-                shown[key] = f"-${-float(value):,.2f}" if value < 0 else f"${float(value):,.2f}"
+                v = float(value)
+                shown[key] = f"-{sign}{-v:,.2f}" if v < 0 else f"{sign}{v:,.2f}"
             elif key in _MONEY_KEYS:
                 v = float(value)
-                shown[key] = "-" + fmt_money(-v) if v < 0 else fmt_money(v)
+                shown[key] = ("-" + fmt_money(-v, sign=sign) if v < 0
+                              else fmt_money(v, sign=sign))
         out.append(shown)
     return out
 
 
 def _in_cents(rows: Sequence[Mapping[str, Any]], key: str) -> bool:
     amounts = [abs(float(r[key])) for r in rows if r.get(key) is not None]
-    return any(a >= 1 for a in amounts) and not any(0 < a < 0.005 for a in amounts)
+    nothing = all(a == 0 for a in amounts)  # a column of zeros reads 0.00, not 0.000000
+    return (nothing or any(a >= 1 for a in amounts)) and not any(0 < a < 0.005 for a in amounts)

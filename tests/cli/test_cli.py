@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -125,8 +126,13 @@ def test_debug_preempt_requeues_through_a_running_serve(config: Path, tmp_path: 
 
 @pytest.mark.slow
 def test_demo_preempts_resumes_and_matches_an_uninterrupted_run(tmp_path: Path) -> None:
-    out = gb("demo", "--steps", "1500", home=tmp_path, columns=80)  # a small terminal
+    out = gb("demo", "--steps", "1500", "--keep", home=tmp_path, columns=80)  # a small terminal
     assert out.returncode == 0, out.stdout + out.stderr
+    kept = re.search(r"kept the demo's state in (\S+): look at it with ", out.stdout)
+    assert kept is not None, out.stdout
+    status = gb("status", "--format", "json", home=Path(kept[1]))
+    shutil.rmtree(kept[1])
+    assert [j["state"] for j in json.loads(status.stdout)] == ["SUCCEEDED"], status.stderr
     assert "preempting" in out.stdout
     assert "spot-local -> ondemand-local" in out.stdout
     assert "bit-identical to an uninterrupted run: yes" in out.stdout
@@ -138,7 +144,7 @@ def test_demo_preempts_resumes_and_matches_an_uninterrupted_run(tmp_path: Path) 
         assert any(word in line for line in lines), (word, out.stdout)
     costs = lines[next(i for i, line in enumerate(lines) if line.startswith("costs")):]
     assert any("│ spot-local " in line for line in costs), out.stdout
-    assert max(len(line) for line in lines) <= 80
+    assert max(len(line) for line in lines if line[:1] in "┏┃┡│└") <= 80  # the tables
 
 
 def test_checkpoints_commands_find_the_configured_root(config: Path) -> None:

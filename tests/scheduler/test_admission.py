@@ -21,8 +21,8 @@ from gridbridge.states import JobState
 @pytest.mark.parametrize(("options", "expected"), [
     ({"constraints": {"allowed_sites": ["nosuchsite"]}},
      "unknown site(s) 'nosuchsite'; valid choices: spot-local, ondemand-local"),
-    ({"cpus": 64}, "spot-local: needs 64 cpus, 2 free"),
-    ({"gpus": 1}, "ondemand-local: needs 1 gpus, 0 free"),
+    ({"cpus": 64}, "spot-local: needs 64 cpus, the site has 2 in all"),
+    ({"gpus": 1}, "ondemand-local: needs 1 gpus, the site has 0 in all"),
     ({"max_cost": 1e-12}, "> max_cost"),
     ({"constraints": {"tiers": ["edge"]}}, "tier cloud not allowed (allowed: edge)"),
 ])

@@ -402,3 +402,26 @@ def test_the_sweep_adopts_one_native_job_per_attempt_and_cancels_its_twin(
     assert store.attempt(a.id).native_id == "n1"
     assert result.orphans == ["n2", "n3"]
     assert [e.kind for e in store.site_events("s")] == ["adopted", "orphan", "orphan"]
+
+
+def test_a_just_ended_attempts_own_process_is_no_orphan(store: StateStore) -> None:
+    """A runtime writes its result moments before its process exits: a sweep in between
+    leaves that process alone (no orphan event on a job that succeeded); one that lingers past
+    the grace is cancelled as an orphan."""
+    from gridbridge.adapter import OwnedJob
+    from gridbridge.scheduler.sweep import ENDING_GRACE_S, reconcile_owned
+    store.create_job(spec(), "file:///c", job_id="j")
+    a = store.new_attempt("j", "s", "file:///c/j", "t")
+    assert a is not None and store.set_native_id(a.id, "n1", "t")
+    a = store.attempt(a.id)
+    assert store.mark_running(a, "running", "t")
+    assert store.conclude(store.attempt(a.id),
+                          ending(AttemptState.SUCCEEDED, JobState.SUCCEEDED), "t")
+    ended = store.attempt(a.id).ended_at
+    assert ended is not None
+    owned = [OwnedJob(native_id="n1", attempt_id=a.id)]
+    assert reconcile_owned(store, "s", owned, "t", now=ended + 1).orphans == []
+    assert [e.kind for e in store.site_events("s")] == []
+    late = reconcile_owned(store, "s", owned, "t", now=ended + ENDING_GRACE_S + 1)
+    assert late.orphans == ["n1"]
+    assert [e.kind for e in store.site_events("s")] == ["orphan"]
