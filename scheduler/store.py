@@ -21,6 +21,7 @@ started its tick under.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
@@ -397,7 +398,7 @@ _MATCHABLE = {"user": JobRow.user, "team": JobRow.team, "project": JobRow.projec
 
 def _matching(q: Any, states: Iterable[JobState] | None, match: dict[str, str | None]) -> Any:
     """``q`` restricted to jobs in ``states`` whose columns in ``match`` hold those values
-    (None matches anything)."""
+    (None matches anything; a value with ``*`` or ``?`` is a glob)."""
     unknown = set(match) - set(_MATCHABLE)
     if unknown:
         raise TypeError(f"cannot match jobs on {', '.join(sorted(unknown))}; "
@@ -405,9 +406,23 @@ def _matching(q: Any, states: Iterable[JobState] | None, match: dict[str, str | 
     if states is not None:
         q = q.where(JobRow.state.in_([s.value for s in states]))
     for key, value in match.items():
-        if value is not None:
+        if value is None:
+            continue
+        if _GLOB.search(value):  # dask-*: a glob, as a shell user would write it
+            q = q.where(_MATCHABLE[key].like(_like(value), escape="\\"))
+        else:
             q = q.where(_MATCHABLE[key] == value)
     return q
+
+
+_GLOB = re.compile(r"[*?]")
+
+
+def _like(glob: str) -> str:
+    """A glob (``*`` any run, ``?`` one character) as a SQL LIKE pattern, LIKE's own
+    wildcards and its escape character taken literally."""
+    text = glob.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return text.replace("*", "%").replace("?", "_")
 
 
 _JOBS = cast(Table, JobRow.__table__)

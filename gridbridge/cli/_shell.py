@@ -51,7 +51,8 @@ class _InContext(Protocol):
 def _message(exc: typer.TyperException) -> str:
     """The error's one line; a usage error raised in a command's context (other than a bad
     value) says which ``--help`` to read."""
-    message = exc.format_message()
+    # typer checks choices through pydantic, whose ValueError text starts "Value error, "
+    message = exc.format_message().replace(": Value error, ", ": ", 1)
     if (exc.exit_code == 2 and not isinstance(exc, typer.BadParameter)
             and isinstance(exc, _InContext) and exc.ctx is not None):
         message += f" (see {exc.ctx.command_path} --help)"

@@ -32,6 +32,9 @@ def submit(
     gpus: Annotated[int, typer.Option(min=0, help="GPUs per attempt")] = 0,
     walltime_s: Annotated[float, typer.Option(
         min=0, help="the longest one attempt may run (s)")] = 3600.0,
+    expected_runtime_s: Annotated[float | None, typer.Option(
+        min=0, help="how long the job should take (s; costs and budgets are estimated from "
+        "it; default: the walltime)", show_default=False)] = None,
     site: Annotated[list[str] | None, typer.Option(
         help="a site the job may run on (repeat; default: any)", show_default=False)] = None,
     deny_site: Annotated[list[str] | None, typer.Option(
@@ -70,6 +73,8 @@ def submit(
     options: dict[str, Any] = dict(cpus=cpus, memory_gb=memory_gb, gpus=gpus,
                                    walltime_s=walltime_s, max_attempts=max_attempts,
                                    priority=priority, max_cost=max_cost, env=_env(env))
+    if expected_runtime_s is not None:
+        options["resources"] = {"expected_runtime_s": expected_runtime_s}
     options["owner"] = {k: v for k, v in (("user", user), ("team", team),
                                           ("project", project)) if v}
     if policy:
@@ -109,7 +114,7 @@ def status(
     team: Annotated[str | None, typer.Option(
         help="only jobs this team pays for", show_default=False)] = None,
     name: Annotated[str | None, typer.Option(
-        help="only jobs with this name", show_default=False)] = None,
+        help="only jobs with this name (a glob: 'dask-*')", show_default=False)] = None,
 ) -> None:
     """All jobs as a table, newest first, or one job's story from its events. When more jobs
     match than --limit shows, stderr says how many are hidden."""
@@ -129,10 +134,21 @@ def status(
     emit(console, "jobs", ["job", "name", "state", "attempts", "site", "user", "team",
                            "submitted", "why"], rows, fmt,
          drop=("team", "attempts", "user", "submitted", "name"), notes=err)
+    if not jobs and (state or any(match.values())):
+        everything = made.store.count_jobs(None)
+        err.print(f"no job matches; {everything} job(s) in the store, all filtered out by "
+                  f"{_filters(state, match)}", highlight=False, markup=False, soft_wrap=True)
     if total > len(jobs):
         err.print(f"showing the newest {len(jobs)} of {total} jobs; "
                   f"{total - len(jobs)} hidden (raise --limit or filter)",
                   highlight=False, markup=False)
+
+
+def _filters(state: list[JobState] | None, match: dict[str, str | None]) -> str:
+    """The filters given to ``status``, as the user typed them."""
+    given = [f"--{k} {plain(v)}" for k, v in match.items() if v is not None]
+    given += [f"--state {s.value.lower()}" for s in state or ()]
+    return " ".join(given)
 
 
 def _env(pairs: list[str] | None) -> dict[str, str]:
@@ -193,6 +209,10 @@ def logs(
 
     made = client(ctx)
     made.store.job(job)  # an unknown id is an error
+    if not made.store.attempts(job):
+        err.print(plain(f"job {job} has no attempts yet, so no output ({made.store.detail(job)})"),
+                  highlight=False, markup=False, soft_wrap=True)
+        return
     pieces = made.iter_logs(job)  # streamed: a huge log fits in memory; over --url, checked
     for piece in pieces if raw else escaped(pieces):
         console.file.write(piece)
@@ -202,4 +222,8 @@ def logs(
 def cancel(ctx: typer.Context, job: Annotated[str, typer.Argument(help="the job id")]) -> None:
     """Cancel a job (its running attempt gets SIGTERM, then SIGKILL after the grace period)."""
     j = client(ctx).store.request_cancel(job)
-    console.print(f"{job}: {'cancel requested' if not j.state.terminal else j.state.value}")
+    if j.state.terminal:  # as scancel: nothing to cancel is an error
+        err.print(f"error: job {job} already ended {j.state.value}; nothing to cancel",
+                  highlight=False, markup=False)
+        raise typer.Exit(1)
+    console.print(f"{job}: cancel requested")
