@@ -15,7 +15,7 @@ import pytest
 from gridbridge.logparts import iter_log, part_url
 from gridbridge.logview import escaped
 from gridbridge.views import escape_controls
-from gridbridge.wire import Launch, Record, load_log, put_bytes
+from gridbridge.wire import Record, load_log, put_bytes
 from tests.support.serving import cheap_and_steady_config
 
 MIB = 1024 * 1024
@@ -96,15 +96,20 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
 
 
 def beacon(tmp_path: Path, log: Path) -> object:
-    """A heartbeat whose thread has stopped, so that each upload is the test's own."""
-    from gridbridge.runtime._heartbeat import Beacon
+    """A heartbeat's log upload, driven by the test alone: it uploads once, as a runtime's
+    first heartbeat does, and then only when the test says (no thread, so nothing races the
+    test's renames however loaded the machine is)."""
+    from gridbridge.runtime._heartbeat import LogUpload
 
-    launch = Launch(job_id="jlog000001", attempt=1, attempt_id="jlog000001.1", token=1,
-                    checkpoint_url=(tmp_path / "ckpt").as_uri(),
-                    attempt_url=(tmp_path / "store").as_uri(), command=("true",),
-                    heartbeat_s=3600)
-    made = Beacon(launch, log)
-    made.stop()
+    class Driven:
+        def __init__(self) -> None:
+            self.upload = LogUpload(log, (tmp_path / "store").as_uri())
+
+        def upload_log(self) -> None:
+            self.upload.upload()
+
+    made = Driven()
+    made.upload_log()
     return made
 
 
