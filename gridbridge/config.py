@@ -19,7 +19,7 @@ from gridbridge.adapter import Pricing
 from gridbridge.frozen import Frozen
 from gridbridge.prefixes import refusal as prefix_refusal
 from gridbridge.registry import AdapterNotFound, Registry, default_registry
-from gridbridge.spec import Policy, Tier, checkpoint_url_problem
+from gridbridge.spec import MigrationSettings, Policy, Tier, checkpoint_url_problem
 from gridbridge.units import ENV_NAME_PATTERN, NAME_PATTERN
 
 __all__ = [
@@ -247,6 +247,7 @@ class GridConfig(Frozen):
     """Per team (``owner.team``), its share: ``teams: {vision: {weight: 3}}``."""
     checkpoint: CheckpointSettings = CheckpointSettings()
     """Which checkpoint URLs a job may name, and the control plane's fence timeout."""
+    migration: MigrationSettings = MigrationSettings()
 
     @field_validator("sites")
     @classmethod

@@ -30,6 +30,7 @@ __all__ = [
     "CheckpointPolicy",
     "Constraints",
     "JobSpec",
+    "MigrationSettings",
     "Owner",
     "Policy",
     "Resources",
@@ -185,6 +186,24 @@ class Policy(Frozen):
     """``deadline``: the chance of finishing by the deadline an offer must give."""
 
 
+class MigrationSettings(Frozen):
+    """The config's ``migration:``: when the reconciler moves running jobs (see
+    :mod:`gridbridge.scheduler.moves`); beside :class:`Policy`, the other rule of where jobs
+    run that a config sets."""
+
+    min_interval_s: Annotated[float, Field(ge=0)] = 600.0
+    """Hysteresis: no job is moved for cost within this long of its last move (a deadline's
+    safety rule and a drained site are not held back by it)."""
+    factor: Annotated[float, Field(ge=1)] = 2.0
+    """A move for cost must save more than its own cost (restart, work since the last
+    checkpoint, data to move) times this."""
+    margin_s: Annotated[float, Field(ge=0)] = 0.0
+    """Added to one tick as the deadline rule's margin."""
+    default: Literal["never", "deadline", "cost"] | None = None
+    """The ``migrate`` mode of jobs that set none; None: ``deadline`` for jobs with a
+    deadline, ``never`` for the rest."""
+
+
 class Constraints(Frozen):
     """Where a job may run and by when it must be done."""
 
@@ -252,6 +271,12 @@ class JobSpec(Frozen):
     one, before the job fails with "no progress"."""
     policy: Policy | None = None
     """How placement chooses for this job; None: the federation's ``policy``."""
+    migrate: Literal["never", "deadline", "cost"] | None = None
+    """When the control plane may move the running job to other capacity (it is asked to
+    checkpoint and stop, and resumes elsewhere): ``never``; ``deadline``: when its deadline
+    needs reliable capacity, or its site is drained; ``cost``: also when another offer saves
+    more than the move costs. None: the config's ``migration.default``, else ``deadline`` for a
+    job with a deadline and ``never`` for one without (:meth:`migrate_mode`)."""
 
     @field_validator("name")
     @classmethod
@@ -292,6 +317,15 @@ class JobSpec(Frozen):
         if (self.command is None) == (self.callable_ref is None):
             raise ValueError("give exactly one of 'command' or a Python callable")
         return self
+
+    def migrate_mode(self, default: str | None = None) -> str:
+        """The job's ``migrate`` mode, its own or else ``default`` (the config's), else
+        ``deadline`` with a deadline and ``never`` without."""
+        if self.migrate is not None:
+            return self.migrate
+        if default is not None:
+            return default
+        return "deadline" if self.constraints.deadline is not None else "never"
 
     def summary(self) -> dict[str, Any]:
         """A short dict for tables and events."""

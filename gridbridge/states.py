@@ -10,7 +10,11 @@ The state store refuses every transition that is not in ``JOB_TRANSITIONS`` or
                  └──── attempt PREEMPTED or LOST ─────────┘   (re-placed, attempt + 1)
 
     attempt:  SUBMITTING ──> SUBMITTED ──> RUNNING ──> SUCCEEDED | FAILED | CANCELLED
-                                                       | PREEMPTED | LOST
+                                                       | PREEMPTED | LOST | MOVED
+
+A MOVED attempt was stopped by the control plane itself (its migration phase, or an operator
+draining its site) so that the job runs on better capacity: like a preemption it sends the job
+back to PENDING, but it is never a failure and never uses one of the job's ``max_attempts``.
 """
 
 from __future__ import annotations
@@ -74,6 +78,10 @@ class AttemptState(StrEnum):
     the job resumes in a new attempt and this one is fenced off."""
     CANCELLED = "CANCELLED"
     """Cancelled at the user's request. Terminal."""
+    MOVED = "MOVED"
+    """Asked to checkpoint and stop by the control plane, to move the job to other capacity
+    (a deadline's safety rule, a cheaper offer, a drained site). Terminal; not a failure, not
+    counted in ``max_attempts``; the job resumes from its checkpoint in a new attempt."""
 
     @property
     def terminal(self) -> bool:
@@ -94,6 +102,7 @@ _TERMINAL_ATTEMPT = frozenset(
         AttemptState.PREEMPTED,
         AttemptState.LOST,
         AttemptState.CANCELLED,
+        AttemptState.MOVED,
     }
 )
 
@@ -111,7 +120,7 @@ JOB_TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
 }
 
 _A = AttemptState
-_ENDINGS = frozenset({_A.SUCCEEDED, _A.FAILED, _A.PREEMPTED, _A.LOST, _A.CANCELLED})
+_ENDINGS = frozenset({_A.SUCCEEDED, _A.FAILED, _A.PREEMPTED, _A.LOST, _A.CANCELLED, _A.MOVED})
 ATTEMPT_TRANSITIONS: Mapping[AttemptState, frozenset[AttemptState]] = {
     _A.SUBMITTING: frozenset({_A.SUBMITTED, _A.RUNNING}) | _ENDINGS,
     _A.SUBMITTED: frozenset({_A.RUNNING}) | _ENDINGS,
@@ -121,6 +130,7 @@ ATTEMPT_TRANSITIONS: Mapping[AttemptState, frozenset[AttemptState]] = {
     _A.PREEMPTED: frozenset(),
     _A.LOST: frozenset(),
     _A.CANCELLED: frozenset(),
+    _A.MOVED: frozenset(),
 }
 
 

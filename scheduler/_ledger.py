@@ -2,8 +2,10 @@
 each site's health.
 
 Invariant: these rows are only ever added (a site's health row aside, which keeps its latest
-state and tells each change as a site event); state changes write their event in the
-transaction that makes them, through :func:`insert_event`.
+state and tells each change as a site event, and a site's drain row, there while it is drained,
+each drain and undrain told as a site event); state changes write their event in the
+transaction that makes them, through :func:`insert_event`. A moved attempt's ledger row says so
+in its ``outcome`` (``MOVED``), as its attempt's state does.
 """
 
 from __future__ import annotations
@@ -11,12 +13,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import Table, func, insert, select
+from sqlalchemy import Table, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from ._db import Sessions
 from .records import Event, SiteHealth
-from .tables import DecisionRow, EventRow, LedgerRow, SiteHealthRow
+from .tables import DecisionRow, EventRow, LedgerRow, SiteDrainRow, SiteHealthRow
 
 __all__ = ["Ledger", "event_row", "insert_event"]
 
@@ -148,6 +150,27 @@ class Ledger(Sessions):
                 r.site: SiteHealth(r.site, r.healthy, r.phase, r.error, r.since, r.checked_at)
                 for r in s.scalars(select(SiteHealthRow))
             }
+
+    def drain_site(self, site: str, drained: bool, actor: str, reason: str = "") -> bool:
+        """Drain ``site`` (nothing new is placed there, its running jobs move off) or reopen
+        it, with a site event; returns False when it already stood so."""
+        now = self._clock()
+        with self._tx() as s:
+            row = s.get(SiteDrainRow, site)
+            if (row is not None) == drained:
+                return False
+            if drained:
+                s.add(SiteDrainRow(site=site, at=now, actor=actor))
+            else:
+                s.execute(delete(SiteDrainRow).where(SiteDrainRow.site == site))
+            kind = "drained" if drained else "undrained"
+            s.add(event_row(now, "", None, kind, "", "", reason or kind, actor, site=site))
+            return True
+
+    def drained_sites(self) -> dict[str, float]:
+        """The drained sites, with when each was drained (one query)."""
+        with self._read() as s:
+            return {r.site: r.at for r in s.scalars(select(SiteDrainRow))}
 
     def site_events(self, site: str) -> list[Event]:
         """Health changes and orphans seen on a site, oldest first."""

@@ -128,7 +128,8 @@ class History:
     advanced: bool
     """The ending attempt committed a step past every earlier attempt's."""
     free: int
-    """Preempted attempts that advanced the committed step: not counted against max_attempts."""
+    """Preempted attempts that advanced the committed step, and moved attempts: not counted
+    against max_attempts."""
     failures: int
     """Attempts that failed in the job's own code."""
     stalls: int
@@ -148,6 +149,10 @@ def history(earlier: Sequence[Attempt], status: AttemptStatus, last_step: int | 
             continue
         ran += 1
         advanced = step is not None and step > best
+        if state is AttemptState.MOVED:  # the control plane's doing: free, and never a stall
+            free += 1
+            best = max(best, step if step is not None else -1)
+            continue
         interrupted = state in {AttemptState.PREEMPTED, AttemptState.LOST}
         free += advanced and state is AttemptState.PREEMPTED
         failures += state is AttemptState.FAILED
@@ -173,6 +178,9 @@ def next_job_state(
         return JobState.SUCCEEDED, f"attempt {n} succeeded"
     if state is AttemptState.CANCELLED:
         return JobState.CANCELLED, f"attempt {n} cancelled by the site"
+    where = f"step {last_step}" if last_step is not None else "the start"
+    if state is AttemptState.MOVED:  # not a failure, not an attempt used, not a stall
+        return JobState.PENDING, f"attempt {n} moved ({status.reason}); will resume from {where}"
     interrupted = state in {AttemptState.PREEMPTED, AttemptState.LOST}
     if status.walltime and interrupted and not h.advanced:
         return JobState.TIMEOUT, (f"attempt {n} reached its walltime without committing a new "
@@ -184,7 +192,6 @@ def next_job_state(
                                  "committing a new checkpoint")
     if h.ran - h.free >= spec.max_attempts:
         return JobState.FAILED, f"attempt {n} {state.lower()}; no attempts left"
-    where = f"step {last_step}" if last_step is not None else "the start"
     return JobState.PENDING, f"attempt {n} {state.lower()}; will resume from {where}"
 
 
@@ -193,7 +200,8 @@ def ledger_row(
     *, wasted: bool = False,
 ) -> LedgerRow:
     """One row for a finished attempt: its hours, its cost, the on-demand cost of the same
-    work, and the cost of work lost since the last commit if it was preempted or lost.
+    work, and the cost of work lost since the last commit if it was preempted, lost or moved
+    (a moved attempt's ``outcome`` is ``MOVED``).
 
     ``wasted``: nothing of the attempt's work survives (a TIMEOUT): all of it is lost, and no
     saving is booked on it (its on-demand cost is what it cost)."""
@@ -212,7 +220,7 @@ def ledger_row(
         cost = sum(max(0.0, b.end - b.start) / 3600 * b.per_hour for b in billing)
     on_demand = attempt_cost(on_demand_price, res, hours * 3600) if on_demand_price else 0.0
     lost = 0.0
-    if outcome in {AttemptState.PREEMPTED, AttemptState.LOST} and hours > 0:
+    if outcome in {AttemptState.PREEMPTED, AttemptState.LOST, AttemptState.MOVED} and hours > 0:
         lost = cost * min(1.0, _lost_seconds(job, start, end) / (hours * 3600))
     if wasted:
         on_demand, lost = cost, cost

@@ -196,3 +196,13 @@ class AuditRow(Base):
     """The client's address, or ``local`` for a command run on the store's own host."""
     detail: Mapped[str] = mapped_column(Text, default="")
 
+
+class SiteDrainRow(Base):
+    """A site an operator drained (``gridbridge sites drain``): nothing new is placed there
+    and its running jobs move off; the row is removed by ``sites undrain``."""
+
+    __tablename__ = "site_drains"
+
+    site: Mapped[str] = mapped_column(String(64), primary_key=True)
+    at: Mapped[float] = mapped_column(Float)
+    actor: Mapped[str] = mapped_column(String(128), default="")

@@ -29,9 +29,9 @@ def debug_preempt(
     attempt: Annotated[str, typer.Argument(
         help="a job id (its running attempt) or an attempt id, JOB.N (see status JOB)")],
 ) -> None:
-    """Deliver a real preemption to a running attempt (SIGTERM, grace, SIGKILL), as Python's
-    ``client.preempt(job_id)`` does. An attempt that has ended, or a job with none running,
-    is refused (exit 2)."""
+    """Deliver a real preemption to a job's running attempt, or to one attempt (SIGTERM,
+    grace, SIGKILL). An attempt that has ended, or a job with none running, is refused
+    (exit 2)."""
     made = client(ctx)
     if not _ATTEMPT_ID.search(attempt):  # a job id: its running attempt
         made.store.job(attempt)  # an unknown job (or another user's) is refused first

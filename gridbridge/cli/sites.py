@@ -1,5 +1,10 @@
 """``gridbridge sites ...``: the federation's sites, their live offers and health, a check of
-their hosts, and installing gridbridge on bare edge nodes.
+their hosts, installing gridbridge on bare edge nodes, and draining a site (operators)::
+
+    sites drain SITE     nothing new is placed there; its running jobs that may move
+                         (resumable, ``migrate`` not never) are asked to checkpoint and stop,
+                         and resume elsewhere; the others are left to end on their own
+    sites undrain SITE   placements may use it again
 
 Invariant: a site is named by its configured name; an unknown one is an error (exit 2) naming
 the valid ones, and a verb a site lacks (``check``, ``bootstrap``) is found from its declared
@@ -17,7 +22,7 @@ from gridbridge.adapter import BootstrapAdapter, Capability, CheckAdapter
 from gridbridge.units import fmt_money, fmt_time
 from gridbridge.views import Format, emit
 
-from ._common import FormatOpt, client, console, err, site_adapter, yes_no
+from ._common import FormatOpt, client, console, err, remote, site_adapter, yes_no
 from ._shell import Group
 
 __all__ = ["app"]
@@ -134,3 +139,40 @@ def sites_bootstrap(
           "error"], rows, fmt)
     if any(r.action == "failed" for r in report.nodes):
         raise typer.Exit(1)
+
+
+@app.command("drain")
+def sites_drain(
+    ctx: typer.Context,
+    site: Annotated[str, typer.Argument(help="the site's name")],
+    reason: Annotated[str, typer.Option(help="why, for the site's events")] = "",
+) -> None:
+    """Empty a site (operators): nothing new is placed there, and its running jobs that may
+    move are asked to checkpoint and stop, and resume elsewhere."""
+    _set_drained(ctx, site, True, reason)
+
+
+@app.command("undrain")
+def sites_undrain(
+    ctx: typer.Context,
+    site: Annotated[str, typer.Argument(help="the site's name")],
+) -> None:
+    """Reopen a drained site to placements (operators)."""
+    _set_drained(ctx, site, False, "")
+
+
+def _set_drained(ctx: typer.Context, site: str, drained: bool, reason: str) -> None:
+    """Drain or reopen ``site`` in the store, as the operator running this on its host."""
+    verb = "drain" if drained else "undrain"
+    if remote(ctx):
+        err.print(f"error: sites {verb} acts on the store's own host; run it there without "
+                  "--url", markup=False, highlight=False)
+        raise typer.Exit(2)
+    from gridbridge.client import _current_user
+
+    made = client(ctx)
+    site_adapter(made, site)  # an unknown site: exit 2, naming the valid ones
+    changed = made.store.drain_site(site, drained, _current_user(), reason)
+    state = "drained" if drained else "open"
+    console.print(f"site {site} {state}" + ("" if changed else " already"), markup=False,
+                  highlight=False)

@@ -11,28 +11,24 @@ deadline. Each phase owns its own state; the phases share only ``_tick.World``.
 One tick (``_loop.Reconciler.tick``). Each arrow from submitting on to placing renews the
 lease; health runs after every tick, however it ended::
 
-    lease ---> submitting --> cancelling --> polling -----> sweeping ---> placing ----> health
-    acquire    SUBMITTING     the native     one batched    now and       offers ->     written
-    or renew   attempts ->    jobs of jobs   poll a site:   then:         plan() ->     when it
-    (or skip   their sites    the user       RUNNING,       owned() ->    new attempts  changes
-    the tick)     |           cancelled      ended, LOST,   adopt or      -> submitting
-                  |                          requeued ----------------->  stay or move
-                  |                             |                             |
-                  +-------------------------> ending <------------------------+
-                                 the attempt's end, its job's next state and its
-                                 ledger row (duration x price), in one transaction
+    lease --> submitting -> cancelling -> polling -> migrating -> sweeping -> placing -> health
+    acquire   SUBMITTING    native jobs   one         running      now and     offers ->  written
+    or renew  attempts ->   of jobs the   batched     attempts:    then:       plan() ->  when it
+    (or skip  their sites   user          poll a      stay, or     owned() ->  new        changes
+    the tick)    |          cancelled     site        stop to      adopt or    attempts;
+                 |                          |         move         cancel      requeued:
+                 |                          |         (weigh)                  stay/move
+                 +--------------------> ending <--------+--------------------------+
+                                 the attempt's end (a stopped move: MOVED), its job's next
+                                 state and its ledger row (duration x price), in one transaction
 
 The modules, one phase each: ``_lease`` (the lease), ``_submitting``, ``_cancelling``,
-``_polling``, ``_ending``, ``_sweeping``, ``_placing`` (with ``_explaining`` and ``_progress``,
-its parts), ``_health``; ``_tick`` holds what they share (``World``, ``TickReport``) and
-``_loop`` the :class:`Reconciler` that composes them.
-
-A new phase (the coming ``migration``) plugs in the same way: a module ``_migrating.py`` with
-a class that takes the ``World`` (and the phases it hands work to, e.g. ``Cancelling``,
-``Ending``), owns its own caches, and has a ``run(report, ...)``; ``Reconciler.__init__``
-builds it and ``Reconciler.tick`` calls it between two ``renew()`` calls (after polling, whose
-view of the attempts it needs; before placing, which places what it frees), and the diagram
-above gains its box.
+``_polling``, ``_ending``, ``_migrating`` (the decision is :mod:`gridbridge.scheduler.moves`,
+pure), ``_sweeping``, ``_placing`` (with ``_explaining`` and ``_progress``, its parts),
+``_health``; ``_tick`` holds what they share (``World``, ``TickReport``) and ``_loop`` the
+:class:`Reconciler` that composes them. Migrating fetches the tick's offers only when some
+running job may move, and hands them to placing, which places what the moves free and leaves
+out, per job, the offer it moved off (and every drained site).
 """
 
 from __future__ import annotations

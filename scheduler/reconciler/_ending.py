@@ -11,6 +11,10 @@ after ``RECORD_READ_S`` LOST, saying storage could not be read; whichever phase 
     judge ─┬─ record read (or malformed) ─────────> the verdict
            ├─ I/O error, within RECORD_READ_S ────> None: again after 1, 2, 4 ... 60 s
            └─ I/O error for RECORD_READ_S ────────> LOST, "storage could not be read"
+
+An attempt the migration phase asked to stop (its ``moving`` event, kept in :attr:`Ending.moves`
+and in the store) that ends cancelled, preempted or lost ends MOVED: the job goes back to
+PENDING, no failure and no attempt counted; one that succeeded or failed on its own ends so.
 """
 
 from __future__ import annotations
@@ -26,10 +30,14 @@ from ..endings import Verdict, history, judge, ledger_row, next_job_state
 from ..records import Attempt, AttemptEnding, Job
 from ._tick import World
 
-__all__ = ["Ending"]
+__all__ = ["MOVING", "Ending"]
 
 log = logging.getLogger("gridbridge.reconciler")
 _REFUSED = {"rejected", "gave-up"}
+_STOPPED = frozenset({AttemptState.CANCELLED, AttemptState.PREEMPTED, AttemptState.LOST})
+"""How an attempt asked to move may end and still be a move (the stop it was sent)."""
+MOVING = "moving"
+"""The kind of the story event that asks an attempt to stop for a move (its reason, why)."""
 """Native states of a submission no site took: they count toward ``limits.max_rejections``."""
 
 
@@ -55,6 +63,8 @@ class Ending:
 
     def __init__(self, world: World) -> None:
         self.world = world
+        self.moves: dict[str, str] = {}
+        """Attempts asked to stop for a move, with why (the migration phase adds them)."""
         self._unread: dict[str, _Unread] = {}
         """Ended attempts whose result record storage has not given back yet (distinct keys
         per site: safe across the site workers that judge)."""
@@ -105,6 +115,7 @@ class Ending:
         """End an attempt: next job state and ledger row, in one transaction."""
         w = self.world
         job = job or w.store.job(attempt.job_id)
+        verdict = self._as_moved(attempt, job, verdict)
         status, last_step = verdict.status, verdict.last_step
         job_state, job_reason = self._next(attempt, job, verdict, retry)
         ledger = None
@@ -127,12 +138,28 @@ class Ending:
         )
         concluded = w.store.conclude(attempt, ending, w.holder)
         if concluded:
+            self.moves.pop(attempt.id, None)
+        if concluded:
             log.info("%s %s on %s; job %s %s: %s", attempt.id, status.state.value, attempt.site,
                      job.id, job_state.value, job_reason, extra={
                          "event": "state", "attempt": attempt.id, "site": attempt.site,
                          "state": status.state.value, "job": job.id,
                          "job_state": job_state.value, "reason": job_reason})
         return concluded
+
+    def _as_moved(self, attempt: Attempt, job: Job, verdict: Verdict) -> Verdict:
+        """The verdict, as MOVED if the attempt was asked to stop for a move and stopped."""
+        status = verdict.status
+        if status.state not in _STOPPED or job.cancel_requested:
+            return verdict
+        why = self.moves.get(attempt.id)
+        if why is None:  # asked by an earlier reconciler: the story says so
+            why = next((e.reason for e in self.world.store.events(job.id)
+                        if e.kind == MOVING and e.attempt_id == attempt.id), None)
+        if why is None:
+            return verdict
+        moved = status.model_copy(update={"state": AttemptState.MOVED, "reason": why})
+        return dataclasses.replace(verdict, status=moved)
 
     def _next(self, attempt: Attempt, job: Job, verdict: Verdict,
               retry: bool) -> tuple[JobState, str]:

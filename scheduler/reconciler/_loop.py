@@ -23,6 +23,7 @@ from ._cancelling import Cancelling
 from ._ending import Ending
 from ._health import Health
 from ._lease import LeaseKeeper, LeaseLost
+from ._migrating import Migrating
 from ._placing import Placing
 from ._polling import Polling
 from ._submitting import Submitting
@@ -39,8 +40,8 @@ class Reconciler:
     """Drives jobs through their attempts against a set of adapters.
 
     It owns the loop and composes the phases; each phase owns its own state (``keeper``,
-    ``submitting``, ``cancelling``, ``polling``, ``ending``, ``sweeping``, ``placing``,
-    ``health``), and they share only :class:`World`.
+    ``submitting``, ``cancelling``, ``polling``, ``ending``, ``migrating``, ``sweeping``,
+    ``placing``, ``health``), and they share only :class:`World`.
     """
 
     def __init__(
@@ -67,7 +68,9 @@ class Reconciler:
         self.sweeping = Sweeping(world, self.cancelling)
         self.submitting = Submitting(world, self.ending, self.sweeping)
         self.polling = Polling(world, self.ending)
-        self.placing = Placing(world, self.ending, self.cancelling, self.submitting)
+        self.migrating = Migrating(world, self.ending, self.cancelling)
+        self.placing = Placing(world, self.ending, self.cancelling, self.submitting,
+                               self.migrating)
         self.health = Health(world)
         self._wake = threading.Event()
         self._ticked = threading.Condition()
@@ -105,9 +108,11 @@ class Reconciler:
             renew()
             self.polling.run(active, report)  # decisions are made on this tick's poll only
             renew()
+            offers = self.migrating.run(report, self.placing.offers)  # fetched if needed
+            renew()
             self.sweeping.run(report)
             renew()
-            self.placing.run(report, budget, self.polling.take_requeued())
+            self.placing.run(report, budget, self.polling.take_requeued(), offers)
         finally:
             self.health.record()
         return report

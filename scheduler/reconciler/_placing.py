@@ -5,10 +5,14 @@ only gathers its inputs (offers, budgets left, site slots, each job's progress a
 that refused it lately), stores what it decided and submits the attempts it made. A job a site
 rejects is placed again at once on what is left, each round ruling one more site out for it::
 
-    offers from every site ─> requeued attempts: stay, or conclude + cancel (then PENDING)
+    offers from every site (fetched by the migration phase when it needed them this tick)
+                            ─> requeued attempts: stay, or conclude + cancel (then PENDING)
                             ─> round: plan() ─> explain ─> new attempts (one write)
                                     ─> decisions (one write) ─> Submitting
                             ─> rejected? offers less what was placed ─> next round
+
+Each job avoids the sites that refused it lately, every drained site (``sites drain``), and
+after a move the offer it moved off for the move's reason (``Migrating.avoided``).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from ..requeue import decide_requeued
 from ._cancelling import Cancelling
 from ._ending import Ending
 from ._explaining import Explaining
+from ._migrating import Migrating
 from ._progress import Progress
 from ._submitting import Submitting
 from ._tick import TickReport, World, one_attempt
@@ -45,23 +50,30 @@ class Placing:
     """The place phase; owns (through its parts) what it explained and each job's progress."""
 
     def __init__(self, world: World, ending: Ending, cancelling: Cancelling,
-                 submitting: Submitting) -> None:
+                 submitting: Submitting, migrating: Migrating | None = None) -> None:
         self.world = world
         self.ending = ending
         self.cancelling = cancelling
         self.submitting = submitting
+        self.migrating = migrating
+        self._drained: dict[str, str] = {}
+        """This run's drained sites, with why a placement avoids them."""
         self.explaining = Explaining(world)
         self.progress = Progress(world.store)
 
     def run(self, report: TickReport, budget: list[int],
-            requeued: Sequence[tuple[Attempt, AttemptStatus]]) -> None:
-        """Place pending jobs on this tick's offers, after deciding on ``requeued``."""
+            requeued: Sequence[tuple[Attempt, AttemptStatus]],
+            offers: Sequence[Offer] | None = None) -> None:
+        """Place pending jobs on this tick's offers (``offers``: fetched already this tick),
+        after deciding on ``requeued``."""
         store = self.world.store
         pending = [j for j in store.jobs([JobState.PENDING]) if not j.cancel_requested]
         self.explaining.keep(j.id for j in pending)
         if not pending and not requeued:
             return
-        offers = self._offers()
+        offers = list(offers) if offers is not None else self.offers()
+        self._drained = {site: "drained by an operator (gridbridge sites undrain reopens it)"
+                         for site in store.drained_sites()}
         if requeued:
             self._decide_requeued(requeued, offers, report)
             pending = [j for j in store.jobs([JobState.PENDING]) if not j.cancel_requested]
@@ -81,7 +93,8 @@ class Placing:
             pending = [store.job(j) for j in again]
             pending = [j for j in pending if j.state is JobState.PENDING]
 
-    def _offers(self) -> list[Offer]:
+    def offers(self) -> list[Offer]:
+        """Every site's offers, all sites at once (a site that fails offers none)."""
         calls = {site: functools.partial(_checked_offers, adapter, site)
                  for site, adapter in self.world.adapters.items()}
         offers: list[Offer] = []
@@ -135,7 +148,7 @@ class Placing:
         jobs = [
             PendingJob(job_id=j.id, spec=j.spec, attempt=j.attempts + 1,
                        submitted_at=datetime.fromtimestamp(j.created_at, UTC),
-                       avoid=self.submitting.avoided(j.id, now),
+                       avoid=self._avoid(j, now),
                        remaining_work_s=self.progress.remaining(j),
                        checkpoint_cost_s=self.progress.checkpoint_cost(j))
             for j in pending
@@ -163,6 +176,11 @@ class Placing:
             self.explaining.record(decision, by_id[decision.job_id], now)
             wanted.append((job, offers[round_.choice[i]], decision))
         return self._start(wanted, report, budget)
+
+    def _avoid(self, job: Job, now: float) -> dict[str, str]:
+        """The sites ``job`` avoids now, with why: refusals, drains, its last move."""
+        moved = self.migrating.avoided(job) if self.migrating is not None else {}
+        return {**moved, **self._drained, **self.submitting.avoided(job.id, now)}
 
     def _start(self, wanted: Sequence[tuple[PendingJob, Offer, Decision]], report: TickReport,
                budget: list[int]) -> list[_Placed]:

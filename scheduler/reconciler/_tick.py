@@ -54,6 +54,8 @@ class TickReport:
     unplaced: dict[str, str] = field(default_factory=dict)
     rejected: dict[str, str] = field(default_factory=dict)
     orphans: dict[str, list[str]] = field(default_factory=dict)
+    moved: dict[str, str] = field(default_factory=dict)
+    """Attempts asked to stop for a move, with the trigger (drain, deadline, cheaper)."""
 
 
 @dataclass
