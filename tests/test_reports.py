@@ -260,3 +260,14 @@ def test_the_html_report_shows_cents_where_the_amounts_allow() -> None:
     assert ">83.27<" in page and "83.274300" not in page
     assert "0.000000" not in page
     assert '<div class="v" data-tile="lost to preemption">0.00 USD</div>' in page
+
+
+def test_a_moved_attempt_is_counted_as_moved_not_preempted() -> None:
+    """A move is gridbridge's own decision (a job sent where it is cheaper or safe): finance
+    sees it apart from the preemptions a site imposed, with the work it cost in lost_cost."""
+    ledger = [row(0, "2026-11-02T00:00:00", 1.0, team="vision", outcome="MOVED", lost=0.25),
+              row(1, "2026-11-03T00:00:00", 2.0, team="vision", outcome="PREEMPTED", lost=0.5),
+              row(2, "2026-11-04T00:00:00", 3.0, team="vision")]
+    [vision, total] = cost_report(ledger, GroupBy.TEAM, Window.period("2026-11"))
+    assert (vision["attempts"], vision["preempted"], vision["moved"]) == (3, 1, 1)
+    assert vision["lost_cost"] == Decimal("0.75") and total["moved"] == 1

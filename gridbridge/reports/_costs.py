@@ -31,8 +31,8 @@ class GroupBy(StrEnum):
 
 
 COST_COLUMNS: Sequence[str] = (
-    "attempts", "preempted", "core_hours", "gpu_hours", "cost", "on_demand_cost", "savings",
-    "lost_cost",
+    "attempts", "preempted", "moved", "core_hours", "gpu_hours", "cost", "on_demand_cost",
+    "savings", "lost_cost",
 )
 
 
@@ -68,7 +68,7 @@ def cost_report_columns(by: GroupBy, *, every: Every | None = None, budgets: boo
 
 
 def _blank() -> dict[str, Any]:
-    acc: dict[str, Any] = {"attempts": 0, "preempted": 0}
+    acc: dict[str, Any] = {"attempts": 0, "preempted": 0, "moved": 0}
     for key in ("core_hours", "gpu_hours"):
         acc[key] = Decimal(0)
     for key in MONEY_COLUMNS:
@@ -79,6 +79,7 @@ def _blank() -> dict[str, Any]:
 def _add(acc: dict[str, Any], row: Mapping[str, Any]) -> None:
     acc["attempts"] += 1
     acc["preempted"] += 1 if row["outcome"] in {"PREEMPTED", "LOST"} else 0
+    acc["moved"] += 1 if row["outcome"] == "MOVED" else 0  # moved on purpose: not a loss
     acc["core_hours"] += hours(row["core_hours"])
     acc["gpu_hours"] += hours(row["gpu_hours"])
     cost, od = money(row["cost"]), money(row["on_demand_cost"])
@@ -180,6 +181,7 @@ def cost_summary(rows: Iterable[Mapping[str, Any]], by: GroupBy) -> list[dict[st
         for acc in (groups[str(row[by.value])], total):
             acc["attempts"] += 1
             acc["preempted"] += 1 if row["outcome"] in {"PREEMPTED", "LOST"} else 0
+            acc["moved"] += 1 if row["outcome"] == "MOVED" else 0
             for key in ("core_hours", "gpu_hours", "cost", "on_demand_cost", "lost_cost"):
                 acc[key] += float(row[key])
             acc["savings"] = acc["on_demand_cost"] - acc["cost"]
@@ -189,4 +191,5 @@ def cost_summary(rows: Iterable[Mapping[str, Any]], by: GroupBy) -> list[dict[st
     for row in out:
         row["attempts"] = int(row["attempts"])
         row["preempted"] = int(row["preempted"])
+        row["moved"] = int(row["moved"])
     return out
