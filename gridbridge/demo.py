@@ -169,7 +169,7 @@ def _report(console: Console, client: Client, future: JobFuture, reference: Para
            "expected_cost": fmt_money(d.expected_cost), "why": d.reason}
           for d in client.store.decisions(job_id)])
     summary = for_display(cost_summary(client.store.ledger_records(job_id), GroupBy.SITE))
-    columns = [c for c in COST_COLUMNS if c != "gpu_hours"]
+    columns = [c for c in COST_COLUMNS if c not in ("gpu_hours", "moved")]  # none here
     emit(console, "costs (on_demand_cost: the same work on on-demand capacity)",
          ["site", *columns], summary)
     result = future.result(timeout=60)
