@@ -311,6 +311,23 @@ class Client:
         from the caller's identity). ``payload``: a function job's pickled call, written
         under the checkpoint root and pinned in the spec; a spec that names a payload must
         come with it. ``admit``: refuse a job no configured site could ever run."""
+        return self.submit_specs([(spec, payload)], admit=admit)[0]
+
+    def submit_specs(self, items: Sequence[tuple[JobSpec, bytes | None]], *,
+                     admit: bool = True) -> list[JobFuture]:
+        """Submit many jobs as :meth:`submit_spec` does, all recorded in one transaction
+        (``admit``: check the first; what ``map()`` sends is all alike)."""
+        made = [self._prepared(spec, payload, admit=admit and i == 0)
+                for i, (spec, payload) in enumerate(items)]
+        self.store.create_jobs([(spec, spec.checkpoint.url or
+                                 f"{self.config.checkpoint_root}/{job_id}", job_id)
+                                for spec, job_id in made])
+        self.reconciler.wake()  # place them now, not at the end of the tick interval
+        return [JobFuture(self, job_id) for _, job_id in made]
+
+    def _prepared(self, spec: JobSpec, payload: bytes | None, *,
+                  admit: bool) -> tuple[JobSpec, str]:
+        """The spec as it is stored (its payload written and pinned) and the job's new id."""
         from gridbridge.scheduler.store import new_job_id
         from gridbridge.wire import pin, put_bytes
 
@@ -329,7 +346,7 @@ class Client:
             # the spec, in the store, pins the payload's digest: the runtime runs no other bytes
             spec = spec.model_copy(update={"callable_ref": pin(url, payload)})
             put_bytes(url, payload)
-        return self._create(spec, job_id)
+        return spec, job_id
 
     def submit_command(self, argv: Sequence[str], **options: Any) -> JobFuture:
         """Run a command (an argv list, never a shell string) as a job."""
@@ -341,8 +358,8 @@ class Client:
     def map(self, fn: Callable[..., Any], items: Iterable[Any], **options: Any) -> list[JobFuture]:
         """Submit ``fn(item)`` for each item (all with the same options, so whether any site
         could ever run them is checked once)."""
-        return [self.submit_spec(*self._fn_spec(fn, (item,), None, dict(options)),
-                                 admit=i == 0) for i, item in enumerate(items)]
+        return self.submit_specs([self._fn_spec(fn, (item,), None, dict(options))
+                                  for item in items])
 
     def job(self, job_id: str) -> JobFuture:
         self.store.job(job_id)
@@ -377,12 +394,6 @@ class Client:
         from gridbridge.scheduler.admission import check_admissible
 
         check_admissible(spec, self.config)
-
-    def _create(self, spec: JobSpec, job_id: str) -> JobFuture:
-        url = spec.checkpoint.url or f"{self.config.checkpoint_root}/{job_id}"
-        self.store.create_job(spec, url, job_id=job_id)
-        self.reconciler.wake()  # place it now, not at the end of the tick interval
-        return JobFuture(self, job_id)
 
     # operations ---------------------------------------------------------------------------
 

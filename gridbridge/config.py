@@ -228,6 +228,37 @@ class CheckpointSettings(Frozen):
         return prefix_refusal(url, allowed=allowed, team=team, root=root, job_id=job_id)
 
 
+_Role = Literal["researcher", "operator", "finance"]
+
+
+class OidcSettings(Frozen):
+    """``server.oidc``: bearer JWTs of an OIDC issuer, checked against its JWKS (``jwks_url``
+    or ``jwks_file``); the identity from the named claims, ``default_role`` if no role."""
+
+    issuer: Annotated[str, Field(min_length=1)]
+    audience: Annotated[str, Field(min_length=1)]
+    jwks_url: str | None = None
+    jwks_file: Path | None = None
+    user_claim: str = "preferred_username"
+    team_claim: str = "team"
+    role_claim: str = "role"
+    default_role: _Role = "researcher"
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> OidcSettings:
+        if (self.jwks_url is None) == (self.jwks_file is None):
+            raise ValueError("server.oidc needs exactly one of jwks_url and jwks_file")
+        return self
+
+
+class ServerSettings(Frozen):
+    """``server:`` OIDC JWTs; each Unix user's role over ``serve --socket`` (root: operator)."""
+
+    oidc: OidcSettings | None = None
+    socket_roles: dict[str, _Role] = Field(default_factory=dict)
+    socket_default_role: _Role = "researcher"
+
+
 class GridConfig(Frozen):
     """The whole federation: sites, where state and checkpoints live, and limits."""
 
@@ -248,6 +279,7 @@ class GridConfig(Frozen):
     checkpoint: CheckpointSettings = CheckpointSettings()
     """Which checkpoint URLs a job may name, and the control plane's fence timeout."""
     migration: MigrationSettings = MigrationSettings()
+    server: ServerSettings = ServerSettings()  # the service's authentication (docs/service.md)
 
     @field_validator("sites")
     @classmethod

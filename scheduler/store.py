@@ -63,28 +63,24 @@ class StateStore(Ledger, Leases, Access):
 
     def create_job(self, spec: JobSpec, checkpoint_url: str, job_id: str | None = None) -> Job:
         """Record a new PENDING job."""
+        return self.create_jobs([(spec, checkpoint_url, job_id or new_job_id())])[0]
+
+    def create_jobs(self, items: Sequence[tuple[JobSpec, str, str]]) -> list[Job]:
+        """Record many new PENDING jobs (spec, checkpoint URL, id), with their "submitted"
+        events, in one transaction: all of them or none (what ``map()`` submits)."""
         now = self._clock()
-        jid = job_id or new_job_id()
-        row = JobRow(
-            id=jid,
-            name=spec.name,
-            spec_json=spec.model_dump_json(),
-            state=JobState.PENDING.value,
-            priority=spec.priority,
-            user=spec.owner.user,
-            team=spec.owner.team,
-            project=spec.owner.project,
-            created_at=now,
-            updated_at=now,
-            attempts=0,
-            cancel_requested=False,
-            checkpoint_url=checkpoint_url,
-        )
+        rows = [JobRow(id=jid, name=spec.name, spec_json=spec.model_dump_json(),
+                       state=JobState.PENDING.value, priority=spec.priority,
+                       user=spec.owner.user, team=spec.owner.team, project=spec.owner.project,
+                       created_at=now, updated_at=now, attempts=0, cancel_requested=False,
+                       checkpoint_url=url)
+                for spec, url, jid in items]
         with self._tx() as s:
-            s.add(row)
-            s.add(event_row(now, jid, None, "job", "", JobState.PENDING, "submitted",
-                            spec.owner.user))
-        return Job.of(row)
+            s.add_all(rows)
+            s.flush()  # the jobs before their events (the events name them)
+            s.add_all([event_row(now, row.id, None, "job", "", JobState.PENDING, "submitted",
+                                 row.user) for row in rows])
+        return [Job.of(row) for row in rows]
 
     def job(self, job_id: str) -> Job:
         with self._core_read() as c:

@@ -2,7 +2,9 @@
 
 Invariant: they read the ledger and the placement decisions of the configured store, or of any
 store given with ``--store`` (a simulator's what-if, say), and never write to it (nor make
-one). Budgets, allocations and the currency come from the configuration. The numbers come
+one). Budgets, allocations and the currency come from the configuration. Over ``--url`` they
+read the same through the service (``GET /v1/books``, ``/v1/ledger``, ``/v1/decisions``),
+which shows a researcher only their own jobs' rows and their team's budget. The numbers come
 from :mod:`gridbridge.reports`; this module only picks the rows and prints them.
 """
 
@@ -38,11 +40,11 @@ from gridbridge.reports import (
 from gridbridge.units import fmt_time
 from gridbridge.views import fit, left_out, plain, render
 
-from ._common import console, err
+from ._common import client, console, err, remote
 from ._shell import Group
 
 if TYPE_CHECKING:
-    from gridbridge.config import GridConfig
+    from gridbridge.config import Budgets
     from gridbridge.scheduler.store import StateStore
 
 __all__ = ["app"]
@@ -94,9 +96,11 @@ AtOpt = Annotated[Optional[str], typer.Option(  # noqa: UP045
 
 @dataclass
 class _Books:
-    """What a report reads: the configuration and the store."""
+    """What a report reads: the budgets and allocations of the configuration (or, over
+    ``--url``, of the service's: ``GET /v1/books``) and the store (or the service's reads)."""
 
-    config: GridConfig
+    budgets: Budgets
+    allocations: list[Allocation]
     store: StateStore
     now: float
     named: bool = False
@@ -104,30 +108,22 @@ class _Books:
 
     @property
     def currency(self) -> str:
-        return self.config.budgets.currency
-
-    @property
-    def allocations(self) -> list[Allocation]:
-        """Each site's ``allocation:``, and each Slurm partition's ``allocation_core_hours``
-        (prepaid for all time, as the adapter counts it)."""
-        out = [Allocation(site=s.name, core_hours=s.allocation.core_hours,
-                          every=s.allocation.every)
-               for s in self.config.sites if s.allocation is not None]
-        for s in self.config.sites:
-            partitions = s.options.get("partitions") if s.adapter == "slurm" else None
-            for name, opts in (partitions or {}).items():
-                hours = (opts or {}).get("allocation_core_hours")
-                if hours:
-                    out.append(Allocation(site=s.name, core_hours=float(hours), every="total",
-                                          offer_key=name))
-        return out
+        return self.budgets.currency
 
 
 def _books(ctx: typer.Context, store: str | None, at: str | None) -> _Books:
     from gridbridge.client import default_home
     from gridbridge.config import default_config, load_config
     from gridbridge.scheduler.store import StateStore
+    from gridbridge.service._books import allocations, books_of
 
+    now = parse_instant(at, "--at").timestamp() if at else time.time()
+    if remote(ctx):
+        if store is not None:
+            raise ValueError("--store reads a store on this host; it does not go with --url")
+        reads = client(ctx).store
+        budgets, allocs = books_of(reads.books())  # type: ignore[attr-defined]
+        return _Books(budgets, allocs, reads, now)
     path = (ctx.obj or {}).get("config_path")
     grid = load_config(path) if path else default_config(default_home())
     if store is None and not path:
@@ -136,8 +132,7 @@ def _books(ctx: typer.Context, store: str | None, at: str | None) -> _Books:
         file = Path(store.removeprefix("sqlite:///"))
         if not file.is_file():  # a report never makes a store: a typo would read as empty
             raise ValueError(f"--store {store}: no such state store ({file} does not exist)")
-    books = _Books(grid, StateStore(store or grid.state_url),
-                   parse_instant(at, "--at").timestamp() if at else time.time(),
+    books = _Books(grid.budgets, allocations(grid), StateStore(store or grid.state_url), now,
                    named=store is not None)
     ctx.call_on_close(books.store.engine.dispose)
     return books
@@ -222,8 +217,8 @@ def costs(
         _write_html(books, window, output)
         return
     ledger = books.store.ledger_records()
-    budgets = {GroupBy.TEAM: books.config.budgets.teams,
-               GroupBy.PROJECT: books.config.budgets.projects}.get(by)
+    budgets = {GroupBy.TEAM: books.budgets.teams,
+               GroupBy.PROJECT: books.budgets.projects}.get(by)
     jobs = (books.store.job_names(r["job_id"] for r in ledger if window.holds(r["end"]))
             if by is GroupBy.JOB else None)
     rows = cost_report(ledger, by, window, every=every, jobs=jobs,
@@ -252,7 +247,7 @@ def forecast_cmd(
         raise typer.BadParameter("forecast prints table, csv or json", param_hint="--format")
     books = _books(ctx, store, at)
     rows = forecast(books.store.ledger_records(), books.now,
-                    teams=books.config.budgets.teams, projects=books.config.budgets.projects,
+                    teams=books.budgets.teams, projects=books.budgets.projects,
                     rate_window_s=window_days * 86400, currency=books.currency)
     month = Window.this_month(books.now).label
     _emit(f"forecast for {month} ({books.currency}; run rate over {window_days:g} days)",
@@ -329,8 +324,8 @@ def _write_html(books: _Books, window: Window, output: Path | None) -> None:
     inputs = ReportInputs(
         ledger=ledger, window=window, now=books.now,
         jobs=books.store.job_names(r["job_id"] for r in ledger if window.holds(r["end"])),
-        team_budgets=books.config.budgets.teams,
-        project_budgets=books.config.budgets.projects, allocations=books.allocations,
+        team_budgets=books.budgets.teams,
+        project_budgets=books.budgets.projects, allocations=books.allocations,
         placements=_placements(books, window), currency=books.currency)
     output.write_text(render_html(inputs), encoding="utf-8")
     err.print(f"wrote {output}", highlight=False, markup=False)

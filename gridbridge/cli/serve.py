@@ -46,11 +46,15 @@ def serve(
         help="the API's TLS private key (PEM)", show_default=False)] = None,
     insecure: Annotated[bool, typer.Option(
         help="allow plain HTTP off loopback (behind a TLS-terminating proxy only)")] = False,
+    socket_path: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        "--socket", help="also serve the API on this Unix socket, each caller known by the "
+        "kernel as its Unix user (no token)", show_default=False)] = None,
 ) -> None:
     """Run the reconciler in the foreground over the configured store. It logs a line per
     placement, submission, attempt state change, site health change, lease change and its
     shutdown; a second serve on the same store stands by until the lease is free. With
-    --listen it serves the API too (tokens: gridbridge admin token create)."""
+    --listen it serves the API too (tokens: gridbridge admin token create); with --socket,
+    to this host's users, known by their Unix user."""
     from gridbridge.scheduler.reconciler import LEASE
     from gridbridge.service import parse_listen, run_api
 
@@ -71,7 +75,11 @@ def serve(
     if where is not None:
         log.info("serving the API on %s://%s:%d", where.scheme, where.host, where.port,
                  extra={"event": "listen", "port": where.port})
-        run_api(made, where)  # uvicorn handles SIGTERM and SIGINT
+    if socket_path is not None:
+        log.info("serving the API on unix://%s", socket_path,
+                 extra={"event": "listen", "socket": str(socket_path)})
+    if where is not None or socket_path is not None:
+        run_api(made, where, socket_path)  # uvicorn handles SIGTERM and SIGINT
         return
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -17,9 +17,10 @@ refusal is audited::
                                                                          v StateStore
 
 Modules: ``_rights`` (roles to verbs), ``_codec`` (records and errors on the wire), ``_app``
-(the Starlette app, authentication, audit), ``_jobs`` and ``_admin`` (endpoints),
-``_server`` (uvicorn, TLS), ``_remote`` (the client side). Out of scope so far: OIDC bearer
-JWTs, a Unix socket with SO_PEERCRED identity, ``run_as: user``.
+(the Starlette app, authentication, audit), ``_oidc`` (bearer JWTs against an issuer's JWKS),
+``_peer`` (the Unix socket's callers by SO_PEERCRED), ``_jobs`` and ``_admin`` (endpoints),
+``_books`` (budgets and allocations for reports), ``_server`` (uvicorn, TLS, the socket),
+``_remote`` (the client side). Out of scope so far: ``run_as: user``.
 """
 
 from __future__ import annotations

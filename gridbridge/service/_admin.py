@@ -2,7 +2,7 @@
 
 Invariant: tokens and the audit are for operators only, and no answer ever holds a token's
 secret except the one that creates it; the books (ledger, decisions) are for finance and
-operators whole, and for a researcher only their own jobs' rows.
+operators whole, and for a researcher only their own jobs' rows and their own team's budget.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 from gridbridge.scheduler._access import Role
 
 from ._app import Call, Endpoint, Service
+from ._books import books_json
 from ._codec import encode
 from ._jobs import body_json
 from ._rights import Verb, check
@@ -71,6 +72,17 @@ def _decisions(service: Service, call: Call) -> Any:
     return rows
 
 
+def _books(service: Service, call: Call) -> Any:
+    """Budgets, currency and allocations; a researcher sees only their own team's budget."""
+    check(call.who, Verb.REPORT)
+    answer = books_json(service.made.config)
+    if call.who.role is Role.RESEARCHER:
+        budgets = answer["budgets"]
+        budgets["teams"] = {t: v for t, v in budgets["teams"].items() if t == call.who.team}
+        budgets["projects"] = {}
+    return answer
+
+
 def _site_health(service: Service, call: Call) -> Any:
     check(call.who, Verb.READ)
     return {name: asdict(h) for name, h in service.store.site_health().items()}
@@ -84,5 +96,6 @@ ENDPOINTS = [
     Endpoint("GET", "/v1/audit", "audit", False, _audit),
     Endpoint("GET", "/v1/ledger", "report", False, _ledger),
     Endpoint("GET", "/v1/decisions", "report", False, _decisions),
+    Endpoint("GET", "/v1/books", "report", False, _books),
     Endpoint("GET", "/v1/sites/health", "sites", False, _site_health),
 ]

@@ -70,16 +70,33 @@ class Endpoint:
 class Service:
     """What the handlers share: the in-process client (its store, config and adapters)."""
 
-    def __init__(self, made: Client) -> None:
+    def __init__(self, made: Client, peer: bool = False) -> None:
+        from ._oidc import OidcVerifier
+
         self.made = made
         self.store = made.store
+        self.peer = peer
+        oidc = made.config.server.oidc
+        self.oidc = OidcVerifier(oidc) if oidc is not None else None
 
-    def authenticate(self, header: str | None) -> Identity:
+    def authenticate(self, header: str | None, client: tuple[str, int] | None = None) -> Identity:
+        """The caller: over the Unix socket (``peer``), the peer's Unix user; else the one an
+        API token (``gb_...``) or, with ``server.oidc``, a JWT names."""
+        if self.peer:
+            from ._peer import PEER, peer_identity
+
+            if client is None or client[0] != PEER:
+                raise Refused("refused: no peer credentials (rule: a socket caller is the "
+                              "Unix user the kernel names)", 401)
+            return peer_identity(client[1], self.made.config.server)
         scheme, _, token = (header or "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
             raise Refused("refused: no API token (rule: every request names its caller; "
                           "set GRIDBRIDGE_TOKEN)", 401)
-        record = self.store.identify(token.strip())
+        if self.oidc is not None and not token.startswith("gb_") and token.count(".") == 2:
+            return self.oidc.identify(token)
+        record = self.store.identify(token)
         if record is None:
             raise Refused("refused: the API token is unknown or revoked (rule: only a live "
                           "token authenticates)", 401)
@@ -98,7 +115,8 @@ def _answer(service: Service, endpoint: Endpoint, request: Request, body: bytes)
     source = request.client.host if request.client else ""
     call_target = " ".join(next(iter(request.path_params.items()), ()))  # "job j1..."
     try:
-        who = service.authenticate(request.headers.get("authorization"))
+        peer = (request.client.host, request.client.port) if request.client else None
+        who = service.authenticate(request.headers.get("authorization"), peer)
         call = Call(who, dict(request.path_params), dict(request.query_params), body,
                     target=call_target,
                     lists={k: request.query_params.getlist(k) for k in request.query_params})
@@ -146,9 +164,10 @@ async def _health(_request: Request) -> Response:
     return JSONResponse({"ok": True})
 
 
-def make_app(made: Client, endpoints: list[Endpoint]) -> Starlette:
-    """The API over ``made``, an in-process client of the federation."""
-    service = Service(made)
+def make_app(made: Client, endpoints: list[Endpoint], peer: bool = False) -> Starlette:
+    """The API over ``made``, an in-process client of the federation (``peer``: its callers
+    are the Unix socket's peers, see ``_peer``)."""
+    service = Service(made, peer)
     routes = [Route("/v1/health", _health, methods=["GET"])]
     routes += [_route(service, e) for e in endpoints]
     return Starlette(routes=routes)

@@ -82,14 +82,13 @@ def _submit(service: Service, call: Call) -> Any:
 
 
 def _submit_many(service: Service, call: Call) -> Any:
-    """Many jobs in one request (what ``map()`` sends): all checked before any is made;
-    the first is checked for admission when ``admit``."""
+    """Many jobs in one request (what ``map()`` sends): all checked before any is made,
+    then recorded in one transaction; the first is checked for admission when ``admit``."""
     check(call.who, Verb.SUBMIT)
     body = body_json(call)
     jobs = [_spec_of(call.who, item) for item in body.get("jobs", [])]
-    admit = bool(body.get("admit", True))
-    ids = [service.made.submit_spec(spec, payload, admit=admit and i == 0).job_id
-           for i, (spec, payload) in enumerate(jobs)]
+    made = service.made.submit_specs(jobs, admit=bool(body.get("admit", True)))
+    ids = [future.job_id for future in made]
     call.target = f"job {ids[0]}" if ids else ""
     call.detail = f"{len(ids)} jobs" + (f", {ids[0]}..{ids[-1]}" if ids else "")
     return {"job_ids": ids}

@@ -49,7 +49,12 @@ class RemoteStore:
     def __init__(self, url: str, token: str | None) -> None:
         self.url = url.rstrip("/")
         headers = {"authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=60.0)
+        if url.startswith("unix://"):  # serve --socket: the kernel says who we are, no token
+            self._http = httpx.Client(base_url="http://gridbridge", timeout=60.0,
+                                      transport=httpx.HTTPTransport(
+                                          uds=url.removeprefix("unix://")))
+        else:
+            self._http = httpx.Client(base_url=self.url, headers=headers, timeout=60.0)
 
     def close(self) -> None:
         self._http.close()
@@ -130,6 +135,10 @@ class RemoteStore:
     def decision_records(self, since: float, until: float) -> list[dict[str, Any]]:
         return list(self._get("/v1/decisions", since=since, until=until))
 
+    def books(self) -> dict[str, Any]:
+        """Budgets, currency and allocations, as ``service._books.books_of`` reads them."""
+        return dict(self._get("/v1/books"))
+
     def whoami(self) -> dict[str, str]:
         return dict(self._get("/v1/whoami"))
 
@@ -175,8 +184,9 @@ class RemoteClient(Client):
                  url: str | None = None, token: str | None = None) -> None:
         url = url or os.environ.get("GRIDBRIDGE_URL", "")
         token = token if token is not None else os.environ.get("GRIDBRIDGE_TOKEN")
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"service URL {redact_url(url)!r}: give http(s)://HOST:PORT")
+        if not url.startswith(("http://", "https://", "unix:///")):
+            raise ValueError(f"service URL {redact_url(url)!r}: give http(s)://HOST:PORT or "
+                             "unix:///PATH (a socket of serve --socket)")
         self.url = url
         self.store = RemoteStore(url, token)  # type: ignore[assignment]
         self.adapters = {}

@@ -6,7 +6,8 @@ speaks TLS. The reconciler runs in a thread of the same process while uvicorn se
 stops when uvicorn does (SIGTERM, SIGINT)::
 
     serve --listen HOST:PORT ─> check_listen ─> made.start() (reconciler thread)
-                                             └> uvicorn.Server(make_app(made)).run()
+          [--socket PATH]                    └> uvicorn.Server(make_app(made)).run()
+                                             └> (thread) uvicorn on PATH, callers by SO_PEERCRED
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from gridbridge.client import Client
@@ -64,19 +65,62 @@ def parse_listen(text: str, tls_cert: Path | None = None, tls_key: Path | None =
     return Listen(host.strip("[]"), int(port), tls_cert, tls_key, insecure)
 
 
-def run_api(made: Client, listen: Listen) -> None:
-    """Serve the API on ``listen`` with ``made``'s reconciler in a thread, until a signal."""
+def run_api(made: Client, listen: Listen | None, socket_path: Path | None = None) -> None:
+    """Serve the API on ``listen`` and/or on the Unix socket ``socket_path`` (callers known
+    by their peer credentials) with ``made``'s reconciler in a thread, until a signal."""
+    import threading
+
+    import uvicorn
+
+    servers = [uvicorn.Server(_config(made, listen, socket_path=None))] if listen else []
+    if socket_path is not None:
+        if socket_path.is_socket():  # left by a serve that was killed: nobody answers on it
+            socket_path.unlink()
+        servers.append(uvicorn.Server(_config(made, None, socket_path)))
+    made.start()
+    # the first server takes the signals (main thread); the others stop when it does
+    others = [threading.Thread(target=s.run, daemon=True) for s in servers[1:]]
+    for thread in others:
+        thread.start()
+    try:
+        servers[0].run()  # the caller closes ``made`` (and so its reconciler)
+    finally:
+        for server in servers[1:]:
+            server.should_exit = True
+        for thread in others:
+            thread.join(timeout=10)
+
+
+def _config(made: Client, listen: Listen | None, socket_path: Path | None) -> Any:
     import uvicorn
 
     from ._admin import ENDPOINTS as ADMIN
     from ._app import make_app
     from ._jobs import ENDPOINTS as JOBS
 
-    app = make_app(made, [*JOBS, *ADMIN])
-    config = uvicorn.Config(
-        app, host=listen.host, port=listen.port, log_config=None, access_log=False,
+    app = make_app(made, [*JOBS, *ADMIN], peer=socket_path is not None)
+    common: dict[str, Any] = {"log_config": None, "access_log": False,
+                              "timeout_graceful_shutdown": 5}
+    if socket_path is not None:
+        return uvicorn.Config(app, uds=str(socket_path), http=_peer_protocol(), **common)
+    assert listen is not None
+    return uvicorn.Config(
+        app, host=listen.host, port=listen.port,
         ssl_certfile=str(listen.tls_cert) if listen.tls_cert else None,
-        ssl_keyfile=str(listen.tls_key) if listen.tls_key else None,
-        timeout_graceful_shutdown=5)
-    made.start()
-    uvicorn.Server(config).run()  # the caller closes ``made`` (and so its reconciler)
+        ssl_keyfile=str(listen.tls_key) if listen.tls_key else None, **common)
+
+
+def _peer_protocol() -> type:
+    """uvicorn's HTTP/1.1 protocol, with each connection's client set from the kernel's
+    peer credentials: (``_peer.PEER``, uid), what ``Service.authenticate`` reads."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    from ._peer import PEER, peer_credentials
+
+    class PeerProtocol(H11Protocol):
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            _pid, uid, _gid = peer_credentials(transport.get_extra_info("socket"))
+            self.client = (PEER, uid)
+
+    return PeerProtocol

@@ -24,6 +24,12 @@ def _refused(run: object) -> None:
     assert line.startswith("error: refused"), line
 
 
+def _rows(text: str) -> list[dict[str, object]]:
+    """The rows of a report's JSON (a list, or one list under a title)."""
+    data = json.loads(text)
+    return data if isinstance(data, list) else next(iter(data.values()))
+
+
 def test_roles_owners_and_audit_through_the_service(federation: Federation) -> None:
     fed = federation
     alice = Client(url=fed.url, token=fed.tokens["alice"])
@@ -56,7 +62,21 @@ def test_roles_owners_and_audit_through_the_service(federation: Federation) -> N
     assert {r["team"] for r in fin.store.ledger_records()} == {"phys", "chem"}
     _refused(fed.cli("fin", "submit", "--", "true"))
     with pytest.raises(Refused, match="finance reads no logs"):
-        fin.logs(nap)  # the CLI's `logs` reads through Client.iter_logs once it calls it
+        fin.logs(nap)
+    _refused(fed.cli("fin", "logs", nap))
+    # reports over --url: fin's costs by team show both teams; bob's only his own
+    run = fed.cli("fin", "report", "costs", "--by", "team", "--format", "json")
+    assert run.returncode == 0, run.stderr
+    assert {r["team"] for r in _rows(run.stdout)} >= {"phys", "chem"}
+    run = fed.cli("bob", "report", "costs", "--by", "user", "--format", "json")
+    assert run.returncode == 0, run.stderr
+    assert {r["user"] for r in _rows(run.stdout)} - {"TOTAL"} == {"bob"}  # not alice
+    for report in (["forecast"], ["placements"]):
+        run = fed.cli("fin", "report", *report, "--format", "json")
+        assert run.returncode == 0, (report, run.stderr)
+    run = fed.cli("fin", "report", "html", "-o", str(fed.config.parent / "books.html"))
+    assert run.returncode == 0, run.stderr
+    assert "chem" in (fed.config.parent / "books.html").read_text()
     with pytest.raises(Refused):
         fin.submit(pow, 1, 1)
     # alice cancels her own job, and the story says who did
