@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup demo test test-deps lint lint-deps check unit clean $(LINT_TREE)
+.PHONY: setup demo test test-deps lint lint-deps check unit clean $(LINT_TREE) \
+        federation-up federation-down demo-federation
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +22,19 @@ $(LINT_TREE): setup
 
 demo: setup
 	$(BIN)/gridbridge demo
+
+# The whole bridge on this machine (root): real Slurm, SSH edge nodes in network namespaces,
+# SeaweedFS S3 shared with every tier, the EC2 emulation; one gridbridge.yaml naming them all.
+federation-up: setup
+	PYTHON=$(BIN)/python bash deploy/dev/federation-up.sh
+
+federation-down:
+	bash deploy/dev/federation-down.sh
+
+# One training job preempted on each tier the way that tier does it and resumed on the next,
+# across the 16 ordered pairs, checked bit-identical to an uninterrupted run (the tour test).
+demo-federation: federation-up
+	$(BIN)/pytest -q -s -p no:cacheprovider -m federation tests/federation
 
 # Every shell script: the dev stack and the edge nodes' scripts (the glob may match none).
 SHELL_SCRIPTS = $(wildcard deploy/dev/*.sh adapters/edge/*.sh)

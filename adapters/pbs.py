@@ -61,7 +61,7 @@ from gridbridge.adapters._batch import (
     runtime_argv,
     safe_job_name,
 )
-from gridbridge.adapters._host import HostOptions, SiteHost, default_remote_dir
+from gridbridge.adapters._host import HostOptions, SiteHost, default_remote_dir, private_mkdir
 from gridbridge.adapters._pbs_parse import (
     EXIT_STATUSES,
     JOB_STATES,
@@ -207,7 +207,7 @@ class PBSAdapter:
             raise SubmitRejected(f"cannot write the launch record: {exc}") from None
         self._ensure_dir()
         folder = f"{self.host.remote_dir}/{request.attempt_id}"
-        self._run(["mkdir", "-p", "--", folder]).check("mkdir of the attempt folder")
+        self._run(private_mkdir(folder)).check("mkdir of the attempt folder")
         script = job_script(self.site, runtime_argv(self.site, launch_url, folder),
                             comment=f"gridbridge attempt {request.attempt_id}")
         done = self._run([self._cmd("qsub"), *self.qsub_options(request, folder)], stdin=script)

@@ -1,8 +1,16 @@
 """``gridbridge config check`` beyond the schema: can the storage be used, and by whom?
 
 A configuration can be valid and still unusable: a checkpoint root under a regular file, a bucket
-that does not exist, a ``file://`` root that sites on other hosts cannot see. Each check returns
-a :class:`Finding`; the CLI prints them all and fails when one is a problem.
+that does not exist, a ``file://`` root that sites on other hosts cannot see, an object store
+this host reaches but a site's nodes do not (a gateway on 127.0.0.1, a private network). Each
+check returns a :class:`Finding`; the CLI prints them all and fails when one is a problem.
+
+Invariant: storage is checked from where jobs run wherever a site can say so: a site whose
+adapter probes storage on its nodes (:class:`StorageProbeAdapter`) gets one finding per node,
+from the runtime's interpreter started there as an attempt's is::
+
+    config check ──> this host: write, read, delete a probe object under checkpoint_root
+                 └─> each site ──(probe_storage)──> each node: the same probe ──> a finding
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from gridbridge.adapter import Adapter, Capability
 from gridbridge.config import GridConfig
@@ -17,9 +26,11 @@ from gridbridge.wire import put_bytes
 
 __all__ = [
     "Finding",
+    "StorageProbeAdapter",
     "check_prologues",
     "check_sites_reach_storage",
     "check_storage_writable",
+    "probe_findings",
 ]
 
 
@@ -28,6 +39,15 @@ class Finding:
     what: str
     ok: bool
     detail: str
+
+
+@runtime_checkable
+class StorageProbeAdapter(Protocol):
+    """An adapter that can run the storage probe on each of its nodes (the edge adapter)."""
+
+    def probe_storage(self, url: str) -> Mapping[str, str]:
+        """Per node: '' when the runtime there can use ``url``, else why not."""
+        ...
 
 
 def check_storage_writable(url: str, what: str = "checkpoint_root") -> Finding:
@@ -49,23 +69,38 @@ def check_storage_writable(url: str, what: str = "checkpoint_root") -> Finding:
 def check_sites_reach_storage(
     config: GridConfig, adapters: Mapping[str, Adapter]
 ) -> list[Finding]:
-    """A ``file://`` checkpoint root works only on sites whose jobs see this host's files."""
+    """Whether each site's jobs can reach the checkpoint root: a ``file://`` root only where
+    they see this host's files; any root, probed on every node where the adapter can
+    (:class:`StorageProbeAdapter`); elsewhere assumed, and said to be."""
     root = config.checkpoint_root
     local = root.startswith("file://") or "://" not in root
     findings = []
     for site in config.sites:
+        adapter = adapters[site.name]
         shared = site.runtime.shared_filesystem
         if shared is None:
-            shared = Capability.LOCAL_FILES in adapters[site.name].capabilities()
+            shared = Capability.LOCAL_FILES in adapter.capabilities()
         what = f"site {site.name}"
         if local and not shared:
             findings.append(Finding(what, False, (
                 f"its jobs run on other hosts, which cannot reach the checkpoint root {root}; "
                 "use object storage (s3://...) or set runtime.shared_filesystem: true if they "
                 "mount the same folder")))
-        else:
-            findings.append(Finding(what, True, f"reaches {root}"))
+        elif isinstance(adapter, StorageProbeAdapter):
+            findings += probe_findings(what, root, adapter.probe_storage(root))
+        elif local:
+            findings.append(Finding(what, True, f"its jobs see this host's files: {root}"))
+        else:  # nothing tried from there: say so rather than claim it works
+            findings.append(Finding(what, True, f"assumed to reach {root} (not probed from "
+                                                "its hosts; this host reaches it)"))
     return findings
+
+
+def probe_findings(what: str, url: str, found: Mapping[str, str]) -> list[Finding]:
+    """One finding per node of a storage probe's answer (node -> '' or why not)."""
+    return [Finding(f"{what} node {node}", not why,
+                    f"its runtime reaches {url}" if not why else f"cannot reach {url}: {why}")
+            for node, why in sorted(found.items())]
 
 
 def check_prologues(config: GridConfig) -> list[Finding]:

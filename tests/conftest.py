@@ -12,7 +12,8 @@ import pytest
 
 from gridbridge.config import GridConfig, default_config
 
-SERVICE_MARKERS = ("s3", "slurm", "ssh", "ec2", "pbs", "torch", "dask", "browser", "postgres")
+SERVICE_MARKERS = ("s3", "slurm", "ssh", "ec2", "pbs", "torch", "dask", "browser", "postgres",
+                   "federation")
 _skipped_services: list[str] = []
 
 

@@ -39,7 +39,9 @@ from gridbridge.adapters.edge._options import EdgeNode, EdgeOptions
 from gridbridge.adapters.edge._scripts import script
 from gridbridge.adapters.edge._status import status
 from gridbridge.config import SiteConfig, prologue_script
+from gridbridge.logparts import previous_segment
 from gridbridge.states import AttemptState
+from gridbridge.units import redact_urls
 
 __all__ = ["EdgeAdapter"]
 
@@ -47,6 +49,17 @@ log = logging.getLogger("gridbridge.adapters.edge")
 
 _EXIT_WAIT_TENTHS = 300
 """How long (0.1 s) a runtime that wrote its result may take to exit before its group dies."""
+
+
+_PROBE = """\
+import sys
+from gridbridge.checks import check_storage_writable
+found = check_storage_writable(sys.argv[1])
+print(found.detail)
+sys.exit(0 if found.ok else 1)
+"""
+"""The storage probe a node runs (the same probe ``config check`` runs on this host)."""
+_PROBE_TIMEOUT_S = 90.0
 
 
 class EdgeAdapter:
@@ -103,14 +116,9 @@ class EdgeAdapter:
             base = self.fleet.base(node)
         except BadRunDir as exc:
             raise SubmitRejected(str(exc)) from None
-        runtime = self.site.runtime
         argv = runtime_argv(self.site, url, f"{base}/{aid}", self.options.python or "python3")
-        check_python = "" if runtime.prologue else argv[0]
-        env = [f"{n}={os.environ[n]}" for n in runtime.env_names if n in os.environ]
-        if env:
-            argv = ["env", *env, *argv]
-        if runtime.prologue:  # the operator's trusted lines; the argv stays out of the script
-            argv = ["bash", "-c", prologue_script(runtime.prologue), "gridbridge-run", *argv]
+        check_python = "" if self.site.runtime.prologue else argv[0]
+        argv = self._as_runtime(argv)
         res = request.spec.resources
         walltime = res.walltime_s
         if self.site.max_walltime_s is not None:
@@ -124,6 +132,18 @@ class EdgeAdapter:
         done.check(f"submit on {node}")
         self._placed[aid] = (node, res.cpus)
         return f"{node}/{aid}"
+
+    def _as_runtime(self, argv: list[str]) -> list[str]:
+        """``argv`` started the way the runtime is: with the environment the site passes on
+        (``runtime.env_names``) and after the operator's prologue. The storage probe starts
+        the same way, so what it finds is what an attempt would."""
+        runtime = self.site.runtime
+        env = [f"{n}={os.environ[n]}" for n in runtime.env_names if n in os.environ]
+        if env:
+            argv = ["env", *env, *argv]
+        if runtime.prologue:  # the operator's trusted lines; the argv stays out of the script
+            argv = ["bash", "-c", prologue_script(runtime.prologue), "gridbridge-run", *argv]
+        return argv
 
     def _node_for(self, request: SubmitRequest) -> str:
         """The node placement chose (the offer's key), else the one this adapter already used
@@ -265,14 +285,17 @@ class EdgeAdapter:
         return jobs
 
     def logs(self, native_id: str) -> str:
-        """The attempt's output so far ('' before there is any)."""
+        """The attempt's output so far, as far as the node still keeps it: the older segment
+        of the runtime's log while it is not yet in storage, then the current one
+        (:mod:`gridbridge.logparts`; storage has the rest). '' before there is any."""
         split = self.fleet.split(native_id)
         if split is None:
             raise ValueError(f"not a native id of site {self.site.name}: {native_id!r}")
         node, aid = split
-        done = self.fleet.hosts[node].run(
-            ["cat", "--", f"{self.fleet.base(node)}/{aid}/{RunFile.OUTPUT_LOG}"])
-        return done.stdout if done.returncode == 0 else ""
+        log = Path(self.fleet.base(node), aid, RunFile.ATTEMPT_LOG)  # a POSIX path on the node
+        # cat prints the segments that exist; one missing (or both) is not an error here
+        done = self.fleet.hosts[node].run(["cat", "--", str(previous_segment(log)), str(log)])
+        return done.stdout
 
     # offers, check, bootstrap -------------------------------------------------------------
 
@@ -298,6 +321,26 @@ class EdgeAdapter:
         return [got if isinstance(got, NodeCheck) else
                 NodeCheck(node=node, reachable=False, error=str(got))
                 for node, got in found.items()]
+
+    def probe_storage(self, url: str) -> dict[str, str]:
+        """Per node, whether the runtime there can write, read back and delete a probe object
+        under ``url`` ('' when it can, else why not, naming the URL). The probe is the
+        runtime's interpreter started as an attempt's runtime is (:meth:`_as_runtime`)."""
+        python = self.site.runtime.python or self.options.python or "python3"
+        argv = self._as_runtime([python, "-c", _PROBE, url])
+
+        def probe(node: str) -> str:
+            # storage that does not answer is retried by the client: longer than a command
+            done = self.fleet.runners[node].run(argv, timeout=_PROBE_TIMEOUT_S)
+            if done.returncode == 0:
+                return ""
+            said = (done.stdout.strip() or done.stderr.strip()).splitlines()
+            why = said[-1] if said else f"the probe exited {done.returncode}"
+            return redact_urls(why.removeprefix(f"{url}: "))[-500:]
+
+        found = self.fleet.each(list(self.nodes), probe)  # an unreachable node: RunnerError
+        return {node: f"not probed, the node did not answer: {got}"
+                if isinstance(got, RunnerError) else got for node, got in found.items()}
 
     def bootstrap(self, *, wheelhouse: str | os.PathLike[str] | None = None,
                   cache_dir: str | os.PathLike[str] | None = None,

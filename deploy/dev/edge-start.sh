@@ -15,7 +15,9 @@
 #   node i gets the first free /24 10.213.K.0/24 (K in 1..254, free = no host interface holds an
 #   address in it): host side 10.213.K.1 on veth "<prefix><i>h", node side 10.213.K.2 on
 #   "eth0" inside netns "<prefix><i>"; sshd listens on 10.213.K.2:22. A node has no default
-#   route, so nothing it sends can leave its /24. On the host, a route
+#   route, so nothing it sends can leave its /24, but for the fleet's services net
+#   10.213.0.0/24, routed to the host: an address there on this host (s3-share-start.sh puts
+#   the dev S3 store on 10.213.0.1) is reached by every node under the same name. On the host, a route
 #   "unreachable 10.213.0.0/16 metric 4000" (the safety route) stays under the connected routes:
 #   while a host-side veth is down (a partition) its connected route is gone and traffic for
 #   that node fails with "No route to host" here instead of following the default route off the
@@ -146,6 +148,7 @@ for i in $(seq 1 "$N"); do
   ip -n "$ns" link set lo up
   ip -n "$ns" addr replace "$addr/24" dev eth0
   ip -n "$ns" link set eth0 up
+  ip -n "$ns" route replace "$NET.0.0/24" via "$net.1" dev eth0   # the services net
 
   [ -s "$E/host_key" ] || ssh-keygen -q -t ed25519 -N '' -C "gridbridge-$name-host" -f "$E/host_key"
   chmod 600 "$E/host_key"

@@ -17,6 +17,7 @@
 #                stop_pidfile FILE BINARY TERM, up to 15 s, KILL; removes FILE
 #   processes    alive PID / wait_gone PID...   (a zombie counts as gone)
 #   S3           is_weed PID          the process runs SeaweedFS's weed
+#                forward_pid FILE SCRIPT  the pid in FILE, if it runs python SCRIPT (tcp-forward.py)
 #   test sshds   test_sshd_config ADDR PORT HOST_KEY PIDFILE AUTHORIZED_KEYS
 #   edge fleet   nodes_tsv FILE / sshd_pid PIDFILE NETNS / banner_ok NETNS ADDR [PORT]
 
@@ -97,6 +98,16 @@ is_weed() {
   [ "$(basename "${exe%% (deleted)}")" = "weed" ] && return 0
   tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -q '^[^ ]*weed mini' && return 0
   return 1
+}
+
+# forward_pid PIDFILE SCRIPT: print the pid in PIDFILE when that process's command line runs
+# SCRIPT (a python script: the executable is the interpreter, so its argv names it).
+forward_pid() {
+  local pid
+  pid=$(tr -dc 0-9 2>/dev/null <"$1") || return 1
+  [ -n "$pid" ] && alive "$pid" || return 1
+  tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF "$2" || return 1
+  echo "$pid"
 }
 
 # test_sshd_config ADDR PORT HOST_KEY PIDFILE AUTHORIZED_KEYS: the sshd_config lines every

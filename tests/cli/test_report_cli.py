@@ -313,6 +313,8 @@ def _table(page: object, ident: str) -> list[dict[str, str]]:
 def shown_as(text: str, exact: str) -> bool:
     """``text`` (what the HTML page shows) is the CSV's ``exact`` amount rounded to the places
     it shows: finance reads cents where a column's amounts allow, the CSV keeps every digit."""
+    if not exact:  # nothing, e.g. no allocation on that site
+        return text == ""
     places = len(text.split(".")[1]) if "." in text else 0
     return Decimal(text.replace(",", "")) == Decimal(exact).quantize(Decimal(1).scaleb(-places))
 

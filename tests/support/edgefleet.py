@@ -101,3 +101,28 @@ def fleet() -> Iterator[Fleet]:
         if not was_running:
             subprocess.run(["bash", str(SCRIPTS / "edge-stop.sh"), str(STATE)],
                            capture_output=True, timeout=120, check=False)
+
+
+SHARE = REPO / ".peers" / "s3-share"
+
+
+@pytest.fixture(scope="session")
+def s3_shared(s3_server: dict[str, object]) -> Iterator[dict[str, object]]:
+    """The dev S3 gateway under the address every tier reaches, edge nodes included
+    (``deploy/dev/s3-share-start.sh``): ``s3_server``'s values with that endpoint. Stopped at
+    the end only if this session started it."""
+    if os.geteuid() != 0:
+        pytest.skip("sharing the S3 gateway with the edge fleet needs root (an address)")
+    was_running = (SHARE / "forward.pid").exists() and (SHARE / "endpoint").exists()
+    proc = subprocess.run(["bash", str(SCRIPTS / "s3-share-start.sh"), str(SHARE)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    if proc.returncode != 0:
+        pytest.fail(f"the S3 gateway could not be shared: {proc.stderr[-2000:]}")
+    endpoint = proc.stdout.split()[-1]
+    options = {**s3_server["storage_options"], "endpoint_url": endpoint}  # type: ignore[dict-item]
+    try:
+        yield {**s3_server, "endpoint": endpoint, "storage_options": options}
+    finally:
+        if not was_running:
+            subprocess.run(["bash", str(SCRIPTS / "s3-share-stop.sh"), str(SHARE)],
+                           capture_output=True, timeout=60, check=False)

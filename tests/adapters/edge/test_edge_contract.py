@@ -232,3 +232,22 @@ class TestEdgeContract(AdapterContract):
         status = self.wait_for(adapter, nid, lambda s: s.state.terminal)
         assert status.state is AttemptState.PREEMPTED, status
         assert status.walltime and status.reason == "walltime reached"
+
+    def test_the_node_keeps_one_copy_of_the_output_and_logs_read_both_segments(
+        self, adapter: EdgeAdapter, workspace: Path, python: str, tmp_path: Path
+    ) -> None:
+        req = self.request(workspace, python, "print('said once')")
+        nid = adapter.submit(req)
+        self.wait_for(adapter, nid, lambda s: s.state.terminal)
+        node, _, aid = nid.partition("/")
+        folder = tmp_path / "work" / "remote" / node / aid
+        log = folder / "attempt.log"
+        # stdout goes into the runtime's own log: its tee writes each byte there once
+        assert (folder / "output.log").is_symlink()
+        assert (folder / "output.log").resolve() == log.resolve()
+        assert oct(log.stat().st_mode & 0o777) == "0o600"
+        assert log.read_text().count("said once") == 1
+        # a segment the upload has not taken yet is read first, then the current one
+        (folder / "attempt.log.1").write_text("older segment\n")
+        shown = adapter.logs(nid)
+        assert shown.startswith("older segment\n") and "said once" in shown, shown

@@ -231,8 +231,9 @@ def test_submit_sends_the_script_on_stdin_and_returns_the_job_id(tmp_path: Path)
     request = _request().model_copy(update={"attempt_url": (tmp_path / "a").as_uri()})
     assert adapter.submit(request) == "1234.pbs-01"
     made, real, mkdir, qsub = runner.calls
-    assert (made, real) == (["mkdir", "-p", "--", "/shared/gb"], ["realpath", "--", "/shared/gb"])
-    assert mkdir == ["mkdir", "-p", "--", "/shared/gb/jabc.3"]
+    assert made == ["mkdir", "-p", "-m", "700", "--", "/shared/gb"]
+    assert real == ["realpath", "--", "/shared/gb"]
+    assert mkdir == ["mkdir", "-p", "-m", "700", "--", "/shared/gb/jabc.3"]  # owner's only
     assert qsub[0] == "/opt/pbs/bin/qsub" and "-" not in qsub  # the script is on stdin
 
 
@@ -242,7 +243,7 @@ def test_over_ssh_the_run_folder_is_made_absolute_on_the_login_host(tmp_path: Pa
     adapter = _adapter(tmp_path, runner, options={"login": {"host": "login1", "user": "alice"}})
     request = _request().model_copy(update={"attempt_url": (tmp_path / "a").as_uri()})
     assert adapter.submit(request) == "12.pbs-01"
-    assert runner.calls[0] == ["mkdir", "-p", "--", ".gridbridge/pbs/hpc"]  # the login home's
+    assert runner.calls[0] == ["mkdir", "-p", "-m", "700", "--", ".gridbridge/pbs/hpc"]  # home's
     assert runner.calls[1] == ["realpath", "--", ".gridbridge/pbs/hpc"]
     qsub = runner.calls[3]
     assert qsub[qsub.index("-o") + 1] == "/home/alice/.gridbridge/pbs/hpc/jabc.3/output.log"

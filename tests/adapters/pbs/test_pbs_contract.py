@@ -71,6 +71,14 @@ class TestPBSContract(AdapterContract):
         finally:
             _drain(adapter)
 
+    def test_the_attempt_folder_is_the_owners_alone(self, adapter: PBSAdapter, tmp_path: Path,
+                                                     workspace: Path) -> None:
+        req = self.request(workspace, sys.executable, "print('private')")
+        nid = adapter.submit(req)
+        self.wait_for(adapter, nid, lambda s: s.state.terminal)
+        folder = tmp_path / "remote" / req.attempt_id  # the job's output is there
+        assert oct(folder.stat().st_mode & 0o777) == "0o700"
+
     def test_hostile_names_reach_qsub_as_single_arguments(self, tmp_path: Path,
                                                           workspace: Path) -> None:
         adapter = _adapter(tmp_path, _site())

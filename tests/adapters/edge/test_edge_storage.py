@@ -1,0 +1,84 @@
+"""Storage is checked from where jobs run: ``config check`` runs the storage probe on every
+edge node (the runtime's interpreter, started as an attempt's runtime is, with the variables
+the site passes on) and names each node that cannot reach the checkpoint root, with the URL.
+
+The fleet's nodes are network namespaces that reach only their own /24 and the services net:
+the dev S3 gateway on 127.0.0.1 is out of their reach, the same gateway shared on 10.213.0.1
+(``deploy/dev/s3-share-start.sh``) is in it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support.edgefleet import Fleet, s3_shared  # noqa: F401 - the shared gateway
+
+pytestmark = [pytest.mark.ssh, pytest.mark.s3]
+
+
+def _config(tmp_path: Path, fleet: Fleet, bucket: str) -> Path:
+    names = ["FSSPEC_S3_ENDPOINT_URL", "FSSPEC_S3_KEY", "FSSPEC_S3_SECRET"]
+    nodes = [{"name": n.name, "host": n.address, "port": n.port, "cpus": 2} for n in fleet.nodes]
+    path = tmp_path / "gridbridge.yaml"
+    path.write_text(yaml.safe_dump({
+        "state_url": f"sqlite:///{tmp_path / 'state.db'}", "workdir": str(tmp_path / "run"),
+        "checkpoint_root": f"s3://{bucket}/check-{uuid.uuid4().hex[:8]}",
+        "sites": [{"name": "edge", "adapter": "edge", "tier": "edge", "capacity": {"cpus": 6},
+                   "runtime": {"python": sys.executable, "env_names": names},
+                   "options": {"nodes": nodes, "key_file": fleet.client_key,
+                               "known_hosts": fleet.known_hosts,
+                               "remote_dir": str(tmp_path / "remote")}}]}))
+    return path
+
+
+def _config_check(config: Path, options: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, COLUMNS="400")
+    env.update({f"FSSPEC_S3_{k.upper()}": v for k, v in options.items()})
+    return subprocess.run([sys.executable, "-m", "gridbridge.cli", "--config", str(config),
+                           "config", "check"], env=env, capture_output=True, text=True,
+                          timeout=180, check=False)
+
+
+def _rows(table: str) -> dict[str, tuple[str, str]]:
+    """``config check``'s table: check -> (ok, detail)."""
+    rows = {}
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip("│ ").split("│")]
+        if len(cells) == 3:
+            rows[cells[0]] = (cells[1], cells[2])
+    return rows
+
+
+def test_nodes_that_cannot_reach_the_store_fail_config_check_by_name(
+    fleet: Fleet, s3_server: dict[str, Any], tmp_path: Path
+) -> None:
+    config = _config(tmp_path, fleet, s3_server["bucket"])
+    done = _config_check(config, s3_server["storage_options"])  # http://127.0.0.1:8333
+    assert done.returncode == 1, done.stdout + done.stderr
+    root = yaml.safe_load(config.read_text())["checkpoint_root"]
+    rows = _rows(done.stdout)
+    assert rows["checkpoint_root"][0] == "yes", rows  # this host reaches it
+    for node in fleet.nodes:
+        ok, detail = rows[f"site edge node {node.name}"]
+        assert ok == "NO" and detail.startswith(f"cannot reach {root}: not writable: "), detail
+        assert "EndpointConnectionError" in detail and "http://127.0.0.1:8333" in detail, detail
+    assert "reaches s3://" not in done.stdout
+
+
+def test_the_shared_gateway_is_reached_from_every_node(
+    fleet: Fleet, s3_shared: dict[str, Any], tmp_path: Path  # noqa: F811 - the fixture
+) -> None:
+    config = _config(tmp_path, fleet, s3_shared["bucket"])
+    done = _config_check(config, s3_shared["storage_options"])  # http://10.213.0.1:8433
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = _rows(done.stdout)
+    root = yaml.safe_load(config.read_text())["checkpoint_root"]
+    for node in fleet.nodes:
+        assert rows[f"site edge node {node.name}"] == ("yes", f"its runtime reaches {root}")
