@@ -18,7 +18,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from gridbridge.adapter import BootstrapAdapter, Capability, CheckAdapter
+from gridbridge.adapter import Adapter, BootstrapAdapter, Capability, CheckAdapter
 from gridbridge.units import fmt_money, fmt_time
 from gridbridge.views import Format, emit
 
@@ -75,16 +75,20 @@ def sites_check(
     fmt: FormatOpt = Format.TABLE,
 ) -> None:
     """Check a site's hosts: per node (edge sites) reachable, host key, the Python and
-    gridbridge versions there, free resources and round-trip time; for other sites, whether
-    the site answers and what it offers. Exits 1 when something is unreachable."""
-    adapter = site_adapter(client(ctx), site)
+    gridbridge versions there, free resources, round-trip time and whether a runtime there
+    reaches the checkpoint root (a probe written and read back from the node); for other
+    sites, whether the site answers and what it offers. Exits 1 when something is
+    unreachable."""
+    made = client(ctx)
+    adapter = site_adapter(made, site)
     rows: list[dict[str, Any]] = []
     if Capability.CHECK in adapter.capabilities() and isinstance(adapter, CheckAdapter):
         for c in adapter.check():
             rows.append({**c.model_dump(), "host_key_ok": yes_no(c.host_key_ok),
                          "reachable": yes_no(c.reachable)})
-        columns = ["node", "reachable", "host_key_ok", "python", "gridbridge", "cpus",
-                   "memory_gb", "rtt_ms", "error"]
+        columns = ["node", "reachable", "host_key_ok", "storage", "python", "gridbridge",
+                   "cpus", "memory_gb", "rtt_ms", "error"]
+        _probe_storage(adapter, made.config.checkpoint_root, rows)
     else:
         try:
             offers = adapter.offers()
@@ -96,8 +100,26 @@ def sites_check(
             rows = [{"offer": "", "reachable": "no", "error": describe(exc)}]
         columns = ["offer", "reachable", "free_cpus", "memory_gb", "error"]
     emit(console, f"site {site}", columns, rows, fmt)
-    if any(r["reachable"] != "yes" for r in rows):
+    if any(r["reachable"] != "yes" or r.get("storage") == "NO" for r in rows):
         raise typer.Exit(1)
+
+
+def _probe_storage(adapter: Adapter, root: str, rows: list[dict[str, Any]]) -> None:
+    """Fill each node's ``storage``: whether a runtime there can write and read ``root``
+    (empty where it cannot be told: an adapter that cannot run the probe on its nodes, or a
+    node without gridbridge, which ``sites bootstrap`` installs)."""
+    from gridbridge.checks import StorageProbeAdapter
+
+    if not isinstance(adapter, StorageProbeAdapter):
+        return
+    found = adapter.probe_storage(root)
+    for r in rows:  # a node without gridbridge has no runtime to probe with (yet)
+        if r["reachable"] != "yes" or not r.get("gridbridge") or r["node"] not in found:
+            continue
+        why = found[r["node"]]
+        r["storage"] = "NO" if why else "yes"
+        if why:
+            r["error"] = "; ".join(filter(None, [r.get("error"), f"cannot reach {root}: {why}"]))
 
 
 @app.command("bootstrap")

@@ -82,3 +82,38 @@ def test_the_shared_gateway_is_reached_from_every_node(
     root = yaml.safe_load(config.read_text())["checkpoint_root"]
     for node in fleet.nodes:
         assert rows[f"site edge node {node.name}"] == ("yes", f"its runtime reaches {root}")
+
+
+def _sites_check(config: Path, options: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, COLUMNS="400")
+    env.update({f"FSSPEC_S3_{k.upper()}": v for k, v in options.items()})
+    return subprocess.run([sys.executable, "-m", "gridbridge.cli", "--config", str(config),
+                           "sites", "check", "edge", "--format", "json"], env=env,
+                          capture_output=True, text=True, timeout=180, check=False)
+
+
+def test_sites_check_names_each_node_that_cannot_reach_the_store(
+    fleet: Fleet, s3_server: dict[str, Any], tmp_path: Path
+) -> None:
+    import json
+
+    config = _config(tmp_path, fleet, s3_server["bucket"])
+    root = yaml.safe_load(config.read_text())["checkpoint_root"]
+    out_of_reach = _sites_check(config, s3_server["storage_options"])  # 127.0.0.1 only
+    assert out_of_reach.returncode == 1, out_of_reach.stdout + out_of_reach.stderr
+    rows = {r["node"]: r for r in json.loads(out_of_reach.stdout)}
+    assert set(rows) == {n.name for n in fleet.nodes}
+    for row in rows.values():
+        assert row["reachable"] == "yes" and row["storage"] == "NO", row
+        assert f"cannot reach {root}" in row["error"], row
+
+
+def test_sites_check_passes_where_every_node_reaches_the_store(
+    fleet: Fleet, s3_shared: dict[str, Any], tmp_path: Path  # noqa: F811 - the fixture
+) -> None:
+    import json
+
+    config = _config(tmp_path, fleet, s3_shared["bucket"])
+    done = _sites_check(config, s3_shared["storage_options"])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert {r["storage"] for r in json.loads(done.stdout)} == {"yes"}
