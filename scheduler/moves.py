@@ -24,7 +24,14 @@ failed, so a move is never cheaper than it may turn out)::
               even if the spot offer took the job back this very moment)
                                            -> the cheapest reliable offer that finishes in time
     cheaper   stay - there > factor * move, not moved within ``min_interval_s``, the offer
-              finishes in time and, if preemptible, leaves the safety rule unbroken
+              finishes in time and, if preemptible, leaves the safety rule unbroken and
+              repays its restart: its expected stretch 1/lam (lam: the site's own recent
+              record) buys more than the restart at the cheapest reliable price h, i.e.
+              h - price > h * R * lam (short stretches of spot cost more than they save)
+
+:func:`start` is the same model for a job without an instance (pending, or preempted in a
+simulator): the cheapest expected rest among offers that fit, finish in time, keep the safety
+rule and repay their restart; with a ``pace`` it may wait for spot while ahead of it.
 
 A simulator calls it as the reconciler does (``reconciler/_migrating.py``), on its own clock
 ``t``: ``left_s = deadline - t``, ``since_checkpoint_s = t - last_save``, ``since_move_s = t -
@@ -51,7 +58,7 @@ from gridbridge.spec import JobSpec
 from gridbridge.units import fmt_duration
 
 __all__ = ["MODES", "Move", "Running", "Settings", "Trigger", "allowed", "modes", "offer_index",
-           "weigh", "why"]
+           "start", "weigh", "why"]
 
 Array = NDArray[np.float64]
 _HOUR_S = 3600.0
@@ -225,8 +232,8 @@ def weigh(running: Running, offers: Sequence[Offer], settings: Settings,
     saving = stay[:, None] - there
     keeps_safe = (~o.preemptible[None, :] | ~np.isfinite(r.left_s)[:, None]
                   | (r.left_s[:, None] - o.restart[None, :] > need[:, None] + settings.margin_s))
-    good = (elsewhere & on_time & keeps_safe & (saving > settings.factor * cost)
-            & (saving > 0))
+    good = (elsewhere & on_time & keeps_safe & _repays(o, hourly, r.allowed)
+            & (saving > settings.factor * cost) & (saving > 0))
     cheaper = (live & (r.mode >= MODES["cost"]) & ~drain & ~deadline
                & (r.since_move_s >= settings.min_interval_s) & good.any(axis=1))
     moves: list[Move] = []
@@ -243,6 +250,65 @@ def weigh(running: Running, offers: Sequence[Offer], settings: Settings,
         pick = np.where(good, -saving, np.inf)
         moves += _moves(np.flatnonzero(cheaper), pick, saving, cost, Trigger.CHEAPER)
     return _walk(moves, running, o, fits)
+
+
+def _repays(o: _Columns, hourly: Array, allowed: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """(attempts, offers): whether taking the offer repays its restart. A preemptible offer
+    runs for a stretch of ``1/lam`` on average (``lam`` is what the site's own recent record
+    says), of which the restart ``R`` buys nothing; the same work on the cheapest reliable
+    offer ``h`` allowed costs ``h * (1/lam - R)``, so spot is worth its restart only while
+    ``hourly / lam < h * (1/lam - R)``, i.e. ``h - hourly > h * R * lam``. Reliable offers,
+    and any offer when no reliable one is allowed, always repay."""
+    steady = allowed & ~o.preemptible[None, :]
+    h = np.where(steady, hourly, np.inf).min(axis=1)[:, None]
+    with np.errstate(invalid="ignore"):
+        pays = (h - hourly) > h * o.restart[None, :] * o.lam[None, :]
+    out: NDArray[np.bool_] = ~o.preemptible[None, :] | ~np.isfinite(h) | pays
+    return out
+
+
+def start(running: Running, offers: Sequence[Offer], settings: Settings,
+          pace: Array | None = None, drained: Iterable[str] = ()) -> NDArray[np.int64]:
+    """Where each pending attempt of ``running`` (its ``offer`` is ignored) should start now,
+    by the same cost model: the offer with the least expected cost of the rest (restart, then
+    all of ``W`` at its preemption rate) among those it fits, that finish in time, leave the
+    safety rule unbroken and repay their restart (:func:`_repays`); -1: wait.
+
+    ``pace`` (work per second the job planned: its work over its deadline) lets a job wait for
+    preemptible capacity: while its work left over its time left is no more than its pace,
+    and an allowed preemptible offer that repays exists but has no room now, it waits rather
+    than start on reliable capacity (the slack is spent waiting, the safety rule bounds it).
+    """
+    n, m = len(running), len(offers)
+    if n == 0 or m == 0:
+        return np.full(n, -1, dtype=np.int64)
+    o = _Columns.of(offers, drained)
+    r = running
+    hourly = (o.per_hour[None, :] + r.cpus[:, None] * o.per_core[None, :]
+              + r.gpus[:, None] * o.per_gpu[None, :])
+    there_t = o.restart[None, :] + _runtime(r.work_left_s[:, None], o.lam[None, :],
+                                            r.interval_s[:, None], o.restart[None, :])
+    usable = r.allowed & ~o.drained[None, :]
+    steady = usable & ~o.preemptible[None, :]
+    need = np.where(steady, there_t, np.inf).min(axis=1) + settings.margin_s
+    keeps_safe = (~o.preemptible[None, :] | ~np.isfinite(r.left_s)[:, None]
+                  | (r.left_s[:, None] - o.restart[None, :] > need[:, None] + settings.margin_s))
+    fits = ((o.free_cpus[None, :] >= r.cpus[:, None]) & (o.free_gpus[None, :] >= r.gpus[:, None])
+            & (o.free_mem[None, :] >= r.memory_gb[:, None]))
+    repays = _repays(o, hourly, r.allowed)
+    late = ~np.isfinite(r.left_s)[:, None] | (there_t <= r.left_s[:, None])
+    cand = usable & fits & late & keeps_safe & repays
+    pick = np.where(cand, hourly * there_t, np.inf)
+    best = pick.argmin(axis=1)
+    rows = np.arange(n)
+    out = np.where(np.isfinite(pick[rows, best]), best, -1)
+    if pace is not None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ahead = r.work_left_s / r.left_s <= pace
+        hoped = (usable & ~fits & o.preemptible[None, :] & repays).any(axis=1)
+        waits = ahead & hoped & (out >= 0) & ~o.preemptible[np.clip(out, 0, m - 1)]
+        out = np.where(waits, -1, out)
+    return out.astype(np.int64)
 
 
 def _moves(idx: NDArray[np.int64], pick: Array, saving: Array, cost: Array, trigger: Trigger,

@@ -153,13 +153,49 @@ def test_gridbridge_uses_a_second_zone_when_the_first_is_gone() -> None:
     assert both.cost < min(alone)
 
 
-def test_gridbridge_on_one_zone_makes_uniform_progress_decisions() -> None:
-    for path in (C1, F1):
-        trace, setting = load_trace(path), Setting(8, 10, 0.1)
-        for start in (0, 150, 300):
-            a = simulate(sim.UniformProgress(), [trace], start, setting, Prices())
-            b = simulate(sim.Gridbridge(), [trace], start, setting, Prices())
-            assert (a.cost, a.units_by_place) == (b.cost, b.units_by_place)
+def test_gridbridge_row_goes_through_the_live_weigh(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One decision, two callers: the replay's gridbridge row is scheduler.moves' weigh and
+    start; break either and the row breaks, and every move it makes is one weigh returned."""
+    from gridbridge.scheduler import moves
+
+    trace, setting = load_trace(C1), Setting(8, 10, 0.1)
+    real_weigh, real_start = moves.weigh, moves.start
+    said: list[int] = []
+
+    def spy(*args: object, **kw: object) -> list[moves.Move]:
+        found = real_weigh(*args, **kw)  # type: ignore[arg-type]
+        said.append(found[0].target if found else -2)
+        return found
+
+    monkeypatch.setattr(moves, "weigh", spy)
+    run = simulate(sim.Gridbridge(), [trace], 0, setting, Prices())
+    assert run.finished and said  # weighed on every tick it held an instance
+
+    def broken(*args: object, **kw: object) -> list[moves.Move]:
+        raise RuntimeError("weigh was called")
+
+    monkeypatch.setattr(moves, "weigh", broken)
+    with pytest.raises(RuntimeError, match="weigh was called"):
+        simulate(sim.Gridbridge(), [trace], 0, setting, Prices())
+    monkeypatch.setattr(moves, "weigh", real_weigh)
+    monkeypatch.setattr(moves, "start", broken)
+    with pytest.raises(RuntimeError, match="weigh was called"):
+        simulate(sim.Gridbridge(), [trace], 0, setting, Prices())
+    monkeypatch.setattr(moves, "start", real_start)
+
+
+def test_short_stretches_that_cannot_repay_the_restart_are_left_alone() -> None:
+    """Spot for one hour in three, restart 0.75 h: each stretch buys 0.25 h of work for a
+    whole hour billed. Uniform progress takes every stretch and pays more than on-demand only;
+    gridbridge reads the stretches in the zone's record (one before the start, at tick 3) and
+    stays off them."""
+    zone, setting = hourly("1.." * 10), Setting(8, 12, 0.75)
+    only = (8 + 0.75) * sim.DEFAULT_ON_DEMAND_PRICE
+    up = simulate(sim.UniformProgress(), zone, 3, setting, Prices())
+    gb = simulate(sim.Gridbridge(), zone, 3, setting, Prices())
+    assert up.finished and gb.finished
+    assert up.cost > only
+    assert gb.cost <= only + 1e-9
 
 
 def test_free_hpc_allocation_that_covers_the_job_costs_nothing() -> None:

@@ -28,7 +28,7 @@ The modules, one idea each::
     _grid      Setting, Prices, HpcTier ──> grid_for ──> Grid (units, restart, slack)
     _replay    simulate(policy, ...) ──> Run: mechanics + the safety rule ──> RunResult
     _policies  Greedy, UniformProgress (the paper's)
-    _gridbridge_policy  this simulator's own "gridbridge" policy (not the live scheduler's)
+    _live      "gridbridge": the live decision (scheduler.moves.weigh, start) on the replay clock
     _omniscient  the DP optimum per start
     _evaluate  evaluate: every policy and the optimum over many starts ──> rows of the table
 """
@@ -46,7 +46,7 @@ from ._grid import (
     Prices,
     Setting,
 )
-from ._gridbridge_policy import Gridbridge
+from ._live import Gridbridge
 from ._omniscient import omniscient
 from ._policies import Greedy, UniformProgress
 from ._replay import DeadlinePolicy, RunResult, View, simulate

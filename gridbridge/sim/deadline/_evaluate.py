@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ._grid import Prices, Setting, grid_for
-from ._gridbridge_policy import Gridbridge
+from ._live import Gridbridge
 from ._omniscient import omniscient_on
 from ._policies import Greedy, UniformProgress
 from ._replay import DeadlinePolicy, replay

@@ -40,6 +40,10 @@ class View:
     prices: Prices
     up_run: Sequence[int]
     check: Callable[[int, int], bool]
+    rates: Sequence[float] = ()
+    """Each zone's preemptions per hour as its record up to now shows (learned online)."""
+    restart_left: int = 0
+    """Units of restart still to run where it is."""
 
     def safe(self, action: int, fallback: int = OD) -> bool:
         """Whether after one tick of ``action`` the job can still finish on ``fallback``."""
@@ -105,6 +109,8 @@ class Run:
         avail = z.available[:, window].T.tolist()
         spot = z.prices[:, window].T.tolist()
         up = z.up_run[:, window].T.tolist()
+        rates = (z.rates[:, window].T.tolist() if z.rates is not None
+                 else [[0.0] * z.available.shape[0]] * g.ticks)
         for self.tick in range(g.ticks):
             if self.remaining == 0:
                 break
@@ -112,7 +118,8 @@ class Run:
             if self.location >= 0 and not avail[self.tick][self.location]:
                 self.location, self.restart = IDLE, 0  # preempted
             view = View(self.tick, g, self.remaining, self.location, avail[self.tick],
-                        spot[self.tick], self.prices, up[self.tick], self.safe)
+                        spot[self.tick], self.prices, up[self.tick], self.safe,
+                        rates[self.tick], self.restart)
             action = HPC if self.location == HPC else policy.decide(view)
             self._check(action, i)
             if action != OD and not self.safe(action):

@@ -91,14 +91,17 @@ def align(traces: Sequence[AvailabilityTrace]) -> list[AvailabilityTrace]:
 
 @dataclass(frozen=True)
 class Zones:
-    """Aligned zones as arrays: availability, spot price, and the length of the current
-    availability run (ticks up to and including i) -- [zone, tick]."""
+    """Aligned zones as arrays: availability, spot price, the length of the current
+    availability run (ticks up to and including i), and the preemption rate per hour each
+    zone's own record shows up to and including tick i (stretches ended over time up; 0
+    before any ended) -- [zone, tick]. The rate is learned online: tick i sees only 0..i."""
 
     available: Bools
     prices: Floats
     up_run: npt.NDArray[np.int64]
     names: tuple[str, ...]
     gap_seconds: float
+    rates: Floats | None = None
 
     @classmethod
     def of(cls, traces: Sequence[AvailabilityTrace], spot_price: float) -> Zones:
@@ -111,4 +114,10 @@ class Zones:
         for i in range(avail.shape[1]):
             run = np.where(avail[:, i], run + 1, 0)
             up[:, i] = run
-        return cls(avail, prices, up, tuple(t.name for t in traces), traces[0].gap_seconds)
+        gap = traces[0].gap_seconds
+        ended = np.zeros(avail.shape, dtype=np.bool_)
+        ended[:, 1:] = avail[:, :-1] & ~avail[:, 1:]
+        seen_h = np.cumsum(avail, axis=1) * gap / 3600
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rates = np.where(seen_h > 0, np.cumsum(ended, axis=1) / seen_h, 0.0)
+        return cls(avail, prices, up, tuple(t.name for t in traces), gap, rates)
