@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # postgres-start.sh DIR: a real PostgreSQL on loopback, for the `postgres` tests.
 #
-# Installs Debian's postgresql (once, as root), initialises a cluster in DIR/data, and starts
-# it listening on 127.0.0.1:PORT and a Unix socket in DIR/run, nowhere else. Idempotent: with
+# Installs Debian's postgresql (once, as root), initialises a cluster in SRV/data (below), and starts
+# it listening on 127.0.0.1:PORT and a Unix socket in SRV/run, nowhere else. Idempotent: with
 # the server up it only checks and prints. Prints one line on stdout, the server's URL without
 # its password (postgresql://gridbridge@127.0.0.1:PORT/); the password is in DIR/password
 # (mode 0600). Stop it with postgres-stop.sh DIR, which stops it by the pid in DIR/postgres.pid.
 #
-#   DIR/data        the cluster (owned by the server's account, mode 0700)
-#   DIR/run         its Unix socket
+#   SRV/data        the cluster (owned by the server's account, mode 0700)
+#   SRV/run         its Unix socket; SRV/postgres.log
 #   DIR/port        the port it was given (GB_PG_PORT, default 54329), kept across restarts
-#   DIR/postgres.pid, DIR/postgres.log
+#   DIR/postgres.pid, DIR/password, DIR/server-dir (where SRV is)
+#
+# SRV is DIR when the server's account can reach DIR; as root with DIR under a folder only
+# root may enter (a clone in /root, or under `mktemp -d`), it is a folder of the server's own
+# under /var/tmp, named after DIR, so that any checkout can run the tests.
 #
 # Facts this script is built on (PostgreSQL 15 from Debian 12, no systemd):
 #  - the server refuses to run as root: as root it runs as the `postgres` account the package
@@ -49,40 +53,49 @@ else
   as_server() { "$@"; }
 fi
 chmod 700 "$DIR"
-as_server test -w "$DIR" || fail "the server's account cannot write $DIR (check its parents)"
+SRV=$DIR
+if ! as_server test -w "$DIR"; then
+  [ "$(id -u)" = 0 ] || fail "cannot write $DIR"
+  SRV=/var/tmp/gridbridge-postgres-$(printf %s "$DIR" | sha256sum | cut -c1-12)
+  mkdir -p "$SRV"
+  chown postgres: "$SRV"
+  chmod 700 "$SRV"
+  as_server test -w "$SRV" || fail "the server's account cannot write $SRV"
+fi
+echo "$SRV" >"$DIR/server-dir"
 
 PIDFILE=$DIR/postgres.pid
 url() { echo "postgresql://gridbridge@127.0.0.1:$PORT/"; }
 if running "$PIDFILE" "$BIN/postgres"; then url; exit 0; fi
 
 # 3. the cluster, once --------------------------------------------------------------------
-if [ ! -s "$DIR/data/PG_VERSION" ]; then
-  rm -rf "$DIR/data"
+if [ ! -s "$SRV/data/PG_VERSION" ]; then
+  rm -rf "$SRV/data"
   umask 077
   [ -s "$DIR/password" ] || head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$DIR/password"
-  as_server tee "$DIR/.pwfile" <"$DIR/password" >/dev/null
-  say "initdb $DIR/data"
-  as_server "$BIN/initdb" -D "$DIR/data" -U gridbridge --pwfile="$DIR/.pwfile" \
+  as_server tee "$SRV/.pwfile" <"$DIR/password" >/dev/null
+  say "initdb $SRV/data"
+  as_server "$BIN/initdb" -D "$SRV/data" -U gridbridge --pwfile="$SRV/.pwfile" \
     --auth-host=scram-sha-256 --auth-local=peer -E UTF8 --locale=C.UTF-8 >"$DIR/initdb.log" 2>&1 \
     || fail "initdb failed: $(tail -n 5 "$DIR/initdb.log")"
-  rm -f "$DIR/.pwfile"
+  rm -f "$SRV/.pwfile"
   # peer on the socket maps the server's own account to the gridbridge superuser
   printf 'local all all peer map=self\nhost all all 127.0.0.1/32 scram-sha-256\n' \
-    | as_server tee "$DIR/data/pg_hba.conf" >/dev/null
+    | as_server tee "$SRV/data/pg_hba.conf" >/dev/null
   printf 'self %s gridbridge\nself root gridbridge\n' "$SERVER_USER" \
-    | as_server tee "$DIR/data/pg_ident.conf" >/dev/null
+    | as_server tee "$SRV/data/pg_ident.conf" >/dev/null
   chmod 600 "$DIR/password"
 fi
 echo "$PORT" >"$DIR/port"
-as_server mkdir -p "$DIR/run"
+as_server mkdir -p "$SRV/run"
 
 # 4. the server ---------------------------------------------------------------------------
 t0=$(date +%s%N)
 say "starting postgres on 127.0.0.1:$PORT"
-as_server "$BIN/pg_ctl" -D "$DIR/data" -l "$DIR/postgres.log" -w -t 60 start -o \
-  "-c listen_addresses=127.0.0.1 -p $PORT -k $DIR/run -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
-  >/dev/null 9>&- || fail "postgres did not start: $(tail -n 5 "$DIR/postgres.log" 2>/dev/null)"
-head -n 1 "$DIR/data/postmaster.pid" >"$PIDFILE"
-running "$PIDFILE" "$BIN/postgres" || fail "postgres is not running; see $DIR/postgres.log"
+as_server "$BIN/pg_ctl" -D "$SRV/data" -l "$SRV/postgres.log" -w -t 60 start -o \
+  "-c listen_addresses=127.0.0.1 -p $PORT -k $SRV/run -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
+  >/dev/null 9>&- || fail "postgres did not start: $(tail -n 5 "$SRV/postgres.log" 2>/dev/null)"
+head -n 1 "$SRV/data/postmaster.pid" >"$PIDFILE"
+running "$PIDFILE" "$BIN/postgres" || fail "postgres is not running; see $SRV/postgres.log"
 say "ready in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
 url

@@ -2,7 +2,7 @@
 # postgres-stop.sh DIR: stop what postgres-start.sh DIR started, by the pid in
 # DIR/postgres.pid once that pid is checked to run PostgreSQL's server (never by name): SIGINT
 # (a fast shutdown: sessions are ended, nothing waits for clients), up to 15 s, then TERM and
-# KILL. Idempotent. The cluster in DIR/data stays for the next start.
+# KILL. Idempotent. The cluster (in the folder DIR/server-dir names) stays for the next start.
 set -uo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"

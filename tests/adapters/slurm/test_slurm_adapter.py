@@ -38,6 +38,7 @@ from gridbridge.config import Capacity, SiteConfig, prologue_script
 from gridbridge.spec import JobSpec, Resources
 from gridbridge.states import AttemptState
 from gridbridge.testing.contract import HOSTILE_ARGS, HOSTILE_ATTEMPT_IDS
+from gridbridge.wire import launch_arg
 
 pytestmark = pytest.mark.slurm
 
@@ -409,8 +410,10 @@ def test_submit_hands_the_runtime_its_argv_exactly(tmp_path: Path,
         assert wait_for(adapter, nid).state is AttemptState.SUCCEEDED
     finally:
         adapter.cancel([nid])
+    launch = f"{odd}/launch.json"  # with the digest of the record the adapter wrote
+    pinned = launch_arg(launch, Path(launch).read_bytes())
     assert json.loads(out.read_text())["argv"] == [
-        "-m", "gridbridge.runtime", "--launch", f"{odd}/launch.json",
+        "-m", "gridbridge.runtime", "--launch", pinned,
         "--scratch", f"{adapter.host.remote_dir}/{req.attempt_id}"]
     assert not list(tmp_path.rglob("pwned"))
 
