@@ -75,6 +75,7 @@ def test_cancel_a_running_job(client: Client) -> None:
     assert client.store.attempts(f.job_id)[-1].state is AttemptState.CANCELLED
 
 
+@pytest.mark.slow
 def test_preempted_job_resumes_from_its_checkpoint_on_another_site(client: Client) -> None:
     total, every = 300, 50
     expected = sum(int(s) * sum(range(4)) for s in range(total))

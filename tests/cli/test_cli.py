@@ -49,6 +49,7 @@ def test_config_schema_is_generated_json_schema() -> None:
     assert "sites" in schema["properties"] and "SiteConfig" in schema["$defs"]
 
 
+@pytest.mark.slow
 def test_submit_wait_status_logs_and_cost_report(config: Path) -> None:
     out = gb("submit", "--wait", "--name", "hello", "--", sys.executable, "-c",
              "print('hello from the job')", config=config)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import sys
 
+import pytest
+
 from gridbridge import Client
 from gridbridge.config import Budgets, GridConfig
 from gridbridge.spec import Owner
@@ -14,6 +16,7 @@ from tests.support.serving import wait_until
 SLEEP = [sys.executable, "-c", "import time; time.sleep(3)"]
 
 
+@pytest.mark.slow
 def test_max_running_per_user_keeps_a_users_third_job_pending_and_says_why(
         grid: GridConfig) -> None:
     config = grid.model_copy(update={
@@ -34,6 +37,7 @@ def test_max_running_per_user_keeps_a_users_third_job_pending_and_says_why(
     assert runs[2][0] >= min(runs[0][1], runs[1][1]) - 0.5, "held until one of two ended"
 
 
+@pytest.mark.slow
 def test_two_made_up_teams_together_cannot_spend_more_than_the_default(
         grid: GridConfig) -> None:
     with Client(grid) as probe:

@@ -21,6 +21,7 @@ from tests.support import jobs
 cloudpickle.register_pickle_by_value(jobs)
 
 
+@pytest.mark.slow
 def test_a_walltime_end_without_a_checkpoint_is_timeout_with_no_savings(client: Client) -> None:
     f = client.submit_command([sys.executable, "-c", "import time; time.sleep(30)"],
                               walltime_s=3, max_attempts=5)
@@ -113,6 +114,7 @@ json.dump({"interval": ctx.checkpoint_interval_s, "due": due}, open(sys.argv[1],
 """
 
 
+@pytest.mark.slow
 def test_a_job_keeps_its_last_checkpoints_and_is_told_how_often_to_save(
     client: Client, tmp_path: Path,
 ) -> None:

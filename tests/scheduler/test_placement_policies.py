@@ -254,6 +254,7 @@ def test_the_vectorised_round_agrees_with_the_reference(seed: int) -> None:
             assert d.candidates[0] == d.chosen
 
 
+@pytest.mark.slow
 def test_plan_explains_only_what_is_asked() -> None:
     jobs = [job(f"j{i}", spec(cpus=1 + i % 4), minutes_ago=i) for i in range(2000)]
     offers = [offer(f"s{i % 7}", 0.1 + i / 100, key=f"k{i}", cpus=8) for i in range(100)]

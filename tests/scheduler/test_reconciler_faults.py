@@ -503,6 +503,7 @@ def test_a_quick_job_whose_reply_was_lost_is_not_rerun_on_a_site_that_cannot_ado
         close(f)
 
 
+@pytest.mark.slow
 def test_a_slow_site_does_not_cost_the_reconciler_its_lease(tmp_path: Path) -> None:
     f = federation(tmp_path, lease_s=1.0, site_deadline_s=3.0)
     try:

@@ -52,6 +52,7 @@ _OPENER = textwrap.dedent(
 ROUNDS, PROCESSES, PERIOD_S = 30, 8, 0.4
 
 
+@pytest.mark.slow
 def test_many_processes_open_one_new_store_at_once(tmp_path: Path) -> None:
     """Eight processes open the same new file at the same instant, round after round (a new
     file each round): no process ever fails (it failed with "database is locked")."""
