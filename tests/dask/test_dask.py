@@ -72,14 +72,6 @@ def until(predicate: Any, timeout: float, what: str) -> Any:
 
 
 @pytest.fixture
-def dask_grid(grid: GridConfig) -> GridConfig:
-    """Two cpus on each site and a quick grace period: a worker must hand over within it."""
-    sites = tuple(s.model_copy(update={"options": {**s.options, "grace_s": 15}})
-                  for s in grid.sites)
-    return grid.model_copy(update={"sites": sites})
-
-
-@pytest.fixture
 def cluster(dask_grid: GridConfig) -> Iterator[GridCluster]:
     with GridCluster(dask_grid, cores=1, memory="512 MiB",
                      # distributed pickles this module's functions by reference

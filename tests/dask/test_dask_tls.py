@@ -35,13 +35,6 @@ pytestmark = [
 
 
 @pytest.fixture
-def dask_grid(grid: GridConfig) -> GridConfig:
-    sites = tuple(s.model_copy(update={"options": {**s.options, "grace_s": 15}})
-                  for s in grid.sites)
-    return grid.model_copy(update={"sites": sites})
-
-
-@pytest.fixture
 def tls_cluster(dask_grid: GridConfig, tmp_path: Path) -> Iterator[GridCluster]:
     worker_tmp = tmp_path / "worker-tmp"  # where the worker's bootstrap keeps its copies
     worker_tmp.mkdir()
