@@ -119,17 +119,56 @@ mkdir -p /run/sshd && chmod 755 /run/sshd   # sshd's privilege separation direct
 cp "$DIR/client_key.pub" "$DIR/authorized_keys"
 chmod 600 "$DIR/client_key" "$DIR/authorized_keys"
 
+# owner_of NETNS: the STATE_DIR of the fleet that made NETNS, from the marker edge-start.sh
+# leaves in $SHARED, or else from the config path (-f) of an sshd running inside it; empty
+# when neither names one.
+owner_of() {
+  local p cmd
+  if [ -s "$SHARED/owner.$1" ]; then cat "$SHARED/owner.$1"; return 0; fi
+  for p in $(ip netns pids "$1" 2>/dev/null); do
+    [ "$(readlink -f "/proc/$p/exe" 2>/dev/null)" = "$SSHD" ] || continue
+    # sshd rewrites its title ("sshd: /usr/sbin/sshd -f PATH ... [listener]"): one string
+    cmd=$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null) || continue
+    if [[ $cmd =~ \ -f\ ([^ ]+)/sshd_config ]]; then dirname "${BASH_REMATCH[1]}"; return 0; fi
+  done
+}
+
+# reclaim_if_orphan NETNS HOST_VETH: NETNS is not in this STATE_DIR's nodes.json. When the
+# fleet that made it is gone (its STATE_DIR deleted, or its nodes.json no longer names NETNS:
+# a test run killed before edge-stop.sh, a checkout removed under a running fleet), whatever
+# still runs inside it is stopped and it is deleted, so this fleet can take the name. A
+# namespace that a live fleet still records is left alone, and the start fails naming that
+# fleet.
+reclaim_if_orphan() {
+  local ns=$1 hv=$2 owner rest
+  owner=$(owner_of "$ns")
+  if [ -n "$owner" ] && [ -s "$owner/nodes.json" ] \
+      && nodes_tsv "$owner/nodes.json" | awk -F'\t' -v ns="$ns" '$4 == ns {f = 1} END {exit !f}'; then
+    fail "netns $ns belongs to the fleet in $owner: stop it (edge-stop.sh $owner) or give this one another GB_EDGE_PREFIX"
+  fi
+  say "netns $ns is left over from a fleet that is gone (${owner:-no owner recorded}): reclaiming it"
+  mapfile -t rest < <(ip netns pids "$ns" 2>/dev/null)
+  if [ ${#rest[@]} -gt 0 ]; then
+    kill -TERM "${rest[@]}" 2>/dev/null || true
+    wait_gone "${rest[@]}" || { kill -KILL "${rest[@]}" 2>/dev/null || true; wait_gone "${rest[@]}" || true; }
+  fi
+  ip link del "$hv" 2>/dev/null || true
+  ip netns del "$ns" || fail "cannot delete the left-over netns $ns"
+  rm -f "$SHARED/owner.$ns"
+}
+
 # --- the nodes ----------------------------------------------------------------------------
 for i in $(seq 1 "$N"); do
   name=edge$i ns=$PREFIX$i hv=${PREFIX}${i}h E=$DIR/edge$i
   mkdir -p "$E"
-  if [ -e "/run/netns/$ns" ]; then
-    [ "${rec_ns[$name]:-}" = "$ns" ] \
-      || fail "netns $ns exists but is not in $DIR/nodes.json: another fleet uses prefix $PREFIX (set GB_EDGE_PREFIX)"
-  else
+  if [ -e "/run/netns/$ns" ] && [ "${rec_ns[$name]:-}" != "$ns" ]; then
+    reclaim_if_orphan "$ns" "$hv"
+  fi
+  if [ ! -e "/run/netns/$ns" ]; then
     ip link show dev "$hv" >/dev/null 2>&1 && fail "a link $hv exists without netns $ns: not ours"
     ip netns add "$ns"
   fi
+  echo "$DIR" >"$SHARED/owner.$ns"
   names+=("$name") addrs+=("")
   if ip link show dev "$hv" >/dev/null 2>&1; then
     [ "${rec_ns[$name]:-}" = "$ns" ] || fail "link $hv exists but is not in $DIR/nodes.json"

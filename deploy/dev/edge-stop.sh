@@ -42,7 +42,8 @@ for row in "${rows[@]}"; do
     fi
     # 3. The veth (both ends go together), then the namespace.
     ip link del "$hv" 2>/dev/null
-    ip netns del "$ns" || { say "cannot delete netns $ns"; trouble=1; }
+    if ip netns del "$ns"; then rm -f "$SHARED/owner.$ns"
+    else say "cannot delete netns $ns"; trouble=1; fi
   elif ip link show dev "$hv" >/dev/null 2>&1; then
     say "link $hv exists but netns $ns does not: not ours, left alone"
   fi

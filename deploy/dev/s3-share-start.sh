@@ -26,7 +26,9 @@ DIR=$(cd "$1" && pwd)
 PY=${PYTHON:-python3}
 FORWARD=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/tcp-forward.py
 
-if ! ip -o -4 addr show | awk '{print $4}' | grep -qx "$ADDRESS/[0-9]*"; then
+# (read first, then match: an early-exiting grep -q in a pipe fails it with SIGPIPE)
+held=$(ip -o -4 addr show | awk '{print $4}')
+if ! grep -qx "$ADDRESS/[0-9]*" <<<"$held"; then
   ip addr add "$ADDRESS/32" dev lo
   echo "$ADDRESS" >"$DIR/address-added"
 fi
