@@ -17,7 +17,7 @@ setup: $(BIN)/python
 # scheduler/ already sit at gridbridge/adapters and gridbridge/scheduler as the wheel maps them.
 LINT_TREE := build/lint-tree
 $(LINT_TREE): setup
-	rm -rf $(LINT_TREE)
+	rm -rf $(LINT_TREE) build/lib  # a stale build/lib would hide a package missing from pyproject
 	$(BIN)/python -m pip install -q --no-deps --no-compile --target $(LINT_TREE) .
 
 demo: setup

@@ -271,7 +271,8 @@ class Ec2SpotAdapter:
         why = self._blocked("", time.time()) or self._blocked(f"{itype}/{zone}", time.time())
         if why:
             raise SubmitRejected(why)
-        launch_url = write_launch(request, heartbeat_s=self.site.runtime.heartbeat_s)
+        launch_url = write_launch(request, heartbeat_s=self.site.runtime.heartbeat_s,
+                                  shared_filesystem=self.site.shares_files(False))
         # runtime.env_names: names of this host's variables the instance needs (where the
         # object store is); their values travel in the user-data, so never name a secret.
         env = {n: os.environ[n] for n in self.site.runtime.env_names if n in os.environ}

@@ -152,7 +152,8 @@ class LocalAdapter:
         d.mkdir(mode=0o700, parents=True, exist_ok=True)
         runtime = self.site.runtime
         try:
-            url = write_launch(request, heartbeat_s=runtime.heartbeat_s)
+            url = write_launch(request, heartbeat_s=runtime.heartbeat_s,
+                               shared_filesystem=self.site.shares_files(True))
         except OSError as exc:  # the storage is unusable: nothing was started
             raise SubmitRejected(f"cannot write the launch record: {exc}") from None
         resources = request.spec.resources

@@ -202,7 +202,8 @@ class PBSAdapter:
         when qsub refuses (unknown queue, limits exceeded): then PBS started nothing."""
         check_attempt_id(request.attempt_id)
         try:
-            launch_url = write_launch(request, heartbeat_s=self.site.runtime.heartbeat_s)
+            launch_url = write_launch(request, heartbeat_s=self.site.runtime.heartbeat_s,
+                                      shared_filesystem=self.site.shares_files(False))
         except OSError as exc:
             raise SubmitRejected(f"cannot write the launch record: {exc}") from None
         self._ensure_dir()

@@ -176,7 +176,8 @@ class SlurmAdapter:
         check_attempt_id(request.attempt_id)
         partition = self._partition_for(request)
         try:
-            url = write_launch(request, heartbeat_s=self.site.runtime.heartbeat_s)
+            url = write_launch(request, heartbeat_s=self.site.runtime.heartbeat_s,
+                               shared_filesystem=self.site.shares_files(False))
         except OSError as exc:
             raise SubmitRejected(f"cannot write the launch record: {exc}") from None
         self._ensure_dir()

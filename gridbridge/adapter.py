@@ -348,20 +348,25 @@ class WakingAdapter(Protocol):
         ...
 
 
-def write_launch(request: SubmitRequest, *, heartbeat_s: float = 10.0) -> str:
+def write_launch(request: SubmitRequest, *, heartbeat_s: float = 10.0,
+                 shared_filesystem: bool = False) -> str:
     """Write the attempt's launch record under its storage prefix; returns the argument of
     ``python -m gridbridge.runtime --launch``: the record's URL with the digest of the
     record's bytes (:func:`~gridbridge.wire.launch_arg`), so every adapter's command line
     pins what the runtime runs. Safe to repeat: a record already there with the same
     content keeps its nonce, so a runtime started from an earlier try still finds the
-    record its command line pins."""
+    record its command line pins. ``shared_filesystem``: the site's hosts see the
+    submitter's files, so the job runs in the folder it was submitted from (unless its
+    ``chdir`` names another)."""
     spec = request.spec
+    cwd = spec.chdir or (spec.submit_dir if shared_filesystem else None)
     launch = Launch(
         job_id=request.job_id, attempt=request.attempt, attempt_id=request.attempt_id,
         token=request.token, checkpoint_url=request.checkpoint_url,
         attempt_url=request.attempt_url, command=spec.command, callable_ref=spec.callable_ref,
         env=spec.env, heartbeat_s=heartbeat_s, keep_last=spec.checkpoint.keep_last,
         checkpoint_interval_s=request.checkpoint_interval_s or spec.checkpoint.interval_s,
+        cwd=cwd,
     )
     url = f"{request.attempt_url}/launch.json"
     launch = replace(launch, nonce=_kept_nonce(url, launch) or secrets.token_hex(16))

@@ -77,9 +77,7 @@ def check_sites_reach_storage(
     findings = []
     for site in config.sites:
         adapter = adapters[site.name]
-        shared = site.runtime.shared_filesystem
-        if shared is None:
-            shared = Capability.LOCAL_FILES in adapter.capabilities()
+        shared = site.shares_files(Capability.LOCAL_FILES in adapter.capabilities())
         what = f"site {site.name}"
         if local and not shared:
             findings.append(Finding(what, False, (

@@ -349,10 +349,14 @@ class Client:
         return spec, job_id
 
     def submit_command(self, argv: Sequence[str], **options: Any) -> JobFuture:
-        """Run a command (an argv list, never a shell string) as a job."""
+        """Run a command (an argv list, never a shell string) as a job. It runs in the folder
+        it was submitted from on sites that share this host's files (local sites,
+        ``runtime.shared_filesystem: true``), elsewhere in its attempt's scratch folder;
+        ``chdir="/path"`` names the folder for every site."""
         if isinstance(argv, str):
             raise TypeError("argv must be a list of strings, e.g. ['python', 'train.py']")
         options.setdefault("name", _default_name(Path(argv[0]).name if argv else ""))
+        options.setdefault("submit_dir", os.getcwd())  # where it runs on sites that share it
         return self.submit_spec(self._spec(options, command=tuple(argv)))
 
     def map(self, fn: Callable[..., Any], items: Iterable[Any], **options: Any) -> list[JobFuture]:

@@ -271,6 +271,15 @@ class JobSpec(Frozen):
     one, before the job fails with "no progress"."""
     policy: Policy | None = None
     """How placement chooses for this job; None: the federation's ``policy``."""
+    chdir: str | None = None
+    """The folder the job runs in, on every site: an absolute path on the site's hosts (an
+    attempt that cannot enter it fails, saying so). None: :attr:`submit_dir` where the site
+    shares the submitter's files (local sites, ``runtime.shared_filesystem: true``), else the
+    attempt's own scratch folder. Slurm's ``--chdir``."""
+    submit_dir: str | None = None
+    """The folder a command job was submitted from (recorded by ``submit_command`` and
+    ``gridbridge submit``); the command runs there on sites that share it, as ``sbatch`` runs
+    a batch script where it was submitted."""
     migrate: Literal["never", "deadline", "cost"] | None = None
     """When the control plane may move the running job to other capacity (it is asked to
     checkpoint and stop, and resumes elsewhere): ``never``; ``deadline``: when its deadline
@@ -293,6 +302,13 @@ class JobSpec(Frozen):
     def _argv_not_empty(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
         if v is not None and (len(v) == 0 or any("\x00" in a for a in v)):
             raise ValueError("command must be a non-empty argv list without NUL bytes")
+        return v
+
+    @field_validator("chdir", "submit_dir")
+    @classmethod
+    def _absolute_folder(cls, v: str | None) -> str | None:
+        if v is not None and (not v.startswith("/") or "\x00" in v or "\n" in v):
+            raise ValueError(f"must be an absolute path on the site's hosts, got {v!r}")
         return v
 
     @field_validator("env")

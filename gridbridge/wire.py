@@ -67,7 +67,7 @@ __all__ = [
     "unpin",
 ]
 
-FORMAT = "1.1"
+FORMAT = "1.2"
 """The wire format this gridbridge writes; it reads any ``1.x``."""
 
 class Record(StrEnum):
@@ -285,6 +285,9 @@ class Launch(_Record):
     nonce: str = ""
     """Random, so that the record's digest on the runtime's command line (:func:`launch_arg`)
     cannot be used to guess a value in ``env``; a rewrite of a launch keeps it."""
+    cwd: str | None = None
+    """The folder the job runs in (format 1.2; the adapter's choice from the spec's ``chdir``
+    and ``submit_dir``); None: the runtime's own working folder, the attempt's scratch."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -43,3 +43,22 @@ def test_the_allow_list_is_short_and_current() -> None:
     stale = [p for p in ALLOWED if sizes.get(p, 0) <= LIMIT]
     assert not stale, f"listed but no longer over {LIMIT} lines (or gone): remove {stale}"
     assert all(reason.strip() for _, reason in ALLOWED.values())
+
+
+def test_every_package_folder_is_in_the_wheel() -> None:
+    """A package folder missing from pyproject's explicit ``packages`` list is left out of the
+    wheel (an editable install, or a stale build/ folder, hides it: only a clean install
+    fails), so each folder with an ``__init__.py`` must be listed under its installed name."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+                 ["packages"])
+    installed_as = {"gridbridge": "gridbridge", "adapters": "gridbridge.adapters",
+                    "scheduler": "gridbridge.scheduler"}
+    found = set()
+    for top in PACKAGES:
+        for init in (REPO / top).rglob("__init__.py"):
+            rel = init.parent.relative_to(REPO / top).parts
+            found.add(".".join((installed_as[top], *rel)))
+    assert not found - listed, f"package folders missing from pyproject's packages: " \
+                               f"{sorted(found - listed)}"

@@ -109,7 +109,8 @@ class EdgeAdapter:
         check_attempt_id(aid)
         node = self._node_for(request)
         try:
-            url = write_launch(request, heartbeat_s=self.site.runtime.heartbeat_s)
+            url = write_launch(request, heartbeat_s=self.site.runtime.heartbeat_s,
+                               shared_filesystem=self.site.shares_files(False))
         except OSError as exc:
             raise SubmitRejected(f"cannot write the launch record: {exc}") from None
         try:

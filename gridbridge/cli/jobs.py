@@ -6,6 +6,7 @@ written as :func:`gridbridge.units.fmt_time` writes them, and JSON/CSV carry num
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
@@ -15,7 +16,7 @@ from gridbridge.states import JobState
 from gridbridge.units import fmt_money, fmt_time
 from gridbridge.views import Format, emit, plain
 
-from ._common import FormatOpt, client, console, err
+from ._common import FormatOpt, client, console, err, remote
 
 if TYPE_CHECKING:
     from gridbridge.client import Client
@@ -65,10 +66,16 @@ def submit(
         help="who pays: team (default: default)", show_default=False)] = None,
     project: Annotated[str | None, typer.Option(
         help="who pays: project (default: default)", show_default=False)] = None,
+    chdir: Annotated[str | None, typer.Option(
+        help="run in this folder on every site (default: this folder where the site shares "
+             "it, else the attempt's scratch folder)", show_default=False)] = None,
     wait: Annotated[bool, typer.Option(
         help="wait until the job ends (without --url: running a reconciler here)")] = False,
 ) -> None:
-    """Submit a command: gridbridge submit --cpus 2 -- python train.py"""
+    """Submit a command: gridbridge submit --cpus 2 -- python train.py
+
+    The command runs in this folder on sites that share this host's files (local sites,
+    runtime.shared_filesystem: true), elsewhere in its scratch folder; --chdir names one."""
     made = client(ctx, start=wait)
     options: dict[str, Any] = dict(cpus=cpus, memory_gb=memory_gb, gpus=gpus,
                                    walltime_s=walltime_s, max_attempts=max_attempts,
@@ -89,6 +96,10 @@ def submit(
                                     ("interval_s", checkpoint_interval_s)) if v is not None}
     if checkpoint:
         options["checkpoint"] = checkpoint
+    if chdir is not None:
+        options["chdir"] = os.path.abspath(chdir)
+    elif not remote(ctx):
+        _note_unshared_paths(made, command, site, deny_site)
     future = made.submit_command(command, **options)
     console.print(future.job_id)
     if wait:
@@ -100,6 +111,25 @@ def submit(
     if made.store.lease_holder(LEASE) is None:
         err.print("note: no reconciler is running on this store; start `gridbridge serve` "
                   "or submit with --wait")
+
+
+def _note_unshared_paths(made: Client, command: list[str], allowed: list[str] | None,
+                         denied: list[str] | None) -> None:
+    """Say so when the command names a file of this folder and a site it may go to does not
+    share this host's files: there it runs in its scratch folder, where the file is not."""
+    from gridbridge.adapter import Capability
+
+    relative = [a for a in command if not a.startswith("-") and not os.path.isabs(a)
+                and os.path.exists(a)]
+    unshared = [s.name for s in made.config.sites
+                if (not allowed or s.name in allowed) and s.name not in (denied or ())
+                and not s.shares_files(Capability.LOCAL_FILES
+                                       in made.adapters[s.name].capabilities())]
+    if relative and unshared:
+        err.print(f"note: {relative[0]} is in this folder, which sites {', '.join(unshared)} "
+                  "do not share: there the command runs in its scratch folder. Give --chdir "
+                  "with a folder their hosts have, absolute paths, or --site",
+                  highlight=False, markup=False, soft_wrap=True)
 
 
 def status(

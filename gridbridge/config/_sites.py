@@ -91,3 +91,10 @@ class SiteConfig(Frozen):
     @property
     def on_demand_price(self) -> Pricing:
         return self.on_demand if self.on_demand is not None else self.price
+
+    def shares_files(self, local_files: bool) -> bool:
+        """Whether the site's hosts see this host's files: ``runtime.shared_filesystem``, or
+        where that is unset, ``local_files`` (the adapter's own answer: True for local
+        processes)."""
+        shared = self.runtime.shared_filesystem
+        return local_files if shared is None else shared

@@ -94,6 +94,7 @@ class LogUpload:
         self._open = b""
         self._started = False
         self._lock = threading.Lock()  # the final upload may overlap a late beat
+        self._pinned: list[int] = []  # fds of the segments read last (see _new_bytes)
 
     def upload(self) -> None:
         with self._lock:
@@ -149,6 +150,12 @@ class LogUpload:
             elif inode != self._inode and self._inode is not None:
                 yield _DROPPED, inode, 0
             yield from _read(current, inode, offset)
+            # Held open until the next upload, so that no new segment can be given the inode
+            # number remembered here (a file deleted while still open keeps its inode).
+            held = [os.dup(f.fileno()) for f in (previous, current) if f is not None]
+            for fd in self._pinned:
+                os.close(fd)
+            self._pinned = held
 
 
 def _segments(path: Path) -> tuple[BinaryIO | None, BinaryIO] | None:

@@ -76,8 +76,11 @@ def run_command(launch: Launch) -> Outcome:
     assert launch.command is not None
     if ctx_mod.stop_requested():  # asked to stop before the command even started
         return PREEMPTED_EXIT_CODE, "preempted", "stopped on request before it started"
+    folder = _enter_problem(launch)
+    if folder:
+        return 1, "failed", folder
     try:
-        child = subprocess.Popen(list(launch.command), env=_env(launch))
+        child = subprocess.Popen(list(launch.command), env=_env(launch), cwd=launch.cwd)
     except FileNotFoundError:
         return 127, "failed", f"command not found: {launch.command[0]}"
     except PermissionError:
@@ -99,6 +102,20 @@ def run_command(launch: Launch) -> Outcome:
     return code if code > 0 else 128 - code, "failed", f"command exited with {code}"
 
 
+def _enter_problem(launch: Launch) -> str | None:
+    """Why the job cannot run in its working folder (``launch.cwd``) on this host, or None."""
+    if launch.cwd is None:
+        return None
+    try:
+        if not os.path.isdir(launch.cwd):
+            return f"the working folder {launch.cwd} does not exist on this host"
+        if not os.access(launch.cwd, os.X_OK):
+            return f"the working folder {launch.cwd} cannot be entered (permission denied)"
+    except OSError as exc:
+        return f"the working folder {launch.cwd} cannot be entered: {exc.strerror or exc}"
+    return None
+
+
 def run_callable(launch: Launch) -> tuple[Outcome, str | None]:
     """Run the pickled ``(fn, args, kwargs)`` in this process, if its bytes have the digest
     the launch pins; store what it returns. Returns the outcome and the digest of the stored
@@ -116,6 +133,11 @@ def run_callable(launch: Launch) -> tuple[Outcome, str | None]:
             check_digest(payload, pinned, f"the payload {url}")
         except DigestMismatch as exc:
             return (1, "failed", str(exc)), None
+    folder = _enter_problem(launch)
+    if folder:
+        return (1, "failed", folder), None
+    if launch.cwd is not None:
+        os.chdir(launch.cwd)
     fn, args, kwargs = cloudpickle.loads(payload)
     try:
         value = fn(*args, **kwargs)

@@ -77,6 +77,7 @@ def run(launch_url: str, scratch: Path | None = None, rerun: int = 0,
     scratch = scratch or Path(tempfile.gettempdir()) / "gridbridge" / launch.attempt_id
     if rerun:
         scratch = scratch / f"rerun-{rerun}"
+    scratch = scratch.absolute()  # a function job may chdir before its result is written
     scratch.mkdir(parents=True, exist_ok=True)
     if not claim(scratch, launch, rerun):
         print(f"gridbridge-run: attempt {launch.attempt_id} was already started; this "

@@ -113,7 +113,9 @@ def test_a_killed_attempts_log_is_in_storage(grid: GridConfig) -> None:
     code = ("import time\nprint('before the kill', flush=True)\n"
             "open('ready', 'w').close()\ntime.sleep(60)")
     with Client(grid.model_copy(update={"sites": sites})) as client:
-        f = client.submit_command([sys.executable, "-c", code], max_attempts=1)
+        # in its scratch folder's work/, not where the test runs (its submission folder)
+        f = client.submit_command([sys.executable, "-c", code], max_attempts=1,
+                                  submit_dir=None)
         deadline = time.monotonic() + 60
         while True:
             attempts = client.store.attempts(f.job_id)
