@@ -17,6 +17,7 @@ mistakes a finished attempt for a lost one::
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Mapping
 from enum import StrEnum
@@ -26,8 +27,9 @@ from gridbridge.procinfo import proc_start_time
 from gridbridge.states import AttemptState
 from gridbridge.wire import OUT_OF_MEMORY, ScratchFile
 
-__all__ = ["MARKERS", "REASONS", "TAG", "USED_BY", "RunFile", "age", "alive", "alive_spawned",
-           "group_alive", "pid_of", "result_of", "runtime_alive", "starting"]
+__all__ = ["LAST_WORDS", "MARKERS", "REASONS", "TAG", "USED_BY", "RunFile", "age", "alive",
+           "alive_spawned", "group_alive", "last_words", "pid_of", "result_of", "runtime_alive",
+           "starting", "vanished"]
 
 TAG = "GRIDBRIDGE_ATTEMPT_ID"
 """Set in the runtime's environment; every process the attempt starts inherits it, so a
@@ -106,6 +108,31 @@ def result_of(text: str) -> tuple[int, AttemptState, dict[str, object]]:
     data = json.loads(text)
     code = int(data["exit_code"])
     return code, REASONS.get(str(data["reason"]), AttemptState.FAILED), data
+
+
+LAST_WORDS = re.compile(r"([A-Za-z_][A-Za-z0-9_.]*(Error|Exception)(:.*)?"
+                        r"|gridbridge-run: (cannot|could not|refusing) .*)")
+"""A line of the runtime's log that says why it died: an exception's last line, or the
+runtime's own complaint (the edge nodes' ``last_words`` in ``lib.sh`` uses the same rule)."""
+
+
+def last_words(log: Path, tail_bytes: int = 65536) -> str:
+    """The last line of ``log``'s tail that says why the runtime died (:data:`LAST_WORDS`),
+    tabs removed and cut to 300 characters; empty when there is none."""
+    try:
+        with log.open("rb") as f:
+            f.seek(max(0, log.stat().st_size - tail_bytes))
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return ""
+    said = [line for line in lines if LAST_WORDS.fullmatch(line)]
+    return said[-1].replace("\t", "")[:300] if said else ""
+
+
+def vanished(words: str) -> str:
+    """The reason of an attempt whose runtime left no result, with its last words if any."""
+    return ("process vanished without a result" + (f"; its last words: {words}" if words
+                                                   else ""))
 
 
 def pid_of(d: Path) -> int | None:

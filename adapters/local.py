@@ -59,10 +59,12 @@ from gridbridge.adapters._rundir import (
     age,
     alive,
     group_alive,
+    last_words,
     pid_of,
     result_of,
     runtime_alive,
     starting,
+    vanished,
 )
 from gridbridge.config import SiteConfig, prologue_script
 from gridbridge.frozen import Frozen
@@ -261,7 +263,7 @@ class LocalAdapter:
         why = {
             AttemptState.PREEMPTED: "killed after the preemption grace period",
             AttemptState.CANCELLED: "killed on cancel",
-        }.get(ended, "process vanished without a result")
+        }.get(ended) or vanished(last_words(d / RunFile.ATTEMPT_LOG))
         why = self._why(d, ended) or why
         return AttemptStatus(state=ended, native_state="gone", reason=why,
                              walltime=(d / RunFile.WALLTIME).exists())

@@ -1,4 +1,5 @@
-"""A poll line of a node (``poll.sh``: ``id TAB word TAB markers TAB result.json``) as an
+"""A poll line of a node (``poll.sh``: ``id TAB word TAB markers TAB result.json``, or for
+``gone`` the runtime's last words) as an
 :class:`~gridbridge.adapter.AttemptStatus`.
 
 What the site did (the markers ``cancelled``, ``preempted``, ``walltime``) outranks how the
@@ -12,7 +13,7 @@ process ended, unless it succeeded; a second launch of an attempt (exit 76) is L
 from __future__ import annotations
 
 from gridbridge.adapter import AttemptStatus
-from gridbridge.adapters._rundir import RunFile, result_of
+from gridbridge.adapters._rundir import RunFile, result_of, vanished
 from gridbridge.states import AttemptState
 from gridbridge.wire import ALREADY_RAN_EXIT_CODE
 
@@ -29,7 +30,7 @@ def status(node: str, word: str, marks: set[str], result: str) -> AttemptStatus:
     if word == "starting":
         return AttemptStatus(state=AttemptState.SUBMITTED, native_state="starting")
     if word != "result":
-        return _gone(marks)
+        return _gone(marks, result)
     walltime = RunFile.WALLTIME in marks
     try:
         code, state, data = result_of(result)
@@ -48,8 +49,9 @@ def status(node: str, word: str, marks: set[str], result: str) -> AttemptStatus:
                          reason=reason[:2000], walltime=walltime)
 
 
-def _gone(marks: set[str]) -> AttemptStatus:
-    """The runtime is gone and left no result: what the site did says why."""
+def _gone(marks: set[str], words: str = "") -> AttemptStatus:
+    """The runtime is gone and left no result: what the site did says why, else its last
+    words (:func:`gridbridge.adapters._rundir.vanished`)."""
     walltime = RunFile.WALLTIME in marks
     if RunFile.CANCELLED in marks:
         return AttemptStatus(state=AttemptState.CANCELLED, native_state="gone",
@@ -59,4 +61,4 @@ def _gone(marks: set[str]) -> AttemptStatus:
                              reason="walltime reached" if walltime else
                              "killed after the preemption grace period", walltime=walltime)
     return AttemptStatus(state=AttemptState.LOST, native_state="gone",
-                         reason="process vanished without a result")
+                         reason=vanished(words.strip()))

@@ -52,3 +52,10 @@ reap() {
   # shellcheck disable=SC2154
   setsid nohup sh -c "$reaper" gridbridge-reap "$1" "$2" "$3" </dev/null >/dev/null 2>&1 &
 }
+# last_words FOLDER: the last line of the runtime's log that says why it died (an exception's
+# last line, or the runtime's own "cannot"/"could not"/"refusing"), tabs removed, at most 300
+# characters; nothing when there is none. The same rule as gridbridge.adapters._rundir.
+last_words() {
+  grep -E "$LAST_WORDS" "$1/attempt.log" 2>/dev/null | tail -n 1 | tr -d '\t\r' | cut -c1-300
+}
+LAST_WORDS='^([A-Za-z_][A-Za-z0-9_.]*(Error|Exception)(:.*)?|gridbridge-run: (cannot|could not|refusing) .*)$'

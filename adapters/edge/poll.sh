@@ -1,7 +1,8 @@
 #!/bin/sh
 # $1 run folder, $2 the reaper script (reap.sh), $3 grace and $4 exit wait (0.1 s), then
-# attempt ids: one line each, `id TAB word TAB markers TAB result.json on one line`, the word
-# one of unknown, starting, running, gone, result.
+# attempt ids: one line each, `id TAB word TAB markers TAB result.json on one line` (for gone:
+# the runtime's last words, see last_words), the word one of unknown, starting, running, gone,
+# result.
 
 # shellcheck source=SCRIPTDIR/lib.sh
 . "${0%/*}/lib.sh"
@@ -35,6 +36,6 @@ for id in "$@"; do
   elif [ "$run" = 1 ] || [ $((now - t0)) -lt 3 ]; then
     printf '%s\tstarting\t%s\t\n' "$id" "$marks"
   else
-    printf '%s\tgone\t%s\t\n' "$id" "$marks"
+    printf '%s\tgone\t%s\t%s\n' "$id" "$marks" "$(last_words "$d")"
   fi
 done

@@ -25,6 +25,7 @@ from typing import Any
 
 from gridbridge import job_context as ctx_mod
 from gridbridge.procinfo import oom_killed
+from gridbridge.units import redact_url
 from gridbridge.wire import (
     ALREADY_RAN_EXIT_CODE,
     FORMAT,
@@ -63,7 +64,12 @@ def run(launch_url: str, scratch: Path | None = None, rerun: int = 0,
     limited for the attempt, which the runtime joins before it starts the job."""
     ctx_mod.install_stop_handlers()  # a SIGTERM from now on is a stop request, not a death
     launch_url, record_digest = launch_target(launch_url)  # the digest: the control plane's
-    data = read_bytes(launch_url)
+    try:
+        data = read_bytes(launch_url)
+    except Exception as exc:  # storage unreachable from this host: nothing can be recorded
+        print(f"gridbridge-run: cannot read the launch record {redact_url(launch_url)}: "
+              f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        return 1
     if record_digest is not None and digest_of(data) != record_digest:
         return _refuse({}, launch_url, (
             f"digest mismatch: the launch record is not the one the control plane wrote "

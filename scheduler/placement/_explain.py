@@ -128,8 +128,9 @@ class Plan:
         finite = bool(np.isfinite(rows.finish[0, j]))
         finish = _finish(self.now, float(rows.finish[0, j])) if finite else None
         problems = [*site_problems(k.spec, offer), *capacity_problems(k.spec, free)]
-        if offer.site in job.avoid:
-            problems.insert(0, job.avoid[offer.site])
+        avoided = job.avoid.get(offer.site) or job.avoid.get(f"{offer.site}/{offer.key}")
+        if avoided:
+            problems.insert(0, avoided)
         if problems and offer.note:
             problems.append(offer.note)
         wall = walltime_problem(k, offer)

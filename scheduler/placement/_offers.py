@@ -87,8 +87,8 @@ class Offers:
         )
 
     def static_ok(self, spec: JobSpec, avoid: Mapping[str, str]) -> NDArray[np.bool_]:
-        """Site, tier, preemption, label and latency rules (and sites to avoid), per offer:
-        the vector form of :func:`._problems.site_problems`."""
+        """Site, tier, preemption, label and latency rules (and the sites, or ``site/key``
+        offers, to avoid), per offer: the vector form of :func:`._problems.site_problems`."""
         c = spec.constraints
         allowed = np.ones(len(self.sites), dtype=np.bool_)
         for i, site in enumerate(self.sites):
@@ -96,6 +96,9 @@ class Offers:
                     or (c.allowed_sites is not None and site not in c.allowed_sites)):
                 allowed[i] = False
         ok = allowed[self.site_idx] if len(self.items) else np.zeros(0, dtype=np.bool_)
+        if any("/" in where for where in avoid):  # single offers to avoid: site/offer key
+            ok &= np.asarray([f"{o.site}/{o.key}" not in avoid for o in self.items],
+                             dtype=np.bool_)
         ok &= np.isin(self.tier, [t.value for t in c.tiers])
         if not c.preemptible_ok:
             ok &= ~self.preemptible

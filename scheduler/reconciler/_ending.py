@@ -15,6 +15,12 @@ after ``RECORD_READ_S`` LOST, saying storage could not be read; whichever phase 
 An attempt the migration phase asked to stop (its ``moving`` event, kept in :attr:`Ending.moves`
 and in the store) that ends cancelled, preempted or lost ends MOVED: the job goes back to
 PENDING, no failure and no attempt counted; one that succeeded or failed on its own ends so.
+
+An attempt LOST on an offer of a site of several (an edge node, a Slurm partition, an EC2
+zone) leaves that offer avoided by its job for ``limits.reject_backoff_s``
+(:meth:`Ending.avoided`, keyed ``site/offer``), as a refusing site is: a node that lost the
+attempt for its environment (the runtime never started, storage unreachable, the node gone)
+is not tried again at once, and the job goes to the next offer instead.
 """
 
 from __future__ import annotations
@@ -68,6 +74,28 @@ class Ending:
         self._unread: dict[str, _Unread] = {}
         """Ended attempts whose result record storage has not given back yet (distinct keys
         per site: safe across the site workers that judge)."""
+        self._lost: dict[tuple[str, str], tuple[float, str]] = {}
+        """Per (job, ``site/offer``) where an attempt of the job was lost: until when its
+        placement leaves that offer out, and why."""
+
+    def avoided(self, job_id: str, now: float) -> dict[str, str]:
+        """The offers (``site/offer``) the job avoids because an attempt was lost there."""
+        out = {}
+        for (jid, where), (until, why) in list(self._lost.items()):
+            if until <= now:
+                del self._lost[(jid, where)]
+            elif jid == job_id:
+                out[where] = f"{why} (not retried there for {until - now:.0f}s)"
+        return out
+
+    def _note_lost(self, attempt: Attempt, status: AttemptStatus) -> None:
+        """Avoid the offer an attempt was lost on, where the site has others to offer."""
+        if status.state is not AttemptState.LOST or not attempt.offer_key:
+            return
+        where = f"{attempt.site}/{attempt.offer_key}"
+        until = self.world.clock() + self.world.config.limits.reject_backoff_s
+        self._lost[(attempt.job_id, where)] = (
+            until, f"attempt {attempt.number} was lost on {where}: {status.reason}"[:300])
 
     def judge(self, attempt: Attempt, status: AttemptStatus, now: float, *,
               alive_at: float | None = None, waiting_at: float | None = None) -> Verdict | None:
@@ -139,6 +167,7 @@ class Ending:
         concluded = w.store.conclude(attempt, ending, w.holder)
         if concluded:
             self.moves.pop(attempt.id, None)
+            self._note_lost(attempt, status)
         if concluded:
             log.info("%s %s on %s; job %s %s: %s", attempt.id, status.state.value, attempt.site,
                      job.id, job_state.value, job_reason, extra={

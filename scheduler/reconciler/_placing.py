@@ -178,9 +178,11 @@ class Placing:
         return self._start(wanted, report, budget)
 
     def _avoid(self, job: Job, now: float) -> dict[str, str]:
-        """The sites ``job`` avoids now, with why: refusals, drains, its last move."""
+        """The sites (and ``site/offer`` offers) ``job`` avoids now, with why: refusals,
+        drains, its last move, offers an attempt of it was lost on."""
         moved = self.migrating.avoided(job) if self.migrating is not None else {}
-        return {**moved, **self._drained, **self.submitting.avoided(job.id, now)}
+        return {**moved, **self.ending.avoided(job.id, now), **self._drained,
+                **self.submitting.avoided(job.id, now)}
 
     def _start(self, wanted: Sequence[tuple[PendingJob, Offer, Decision]], report: TickReport,
                budget: list[int]) -> list[_Placed]:

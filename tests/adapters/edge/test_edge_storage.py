@@ -117,3 +117,54 @@ def test_sites_check_passes_where_every_node_reaches_the_store(
     done = _sites_check(config, s3_shared["storage_options"])
     assert done.returncode == 0, done.stdout + done.stderr
     assert {r["storage"] for r in json.loads(done.stdout)} == {"yes"}
+
+
+def _job_config(tmp_path: Path, fleet: Fleet, s3: dict[str, Any], bucket: str) -> Path:
+    """Two nodes: the first the cheap one (placement tries it first), the second dearer."""
+    path = _config(tmp_path, fleet, bucket)
+    data = yaml.safe_load(path.read_text())
+    first, second = fleet.nodes[:2]
+    data["sites"][0]["options"]["nodes"] = [
+        {"name": first.name, "host": first.address, "port": first.port, "cpus": 2,
+         "cost_per_hour": 0.01},
+        {"name": second.name, "host": second.address, "port": second.port, "cpus": 2,
+         "cost_per_hour": 0.05}]
+    data["sites"][0]["capacity"] = {"cpus": 4}
+    data["limits"] = {"tick_interval_s": 0.2, "reject_backoff_s": 300}
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_a_job_whose_first_node_cannot_reach_storage_ends_on_another_node(
+    fleet: Fleet, s3_shared: dict[str, Any], tmp_path: Path,  # noqa: F811 - the fixture
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from gridbridge.client import Client
+    from gridbridge.states import AttemptState, JobState
+
+    import fsspec
+
+    for key, value in s3_shared["storage_options"].items():  # for the runtimes on the nodes
+        monkeypatch.setenv(f"FSSPEC_S3_{key.upper()}", str(value))
+    monkeypatch.setitem(fsspec.config.conf, "s3", dict(s3_shared["storage_options"]))
+    config = _job_config(tmp_path, fleet, s3_shared, s3_shared["bucket"])
+    cut = fleet.nodes[0]
+    # The node keeps its own /24 (SSH works) but loses its route to the services net, where
+    # the store is: its runtime cannot read the launch record.
+    route = subprocess.run(["ip", "-n", cut.netns, "route", "show", "10.213.0.0/24"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    subprocess.run(["ip", "-n", cut.netns, "route", "del", "10.213.0.0/24"], check=True)
+    try:
+        with Client(config) as client:
+            future = client.submit_command(["true"], name="reach", max_attempts=3)
+            state = future.wait(timeout=120)
+            attempts = client.store.attempts(future.job_id)
+            story = [(a.number, a.offer_key, a.state, a.reason) for a in attempts]
+    finally:
+        subprocess.run(["ip", "-n", cut.netns, "route", "replace", *route], check=True)
+    assert state is JobState.SUCCEEDED, story
+    first, *rest = attempts
+    assert first.offer_key == cut.name and first.state is AttemptState.LOST, story
+    assert "its last words: gridbridge-run: cannot read the launch record s3://" in (
+        first.reason), story
+    assert [a.offer_key for a in rest] == [fleet.nodes[1].name], story

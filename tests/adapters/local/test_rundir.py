@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from gridbridge.adapters._rundir import (
     USED_BY,
     RunFile,
     alive,
+    last_words,
     pid_of,
     result_of,
     runtime_alive,
@@ -57,3 +59,33 @@ def test_the_pid_file_of_a_live_process_reads_alive(tmp_path: Path) -> None:
     assert pid_of(tmp_path) == me
     (tmp_path / RunFile.PID).write_text(f"{me} 1\n")  # the same pid, another process
     assert not alive(tmp_path / RunFile.PID) and not runtime_alive(tmp_path)
+
+
+_LOG = ("gridbridge-run: job j1 attempt 1 on node started\n"
+        "Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in <module>\n'
+        "botocore.exceptions.EndpointConnectionError: Could not connect to the endpoint URL: "
+        '"http://10.213.0.1:8433/b/j1/attempts/1/launch.json"\n'
+        "some output after it\n")
+
+
+@pytest.mark.parametrize(("log", "said"), [
+    (_LOG, "botocore.exceptions.EndpointConnectionError: Could not connect to the endpoint URL: "
+           '"http://10.213.0.1:8433/b/j1/attempts/1/launch.json"'),
+    ("step 1\ngridbridge-run: cannot read the launch record s3://b/x: OSError: gone\n",
+     "gridbridge-run: cannot read the launch record s3://b/x: OSError: gone"),
+    ("gridbridge-run: job j1 attempt 1 on node started\nstep 1\nstep 2\n", ""),
+    ("KeyError\n\tRuntimeError: with a tab" + "x" * 400 + "\n", "KeyError"),
+])
+def test_the_last_words_are_the_line_that_says_why_and_the_nodes_say_the_same(
+        tmp_path: Path, log: str, said: str) -> None:
+    (tmp_path / "attempt.log").write_text(log)
+    assert last_words(tmp_path / "attempt.log") == said
+    lib = Path(__file__).parents[3] / "adapters" / "edge" / "lib.sh"
+    node = subprocess.run(["sh", "-c", f'. "{lib}"; last_words "$1"', "sh", str(tmp_path)],
+                          capture_output=True, text=True, timeout=10, check=True)
+    assert node.stdout.rstrip("\n") == said  # the edge nodes' copy of the rule
+
+
+def test_no_log_means_no_last_words(tmp_path: Path) -> None:
+    assert last_words(tmp_path / "attempt.log") == ""
