@@ -31,10 +31,11 @@ federation-up: setup
 federation-down:
 	bash deploy/dev/federation-down.sh
 
-# One training job preempted on each tier the way that tier does it and resumed on the next,
-# across the 16 ordered pairs, checked bit-identical to an uninterrupted run (the tour test).
+# One training job preempted on each tier the way that tier does it (laptop, cluster, spot,
+# edge) and resumed on the next, checked bit-identical to an uninterrupted run; the tour test
+# runs the same code over all 16 ordered pairs.
 demo-federation: federation-up
-	$(BIN)/pytest -q -s -p no:cacheprovider -m federation tests/federation
+	$(BIN)/python deploy/dev/tour.py
 
 # Every shell script: the dev stack and the edge nodes' scripts (the glob may match none).
 SHELL_SCRIPTS = $(wildcard deploy/dev/*.sh adapters/edge/*.sh)

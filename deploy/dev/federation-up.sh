@@ -27,6 +27,10 @@ mkdir -p "${1:-$PEERS/federation}"
 FED=$(cd "${1:-$PEERS/federation}" && pwd)
 PY=${PYTHON:-$REPO/.venv/bin/python}
 [ -x "$PY" ] || PY=$(command -v python3)
+# Absolute, but not resolved: a venv's python is a link whose target would lose the venv. Every
+# tier's runtime starts it, from folders of their own (make passes .venv/bin/python).
+case $PY in /*) ;; */*) PY=$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY") ;;
+  *) PY=$(command -v "$PY") ;; esac
 [ "$(id -u)" = 0 ] || fail "needs root (Slurm, network namespaces, an address)"
 BUCKET=gridbridge-federation
 

@@ -1,13 +1,14 @@
 """The dev federation for the ``federation`` tests: every tier at once
 (``deploy/dev/federation-up.sh``), up for the session and taken down at its end
-(``federation-down.sh``) only if this session brought it up."""
+(``federation-down.sh``) only if this session brought it up. The tour's machinery is the
+demo's own (``deploy/dev/tour.py``), imported from there."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,24 +17,11 @@ from tests.support.paths import REPO
 
 SCRIPTS = REPO / "deploy" / "dev"
 STATE = REPO / ".peers" / "federation"
+sys.path.insert(0, str(SCRIPTS))
 
+from tour import Federation  # noqa: E402 - deploy/dev is not a package
 
-@dataclass(frozen=True)
-class Federation:
-    config: Path
-    """The gridbridge.yaml federation-up.sh wrote."""
-    env: dict[str, str]
-    """What the control plane needs in its environment (STATE/env)."""
-    ec2: Path
-    """The EC2 emulation's folder: its interrupt/ inbox."""
-
-
-def _read_env(path: Path) -> dict[str, str]:
-    env = {}
-    for line in path.read_text().splitlines():
-        name, _, value = line.removeprefix("export ").partition("=")
-        env[name] = value
-    return env
+__all__ = ["SCRIPTS", "STATE", "Federation", "federation"]
 
 
 def _emulation_up() -> bool:
@@ -54,8 +42,7 @@ def federation() -> Iterator[Federation]:
     if proc.returncode != 0:
         pytest.fail(f"the federation did not come up: {proc.stderr[-3000:]}")
     try:
-        yield Federation(Path(proc.stdout.split()[-1]), _read_env(STATE / "env"),
-                         STATE / "ec2")
+        yield Federation.at(STATE)
     finally:
         if not was_up:
             subprocess.run(["bash", str(SCRIPTS / "federation-down.sh"), str(STATE)],
