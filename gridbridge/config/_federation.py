@@ -148,11 +148,15 @@ class OidcSettings(Frozen):
 
 
 class ServerSettings(Frozen):
-    """``server:`` OIDC JWTs; each Unix user's role over ``serve --socket`` (root: operator)."""
+    """``server:`` OIDC JWTs; each Unix user's role over ``serve --socket`` (root: operator);
+    whether researchers read their team's jobs."""
 
     oidc: OidcSettings | None = None
     socket_roles: dict[str, _Role] = Field(default_factory=dict)
     socket_default_role: _Role = "researcher"
+    team_read: bool = False
+    """Researchers may also read (status, story, explain; never logs, results, cancel or
+    preempt) the jobs of their own team, as a group's shared queue view."""
 
 
 class GridConfig(Frozen):

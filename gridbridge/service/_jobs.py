@@ -40,18 +40,26 @@ def owned_job(service: Service, call: Call, verb: Verb, job_id: str) -> Job:
     """The job ``job_id``, once ``call``'s caller may use ``verb`` on it."""
     check(call.who, verb, target=f"job {job_id}")  # a role that may not: before any read
     job = service.store.job(job_id)
-    check(call.who, verb, owner=job.spec.owner.user, target=f"job {job_id}")
+    check(call.who, verb, owner=job.spec.owner.user, target=f"job {job_id}",
+          owner_team=job.spec.owner.team, team_read=_team_read(service))
     return job
 
 
+def _team_read(service: Service) -> bool:
+    return service.made.config.server.team_read
+
+
 def _owned_ids(service: Service, who: Identity, ids: list[str]) -> list[str]:
-    """Those of ``ids`` the caller may read (a researcher: their own)."""
+    """Those of ``ids`` the caller may read (a researcher: their own, and their team's where
+    the config says so)."""
     if who.role is not Role.RESEARCHER:
         return ids
+    team = _team_read(service)
     mine = []
     for job_id in ids:
         with contextlib.suppress(JobNotFound):
-            if service.store.job(job_id).spec.owner.user == who.user:
+            owner = service.store.job(job_id).spec.owner
+            if owner.user == who.user or (team and owner.team == who.team):
                 mine.append(job_id)
     return mine
 
@@ -96,14 +104,21 @@ def _submit_many(service: Service, call: Call) -> Any:
 
 # reads ----------------------------------------------------------------------------------------
 
-def _match(call: Call) -> dict[str, Any]:
-    """The listing's filters; a researcher's listing is always of their own jobs."""
+def _match(service: Service, call: Call) -> dict[str, Any]:
+    """The listing's filters; a researcher's listing is always of their own jobs, or, where
+    the config lets researchers read their team's, of their team's (``--user`` narrows it)."""
     match = {k: call.query.get(k) for k in ("user", "team", "name")}
-    if call.who.role is Role.RESEARCHER:
-        if match["user"] not in (None, call.who.user):
-            raise Refused(f"refused: {call.who.user} may not list {match['user']}'s jobs "
+    who = call.who
+    if who.role is Role.RESEARCHER and _team_read(service):
+        if match["team"] not in (None, who.team):
+            raise Refused(f"refused: {who.user} may not list team {match['team']}'s jobs "
+                          "(rule: researchers read their own team's jobs only)")
+        match["team"] = who.team
+    elif who.role is Role.RESEARCHER:
+        if match["user"] not in (None, who.user):
+            raise Refused(f"refused: {who.user} may not list {match['user']}'s jobs "
                           "(rule: researchers see their own jobs only)")
-        match["user"] = call.who.user
+        match["user"] = who.user
     states = [JobState(s) for s in call.lists.get("state", [])] or None
     return {"states": states, **match}
 
@@ -111,12 +126,12 @@ def _match(call: Call) -> dict[str, Any]:
 def _jobs(service: Service, call: Call) -> Any:
     check(call.who, Verb.READ)
     limit = int(call.query["limit"]) if "limit" in call.query else None
-    return encode(service.store.jobs(limit=limit, **_match(call)))
+    return encode(service.store.jobs(limit=limit, **_match(service, call)))
 
 
 def _count(service: Service, call: Call) -> Any:
     check(call.who, Verb.READ)
-    return service.store.count_jobs(**_match(call))
+    return service.store.count_jobs(**_match(service, call))
 
 
 def _by_ids(method: str) -> Any:

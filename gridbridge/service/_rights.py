@@ -13,8 +13,8 @@ A job's owner is the identity that submitted it, never what the request says.
     report        own ledger rows   yes        yes
     admin         no                yes        no        (tokens, the audit, sites)
 
-A researcher sees only their own jobs; their team's jobs read-only is not offered yet (it
-needs a config setting).
+A researcher sees only their own jobs, unless the config's ``server.team_read`` lets them
+also read (``read`` only: status, story, explain) the jobs of their own team.
 """
 
 from __future__ import annotations
@@ -73,13 +73,20 @@ _WHY = {
 }
 
 
-def check(who: Identity, verb: Verb, owner: str | None = None, target: str = "") -> None:
+def check(who: Identity, verb: Verb, owner: str | None = None, target: str = "", *,
+          owner_team: str | None = None, team_read: bool = False) -> None:
     """Raise :class:`Refused` unless ``who`` may use ``verb`` (on a job owned by the user
-    ``owner``, when the verb is about one job)."""
+    ``owner`` of the team ``owner_team``, when the verb is about one job; ``team_read``: the
+    config lets researchers read their team's jobs)."""
     if verb not in _ALLOWED[who.role]:
         raise Refused(f"refused: {who.role.value} {who.user} may not {verb.value}"
                       f"{' ' + target if target else ''} (rule: {_WHY.get(verb, verb.value)})")
     if (owner is not None and who.role is Role.RESEARCHER and verb in _OWN_JOBS
-            and owner != who.user):
+            and owner != who.user
+            and not (team_read and verb is Verb.READ and owner_team == who.team)):
+        if team_read and verb is Verb.READ:
+            raise Refused(f"refused: {who.user} may not {verb.value} {target or 'this job'}, "
+                          "which is another team's (rule: researchers read their own team's "
+                          "jobs only)")
         raise Refused(f"refused: {who.user} may not {verb.value} {target or 'this job'}, "
                       "which is another user's (rule: researchers act on their own jobs only)")
