@@ -242,12 +242,13 @@ def billed_window(attempt: Attempt, verdict: Verdict, now: float) -> tuple[float
 
     The times in its result record are the job's word and are not used: clamped into this
     window they could only shorten it. A LOST attempt without a result is billed until its
-    last heartbeat, clamped between the last poll that saw it running and ``now``."""
+    last heartbeat, clamped between the last poll that saw it running (this reconciler's, or
+    the one the store recorded: ``seen_at``) and ``now``."""
     start = attempt.started_at or max(attempt.created_at, verdict.waiting_at or 0.0)
     end = max(start, now)
     lost = verdict.status.state is AttemptState.LOST and verdict.result is None
     if lost and verdict.last_seen is not None:
-        floor = max(start, verdict.alive_at or start)
+        floor = max(start, verdict.alive_at or start, min(attempt.seen_at or start, end))
         end = min(end, max(floor, verdict.last_seen))  # last alive then, not now
     return start, end
 

@@ -82,6 +82,8 @@ class Attempt:
     offer_key: str | None
     price_json: str | None
     return_digest: str | None = None
+    seen_at: float | None = None
+    """The latest poll that saw it running, as the store last recorded it."""
 
     @classmethod
     def of(cls, row: AttemptRow | Row[Any]) -> Attempt:

@@ -25,7 +25,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import Table, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from gridbridge.spec import JobSpec
@@ -338,6 +338,17 @@ class StateStore(Ledger, Leases, Access):
                               f"attempt {attempt.number} running on {attempt.site}", actor)
                 moved.add(attempt.id)
         return moved
+
+    def mark_seen(self, attempt_ids: Sequence[str], when: float) -> None:
+        """Record that polls saw these running attempts at ``when`` (a later time only: a
+        slower writer never moves it back). Many ids, a few statements."""
+        ids = list(attempt_ids)
+        with self._tx() as s:
+            for i in range(0, len(ids), 500):
+                s.execute(update(AttemptRow)
+                          .where(AttemptRow.id.in_(ids[i:i + 500]))
+                          .where(or_(AttemptRow.seen_at.is_(None), AttemptRow.seen_at < when))
+                          .values(seen_at=when))
 
     def conclude(self, attempt: Attempt, ending: AttemptEnding, actor: str) -> bool:
         """End an attempt, move its job on and write its ledger row, in one transaction."""

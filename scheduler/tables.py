@@ -78,6 +78,9 @@ class AttemptRow(Base):
     """The digest of ``return.pkl`` as the attempt's result record gave it when the control
     plane concluded it (a succeeded function attempt); ``result()`` checks the bytes it reads
     against this, never against a record a job could rewrite later."""
+    seen_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """The latest poll that saw it running, as recorded (every ``SEEN_EVERY_S``): what a
+    reconciler that took over bills a lost attempt to at least."""
 
 
 class EventRow(Base):

@@ -42,6 +42,10 @@ _FENCES_AT_ONCE = 16
 """Fences of lost attempts raised side by side on one site's worker."""
 
 _Seen = tuple[Attempt, AttemptStatus, Verdict | None]
+SEEN_EVERY_S = 5.0
+"""How often the polls' sightings of running attempts are written to the store (``seen_at``),
+so that a reconciler that takes over bills a lost attempt at least that far (the one that saw
+it keeps the sightings in memory)."""
 
 class Polling:
     """The poll phase; owns the requeue counts already seen, and this tick's requeued."""
@@ -57,6 +61,8 @@ class Polling:
         """Per attempt, the last poll that saw it running."""
         self._waiting: dict[str, float] = {}
         """Per attempt, the last poll that saw it waiting (queued, starting)."""
+        self._recorded: dict[str, float] = {}
+        """Per attempt, the sighting last recorded in the store (``seen_at``)."""
 
     def take_requeued(self) -> list[tuple[Attempt, AttemptStatus]]:
         """What this tick's poll saw requeued, once (decisions are never made on a stale
@@ -92,6 +98,20 @@ class Polling:
                         report.ended[attempt.id] = verdict.status.state
             self._mark_running(site, starting, report)
         self._end_lost(lost, report)
+        self._record_sightings(live)
+
+    def _record_sightings(self, live: set[str]) -> None:
+        """Write the sightings of running attempts not recorded for ``SEEN_EVERY_S`` (at the
+        earliest of them: never more than was seen)."""
+        self._recorded = {aid: t for aid, t in self._recorded.items() if aid in live}
+        due = [aid for aid, t in self._alive.items()
+               if t - self._recorded.get(aid, -SEEN_EVERY_S) >= SEEN_EVERY_S]
+        if not due:
+            return
+        when = min(self._alive[aid] for aid in due)
+        with one_attempt("record when the polls saw", f"{len(due)} running attempt(s)"):
+            self.world.store.mark_seen(due, when)
+            self._recorded.update(dict.fromkeys(due, when))
 
     def _poll_site(self, site: str, attempts: Sequence[Attempt]) -> list[_Seen]:
         """On the site's worker: one batched poll, and the result records of the attempts that

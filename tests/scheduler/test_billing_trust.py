@@ -5,6 +5,7 @@ embedded default, and the ledger's rule on its own)."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import os
 import subprocess
@@ -112,3 +113,40 @@ def test_an_attempt_never_seen_running_is_billed_from_its_submission() -> None:
                      Verdict(AttemptStatus(state=AttemptState.SUCCEEDED, native_state="done"),
                              None), 3610.0)
     assert (row.start, row.end) == (10.0, 3610.0)
+
+
+def test_a_lost_attempt_is_billed_to_the_sightings_an_earlier_reconciler_recorded() -> None:
+    # The reconciler that saw it run for an hour stopped; the one that took over never saw it
+    # alive (the node was gone at its first poll), and its only heartbeat was its first.
+    seen = dataclasses.replace(_attempt(100.0), seen_at=3700.0)
+    row = ledger_row(JOB, seen, SITE, _lost(last_seen=101.0, alive_at=None), 7300.0)
+    assert (row.start, row.end) == (100.0, 3700.0)
+    assert row.cost == pytest.approx(4.0)
+    # a recorded sighting never reaches past the poll that saw the end
+    late = dataclasses.replace(_attempt(100.0), seen_at=9999.0)
+    assert ledger_row(JOB, late, SITE, _lost(last_seen=101.0, alive_at=None), 7300.0).end == (
+        7300.0)
+
+
+
+@pytest.mark.slow
+def test_the_polls_record_when_they_saw_an_attempt_running(grid: GridConfig) -> None:
+    from gridbridge.scheduler.reconciler._polling import SEEN_EVERY_S
+
+    with Client(grid) as client:
+        f = client.submit_command([sys.executable, "-c", "import time; time.sleep(60)"])
+        deadline = time.monotonic() + 30
+        sightings: list[float] = []
+        while len(sightings) < 2:  # the first poll that saw it, then one SEEN_EVERY_S on
+            assert time.monotonic() < deadline, f"sightings recorded: {sightings}"
+            attempts = client.store.attempts(f.job_id)
+            seen = attempts[-1].seen_at if attempts else None
+            if seen is not None and seen not in sightings:
+                sightings.append(seen)
+            time.sleep(0.1)
+        [attempt] = client.store.attempts(f.job_id)
+        assert attempt.started_at is not None
+        assert abs(sightings[0] - attempt.started_at) < 1.0  # the poll that saw it start
+        assert sightings[1] - sightings[0] >= SEEN_EVERY_S
+        assert sightings[1] <= time.time()
+        f.cancel()

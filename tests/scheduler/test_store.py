@@ -425,3 +425,14 @@ def test_a_just_ended_attempts_own_process_is_no_orphan(store: StateStore) -> No
     late = reconcile_owned(store, "s", owned, "t", now=ended + ENDING_GRACE_S + 1)
     assert late.orphans == ["n1"]
     assert [e.kind for e in store.site_events("s")] == ["orphan"]
+
+
+def test_sightings_are_recorded_and_never_moved_back(store: StateStore) -> None:
+    store.create_job(spec(), "file:///c", job_id="j")
+    a = store.new_attempt("j", "site", "file:///c/j", "rec")
+    assert a is not None and a.seen_at is None
+    store.mark_seen([a.id], 200.0)
+    store.mark_seen([a.id], 150.0)  # a slower writer's older sighting
+    assert store.attempts("j")[0].seen_at == 200.0
+    store.mark_seen([a.id, "nope.1"], 300.0)  # an id that is not there changes nothing else
+    assert store.attempts("j")[0].seen_at == 300.0
