@@ -14,8 +14,10 @@ the way an operator changes prices and sites. What preempts each tier (a Slurm j
 higher-priority partition, the emulation's interruption inbox, ``edge-ctl.sh crash``) is the
 dev stack's, which is why this lives here and not in the package.
 
-Usage (after ``deploy/dev/federation-up.sh``): ``python deploy/dev/tour.py [--route LCSEL]``;
-exit 0 only when the result is bit-identical to an uninterrupted run.
+Usage (after ``deploy/dev/federation-up.sh``):
+``python deploy/dev/tour.py [--route LCSEL] [--job numpy|torch]``; exit 0 only when the result
+is bit-identical to an uninterrupted run. ``--job torch`` trains a PyTorch model (CPU, one
+thread) instead of the NumPy one.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
 import fsspec
 import yaml
 
@@ -105,6 +108,64 @@ class Tour:
         """The steps the attempts said they resumed from (a crashed node's last words may
         never reach storage)."""
         return [int(s) for s in re.findall(r"resumed from step (\d+)", self.logs)]
+
+
+def torch_train(steps: int, every: int, pace_s: float = 0.0,
+                resumable: bool = True) -> dict[str, Any]:
+    """The PyTorch variant of the tour's job: a small MLP trained with AdamW on the CPU, one
+    thread (so every tier computes the same floats, whatever cores it gives), its model,
+    optimizer and generator states checkpointed as arrays. Returns the weights as arrays."""
+    import io
+
+    import numpy as np
+    import torch
+
+    import gridbridge
+
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(1)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(4096, 64, generator=gen)
+    y = (x @ torch.randn(64, 1, generator=gen) > 0).float()
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.GELU(),
+                                torch.nn.Linear(128, 1))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    batches = torch.Generator().manual_seed(2)
+    start = 0
+    ctx = gridbridge.context() if resumable else None
+    if ctx is not None and ctx.checkpoint.latest() is not None:
+        ck = ctx.checkpoint.restore()
+        model.load_state_dict({k: torch.as_tensor(v) for k, v in ck.state["model"].items()})
+        raw = np.asarray(ck.state["opt"], dtype=np.uint8).tobytes()
+        opt.load_state_dict(torch.load(io.BytesIO(raw), weights_only=False))
+        batches.set_state(torch.as_tensor(ck.state["rng"]))
+        start = ck.step
+        print(f"resumed from step {start}", flush=True)
+    for step in range(start, steps):
+        idx = torch.randint(0, len(x), (256,), generator=batches)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        done = step + 1
+        if ctx is None:
+            continue
+        time.sleep(pace_s)
+        if done % every == 0 or ctx.should_stop():
+            buf = io.BytesIO()
+            torch.save(opt.state_dict(), buf)
+            ctx.checkpoint.save(done, {
+                "model": {k: v.detach().numpy() for k, v in model.state_dict().items()},
+                "opt": np.frombuffer(buf.getvalue(), dtype=np.uint8).copy(),
+                "rng": batches.get_state().numpy()})
+        if ctx.should_stop() and done < steps:
+            ctx.exit_preempted()
+    return {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+
+
+JOBS: dict[str, Callable[..., dict[str, Any]]] = {"numpy": train, "torch": torch_train}
+"""The tour's job: gridbridge.demo's NumPy model, or the PyTorch one."""
 
 
 def grid(federation: Federation, workdir: Path, here: str, there: str) -> GridConfig:
@@ -206,18 +267,21 @@ def _latest(client: Client, job_id: str) -> int:
 
 
 def run(federation: Federation, route: str, workdir: Path,
-        say: Callable[[str], None] = print) -> Tour:
-    """Train one job along ``route`` (a letter per segment, :data:`SITES`), preempting it at
-    the end of each segment but the last, and return what happened."""
+        say: Callable[[str], None] = print, job: str = "numpy") -> Tour:
+    """Train one job (:data:`JOBS`) along ``route`` (a letter per segment, :data:`SITES`),
+    preempting it at the end of each segment but the last, and return what happened."""
     if len(route) < 2 or set(route) - set(SITES):
         raise ValueError(f"a route is two or more of {''.join(SITES)}, got {route!r}")
     federation.use()
-    tour = Tour(reference=train(steps=STEPS, every=EVERY, resumable=False))
+    fn = JOBS[job]
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # deploy/dev: not importable
+    tour = Tour(reference=fn(steps=STEPS, every=EVERY, resumable=False))
     started = time.monotonic()
     first, last = SITES[route[0]], SITES[route[-1]]
     with Client(grid(federation, workdir, first, first)) as client:
-        job_id = client.submit(train, kwargs={"steps": STEPS, "every": EVERY, "pace_s": PACE_S},
-                               cpus=1, name="tour", checkpoint={"resumable": True}).job_id
+        job_id = client.submit(fn, kwargs={"steps": STEPS, "every": EVERY, "pace_s": PACE_S},
+                               cpus=1, name=f"tour-{job}",
+                               checkpoint={"resumable": True}).job_id
         running_on(client, job_id, first, 0)  # placed while only the first site is offered
     say(f"job {job_id} submitted; route {' -> '.join(SITES[c] for c in route)}")
     after = 0
@@ -262,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"a letter per segment, of {''.join(SITES)} (default {DEMO_ROUTE})")
     parser.add_argument("--state", type=Path, default=STATE,
                         help="federation-up.sh's folder (default .peers/federation)")
+    parser.add_argument("--job", choices=sorted(JOBS), default="numpy",
+                        help="the model trained: NumPy (default) or PyTorch on the CPU")
     args = parser.parse_args(argv)
     if not (args.state / "env").exists():
         print(f"error: no federation at {args.state}: run deploy/dev/federation-up.sh first",
@@ -269,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="gridbridge-tour-") as workdir:
         try:
-            tour = run(Federation.at(args.state), args.route, Path(workdir))
+            tour = run(Federation.at(args.state), args.route, Path(workdir), job=args.job)
         except TourError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

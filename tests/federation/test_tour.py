@@ -38,3 +38,21 @@ def test_one_job_crosses_every_ordered_pair_of_tiers_bit_identical(
     assert tour.said and set(tour.said) <= set(steps), (tour.said, steps, tour.story)
     assert {(h, t) for h, t, *_ in tour.hops} == set(itertools.pairwise(ROUTE))
     assert {row.site for row in tour.ledger} == set(SITES.values())
+
+
+@pytest.mark.torch
+def test_a_pytorch_job_crosses_every_tier_bit_identical(
+    federation: Federation, tmp_path: Path,
+) -> None:
+    """The PyTorch variant (CPU, one thread): laptop -> cluster -> spot -> edge -> laptop,
+    each tier preempting it its own way."""
+    pytest.importorskip("torch")
+    try:
+        tour = run(federation, "LCSEL", tmp_path, job="torch")
+    except TourError as exc:
+        pytest.fail(str(exc))
+    print_report(tour)
+    assert tour.identical, tour.story
+    assert [(h, t) for h, t, *_ in tour.hops] == [("L", "C"), ("C", "S"), ("S", "E"), ("E", "L")]
+    assert {row.site for row in tour.ledger} == set(SITES.values())
+    assert tour.said and set(tour.said) <= {step for *_, step in tour.hops}, tour.story
