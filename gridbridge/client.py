@@ -11,6 +11,8 @@ have the digest the attempt's runtime reported (:func:`_return_digest`), else it
 :class:`DigestMismatch`: another job that replaced the value runs none of its code in this
 process. A job can still return a value that lies (the value is its own), and the result record
 is read from storage, so a writer that replaces it too, with a matching digest, is not caught.
+For the same reason a function's exception is never unpickled: :class:`JobFailed` is chained
+to a :class:`RemoteError` rebuilt from the traceback text its attempt recorded.
 """
 
 from __future__ import annotations
@@ -25,6 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from gridbridge._outcomes import (
+    JobCancelled,
+    JobFailed,
+    RemoteError,
+    StoryEvent,
+    remote_error,
+)
 from gridbridge.adapter import Capability, PreemptAdapter
 from gridbridge.config import (
     ConfigError,
@@ -42,17 +51,10 @@ from gridbridge.wire import DigestMismatch
 if TYPE_CHECKING:
     from gridbridge.adapter import Adapter
     from gridbridge.scheduler.reconciler import Reconciler
-    from gridbridge.scheduler.store import Attempt, Event, StateStore
+    from gridbridge.scheduler.store import Attempt, StateStore
 
-__all__ = ["Client", "DigestMismatch", "JobCancelled", "JobFailed", "JobFuture", "default_home"]
-
-
-class JobFailed(RuntimeError):
-    """The job ended FAILED; the message carries its last error."""
-
-
-class JobCancelled(RuntimeError):
-    """The job was cancelled."""
+__all__ = ["Client", "DigestMismatch", "JobCancelled", "JobFailed", "JobFuture", "RemoteError",
+           "StoryEvent", "default_home"]
 
 
 PAYLOAD = "payload.pkl"
@@ -138,7 +140,9 @@ def _return_digest(attempt: Attempt) -> str | None:
 
 
 class JobFuture:
-    """A handle on one submitted job."""
+    """A handle on one submitted job. ``job_id`` is its id (``j`` and 11 hex digits), the one
+    ``gridbridge status``, ``logs`` and ``cancel`` take; ``client.job(job_id)`` gives the
+    same handle again, in another process too."""
 
     def __init__(self, client: Client, job_id: str) -> None:
         self.client = client
@@ -167,18 +171,16 @@ class JobFuture:
             delay = min(delay * 1.5, 0.1)  # a read of one row: cheap, and a result is awaited
 
     def result(self, timeout: float | None = None) -> Any:
-        """The callable's return value (None for a command); raises if the job did not succeed,
-        and :class:`DigestMismatch` (unpickling nothing) if ``return.pkl`` is not the value its
-        attempt reported."""
-        state = self.wait(timeout)
-        job = self.client.store.job(self.job_id)
-        if state is JobState.CANCELLED:
-            raise JobCancelled(f"job {self.job_id} was cancelled")
-        if state in {JobState.FAILED, JobState.TIMEOUT}:
-            what = "failed" if state is JobState.FAILED else "timed out"
-            raise JobFailed(f"job {self.job_id} {what}: {job.error or 'no error recorded'}")
-        if job.spec.callable_ref is None:
-            return None
+        """The function's return value, or a command's exit status: 0, as Parsl's bash apps
+        return it (a command that exits otherwise fails the job). Raises :class:`JobFailed`
+        (chained to the function's :class:`RemoteError`) or :class:`JobCancelled` if the job
+        did not succeed, and :class:`DigestMismatch` (unpickling nothing) if ``return.pkl``
+        is not the value its attempt reported."""
+        failure = self.exception(timeout)
+        if failure is not None:
+            raise failure
+        if self.client.store.job(self.job_id).spec.callable_ref is None:
+            return 0  # SUCCEEDED means the command exited 0
         import cloudpickle
 
         from gridbridge.wire import check_digest
@@ -187,9 +189,10 @@ class JobFuture:
         check_digest(data, digest, f"the return value of job {self.job_id}")
         return cloudpickle.loads(data)
 
-    def cancel(self) -> bool:
-        """Ask for cancellation; False if the job had already ended otherwise."""
-        job = self.client.store.request_cancel(self.job_id)
+    def cancel(self, reason: str | None = None) -> bool:
+        """Ask for cancellation; False if the job had already ended otherwise. ``reason``:
+        what its story says (default "cancelled by user")."""
+        job = self.client.store.request_cancel(self.job_id, reason=reason)
         return job.state is JobState.CANCELLED or not job.state.terminal
 
     def detail(self) -> str:
@@ -200,8 +203,29 @@ class JobFuture:
     def logs(self) -> str:
         return self.client.logs(self.job_id)
 
-    def story(self) -> list[Event]:
-        return self.client.store.events(self.job_id)
+    def exception(self, timeout: float | None = None) -> JobFailed | JobCancelled | None:
+        """Block until the job ends, then None if it succeeded, else what :meth:`result`
+        raises: :class:`JobCancelled`, or :class:`JobFailed` with the function's
+        :class:`RemoteError` as its ``__cause__``."""
+        state = self.wait(timeout)
+        if state is JobState.CANCELLED:
+            return JobCancelled(f"job {self.job_id} was cancelled")
+        if state not in {JobState.FAILED, JobState.TIMEOUT}:
+            return None
+        what = "failed" if state is JobState.FAILED else "timed out"
+        error = self.client.store.job(self.job_id).error or "no error recorded"
+        attempts = self.client.store.attempts(self.job_id)
+        remote = remote_error(attempts[-1] if attempts else None)
+        if remote is not None:  # its last line here; the whole traceback prints as the cause
+            error = error.replace(remote.traceback, remote.summary)
+        failed = JobFailed(f"job {self.job_id} {what}: {error}", self.job_id)
+        failed.__cause__ = remote
+        return failed
+
+    def story(self) -> list[StoryEvent]:
+        """Every state change of the job and its attempts, oldest first, each with its time
+        as a UTC datetime, who made it and why."""
+        return [StoryEvent.of(e) for e in self.client.store.events(self.job_id)]
 
 
 class Client:

@@ -6,8 +6,10 @@ escape sequence a user supplied (:func:`plain` removes them; :func:`escape_contr
 them, for logs); and no CSV cell is one a spreadsheet would run as a formula
 (:func:`csv_text`, the one CSV writer of the CLI and the reports).
 
-Machines read ``--format csv|json``; people read the table. Secrets never reach a view: only
-fields listed in ``columns`` are printed. Times and money are written as
+Machines read ``--format csv|json``; people read the table. CSV and JSON write every amount
+as plain decimal text (:func:`decimal_text`: ``0.000002``, never ``2e-06``), a
+:class:`~decimal.Decimal` exactly. Secrets never reach a view: only fields listed in
+``columns`` are printed. Times and money are written as
 :mod:`gridbridge.units` writes them (``TIME_FORMAT``, ``fmt_time`` and ``fmt_money`` are
 re-exported from there for the code that imports them from here).
 """
@@ -17,8 +19,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
@@ -28,8 +32,8 @@ from rich.text import Text
 
 from gridbridge.units import TIME_FORMAT, fmt_money, fmt_time
 
-__all__ = ["TIME_FORMAT", "Format", "csv_text", "emit", "escape_controls", "fit", "fmt_money",
-           "fmt_time", "left_out", "plain", "render"]
+__all__ = ["TIME_FORMAT", "Format", "csv_text", "decimal_text", "emit", "escape_controls", "fit",
+           "fmt_money", "fmt_time", "json_text", "left_out", "plain", "render"]
 
 
 class Format(StrEnum):
@@ -96,10 +100,40 @@ def csv_text(columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> str:
 def _csv_cell(value: Any) -> str:
     if value is None:
         return ""
+    if _decimal(value):
+        return decimal_text(value)
     if not isinstance(value, str):
         return str(value)
     text = plain(value)
     return "'" + text if text.startswith(_FORMULA) else text
+
+
+def json_text(columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> str:
+    """Rows as a JSON array of objects with only ``columns``, laid out as ``json.dumps(...,
+    indent=2)`` lays it out: text :func:`plain`, numbers as numbers, and every float or
+    Decimal written by :func:`decimal_text` (``json`` would write ``2e-06``, and a Decimal
+    through a float loses its exactness). One JSON writer for the CLI and the reports."""
+    objects = ["  {\n" + ",\n".join(f"    {json.dumps(c)}: {_json_cell(row.get(c))}"
+                                     for c in columns) + "\n  }" if columns else "  {}"
+               for row in rows]
+    return "[\n" + ",\n".join(objects) + "\n]\n" if objects else "[]\n"
+
+
+def _json_cell(value: Any) -> str:
+    if _decimal(value):
+        return decimal_text(value)
+    return json.dumps(plain(value) if isinstance(value, str) else value, default=str)
+
+
+def decimal_text(value: float | Decimal) -> str:
+    """A finite number as plain decimal text, never in exponent notation: ``2e-06`` is
+    ``0.000002``; a float is written with the digits of its ``repr``, a Decimal exactly."""
+    return format(value if isinstance(value, Decimal) else Decimal(repr(value)), "f")
+
+
+def _decimal(value: Any) -> bool:
+    """``value`` is a finite float or Decimal (not a bool, not an int)."""
+    return isinstance(value, float | Decimal) and math.isfinite(value)
 
 
 # views ---------------------------------------------------------------------------------------
@@ -218,8 +252,7 @@ def emit(
         left_out(notes, columns, shown, console.width)
         return
     if fmt is Format.JSON:
-        picked = [{c: _json_value(row.get(c)) for c in columns} for row in rows]
-        console.file.write(json.dumps(picked, indent=2, default=str) + "\n")
+        console.file.write(json_text(columns, rows))
         return
     console.file.write(csv_text(columns, rows))
 
@@ -231,7 +264,3 @@ def left_out(notes: Console | None, columns: Sequence[str], shown: Sequence[str]
     if notes is not None and missing:
         notes.print(f"({', '.join(missing)} left out at {width} columns; --format csv or "
                     "json has every column)", highlight=False, markup=False, soft_wrap=True)
-
-
-def _json_value(value: Any) -> Any:
-    return plain(value) if isinstance(value, str) else value

@@ -173,7 +173,7 @@ def next_job_state(
     n = job.attempts
     spec = job.spec
     if job.cancel_requested and state is not AttemptState.SUCCEEDED:
-        return JobState.CANCELLED, "cancelled by user"
+        return JobState.CANCELLED, job.cancelled_why
     if state is AttemptState.SUCCEEDED:
         return JobState.SUCCEEDED, f"attempt {n} succeeded"
     if state is AttemptState.CANCELLED:

@@ -30,6 +30,10 @@ class JobNotFound(LookupError):
     """No job with that id."""
 
 
+CANCELLED_BY_USER = "cancelled by user"
+"""Why a job cancelled without a reason of its own ended."""
+
+
 @dataclass(frozen=True)
 class Job:
     """A snapshot of one job row."""
@@ -45,6 +49,13 @@ class Job:
     cancel_requested: bool
     checkpoint_url: str
     error: str | None
+    cancel_reason: str | None = None
+    """Why it was cancelled, as the canceller said."""
+
+    @property
+    def cancelled_why(self) -> str:
+        """The job state's reason once a cancel ends it."""
+        return self.cancel_reason or CANCELLED_BY_USER
 
     @classmethod
     def of(cls, row: JobRow | Row[Any]) -> Job:

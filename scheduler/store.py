@@ -42,6 +42,7 @@ from ._access import Access
 from ._db import StoreUnavailable
 from ._leases import Leases
 from ._ledger import Ledger, event_row, insert_event
+from .records import CANCELLED_BY_USER
 from .records import Attempt as Attempt
 from .records import AttemptEnding as AttemptEnding
 from .records import Event as Event
@@ -135,9 +136,12 @@ class StateStore(Ledger, Leases, Access):
         with self._read() as s:
             return set(s.scalars(q))
 
-    def request_cancel(self, job_id: str, actor: str = "user") -> Job:
-        """Mark a job for cancellation; a PENDING job is cancelled at once."""
+    def request_cancel(self, job_id: str, actor: str = "user", reason: str | None = None) -> Job:
+        """Mark a job for cancellation; a PENDING job is cancelled at once. ``reason``: why,
+        the job's reason once it ends (default "cancelled by user"; a Dask cluster that scales
+        down says so)."""
         now = self._clock()
+        why = (reason or "").strip()[:200] or CANCELLED_BY_USER
         with self._tx() as s:
             row = s.get(JobRow, job_id)
             if row is None:
@@ -145,11 +149,11 @@ class StateStore(Ledger, Leases, Access):
             if JobState(row.state).terminal:
                 return Job.of(row)
             row.cancel_requested = True
+            row.cancel_reason = why if why != CANCELLED_BY_USER else None
             row.updated_at = now
-            s.add(event_row(now, job_id, None, "cancel-requested", row.state, row.state, "", actor))
-        self.transition_job(
-            job_id, JobState.PENDING, JobState.CANCELLED, "cancelled by user", actor
-        )
+            s.add(event_row(now, job_id, None, "cancel-requested", row.state, row.state,
+                            why, actor))
+        self.transition_job(job_id, JobState.PENDING, JobState.CANCELLED, why, actor)
         return self.job(job_id)
 
     def transition_job(

@@ -50,6 +50,8 @@ class JobRow(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     checkpoint_url: Mapped[str] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    cancel_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """Why it was cancelled, as the canceller said (None: "cancelled by user")."""
 
 
 class AttemptRow(Base):

@@ -57,6 +57,9 @@ def submit(
     checkpoint_interval_s: Annotated[float | None, typer.Option(
         min=0, help="how often the job should checkpoint (s; default: 600)",
         show_default=False)] = None,
+    resumable: Annotated[bool, typer.Option(
+        "--resumable", help="the job checkpoints and resumes, so it may run on a site whose "
+        "walltime is shorter than its own, in several attempts")] = False,
     policy: Annotated[str | None, typer.Option(
         help="placement policy for this job: cheapest, fastest, balanced or deadline",
         show_default=False)] = None,
@@ -93,7 +96,8 @@ def submit(
     if constraints:
         options["constraints"] = constraints
     checkpoint = {k: v for k, v in (("url", checkpoint_url),
-                                    ("interval_s", checkpoint_interval_s)) if v is not None}
+                                    ("interval_s", checkpoint_interval_s),
+                                    ("resumable", resumable or None)) if v is not None}
     if checkpoint:
         options["checkpoint"] = checkpoint
     if chdir is not None:

@@ -10,11 +10,9 @@ from :mod:`gridbridge.reports`; this module only picks the rows and prints them.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
@@ -38,7 +36,7 @@ from gridbridge.reports import (
     placements_totals,
 )
 from gridbridge.units import fmt_time
-from gridbridge.views import fit, left_out, plain, render
+from gridbridge.views import fit, json_text, left_out, plain, render
 
 from ._common import client, console, err, remote
 from ._shell import Group
@@ -163,15 +161,9 @@ def _whole_span(books: _Books) -> Window:
     return Window(lo, hi + 1, f"{fmt_time(lo)[:10]}..{fmt_time(hi)[:10]} (the whole store)")
 
 
-def _json_value(v: Any) -> Any:
-    if isinstance(v, str):
-        return plain(v)  # a team's name is what a user typed
-    return float(v) if isinstance(v, Decimal) else v
-
-
 def _emit(title: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]],
           fmt: ReportFormat, empty: str = "nothing to report") -> None:
-    """Table for people; CSV with exact decimal text; JSON with numbers as numbers. An
+    """Table for people; CSV and JSON with exact decimal text, numbers as numbers. An
     empty table is its title on one line and ``empty`` (a table of no rows would wrap its
     title to the width of its headers)."""
     if fmt is ReportFormat.TABLE and not rows:
@@ -185,8 +177,7 @@ def _emit(title: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]],
         console.print(render(title, fits, display, compact=True))
         left_out(err, shown, fits, console.width)
     elif fmt is ReportFormat.JSON:
-        out = [{c: _json_value(r.get(c)) for c in columns} for r in rows]
-        console.file.write(json.dumps(out, indent=2) + "\n")
+        console.file.write(json_text(columns, rows))
     else:
         console.file.write(csv_text(columns, rows))
 

@@ -37,7 +37,7 @@ def sites_list(
     timeout_s: Annotated[float, typer.Option(help="how long to wait for each site")] = 10.0,
 ) -> None:
     """Sites with their live offers (free capacity, price, preemption rate) and their health
-    as the reconciler last saw it."""
+    as the reconciler last saw it ("not checked" before one has run on this store)."""
     from gridbridge.scheduler.sitecalls import SiteCalls
 
     made = client(ctx)
@@ -49,7 +49,8 @@ def sites_list(
     rows: list[dict[str, Any]] = []
     for site in made.config.sites:
         h = health.get(site.name)
-        state = "unknown" if h is None else ("healthy" if h.healthy else "degraded")
+        # health is what a reconciler saw; none has called the site yet on this store
+        state = "not checked" if h is None else ("healthy" if h.healthy else "degraded")
         base = {"site": site.name, "adapter": site.adapter, "tier": site.tier.value,
                 "health": state, "since": fmt_time(h.since) if h else "",
                 "last_error": "" if h is None or h.healthy else f"{h.phase}: {h.error}"}

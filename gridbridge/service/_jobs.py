@@ -21,6 +21,7 @@ from gridbridge.scheduler._access import Role
 from gridbridge.scheduler.records import Job, JobNotFound
 from gridbridge.spec import JobSpec
 from gridbridge.states import JobState
+from gridbridge.views import plain
 
 from ._app import Call, Endpoint, Service
 from ._codec import DIGEST_HEADER, encode
@@ -170,7 +171,9 @@ def _cancel(service: Service, call: Call) -> Any:
     job_id = call.path["job"]
     call.target = f"job {job_id}"
     owned_job(service, call, Verb.CANCEL, job_id)
-    return encode(service.store.request_cancel(job_id, actor=call.who.user))
+    reason = body_json(call).get("reason")
+    return encode(service.store.request_cancel(
+        job_id, actor=call.who.user, reason=plain(reason) if isinstance(reason, str) else None))
 
 
 def _preempt(service: Service, call: Call) -> Any:

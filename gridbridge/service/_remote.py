@@ -118,10 +118,10 @@ class RemoteStore:
         return decode(Attempt, self._get(  # type: ignore[no-any-return]
             f"/v1/attempts/{_quote(attempt_id)}"))
 
-    def request_cancel(self, job_id: str, actor: str = "") -> Job:
+    def request_cancel(self, job_id: str, actor: str = "", reason: str | None = None) -> Job:
         """Cancel as the token's user (the service records who; ``actor`` is not sent)."""
         return decode(Job, self._post(  # type: ignore[no-any-return]
-            f"/v1/jobs/{_quote(job_id)}/cancel"))
+            f"/v1/jobs/{_quote(job_id)}/cancel", {"reason": reason} if reason else None))
 
     def lease_holder(self, name: str) -> tuple[str, float] | None:
         held = self._get(f"/v1/leases/{_quote(name)}")

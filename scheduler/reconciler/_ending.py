@@ -218,5 +218,5 @@ class Ending:
             job_reason = (f"{in_a_row} submissions rejected in a row "
                           f"(limits.max_rejections); the last: {status.reason}")
         if job.cancel_requested:
-            job_state, job_reason = JobState.CANCELLED, "cancelled by user"
+            job_state, job_reason = JobState.CANCELLED, job.cancelled_why
         return job_state, job_reason

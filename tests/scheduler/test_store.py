@@ -436,3 +436,15 @@ def test_sightings_are_recorded_and_never_moved_back(store: StateStore) -> None:
     assert store.attempts("j")[0].seen_at == 200.0
     store.mark_seen([a.id, "nope.1"], 300.0)  # an id that is not there changes nothing else
     assert store.attempts("j")[0].seen_at == 300.0
+
+
+def test_a_cancel_says_why_in_the_story_and_the_end(store: StateStore) -> None:
+    store.create_job(spec(), "file:///c", job_id="j")
+    job = store.request_cancel("j", "cluster", reason="scaled down (no longer needed)")
+    assert job.state is JobState.CANCELLED and job.cancelled_why == "scaled down (no longer needed)"
+    asked, ended = store.events("j")[-2:]
+    assert (asked.kind, asked.reason) == ("cancel-requested", "scaled down (no longer needed)")
+    assert ended.new == JobState.CANCELLED.value and ended.reason == job.cancelled_why
+    store.create_job(spec(), "file:///c", job_id="k")  # no reason: the user's cancel
+    assert store.request_cancel("k").cancelled_why == "cancelled by user"
+    assert store.events("k")[-1].reason == "cancelled by user"

@@ -139,10 +139,10 @@ def test_a_job_whose_first_node_cannot_reach_storage_ends_on_another_node(
     fleet: Fleet, s3_shared: dict[str, Any], tmp_path: Path,  # noqa: F811 - the fixture
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    import fsspec
+
     from gridbridge.client import Client
     from gridbridge.states import AttemptState, JobState
-
-    import fsspec
 
     for key, value in s3_shared["storage_options"].items():  # for the runtimes on the nodes
         monkeypatch.setenv(f"FSSPEC_S3_{key.upper()}", str(value))
