@@ -33,7 +33,8 @@ import yaml
 from gridbridge.config import ConfigError, parse_config
 from gridbridge.units import gib, parse_duration, parse_memory
 
-__all__ = ["JobqueueImport", "default_jobqueue_path", "import_jobqueue", "load_jobqueue"]
+__all__ = ["JobqueueImport", "default_jobqueue_path", "import_jobqueue", "load_dask_config",
+           "load_jobqueue"]
 
 KINDS = ("slurm", "pbs")
 """The dask-jobqueue sections gridbridge has an adapter for."""
@@ -91,15 +92,45 @@ def default_jobqueue_path() -> Path:
 
 
 def load_jobqueue(path: str | Path) -> JobqueueImport:
-    """Read a dask-jobqueue ``jobqueue.yaml`` and convert it (see :func:`import_jobqueue`)."""
+    """Read a dask-jobqueue ``jobqueue.yaml`` (or every YAML/JSON file in a dask config folder,
+    merged in dask's order) with dask's own loader, and convert it (see
+    :func:`import_jobqueue`)."""
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = _read(p)
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read: {exc.strerror or exc}") from exc
-    except yaml.YAMLError as exc:
+    except (ValueError, yaml.YAMLError) as exc:
         raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
     return import_jobqueue(data, source=str(p))
+
+
+def load_dask_config() -> JobqueueImport:
+    """Convert what dask-jobqueue itself reads: dask's configuration as ``dask.config``
+    collects it (every file under ``/etc/dask``, ``<prefix>/etc/dask``, ``~/.config/dask`` or
+    ``$DASK_CONFIG``, then ``DASK_JOBQUEUE__...`` variables). Needs the dask extra."""
+    import os
+
+    import dask.config
+
+    where = ", ".join([*dask.config.paths, "DASK_* variables"])
+    try:
+        data = dask.config.collect(paths=dask.config.paths, env=os.environ)
+    except ValueError as exc:  # dask's words for a malformed file name the file
+        raise ConfigError(f"dask's configuration: {exc}") from exc
+    return import_jobqueue(data, source=f"dask's configuration ({where})")
+
+
+def _read(p: Path) -> Any:
+    """The file as dask reads it (a folder: its files merged in name order, as dask merges a
+    config folder); without the dask extra, the one file as YAML."""
+    try:
+        import dask.config
+    except ImportError:
+        return yaml.safe_load(p.read_text(encoding="utf-8"))
+    if not p.is_dir():
+        p.open("rb").close()  # dask skips a file it cannot read; we say why
+    return dask.config.merge(*dask.config.collect_yaml([str(p)]))
 
 
 def import_jobqueue(data: Any, *, source: str = "<jobqueue.yaml>",
@@ -117,6 +148,11 @@ def import_jobqueue(data: Any, *, source: str = "<jobqueue.yaml>",
                      "worker hosts)")
     sites: list[dict[str, Any]] = []
     for kind, section in data["jobqueue"].items():
+        if kind == "gridbridge":  # GridCluster's own section: dask reads it as it is
+            if _set(section):
+                notes.append("jobqueue.gridbridge: GridCluster's own defaults; dask applies "
+                             "them when a GridCluster starts, so they stay where they are")
+            continue
         if kind not in KINDS:
             if _set(section):
                 notes.append(f"jobqueue.{kind}: gridbridge has no {kind} adapter; only "
@@ -124,6 +160,7 @@ def import_jobqueue(data: Any, *, source: str = "<jobqueue.yaml>",
             continue
         if not isinstance(section, Mapping):
             raise ConfigError(f"{source}: jobqueue.{kind}: must be a mapping of settings")
+        section = _canonical(section)
         if section.get("cores") in (None, ""):
             if _set(section):
                 notes.append(f"jobqueue.{kind}: no 'cores', so no job size to make a site "
@@ -141,6 +178,12 @@ def import_jobqueue(data: Any, *, source: str = "<jobqueue.yaml>",
     }
     parse_config(config, source=f"the import of {source}")  # what we write must validate
     return JobqueueImport(config, notes)
+
+
+def _canonical(section: Mapping[str, Any]) -> dict[str, Any]:
+    """Keys as dask-jobqueue's file spells them: dask's config reads ``job_extra_directives``
+    and ``job-extra-directives`` as one setting (``dask.config.canonical_name``), so do we."""
+    return {str(k).replace("_", "-"): v for k, v in section.items()}
 
 
 def _set(section: Any) -> bool:

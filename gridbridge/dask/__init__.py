@@ -1,5 +1,6 @@
-"""Dask on the federation: :class:`GridCluster`, a Dask cluster whose workers gridbridge places
-on the cheapest sites, retires gracefully on preemption and bills in the cost ledger.
+"""Dask on the federation: :class:`GridCluster`, a dask-jobqueue cluster whose jobs
+(:class:`GridJob`) gridbridge places on the cheapest sites, retires gracefully on preemption
+and bills in the cost ledger.
 
 Needs the ``dask`` extra (``pip install 'gridbridge[dask]'``); ``import gridbridge`` never
 imports this package, and the worker entry point (:mod:`gridbridge.dask.worker`) does not
@@ -11,9 +12,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gridbridge.dask.cluster import GridCluster, GridWorker, WorkerOptions
+    from gridbridge.dask.cluster import GridCluster, GridJob, GridWorker, WorkerOptions
 
-__all__ = ["GridCluster", "GridWorker", "WorkerOptions"]
+__all__ = ["GridCluster", "GridJob", "GridWorker", "WorkerOptions"]
 
 
 def __getattr__(name: str) -> Any:

@@ -34,7 +34,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["STOPPED_EXIT_CODE", "main", "worker_argv"]
+__all__ = ["STOPPED_EXIT_CODE", "check_extra_args", "main", "worker_argv"]
 
 STOPPED_EXIT_CODE = 75
 """A worker that retired on a stop request exits with this (EX_TEMPFAIL, as a preempted job)."""
@@ -47,7 +47,7 @@ def worker_argv(
 ) -> list[str]:
     """The argv of one worker job (every value a separate argument, never a shell string).
     ``extra`` holds the optional settings by long option name (``processes``, ``resources``,
-    ``death-timeout``, ``retire-timeout``, ``local-directory``)."""
+    ``death-timeout``, ``retire-timeout``, ``local-directory``, ``interface``)."""
     argv = [python, "-m", "gridbridge.dask.worker", scheduler, "--name", name,
             "--nthreads", str(nthreads), "--memory-limit", str(memory_limit)]
     for option, value in sorted(extra.items()):
@@ -70,7 +70,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--retire-timeout", type=float, default=8.0,
                    help="seconds a stop request may spend handing results over")
     p.add_argument("--local-directory", default=None, help="scratch for spilled data")
+    p.add_argument("--interface", default=None, help="network interface, e.g. 'ib0'")
     return p
+
+
+def check_extra_args(args: list[str]) -> None:
+    """Raise ValueError unless ``args`` are options this entry point takes (what a
+    cluster's ``worker_extra_args`` may hold): a worker that could not start its job would
+    only fail on the site, attempt after attempt."""
+    known = ("--nthreads", "--memory-limit", "--processes", "--resources", "--death-timeout",
+             "--retire-timeout", "--local-directory", "--interface")
+    parser = _parser()
+    parser.exit_on_error = False
+    try:
+        _, unknown = parser.parse_known_args(["tcp://check:1", "--name", "check", *args])
+    except (argparse.ArgumentError, SystemExit) as exc:
+        raise ValueError(f"worker_extra_args {args!r}: {exc}; valid options: "
+                         f"{', '.join(known)}") from None
+    if unknown:
+        raise ValueError(f"worker_extra_args: {' '.join(unknown)!r} is not an option of "
+                         f"python -m gridbridge.dask.worker; valid options: {', '.join(known)}")
 
 
 def _resources(text: str) -> dict[str, float]:
@@ -106,7 +125,7 @@ async def _serve(args: argparse.Namespace, security: Any) -> int:
         args.scheduler, name=args.name, nthreads=args.nthreads,
         memory_limit=args.memory_limit or "auto", resources=_resources(args.resources) or None,
         death_timeout=args.death_timeout, local_directory=args.local_directory,
-        security=security,
+        security=security, interface=args.interface,
     )
     retiring: list[asyncio.Task[None]] = []
 
@@ -131,6 +150,9 @@ async def _serve(args: argparse.Namespace, security: Any) -> int:
     if retiring:
         await retiring[0]
         return STOPPED_EXIT_CODE
+    # the scheduler closed us: the cluster scaled down (or closed) and retired this worker
+    print(f"gridbridge.dask.worker: {args.name} retired by the scheduler (scaled down)",
+          file=sys.stderr, flush=True)
     return 0
 
 
@@ -140,6 +162,8 @@ def _fan_out(args: argparse.Namespace) -> int:
              "retire-timeout": str(args.retire_timeout)}
     if args.local_directory:
         extra["local-directory"] = args.local_directory
+    if args.interface:
+        extra["interface"] = args.interface
     children = [
         subprocess.Popen(worker_argv(sys.executable, args.scheduler, f"{args.name}-{k}",
                                      nthreads=args.nthreads, memory_limit=args.memory_limit,
