@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import logging
 import os
 import re
 import subprocess
@@ -329,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job", choices=sorted(JOBS), default="numpy",
                         help="the model trained: NumPy (default) or PyTorch on the CPU")
     args = parser.parse_args(argv)
+    logging.getLogger("gridbridge").setLevel(logging.ERROR)  # the story says what happened
     if not (args.state / "env").exists():
         print(f"error: no federation at {args.state}: run deploy/dev/federation-up.sh first",
               file=sys.stderr)
