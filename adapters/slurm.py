@@ -91,6 +91,7 @@ from gridbridge.adapters._slurm_status import (
     timestamp,
     warning_s,
 )
+from gridbridge.checks import NOT_PROBED, PROBE_SCRIPT, probe_answer
 from gridbridge.config import SiteConfig
 from gridbridge.states import AttemptState
 from gridbridge.units import ENV_NAME_PATTERN, process_env
@@ -105,6 +106,8 @@ _ENV_NAME = re.compile(ENV_NAME_PATTERN)
 _UNCERTAIN = ("socket timed out", "unable to contact slurm controller", "connection refused",
               "communication connection failure", "slurm_receive_msg", "zero bytes were")
 """sbatch errors after which the job may have been queued all the same."""
+_PROBE_WAIT_S = 60.0
+"""How long the storage probe job may take to run, queue wait included."""
 
 
 class SlurmOptions(HostOptions):
@@ -134,6 +137,8 @@ class SlurmAdapter:
     CAPABILITIES: ClassVar[frozenset[Capability]] = frozenset(
         {Capability.LOGS, Capability.PREEMPTIBLE, Capability.GPUS})
     Options: ClassVar[type[BaseModel] | None] = SlurmOptions
+    probe_unit: ClassVar[str] = "partition"
+    """The storage probe runs one job per partition (:meth:`probe_storage`)."""
 
     def __init__(self, site: SiteConfig, workdir: str | Path,
                  runner: Runner | None = None) -> None:
@@ -420,6 +425,50 @@ class SlurmAdapter:
                                 self._allocation_used(name)
                                 if popt.allocation_core_hours is not None else None)
                 for name, popt in chosen.items() if name in parts]
+
+    # storage probe ------------------------------------------------------------------------
+
+    def probe_storage(self, url: str) -> dict[str, str]:
+        """Per partition this site offers (``default`` where it names none): '' when a job
+        there can write, read back and delete a probe object under ``url``, else why not. The
+        probe is a small job submitted as attempts are (the same export, prologue and
+        interpreter), so what it finds is what an attempt would; one that does not start
+        within ``_PROBE_WAIT_S`` is cancelled and said not probed."""
+        self._ensure_dir()
+        python = self.site.runtime.python or (
+            sys.executable if self.options.login is None else "python3")
+        env = ({n: os.environ[n] for n in self.site.runtime.env_names if n in os.environ}
+               if self.options.login else None)
+        body = job_command(self.site, [python, "-c", PROBE_SCRIPT, url], env=env)
+        names: list[str | None] = [*self.options.partitions] or [None]
+        return {name or "default": self._probe(name, body, url) for name in names}
+
+    def _probe(self, partition: str | None, body: str, url: str) -> str:
+        o = self.options
+        argv = ["sbatch", "--parsable", "--job-name=gridbridge-probe",
+                f"--comment={self.comment_prefix}probe", "--nodes=1", "--ntasks=1",
+                "--cpus-per-task=1", "--mem=256M", "--time=2", "--no-requeue",
+                f"--output={self.host.remote_dir}/probe-%j.out",
+                f"--chdir={self.host.remote_dir}", f"--export={self._exported()}",
+                *([f"--partition={partition}"] if partition else []),
+                *([f"--account={o.account}"] if o.account else []),
+                *([f"--qos={o.qos}"] if o.qos else []), f"--wrap={body}"]
+        done = self._run(argv)
+        job = done.stdout.strip().split(";")[0]
+        if done.returncode != 0 or not job.isdigit():
+            return f"sbatch refused the probe job: {(done.stderr or done.stdout).strip()[-300:]}"
+        deadline = time.monotonic() + _PROBE_WAIT_S
+        while self._run(["squeue", "-h", "-j", job, "-o", "%T"]).stdout.strip():
+            if time.monotonic() > deadline:  # a busy queue is no verdict on the storage
+                self._run(["scancel", job])
+                return f"{NOT_PROBED}the probe job waited more than {_PROBE_WAIT_S:.0f} s"
+            time.sleep(0.5)
+        out = f"{self.host.remote_dir}/probe-{job}.out"
+        said = self._run(["cat", "--", out])
+        self._run(["rm", "-f", "--", out])
+        if said.returncode != 0:
+            return f"the probe job {job} left no output ({said.stderr.strip()[-200:]})"
+        return probe_answer(url, said.stdout, None)
 
     # logs ---------------------------------------------------------------------------------
 

@@ -43,11 +43,45 @@ class Finding:
 
 @runtime_checkable
 class StorageProbeAdapter(Protocol):
-    """An adapter that can run the storage probe on each of its nodes (the edge adapter)."""
+    """An adapter that can run the storage probe where its jobs run: on each node (edge), in
+    each partition (Slurm)."""
+
+    probe_unit: str
+    """What the probe's answer is keyed by: ``node``, ``partition``."""
 
     def probe_storage(self, url: str) -> Mapping[str, str]:
-        """Per node: '' when the runtime there can use ``url``, else why not."""
+        """Per node or partition: '' when the runtime there can use ``url``, else why not."""
         ...
+
+
+NOT_PROBED = "not probed: "
+"""How a probe's answer begins when it could not be made for a reason that says nothing about
+the storage (a busy queue): the finding then says so and does not fail."""
+
+PROBE_SCRIPT = """\
+import sys
+from gridbridge.checks import check_storage_writable
+found = check_storage_writable(sys.argv[1])
+print(found.detail)
+sys.exit(0 if found.ok else 1)
+"""
+"""The storage probe a site's node runs (``python -c PROBE_SCRIPT URL``: the probe ``config
+check`` runs on this host); it prints ``URL: writable`` when the runtime there can use URL,
+else why not."""
+
+
+def probe_answer(url: str, said: str, code: int | None) -> str:
+    """What a probe's output says: '' when it found ``url`` writable, else why not (its last
+    line, the URL prefix dropped, any password in a URL hidden). ``code``: its exit status,
+    where the site keeps it (None: judged by the output alone)."""
+    from gridbridge.units import redact_urls
+
+    lines = said.strip().splitlines()
+    last = lines[-1].strip() if lines else ""
+    if last == f"{url}: writable" and code in (0, None):
+        return ""
+    why = last or (f"the probe exited {code}" if code is not None else "the probe said nothing")
+    return redact_urls(why.removeprefix(f"{url}: "))[-500:]
 
 
 def check_storage_writable(url: str, what: str = "checkpoint_root") -> Finding:
@@ -85,7 +119,8 @@ def check_sites_reach_storage(
                 "use object storage (s3://...) or set runtime.shared_filesystem: true if they "
                 "mount the same folder")))
         elif isinstance(adapter, StorageProbeAdapter):
-            findings += probe_findings(what, root, adapter.probe_storage(root))
+            findings += probe_findings(what, root, adapter.probe_storage(root),
+                                       adapter.probe_unit)
         elif local:
             findings.append(Finding(what, True, f"its jobs see this host's files: {root}"))
         else:  # nothing tried from there: say so rather than claim it works
@@ -94,11 +129,15 @@ def check_sites_reach_storage(
     return findings
 
 
-def probe_findings(what: str, url: str, found: Mapping[str, str]) -> list[Finding]:
-    """One finding per node of a storage probe's answer (node -> '' or why not)."""
-    return [Finding(f"{what} node {node}", not why,
-                    f"its runtime reaches {url}" if not why else f"cannot reach {url}: {why}")
-            for node, why in sorted(found.items())]
+def probe_findings(what: str, url: str, found: Mapping[str, str],
+                   unit: str = "node") -> list[Finding]:
+    """One finding per node (or partition: ``unit``) of a storage probe's answer: '' or why
+    not; an answer that begins :data:`NOT_PROBED` passes, saying it was assumed."""
+    return [Finding(f"{what} {unit} {key}", True, f"its runtime reaches {url}") if not why
+            else Finding(f"{what} {unit} {key}", True, f"assumed to reach {url} ({why})")
+            if why.startswith(NOT_PROBED)
+            else Finding(f"{what} {unit} {key}", False, f"cannot reach {url}: {why}")
+            for key, why in sorted(found.items())]
 
 
 def check_prologues(config: GridConfig) -> list[Finding]:

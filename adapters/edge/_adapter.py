@@ -38,10 +38,10 @@ from gridbridge.adapters.edge._offers import check_node, measure, node_offer
 from gridbridge.adapters.edge._options import EdgeNode, EdgeOptions
 from gridbridge.adapters.edge._scripts import script
 from gridbridge.adapters.edge._status import status
+from gridbridge.checks import PROBE_SCRIPT, probe_answer
 from gridbridge.config import SiteConfig, prologue_script
 from gridbridge.logparts import previous_segment
 from gridbridge.states import AttemptState
-from gridbridge.units import redact_urls
 
 __all__ = ["EdgeAdapter"]
 
@@ -51,14 +51,6 @@ _EXIT_WAIT_TENTHS = 300
 """How long (0.1 s) a runtime that wrote its result may take to exit before its group dies."""
 
 
-_PROBE = """\
-import sys
-from gridbridge.checks import check_storage_writable
-found = check_storage_writable(sys.argv[1])
-print(found.detail)
-sys.exit(0 if found.ok else 1)
-"""
-"""The storage probe a node runs (the same probe ``config check`` runs on this host)."""
 _PROBE_TIMEOUT_S = 90.0
 
 
@@ -69,6 +61,8 @@ class EdgeAdapter:
         {Capability.ADOPT, Capability.LOGS, Capability.PREEMPTIBLE, Capability.GPUS,
          Capability.CHECK, Capability.BOOTSTRAP})
     Options: ClassVar[type[BaseModel] | None] = EdgeOptions
+    probe_unit: ClassVar[str] = "node"
+    """The storage probe runs on every node (:meth:`probe_storage`)."""
 
     def __init__(self, site: SiteConfig, workdir: str | os.PathLike[str]) -> None:
         self.site = site
@@ -328,16 +322,14 @@ class EdgeAdapter:
         under ``url`` ('' when it can, else why not, naming the URL). The probe is the
         runtime's interpreter started as an attempt's runtime is (:meth:`_as_runtime`)."""
         python = self.site.runtime.python or self.options.python or "python3"
-        argv = self._as_runtime([python, "-c", _PROBE, url])
+        argv = self._as_runtime([python, "-c", PROBE_SCRIPT, url])
 
         def probe(node: str) -> str:
             # storage that does not answer is retried by the client: longer than a command
             done = self.fleet.runners[node].run(argv, timeout=_PROBE_TIMEOUT_S)
             if done.returncode == 0:
                 return ""
-            said = (done.stdout.strip() or done.stderr.strip()).splitlines()
-            why = said[-1] if said else f"the probe exited {done.returncode}"
-            return redact_urls(why.removeprefix(f"{url}: "))[-500:]
+            return probe_answer(url, done.stdout.strip() or done.stderr, done.returncode)
 
         found = self.fleet.each(list(self.nodes), probe)  # an unreachable node: RunnerError
         return {node: f"not probed, the node did not answer: {got}"
