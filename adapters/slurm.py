@@ -453,10 +453,14 @@ class SlurmAdapter:
                 *([f"--partition={partition}"] if partition else []),
                 *([f"--account={o.account}"] if o.account else []),
                 *([f"--qos={o.qos}"] if o.qos else []), f"--wrap={body}"]
-        done = self._run(argv)
+        try:
+            done = self._run(argv)
+        except (RunnerError, OSError) as exc:  # no sbatch here, no login node: no verdict
+            return f"{NOT_PROBED}sbatch could not be run: {exc}"[:400]
         job = done.stdout.strip().split(";")[0]
         if done.returncode != 0 or not job.isdigit():
-            return f"sbatch refused the probe job: {(done.stderr or done.stdout).strip()[-300:]}"
+            words = (done.stderr or done.stdout).strip()[-300:]
+            return f"{NOT_PROBED}sbatch did not take the probe job: {words}"
         deadline = time.monotonic() + _PROBE_WAIT_S
         while self._run(["squeue", "-h", "-j", job, "-o", "%T"]).stdout.strip():
             if time.monotonic() > deadline:  # a busy queue is no verdict on the storage

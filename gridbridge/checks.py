@@ -78,8 +78,8 @@ def probe_answer(url: str, said: str, code: int | None) -> str:
 
     lines = said.strip().splitlines()
     last = lines[-1].strip() if lines else ""
-    if last == f"{url}: writable" and code in (0, None):
-        return ""
+    if last == f"{url}: writable":
+        return "" if code in (0, None) else f"the probe exited {code} after writing"
     why = last or (f"the probe exited {code}" if code is not None else "the probe said nothing")
     return redact_urls(why.removeprefix(f"{url}: "))[-500:]
 
