@@ -34,7 +34,7 @@ from gridbridge.units import fmt_duration
 
 from ..endings import Verdict, history, judge, ledger_row, next_job_state
 from ..records import Attempt, AttemptEnding, Job
-from ._tick import World
+from ._tick import Avoidances, World
 
 __all__ = ["MOVING", "Ending"]
 
@@ -74,28 +74,23 @@ class Ending:
         self._unread: dict[str, _Unread] = {}
         """Ended attempts whose result record storage has not given back yet (distinct keys
         per site: safe across the site workers that judge)."""
-        self._lost: dict[tuple[str, str], tuple[float, str]] = {}
+        self._lost = Avoidances()
         """Per (job, ``site/offer``) where an attempt of the job was lost: until when its
         placement leaves that offer out, and why."""
 
     def avoided(self, job_id: str, now: float) -> dict[str, str]:
         """The offers (``site/offer``) the job avoids because an attempt was lost there."""
-        out = {}
-        for (jid, where), (until, why) in list(self._lost.items()):
-            if until <= now:
-                del self._lost[(jid, where)]
-            elif jid == job_id:
-                out[where] = f"{why} (not retried there for {until - now:.0f}s)"
-        return out
+        return self._lost.of(job_id, now)
 
     def _note_lost(self, attempt: Attempt, status: AttemptStatus) -> None:
-        """Avoid the offer an attempt was lost on, where the site has others to offer."""
-        if status.state is not AttemptState.LOST or not attempt.offer_key:
+        """Avoid the offer an attempt was lost on, where the site has others to offer (a
+        site's only offer, key ``default``, is not avoided: that would avoid the site)."""
+        if status.state is not AttemptState.LOST or attempt.offer_key in (None, "", "default"):
             return
         where = f"{attempt.site}/{attempt.offer_key}"
         until = self.world.clock() + self.world.config.limits.reject_backoff_s
-        self._lost[(attempt.job_id, where)] = (
-            until, f"attempt {attempt.number} was lost on {where}: {status.reason}"[:300])
+        self._lost.add(attempt.job_id, where, until,
+                       f"attempt {attempt.number} was lost on {where}: {status.reason}"[:300])
 
     def judge(self, attempt: Attempt, status: AttemptStatus, now: float, *,
               alive_at: float | None = None, waiting_at: float | None = None) -> Verdict | None:

@@ -37,7 +37,7 @@ from ..sitecalls import describe
 from ._ending import Ending
 from ._lease import LeaseLost
 from ._sweeping import Sweeping, checked_owned
-from ._tick import FenceRefused, TickReport, World, one_attempt, status
+from ._tick import Avoidances, FenceRefused, TickReport, World, one_attempt, status
 
 __all__ = ["Submitting"]
 
@@ -66,20 +66,14 @@ class Submitting:
         self.world = world
         self.ending = ending
         self.sweeping = sweeping
-        self._avoid: dict[tuple[str, str], tuple[float, str]] = {}
+        self._avoid = Avoidances()
         """Per (job, site) that refused it: until when placement leaves that site out, why."""
         self._fence_failures: dict[str, int] = {}
         """Per attempt, the tries of its fence that failed so far."""
 
     def avoided(self, job_id: str, now: float) -> dict[str, str]:
         """The sites that refused the job lately, each with why (what placement avoids)."""
-        out = {}
-        for (jid, site), (until, why) in list(self._avoid.items()):
-            if until <= now:
-                del self._avoid[(jid, site)]
-            elif jid == job_id:
-                out[site] = f"{why} (not retried there for {until - now:.0f}s)"
-        return out
+        return self._avoid.of(job_id, now)
 
     def run(self, attempts: Sequence[Attempt], report: TickReport, budget: list[int]) -> None:
         """Submit what ``budget`` (shared with placement) allows, one batch per site."""
@@ -240,7 +234,7 @@ class Submitting:
             if o.kind in {"rejected", "gave-up"}:
                 reason = f"rejected by {site}: {o.value}" if o.kind == "rejected" else o.value
                 until = w.clock() + w.config.limits.reject_backoff_s
-                self._avoid[(a.job_id, site)] = (until, reason)
+                self._avoid.add(a.job_id, site, until, reason)
                 ended = status(AttemptState.FAILED, o.kind, reason)
                 self.ending.conclude(a, w.store.job(a.job_id), ended, retry=True, charge=False)
                 report.rejected[a.id] = reason

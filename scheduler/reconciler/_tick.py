@@ -35,7 +35,8 @@ from ..sitecalls import SiteCalls
 from ..store import StateStore, StoreUnavailable
 from ._lease import LeaseKeeper
 
-__all__ = ["FenceRefused", "Fences", "TickReport", "World", "one_attempt", "status"]
+__all__ = ["Avoidances", "FenceRefused", "Fences", "TickReport", "World", "one_attempt",
+           "status"]
 
 log = logging.getLogger("gridbridge.reconciler")
 _FENCE_GRACE_S = 0.5
@@ -205,3 +206,25 @@ def _in_thread(fn: Callable[[], int], name: str) -> cf.Future[int]:
 
 def _as_exception(exc: BaseException) -> Exception:
     return exc if isinstance(exc, Exception) else RuntimeError(repr(exc))
+
+
+class Avoidances:
+    """Where each job's placement should not go for a while, and why: a site that refused it
+    (:class:`~._submitting.Submitting`), an offer it was lost on (:class:`~._ending.Ending`).
+    Each entry lapses at its time."""
+
+    def __init__(self) -> None:
+        self._until: dict[tuple[str, str], tuple[float, str]] = {}
+
+    def add(self, job_id: str, where: str, until: float, why: str) -> None:
+        self._until[(job_id, where)] = (until, why)
+
+    def of(self, job_id: str, now: float) -> dict[str, str]:
+        """The places the job avoids at ``now``, each with why and for how long yet."""
+        out = {}
+        for (jid, where), (until, why) in list(self._until.items()):
+            if until <= now:
+                del self._until[(jid, where)]
+            elif jid == job_id:
+                out[where] = f"{why} (not retried there for {until - now:.0f}s)"
+        return out

@@ -133,3 +133,27 @@ def test_a_job_keeps_its_last_checkpoints_and_is_told_how_often_to_save(
     due = seen["due"]
     assert len(due) >= 2, "3.5 s of steps at a 1 s interval"
     assert all(b - a >= 1.0 for a, b in itertools.pairwise(due)), due
+
+
+DIES_ONCE = """
+import os, pathlib, signal, sys
+marker = pathlib.Path(sys.argv[1])
+if not marker.exists():
+    marker.write_text("lost once")
+    os.kill(os.getppid(), signal.SIGKILL)  # the runtime dies: the attempt is lost
+"""
+
+
+def test_a_site_with_one_offer_is_tried_again_at_once_after_a_lost_attempt(
+        grid: GridConfig, tmp_path: Path) -> None:
+    # Only the one site, and a long backoff: avoiding its only offer would keep the job
+    # waiting for reject_backoff_s; an offer is avoided only where the site has others.
+    one = grid.model_copy(update={
+        "sites": grid.sites[:1],
+        "limits": grid.limits.model_copy(update={"reject_backoff_s": 300.0})})
+    with Client(one) as client:
+        f = client.submit_command([sys.executable, "-c", DIES_ONCE, str(tmp_path / "m")])
+        assert f.wait(60) is JobState.SUCCEEDED, client.store.attempts(f.job_id)
+        attempts = client.store.attempts(f.job_id)
+    assert [a.state for a in attempts] == [AttemptState.LOST, AttemptState.SUCCEEDED]
+    assert {a.offer_key for a in attempts} == {"default"}
