@@ -123,6 +123,12 @@ class SSHTarget(Frozen):
     tcp_user_timeout_s: float = Field(default=5.0, gt=0)
 
 
+_EOF_GRACE_S = 2.0
+"""How long a command's output is read for after its exit status came, waiting for the end
+of it: sshd may send the status before the last output (a short grace; no more, since a child
+the command left running could hold its stdout open for ever)."""
+
+
 class SSHRunner:
     """Runs commands on one host over a pooled paramiko connection (reconnects when it drops).
 
@@ -226,6 +232,7 @@ class SSHRunner:
                     channel.sendall(input.encode())
                 channel.shutdown_write()
                 out, err = bytearray(), bytearray()
+                exited: float | None = None
                 while True:
                     if channel.recv_ready():
                         out += channel.recv(65536)
@@ -233,7 +240,12 @@ class SSHRunner:
                         err += channel.recv_stderr(65536)
                     if (channel.exit_status_ready() and not channel.recv_ready()
                             and not channel.recv_stderr_ready()):
-                        break
+                        # sshd may send the exit status before the last of the output: read
+                        # on to the end of it (EOF), for a short grace at most (a child left
+                        # holding the command's stdout would otherwise keep us here)
+                        exited = exited or time.monotonic()
+                        if channel.eof_received or time.monotonic() - exited > _EOF_GRACE_S:
+                            break
                     if time.monotonic() > deadline:
                         raise CommandTimeout(
                             f"{self.describe()}: {argv[0]} did not finish within {timeout:g}s"

@@ -154,3 +154,16 @@ def test_a_crashed_node_fails_fast_and_restarts_with_the_same_host_key(fleet: Fl
     done = fleet.runner(node).run(["ip", "-o", "-4", "addr", "show"], timeout=30)
     assert done.returncode == 0 and node.address in _inet_addresses(done.stdout)
     pooled.run(["true"], timeout=30).check("the old runner reconnects")
+
+
+def test_output_that_comes_after_the_exit_status_is_read_to_its_end(fleet: Fleet) -> None:
+    # The command exits at once; a child it left still writes to its stdout: sshd sends the
+    # exit status first and the rest after. The runner reads on to the end of the output
+    # (within its grace), as ssh(1) does, instead of stopping at the status.
+    runner = fleet.runner(fleet.nodes[0])
+    started = time.monotonic()
+    done = runner.run(["sh", "-c", "echo first; (sleep 0.5; echo late) & exit 3"])
+    assert (done.returncode, done.stdout) == (3, "first\nlate\n")
+    # a child that holds the output open for longer costs the grace, no more
+    done = runner.run(["sh", "-c", "echo first; (sleep 30; echo never) & exit 0"])
+    assert done.stdout == "first\n" and time.monotonic() - started < 10
