@@ -23,13 +23,14 @@ from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 
+from gridbridge.fsowner import as_owner
 from gridbridge.procinfo import proc_start_time
 from gridbridge.states import AttemptState
 from gridbridge.wire import OUT_OF_MEMORY, ScratchFile
 
 __all__ = ["LAST_WORDS", "MARKERS", "REASONS", "TAG", "USED_BY", "RunFile", "age", "alive",
-           "alive_spawned", "group_alive", "last_words", "pid_of", "result_of", "runtime_alive",
-           "starting", "vanished"]
+           "alive_spawned", "group_alive", "last_words", "pid_of", "read_text", "result_of",
+           "runtime_alive", "starting", "vanished"]
 
 TAG = "GRIDBRIDGE_ATTEMPT_ID"
 """Set in the runtime's environment; every process the attempt starts inherits it, so a
@@ -116,12 +117,20 @@ LAST_WORDS = re.compile(r"([A-Za-z_][A-Za-z0-9_.]*(Error|Exception)(:.*)?"
 runtime's own complaint (the edge nodes' ``last_words`` in ``lib.sh`` uses the same rule)."""
 
 
+def read_text(path: Path) -> str:
+    """A run file's text, read as the owner of the run folder when that is the job's own
+    account (``run_as: user``: :mod:`gridbridge.fsowner`), so a link the job put in place of
+    a file leads nowhere its user could not go."""
+    with as_owner(path):
+        return path.read_text(errors="replace")
+
+
 def last_words(log: Path, tail_bytes: int = 65536) -> str:
     """The last line of ``log``'s tail that says why the runtime died (:data:`LAST_WORDS`),
     tabs removed and cut to 300 characters; empty when there is none."""
     try:
-        with log.open("rb") as f:
-            f.seek(max(0, log.stat().st_size - tail_bytes))
+        with as_owner(log), log.open("rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - tail_bytes))
             lines = f.read().decode(errors="replace").splitlines()
     except OSError:
         return ""
@@ -139,7 +148,7 @@ def pid_of(d: Path) -> int | None:
     """The runtime's pid (its process group: it leads one), from ``pid`` else ``spawned``."""
     for name in (RunFile.PID, RunFile.SPAWNED):
         try:
-            return int((d / name).read_text().split()[0])
+            return int(read_text(d / name).split()[0])
         except (OSError, ValueError, IndexError):
             continue
     return None
@@ -148,7 +157,7 @@ def pid_of(d: Path) -> int | None:
 def alive(pidfile: Path) -> bool:
     """The process ``PID STARTTIME`` in ``pidfile`` still runs (same start time, no zombie)."""
     try:
-        pid_s, start = pidfile.read_text().split()[:2]
+        pid_s, start = read_text(pidfile).split()[:2]
     except (OSError, ValueError):
         return False
     return proc_start_time(int(pid_s)) == start
@@ -157,15 +166,16 @@ def alive(pidfile: Path) -> bool:
 def alive_spawned(spawned: Path) -> bool:
     """The process the adapter spawned still runs (by pid alone)."""
     try:
-        pid = int(spawned.read_text().split()[0])
+        pid = int(read_text(spawned).split()[0])
     except (OSError, ValueError, IndexError):
         return False
     return proc_start_time(pid) is not None
 
 
-def runtime_alive(d: Path) -> bool:
-    """The runtime runs, or was spawned and has not yet written its pid."""
-    pid = d / RunFile.PID
+def runtime_alive(d: Path, scratch: Path | None = None) -> bool:
+    """The runtime runs, or was spawned and has not yet written its pid (``scratch``: where
+    the runtime writes its files, when not in ``d`` itself)."""
+    pid = (scratch or d) / RunFile.PID
     return alive(pid) or (not pid.exists() and alive_spawned(d / RunFile.SPAWNED))
 
 

@@ -17,6 +17,14 @@ The runtime is handed none of this process's secrets: only what a process needs 
 (:func:`gridbridge.units.process_env`: ``PATH``, ``HOME``, the locale...), the site's
 ``runtime.env_names`` (how it reaches storage other than local files) and the attempt's tag.
 An attempt's folder is its owner's alone (0700), since its log holds whatever the job printed.
+
+With ``run_as: user`` (the control plane runs as root) each job runs as its owner's Unix
+account, and the attempt has two folders: the adapter's own (``spawned``, the markers, the
+resources, root's alone) and the runtime's scratch, ``<workdir>/local-jobs/<site>/<attempt
+id>/`` (the job's account's, 0700), with its ``pid``, ``result.json``, log and ``work/``. The
+job's storage prefix becomes its account's too (:func:`gridbridge.fsowner.give`). What the job
+wrote is read as its account (:mod:`gridbridge.fsowner`), and the process group that is
+signalled is the one the adapter spawned, never a pid the job wrote.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import BinaryIO, ClassVar
+from typing import ClassVar
 
 from pydantic import BaseModel, Field
 
@@ -53,6 +61,18 @@ from gridbridge.adapters._cgroup import (
     drop_attempt_group,
     find_parent,
 )
+from gridbridge.adapters._localrun import (
+    account_for,
+    hand_over,
+    into_group,
+    kill_after,
+    kill_group,
+    one_log,
+    prepare_run_as_user,
+    read_float,
+    readable,
+    spawned_pgid,
+)
 from gridbridge.adapters._rundir import (
     TAG,
     RunFile,
@@ -61,6 +81,7 @@ from gridbridge.adapters._rundir import (
     group_alive,
     last_words,
     pid_of,
+    read_text,
     result_of,
     runtime_alive,
     starting,
@@ -68,6 +89,7 @@ from gridbridge.adapters._rundir import (
 )
 from gridbridge.config import SiteConfig, prologue_script
 from gridbridge.frozen import Frozen
+from gridbridge.fsowner import as_owner
 from gridbridge.logparts import host_segments
 from gridbridge.spec import Resources
 from gridbridge.states import AttemptState
@@ -79,7 +101,6 @@ __all__ = ["LocalAdapter", "LocalOptions"]
 log = logging.getLogger(__name__)
 
 _START_TIMEOUT_S = 60.0
-_GROUP_GONE_S = 5.0
 _EXIT_WAIT_S = 30.0
 """How long a runtime that wrote its result may take to exit before its group is killed."""
 
@@ -119,6 +140,11 @@ class LocalAdapter:
         self.options = LocalOptions.model_validate(site.options)
         self.root = Path(workdir) / "local" / site.name
         self.root.mkdir(parents=True, exist_ok=True)
+        self._as_user = site.run_as == "user"
+        self.jobs_root = Path(workdir) / "local-jobs" / site.name
+        """``run_as: user``: where the attempts' scratch folders are, each its job's account's."""
+        if self._as_user:
+            prepare_run_as_user(site.name, self.root, self.jobs_root)
         self._finished: set[str] = set()
         self._gone: set[str] = set()
         self._reaping: set[str] = set()
@@ -129,6 +155,16 @@ class LocalAdapter:
                 self._cgroups = find_parent(self.options.memory_cgroup)
             except ValueError as exc:
                 raise ValueError(f"site {site.name!r}: options.memory_cgroup: {exc}") from None
+
+    def _scratch(self, d: Path) -> Path:
+        """Where the runtime writes its files: the run folder itself, or with ``run_as:
+        user`` the job's account's folder beside it."""
+        return self.jobs_root / d.name if self._as_user else d
+
+    def _pgid(self, d: Path) -> int | None:
+        """The attempt's process group: the runtime leads it. Under ``run_as: user`` only the
+        pid the adapter spawned counts (the job could write any number in its ``pid``)."""
+        return spawned_pgid(d) if self._as_user else pid_of(d)
 
     def capabilities(self) -> frozenset[Capability]:
         caps = {Capability.ADOPT, Capability.LOGS, Capability.DEBUG_PREEMPT,
@@ -152,6 +188,10 @@ class LocalAdapter:
         if (d / RunFile.SPAWNED).exists():
             return request.attempt_id
         d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        scratch = self._scratch(d)
+        who = account_for(self.site, request) if self._as_user else None
+        if who is not None:
+            hand_over(request, who, scratch)
         runtime = self.site.runtime
         try:
             url = write_launch(request, heartbeat_s=runtime.heartbeat_s,
@@ -163,11 +203,17 @@ class LocalAdapter:
         if limit is not None and resources.walltime_s > limit:  # the site's limit wins
             resources = resources.model_copy(update={"walltime_s": limit})
         (d / RunFile.RESOURCES_JSON).write_text(resources.model_dump_json())
-        work = d / RunFile.WORK  # the job's own folder: its files can never pass for the adapter's
-        work.mkdir(mode=0o700, exist_ok=True)
+        work = scratch / RunFile.WORK  # the job's own folder: its files never pass for ours
+        with as_owner(work):
+            work.mkdir(mode=0o700, exist_ok=True)
         argv = self._runtime_argv(d, url, resources)
         env = {**process_env(os.environ, runtime.env_names), TAG: request.attempt_id}
-        with _one_log(d) as log:
+        as_account: dict[str, object] = {}
+        if who is not None:
+            env.update(HOME=who.home, USER=who.login, LOGNAME=who.login)
+            as_account = {"user": who.uid, "group": who.gid, "extra_groups": [],
+                          "umask": 0o077}
+        with one_log(scratch) as log:
             try:
                 child = subprocess.Popen(
                     argv,
@@ -177,9 +223,12 @@ class LocalAdapter:
                     stderr=subprocess.STDOUT,
                     cwd=work,
                     start_new_session=True,
+                    **as_account,  # type: ignore[call-overload]
                 )
             except OSError as exc:  # no such interpreter: nothing was started
                 raise SubmitRejected(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from None
+        if who is not None:
+            into_group(self.site.name, d, child.pid, who)
         # Reap the child the moment it exits, so a poll never sees a zombie as alive, and
         # tell the reconciler, so it polls now rather than at the end of its tick interval.
         threading.Thread(target=self._reap, args=(child,), name=f"reap-{child.pid}",
@@ -191,7 +240,8 @@ class LocalAdapter:
         """The runtime's command line, held to the job's memory where this site does that."""
         runtime = self.site.runtime
         python = runtime.python or self.options.python or sys.executable
-        argv = [python, "-m", "gridbridge.runtime", "--launch", url, "--scratch", str(d)]
+        argv = [python, "-m", "gridbridge.runtime", "--launch", url,
+                "--scratch", str(self._scratch(d))]
         if self.options.enforce_memory and resources.gpus == 0:
             argv += ["--memory-gb", f"{resources.memory_gb:g}"]
             group = self._memory_group(d.name, resources.memory_gb)
@@ -233,12 +283,13 @@ class LocalAdapter:
                                  reason="no such attempt on this site")
         # Look at the processes before the result: a runtime writes its result and then
         # exits, so a process seen dead here with no result after it truly left none.
-        running = alive(d / RunFile.PID)
+        scratch = self._scratch(d)
+        running = alive(scratch / RunFile.PID)
         spawning = starting(d)
-        result = d / RunFile.RESULT
+        result = scratch / RunFile.RESULT
         if result.exists():
             try:
-                code, state, data = result_of(result.read_text())
+                code, state, data = result_of(read_text(result))
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 return AttemptStatus(state=AttemptState.FAILED, native_state="bad-result",
                                      reason=f"unreadable result record: {exc!r}"[:500])
@@ -263,7 +314,7 @@ class LocalAdapter:
         why = {
             AttemptState.PREEMPTED: "killed after the preemption grace period",
             AttemptState.CANCELLED: "killed on cancel",
-        }.get(ended) or vanished(last_words(d / RunFile.ATTEMPT_LOG))
+        }.get(ended) or vanished(last_words(scratch / RunFile.ATTEMPT_LOG))
         why = self._why(d, ended) or why
         return AttemptStatus(state=ended, native_state="gone", reason=why,
                              walltime=(d / RunFile.WALLTIME).exists())
@@ -272,10 +323,11 @@ class LocalAdapter:
         """An attempt that ended leaves nothing running: what it left in its group is killed
         once its runtime has exited (at once, or in the background while it finishes)."""
         if not running:
-            _kill_group(d)
+            kill_group(d, self._pgid(d))
         elif d.name not in self._reaping:
             self._reaping.add(d.name)
-            threading.Thread(target=_kill_after, args=(d, _EXIT_WAIT_S), daemon=True).start()
+            threading.Thread(target=kill_after, daemon=True, args=(
+                d, self._scratch(d), self._pgid(d), _EXIT_WAIT_S)).start()
 
     def _enforce_walltime(self, native_id: str, d: Path) -> None:
         """At the end of its walltime an attempt is stopped as a preemption (Slurm does the
@@ -283,7 +335,10 @@ class LocalAdapter:
         if (d / RunFile.PREEMPTED).exists():
             return
         walltime = json.loads((d / RunFile.RESOURCES_JSON).read_text()).get("walltime_s")
-        if walltime is not None and age(d / RunFile.STARTED) > float(walltime):
+        # the runtime's claim marks the start; under run_as: user the job could touch it,
+        # so the adapter's own record of the spawn does
+        began = d / RunFile.SPAWNED if self._as_user else d / RunFile.STARTED
+        if walltime is not None and age(began) > float(walltime):
             (d / RunFile.WALLTIME).write_text(f"{time.time()}\n")
             self._signal(native_id, RunFile.PREEMPTED, wait=False)
 
@@ -309,8 +364,9 @@ class LocalAdapter:
         gone without a result has its whole process group killed at once."""
         for nid in native_ids:
             d = self._dir(nid)
-            if d.exists() and (d / RunFile.SPAWNED).exists() and not runtime_alive(d):
-                _kill_group(d)  # lost, or ended leaving processes behind
+            if (d.exists() and (d / RunFile.SPAWNED).exists()
+                    and not runtime_alive(d, self._scratch(d))):
+                kill_group(d, self._pgid(d))  # lost, or ended leaving processes behind
             else:
                 self._signal(nid, RunFile.CANCELLED, wait=False)
 
@@ -322,11 +378,13 @@ class LocalAdapter:
                 continue
             if d.name in self._gone:
                 continue
-            pgid = pid_of(d)
+            pgid = self._pgid(d)
+            scratch = self._scratch(d)
             if pgid is not None and group_alive(pgid, d.name) and (d / RunFile.SPAWNED).exists():
-                state = "running" if runtime_alive(d) else "orphaned-children"
+                state = "running" if runtime_alive(d, scratch) else "orphaned-children"
                 found.append(OwnedJob(native_id=d.name, attempt_id=d.name, native_state=state))
-            elif (d / RunFile.RESULT).exists() or age(d / RunFile.SPAWNED) > _START_TIMEOUT_S:
+            elif ((scratch / RunFile.RESULT).exists()
+                  or age(d / RunFile.SPAWNED) > _START_TIMEOUT_S):
                 drop_attempt_group(d)  # nothing running is left in it
                 self._gone.add(d.name)  # ended and left nothing running: never look again
         return found
@@ -342,13 +400,14 @@ class LocalAdapter:
         (self.root / "reclaimed-until").write_text(f"{until}\n")
         self._signal(native_id, RunFile.PREEMPTED, wait=wait)
 
-    @staticmethod
-    def _stoppable(d: Path, marker: RunFile) -> bool:
+    def _stoppable(self, d: Path, marker: RunFile) -> bool:
         """Not gone, finished, already signalled (the reconciler repeats cancels), or left by
         a runtime that has exited."""
-        if not d.exists() or (d / RunFile.RESULT).exists() or (d / marker).exists():
+        scratch = self._scratch(d)
+        if not d.exists() or (scratch / RunFile.RESULT).exists() or (d / marker).exists():
             return False
-        return not (d / RunFile.SPAWNED).exists() or runtime_alive(d) or starting(d)
+        return (not (d / RunFile.SPAWNED).exists() or runtime_alive(d, scratch)
+                or starting(d))
 
     def _signal(self, native_id: str, marker: RunFile, *, wait: bool) -> None:
         """SIGTERM the attempt's group, SIGKILL after the grace period."""
@@ -356,7 +415,11 @@ class LocalAdapter:
         if not self._stoppable(d, marker):
             return
         (d / marker).write_text(f"{time.time()}\n")
-        pid = pid_of(d)
+        scratch = self._scratch(d)
+        if marker is RunFile.CANCELLED and scratch != d:  # the runtime reads its own copy
+            with as_owner(scratch), contextlib.suppress(OSError):
+                (scratch / marker).write_text(f"{time.time()}\n")
+        pid = self._pgid(d)
         if pid is None:
             return
         try:
@@ -364,7 +427,7 @@ class LocalAdapter:
         except ProcessLookupError:
             return
         killer = threading.Thread(
-            target=_kill_after, args=(d, self.options.grace_s), daemon=True
+            target=kill_after, args=(d, scratch, pid, self.options.grace_s), daemon=True
         )
         killer.start()
         if wait:
@@ -382,7 +445,7 @@ class LocalAdapter:
         mem = max(0.0, cap.memory_gb - used_mem)
         gpus = max(0, cap.gpus - used_gpus)
         note = ""
-        reclaimed = _read_float(self.root / "reclaimed-until")
+        reclaimed = read_float(self.root / "reclaimed-until")
         if reclaimed is not None and reclaimed > time.time():
             cpus, mem, gpus = 0, 0.0, 0
             note = f"capacity reclaimed after an interruption for {reclaimed - time.time():.0f}s"
@@ -408,10 +471,11 @@ class LocalAdapter:
         for d in self.root.iterdir():
             if not d.is_dir() or d.name in self._finished:
                 continue
-            if (d / RunFile.RESULT).exists() or not (d / RunFile.RESOURCES_JSON).exists():
+            scratch = self._scratch(d)
+            if (scratch / RunFile.RESULT).exists() or not (d / RunFile.RESOURCES_JSON).exists():
                 self._finished.add(d.name)
                 continue
-            pid = d / RunFile.PID
+            pid = scratch / RunFile.PID
             if alive(pid) or (not pid.exists() and starting(d)):
                 live.append(d)
             elif pid.exists() or age(d / RunFile.SPAWNED) > _START_TIMEOUT_S:
@@ -422,48 +486,5 @@ class LocalAdapter:
         """The attempt's output so far, as far as this host still keeps it: its current
         segment, and the one before while it is not yet in storage (:mod:`gridbridge.logparts`;
         storage has the rest)."""
-        segments = host_segments(self._dir(native_id) / RunFile.ATTEMPT_LOG)
-        return "".join(p.read_text(errors="replace") for p in segments)
-
-
-def _one_log(d: Path) -> BinaryIO:
-    """The file the runtime's stdout and stderr go to: the runtime's own log, so the host keeps
-    one copy of the output (its tee sees fd 1 is the log and writes each byte once), which
-    also holds what was printed before the tee started. ``output.log``, the name the run
-    folder protocol reads, links to it."""
-    log = d / RunFile.ATTEMPT_LOG
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    with contextlib.suppress(FileExistsError):  # an adopted attempt has it already
-        (d / RunFile.OUTPUT_LOG).symlink_to(RunFile.ATTEMPT_LOG.value)
-    return open(fd, "ab")
-
-
-def _kill_group(d: Path) -> None:
-    """SIGKILL what is left of the attempt's process group and wait (briefly) until it is
-    gone, then drop its memory cgroup. Only a group that still holds a process of this attempt
-    is signalled."""
-    pgid = pid_of(d)
-    if pgid is None:
-        return
-    deadline = time.monotonic() + _GROUP_GONE_S
-    while group_alive(pgid, d.name) and time.monotonic() < deadline:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
-        time.sleep(0.02)
-    drop_attempt_group(d)
-
-
-def _read_float(path: Path) -> float | None:
-    try:
-        return float(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def _kill_after(d: Path, grace_s: float) -> None:
-    """Wait for the runtime to exit (up to the grace period), then kill whatever is left of
-    the attempt's group: the runtime itself if it overstayed, or what it left behind."""
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and runtime_alive(d):
-        time.sleep(0.05)
-    _kill_group(d)
+        segments = host_segments(self._scratch(self._dir(native_id)) / RunFile.ATTEMPT_LOG)
+        return "".join(readable(p) for p in segments)

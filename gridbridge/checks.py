@@ -27,6 +27,7 @@ from gridbridge.wire import put_bytes
 __all__ = [
     "Finding",
     "StorageProbeAdapter",
+    "check_identities",
     "check_prologues",
     "check_sites_reach_storage",
     "check_storage_writable",
@@ -39,6 +40,8 @@ class Finding:
     what: str
     ok: bool
     detail: str
+    warning: bool = False
+    """Worth an operator's attention, not a problem: the check still passes."""
 
 
 @runtime_checkable
@@ -138,6 +141,56 @@ def probe_findings(what: str, url: str, found: Mapping[str, str],
             if why.startswith(NOT_PROBED)
             else Finding(f"{what} {unit} {key}", False, f"cannot reach {url}: {why}")
             for key, why in sorted(found.items())]
+
+
+def check_identities(config: GridConfig) -> list[Finding]:
+    """Whose account each site runs jobs as (``run_as``): a warning where users share the
+    service's; where each job runs as its owner's, whether that can work from here (root,
+    the mapped logins, folders the accounts can enter) and what stays shared."""
+    import os
+
+    from gridbridge.fsowner import account, owner_along, reachable_problem
+
+    findings = []
+    for site in config.sites:
+        what = f"site {site.name} run_as"
+        if site.run_as == "service":
+            findings.append(Finding(what, True, (
+                "service: every user's jobs run as the service's own account here, so they "
+                "can read each other's files and the service's; run_as: user gives each job "
+                "its owner's account (local sites)"), warning=True))
+            continue
+        problems = []
+        if os.geteuid() != 0:
+            problems.append("the control plane must run as root to start jobs as their "
+                            "owners' accounts")
+        for user, login in sorted(site.users.items()):
+            try:
+                who = account(login)
+            except (KeyError, ValueError) as exc:
+                problems.append(f"users.{user}: {exc.args[0]}")
+                continue
+            for folder in (config.workdir, config.checkpoint_root):
+                path = folder.removeprefix("file://")
+                if "://" not in path and (why := reachable_problem(path + "/x", who)):
+                    problems.append(why)
+        root = config.checkpoint_root
+        local = "://" not in root.removeprefix("file://")
+        if local and owner_along(root.removeprefix("file://")) is not None:
+            problems.append(f"checkpoint_root {root} lies in a folder another account "
+                            "owns: the jobs' prefixes are handed over from root's folders only")
+        if problems:
+            findings += [Finding(what, False, p) for p in problems]
+        elif not local:
+            findings.append(Finding(what, True, (
+                f"user: jobs run as their owners' accounts; their checkpoints in {root} are "
+                "kept apart only by the control plane's prefix checks, since every job gets "
+                "the site's storage credentials"), warning=True))
+        else:
+            findings.append(Finding(what, True, (
+                f"user: jobs run as their owners' accounts, each job's prefix under {root} "
+                "its owner's alone")))
+    return findings
 
 
 def check_prologues(config: GridConfig) -> list[Finding]:

@@ -80,8 +80,6 @@ class _Parts(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
-        import fsspec
-
         while self._file is not None:
             got = self._file.readinto(buffer)
             if got:
@@ -89,8 +87,8 @@ class _Parts(io.RawIOBase):
             self._file.close()
             self._number += 1
             try:
-                self._file = fsspec.open(part_url(self._url, self._number), "rb").open()
-            except FileNotFoundError:
+                self._file = _open_part(part_url(self._url, self._number))
+            except (FileNotFoundError, PermissionError):
                 self._file = None
         return 0
 
@@ -101,14 +99,28 @@ class _Parts(io.RawIOBase):
         super().close()
 
 
+def _open_part(url: str) -> Any:
+    """One part opened for reading: a local one as its job's own user
+    (:mod:`gridbridge.fsowner`), anything else through fsspec."""
+    from gridbridge.wire import local_path
+
+    path = local_path(url)
+    if path is not None:
+        from gridbridge.fsowner import as_owner
+
+        with as_owner(path):
+            return open(path, "rb")  # the caller closes it
+    import fsspec
+
+    return fsspec.open(url, "rb").open()
+
+
 def open_log(attempt_url: str) -> io.TextIOWrapper | None:
     """The attempt's log in storage as text (UTF-8, undecodable bytes replaced, line endings
     as ``\\n``), read part by part as the caller reads; None if it has none."""
-    import fsspec
-
     try:
-        first = fsspec.open(part_url(attempt_url, 0), "rb").open()
-    except FileNotFoundError:
+        first = _open_part(part_url(attempt_url, 0))
+    except (FileNotFoundError, PermissionError):  # none, or a job's link to what it may not read
         return None
     return io.TextIOWrapper(io.BufferedReader(_Parts(attempt_url, first)), encoding="utf-8",
                             errors="replace")

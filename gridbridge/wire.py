@@ -338,22 +338,25 @@ def put_bytes(url: str, data: bytes) -> None:
     without fsspec, which costs a millisecond per small record, and readable by its owner
     only (0600, or less under a stricter umask): a launch record holds the job's environment,
     a log or a result whatever the job printed."""
-    path = _local_path(url)
+    path = local_path(url)
     if path is not None:
         import os
         import tempfile
 
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        # mkstemp creates the file 0600 less the umask, and it keeps that mode when renamed
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".put-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        from gridbridge.fsowner import as_owner
+
+        with as_owner(path):  # a job's own folder is written as its own user
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            # mkstemp creates the file 0600 less the umask, and keeps that mode when renamed
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".put-")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
         return
     import fsspec
 
@@ -361,7 +364,7 @@ def put_bytes(url: str, data: bytes) -> None:
         f.write(data)
 
 
-def _local_path(url: str) -> str | None:
+def local_path(url: str) -> str | None:
     """The path of a local URL (``file:///p``, ``/p``, ``p``) as fsspec reads it (no
     percent-decoding), None for anything fsspec must handle."""
     if url.startswith("file://"):
@@ -373,6 +376,14 @@ def _local_path(url: str) -> str | None:
 
 
 def exists(url: str) -> bool:
+    path = local_path(url)
+    if path is not None:
+        import os
+
+        from gridbridge.fsowner import as_owner
+
+        with as_owner(path):
+            return os.path.exists(path)
     import fsspec
 
     fs, path = fsspec.core.url_to_fs(url)
@@ -381,6 +392,13 @@ def exists(url: str) -> bool:
 
 
 def get_bytes(url: str) -> bytes:
+    path = local_path(url)
+    if path is not None:
+        from gridbridge.fsowner import as_owner
+
+        with as_owner(path), open(path, "rb") as f:  # as the job's user, if it has one
+            local: bytes = f.read()
+        return local
     import fsspec
 
     with fsspec.open(url, "rb") as f:

@@ -23,6 +23,8 @@ from typing import Any
 
 import fsspec
 
+from gridbridge.fsowner import as_owner
+
 from ._retry import Retry, RetryPolicy, public_url
 
 Update = Callable[[dict[str, Any] | None], dict[str, Any] | None]
@@ -208,7 +210,11 @@ class MemoryBackend(Backend):
 
 
 class LocalBackend(Backend):
-    """Local disk through plain system calls (fastest path; paths are absolute)."""
+    """Local disk through plain system calls (fastest path; paths are absolute).
+
+    Under a control plane that runs as root, each call touches a job's folder as the job's
+    own user (:func:`gridbridge.fsowner.as_owner`), so a link the job planted leads nowhere
+    its user could not go."""
 
     batched_reads = False
 
@@ -217,6 +223,11 @@ class LocalBackend(Backend):
 
     def put_padded(self, path: str, data: memoryview, size: int) -> None:
         """Write ``data``; extend the file with zeros up to ``size`` without copying it."""
+        with as_owner(path):
+            self._put_padded(path, data, size)
+
+    @staticmethod
+    def _put_padded(path: str, data: memoryview, size: int) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
         try:
             fd = os.open(path, flags, 0o666)
@@ -234,11 +245,12 @@ class LocalBackend(Backend):
             os.close(fd)
 
     def get(self, path: str) -> bytes:
-        with open(path, "rb") as f:
+        with as_owner(path), open(path, "rb") as f:
             return f.read()
 
     def read_into(self, path: str, out: memoryview) -> int:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        with as_owner(path):
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         try:
             size = os.fstat(fd).st_size
             want = min(size, len(out))
@@ -253,9 +265,15 @@ class LocalBackend(Backend):
             os.close(fd)
 
     def exists(self, path: str) -> bool:
-        return os.path.exists(path)
+        with as_owner(path):
+            return os.path.exists(path)
 
     def create(self, path: str, data: bytes) -> bool:
+        with as_owner(path):
+            return self._create(path, data)
+
+    @staticmethod
+    def _create(path: str, data: bytes) -> bool:
         folder = os.path.dirname(path)
         os.makedirs(folder, exist_ok=True)
         tmp = os.path.join(folder, f".tmp-{uuid.uuid4().hex}")
@@ -272,6 +290,10 @@ class LocalBackend(Backend):
         return True
 
     def compare_and_set(self, path: str, update: Update) -> dict[str, Any] | None:
+        with as_owner(path):
+            return self._compare_and_set(path, update)
+
+    def _compare_and_set(self, path: str, update: Update) -> dict[str, Any] | None:
         with self._locked(os.path.dirname(path)):
             current = json.loads(self.get(path)) if os.path.exists(path) else None
             new = update(current)
@@ -295,9 +317,18 @@ class LocalBackend(Backend):
 
     def listdir(self, path: str) -> list[str]:
         try:
-            return os.listdir(path)
+            with as_owner(path):
+                return os.listdir(path)
         except FileNotFoundError:
             return []
+
+    def remove(self, path: str, recursive: bool = False) -> None:
+        with as_owner(path):
+            super().remove(path, recursive)
+
+    def newest_mtime(self, path: str) -> float | None:
+        with as_owner(path):
+            return super().newest_mtime(path)
 
 
 def open_backend(url: str, storage_options: Mapping[str, Any] | None) -> Backend:

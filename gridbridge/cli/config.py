@@ -40,6 +40,7 @@ def check(ctx: typer.Context) -> None:
     """Validate the configuration, then check that the checkpoint root and the state store
     can be written and that every site can reach the storage its jobs need."""
     from gridbridge.checks import (
+        check_identities,
         check_prologues,
         check_sites_reach_storage,
         check_storage_writable,
@@ -50,8 +51,9 @@ def check(ctx: typer.Context) -> None:
     findings = [check_storage_writable(config.checkpoint_root), _state_writable(made)]
     findings += check_sites_reach_storage(config, made.adapters)
     findings += check_prologues(config)
-    rows = [{"check": f.what, "ok": "yes" if f.ok else "NO", "detail": f.detail}
-            for f in findings]
+    findings += check_identities(config)
+    rows = [{"check": f.what, "ok": "NO" if not f.ok else "warn" if f.warning else "yes",
+             "detail": f.detail} for f in findings]
     emit(console, "config check", ["check", "ok", "detail"], rows)
     if not all(f.ok for f in findings):
         raise typer.Exit(1)

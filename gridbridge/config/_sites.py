@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from gridbridge.adapter import Pricing
 from gridbridge.frozen import Frozen
@@ -85,8 +85,31 @@ class SiteConfig(Frozen):
     neither ``owned()`` nor storage shows it started: submit it again (it may then run twice
     if the site was merely slow to list it), or give up on it and place the job anew (the
     sweep cancels it should it surface later). Such sites must choose; others ignore it."""
+    run_as: Literal["service", "user"] = "service"
+    """Whose Unix account runs a job here: ``service``, the control plane's own for everyone
+    (users of the site share it; ``config check`` says so), or ``user``, the account of the
+    job's owner (``users`` maps identities to logins; local sites only, and the control plane
+    must run as root). See docs/service.md, "Identity on sites"."""
+    users: dict[Annotated[str, Field(min_length=1)], Annotated[str, Field(
+        pattern=r"^[a-z_][a-z0-9_-]{0,31}$")]] = Field(default_factory=dict)
+    """``run_as: user``: identity -> Unix login, for identities whose login differs (the
+    others run as the login of their own name)."""
     options: dict[str, Any] = Field(default_factory=dict)
     """Adapter-specific settings, validated by the adapter's own ``Options`` model."""
+
+    @model_validator(mode="after")
+    def _run_as_where_supported(self) -> SiteConfig:
+        if self.run_as == "user" and self.adapter != "local":
+            raise ValueError(
+                f"run_as: user is supported on local sites only so far, not on adapter "
+                f"{self.adapter!r} (valid for it: service)")
+        if self.users and self.run_as != "user":
+            raise ValueError("users: maps identities to logins for run_as: user only")
+        return self
+
+    def login_of(self, user: str) -> str:
+        """The Unix login a job of identity ``user`` runs as under ``run_as: user``."""
+        return self.users.get(user, user)
 
     @property
     def on_demand_price(self) -> Pricing:

@@ -20,7 +20,8 @@ Modules: ``_rights`` (roles to verbs), ``_codec`` (records and errors on the wir
 (the Starlette app, authentication, audit), ``_oidc`` (bearer JWTs against an issuer's JWKS),
 ``_peer`` (the Unix socket's callers by SO_PEERCRED), ``_jobs`` and ``_admin`` (endpoints),
 ``_books`` (budgets and allocations for reports), ``_server`` (uvicorn, TLS, the socket),
-``_remote`` (the client side). Out of scope so far: ``run_as: user``.
+``_remote`` (the client side). Jobs running as their owners' accounts (``run_as: user``)
+are the sites' business: :mod:`gridbridge.fsowner` and the local adapter.
 """
 
 from __future__ import annotations
