@@ -185,16 +185,13 @@ def sites_undrain(
 
 
 def _set_drained(ctx: typer.Context, site: str, drained: bool, reason: str) -> None:
-    """Drain or reopen ``site`` in the store, as the operator running this on its host."""
-    verb = "drain" if drained else "undrain"
-    if remote(ctx):
-        err.print(f"error: sites {verb} acts on the store's own host; run it there without "
-                  "--url", markup=False, highlight=False)
-        raise typer.Exit(2)
+    """Drain or reopen ``site``: in the store, as the operator running this on its host, or
+    through the service as the token's user (operators only there too)."""
     from gridbridge.client import _current_user
 
     made = client(ctx)
-    site_adapter(made, site)  # an unknown site: exit 2, naming the valid ones
+    if not remote(ctx):
+        site_adapter(made, site)  # an unknown site: exit 2, naming the valid ones
     changed = made.store.drain_site(site, drained, _current_user(), reason)
     state = "drained" if drained else "open"
     console.print(f"site {site} {state}" + ("" if changed else " already"), markup=False,

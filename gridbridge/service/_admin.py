@@ -1,4 +1,5 @@
-"""The endpoints around the jobs: who am I, tokens, the audit, the books, site health.
+"""The endpoints around the jobs: who am I, tokens, the audit, the books, site health and
+drains.
 
 Invariant: tokens and the audit are for operators only, and no answer ever holds a token's
 secret except the one that creates it; the books (ledger, decisions) are for finance and
@@ -83,6 +84,23 @@ def _books(service: Service, call: Call) -> Any:
     return answer
 
 
+def _drain(service: Service, call: Call) -> Any:
+    """Drain a site or reopen it (operators): ``{"drained": bool, "reason": str}``."""
+    site = call.path["site"]
+    body = body_json(call)
+    drained = body.get("drained")
+    call.target = f"site {site}"
+    check(call.who, Verb.ADMIN, target=call.target)
+    names = [s.name for s in service.made.config.sites]
+    if site not in names:
+        raise ValueError(f"no site {site!r}; valid choices: {', '.join(names)}")
+    if not isinstance(drained, bool):
+        raise ValueError("drained: must be true or false")
+    reason = str(body.get("reason") or "")
+    call.detail = ("drain" if drained else "undrain") + (f": {reason}" if reason else "")
+    return {"changed": service.store.drain_site(site, drained, call.who.user, reason)}
+
+
 def _site_health(service: Service, call: Call) -> Any:
     check(call.who, Verb.READ)
     return {name: asdict(h) for name, h in service.store.site_health().items()}
@@ -98,4 +116,5 @@ ENDPOINTS = [
     Endpoint("GET", "/v1/decisions", "report", False, _decisions),
     Endpoint("GET", "/v1/books", "report", False, _books),
     Endpoint("GET", "/v1/sites/health", "sites", False, _site_health),
+    Endpoint("POST", "/v1/sites/{site}/drain", "site drain", True, _drain),
 ]

@@ -154,6 +154,12 @@ class RemoteStore:
         return decode(TokenRecord, self._post(  # type: ignore[no-any-return]
             f"/v1/tokens/{_quote(token_id)}/revoke"))
 
+    def drain_site(self, site: str, drained: bool, actor: str = "", reason: str = "") -> bool:
+        """Drain or reopen ``site`` as the token's user (``actor`` is the service's to say)."""
+        answer = self._post(f"/v1/sites/{_quote(site)}/drain",
+                            {"drained": drained, "reason": reason})
+        return bool(answer["changed"])
+
     def audit_records(self, limit: int | None = None) -> list[AuditRecord]:
         return [decode(AuditRecord, d) for d in self._get("/v1/audit", limit=limit)]
 
