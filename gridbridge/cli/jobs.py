@@ -73,7 +73,8 @@ def submit(
         help="run in this folder on every site (default: this folder where the site shares "
              "it, else the attempt's scratch folder)", show_default=False)] = None,
     wait: Annotated[bool, typer.Option(
-        help="wait until the job ends (without --url: running a reconciler here)")] = False,
+        "--wait", help="wait until the job ends (without --url: running a reconciler here)")
+    ] = False,
 ) -> None:
     """Submit a command: gridbridge submit --cpus 2 -- python train.py
 

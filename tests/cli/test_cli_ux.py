@@ -276,17 +276,20 @@ HELP_ARTEFACTS = re.compile(r"\{\w+\}|``|<(bool|int|float|str|Path|list\[)")
 
 
 @pytest.mark.slow
-def test_help_has_no_typer_artefacts() -> None:
+def test_help_has_no_typer_artefacts_and_cuts_nothing_at_80_columns() -> None:
     paths = [[]]
     root = typer.main.get_command(app)
     for name, sub in getattr(root, "commands", {}).items():
         paths.append([name])
         paths += [[name, leaf] for leaf in getattr(sub, "commands", {})]
     for path in paths:
-        out = gb(*path, "--help", columns=100)
-        assert out.returncode == 0, (path, out.stderr)
-        found = HELP_ARTEFACTS.findall(out.stdout)
-        assert not found, (path, found, out.stdout)
+        for columns in (80, 100):
+            out = gb(*path, "--help", columns=columns)
+            assert out.returncode == 0, (path, out.stderr)
+            found = HELP_ARTEFACTS.findall(out.stdout)
+            assert not found, (path, found, out.stdout)
+            cut = [line for line in out.stdout.splitlines() if "…" in line]
+            assert not cut, (path, columns, cut)  # no option name or default cut short
     assert "--config" in gb("status", "--help").stdout
 
 
