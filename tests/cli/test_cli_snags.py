@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from gridbridge.client import Client
 from gridbridge.states import JobState
@@ -59,6 +60,26 @@ def test_expected_runtime_reaches_the_spec(config: Path) -> None:
     with Client(config, start=False) as client:
         job = client.store.job(out.stdout.split()[0])
     assert job.spec.resources.expected_runtime_s == 2
+
+
+@pytest.mark.slow
+def test_a_short_job_of_a_small_budget_runs_when_it_says_how_long_it_takes(
+        config: Path) -> None:
+    """Team lab may spend what a quarter of an hour costs on the cheap site (a cent an hour):
+    a job estimated at its one-hour walltime is held, one that says it takes 2 s runs."""
+    data = yaml.safe_load(config.read_text())
+    data["budgets"] = {"teams": {"lab": 0.0025}}
+    config.write_text(yaml.safe_dump(data))
+    held = gb("--config", str(config), "submit", "--team", "lab", "--", "true")
+    assert held.returncode == 0, held.stderr
+    quick = gb("--config", str(config), "submit", "--team", "lab", "--expected-runtime-s", "2",
+               "--wait", "--", "true")
+    assert quick.returncode == 0, quick.stdout + quick.stderr
+    with Client(config, start=False) as client:
+        held_job = client.store.job(held.stdout.split()[0])
+        assert held_job.state is JobState.PENDING
+        assert "budget" in client.store.detail(held_job.id)
+        assert client.store.job(quick.stdout.split()[0]).state is JobState.SUCCEEDED
 
 
 @pytest.mark.slow
