@@ -9,6 +9,7 @@ uploaded, on read they are the bytes that came back from storage.
 from __future__ import annotations
 
 import math
+import mmap
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, Future
@@ -143,6 +144,21 @@ def _put_chunk(
     return full
 
 
+_MAPPED_BYTES = 1 << 20
+
+
+def fresh_array(shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray[Any, Any]:
+    """An uninitialised array to read into. From 1 MiB up its memory is an anonymous mapping
+    of its own, as a ``bytes`` object's is: numpy asks the kernel for transparent huge pages
+    for large arrays, and where huge pages must first be compacted the first touch of each
+    stalls (reading into ``np.empty`` ran at a fifth of the speed of ``fs.cat`` here)."""
+    count = math.prod(shape)
+    if count * dtype.itemsize < _MAPPED_BYTES:
+        return np.empty(shape, dtype=dtype)
+    memory = mmap.mmap(-1, count * dtype.itemsize)
+    return np.frombuffer(memory, dtype=dtype, count=count).reshape(shape)
+
+
 @dataclass(frozen=True)
 class ReadItem:
     """One array to read back: where it lives and what the COMMIT says about it."""
@@ -184,7 +200,7 @@ def read_arrays(
         except ValueError as exc:
             problems.append(f"{item.name}: {exc}")
             continue
-        out = np.empty(item.shape, dtype=np.dtype(item.storage_dtype).newbyteorder("<"))
+        out = fresh_array(item.shape, np.dtype(item.storage_dtype).newbyteorder("<"))
         flat = _bytes_view(out)
         size = out.itemsize
         full = math.prod(item.chunks) * size

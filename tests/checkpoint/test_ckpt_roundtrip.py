@@ -261,3 +261,24 @@ def test_chunks_split_an_axis_into_equal_pieces_to_avoid_padding() -> None:
         pieces = -(-rows // chunks[0])
         assert chunks[0] * 1024 * 4 <= target or rows == 1
         assert pieces * chunks[0] - rows < pieces  # padding is under one row per chunk
+
+
+def test_a_restored_large_array_is_an_ordinary_writable_array(url: str) -> None:
+    """Arrays of 1 MiB and more are read into memory of their own (not numpy's huge-page
+    allocation); they behave as any array: writable, contiguous, kept alive by themselves."""
+    import gc
+    import pickle
+
+    big = _arr("float32", (512, 1024), seed=3)  # 2 MiB
+    with ckpt.open(url) as store:
+        store.save(1, {"w": big, "b": big[:2].copy()})
+        got = store.restore(1).state
+    del store
+    gc.collect()
+    w = got["w"]
+    np.testing.assert_array_equal(w, big)
+    assert w.flags.writeable and w.flags.c_contiguous and w.dtype == np.float32
+    w += 1  # in place
+    np.testing.assert_array_equal(w, big + 1)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(w)), big + 1)
+    np.testing.assert_array_equal(got["b"], big[:2])
