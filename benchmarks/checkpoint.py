@@ -8,7 +8,9 @@ deploy/dev/s3-start.sh when it is not running). For each URL, in one process, si
 * save / restore MiB/s of ``store.save`` / ``store.restore`` vs ``fs.pipe`` / ``fs.cat`` of the
   same arrays' bytes (fsspec's own bulk calls, concurrent on async filesystems), median of R;
 * how long ``save_async`` blocks the caller (steady state, host buffers reused) vs a sync save;
-* bytes written when 10% of the arrays change vs a full save.
+* bytes written when 10% of the arrays change vs a full save;
+* peak extra resident memory of save, save_async and restore against the state's size, each
+  in a process of its own (the kernel's peak-RSS counter reset just before the operation).
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ import gridbridge.checkpoint as ckpt
 
 REPO = Path(__file__).resolve().parents[1]
 MIB = 1024 * 1024
-TARGETS = {"save_ratio": 0.85, "restore_ratio": 0.85, "async_block": 0.10, "incremental": 0.15}
+TARGETS = {"save_ratio": 0.85, "restore_ratio": 0.85, "async_block": 0.10, "incremental": 0.15,
+           "save_extra_fraction": 0.10, "save_async_extra_fraction": 1.0,
+           "restore_extra_fraction": 0.10}
 
 
 def make_state(size_mib: int, seed: int = 0) -> dict[str, Any]:
@@ -164,6 +168,69 @@ def _bumped(state: dict[str, Any], step: int) -> dict[str, Any]:
     return state
 
 
+# peak memory ---------------------------------------------------------------------------------
+
+_MEMORY_CHILD = r"""
+import json, sys, time
+sys.path.insert(0, sys.argv[5])
+import gridbridge.checkpoint as ckpt
+from checkpoint import make_state, leaves
+
+def rss_kib(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(field)
+
+url, size, op, options = sys.argv[1], int(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
+state = make_state(size) if op != "restore" else None
+with ckpt.open(url, storage_options=options) as store:
+    if op == "prepare":  # a checkpoint for the restore child to read
+        store.save(0, state)
+        print(json.dumps({"state_bytes": sum(a.nbytes for a in leaves(state).values())}))
+        sys.exit(0)
+    time.sleep(0.2)
+    before = rss_kib("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # the peak (VmHWM) starts again from here
+    if op == "save":
+        store.save(1, state)
+    elif op == "save_async":
+        store.save_async(1, state)
+        store.wait()
+    else:
+        got = store.restore(0)
+    peak = rss_kib("VmHWM")
+print(json.dumps({"op": op, "extra_bytes": (peak - before) * 1024}))
+"""
+
+
+def bench_memory(base: str, size_mib: int, options: dict[str, Any]) -> dict[str, Any]:
+    """Peak extra resident memory of a process's first save, first save_async (with the host
+    buffers it allocates then and reuses after) and a restore, each in a process of its own
+    (the kernel's peak-RSS counter reset just before), as fractions of the state's size;
+    restore's extra is what it holds beyond the state it returns."""
+
+    def child(url: str, op: str) -> dict[str, Any]:
+        run = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, url, str(size_mib), op,
+                              json.dumps(options), str(REPO / "benchmarks")],
+                             capture_output=True, text=True, check=True)
+        return json.loads(run.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+    out: dict[str, Any] = {}
+    url = f"{base.rstrip('/')}/mem-{uuid.uuid4().hex[:8]}"
+    state_bytes = child(url, "prepare")["state_bytes"]
+    for op in ("save", "save_async", "restore"):
+        where = url if op == "restore" else f"{url}-{op}"
+        extra = child(where, op)["extra_bytes"] - (state_bytes if op == "restore" else 0)
+        out[f"{op}_extra_fraction"] = max(0, extra) / state_bytes
+        out[f"{op}_extra_mib"] = max(0, extra) / MIB
+    fs, root = fsspec.core.url_to_fs(base, **options)
+    for path in fs.glob(f"{root.rstrip('/')}/mem-*"):
+        fs.rm(path, recursive=True)
+    return out
+
+
 S3_DIR = REPO / ".peers" / "s3"
 
 
@@ -212,6 +279,12 @@ def render(results: list[dict[str, Any]]) -> None:
              f"{r['incremental']:.1%} ({r['arrays_changed']}/{r['arrays_total']} arrays, "
              f"{r['changed_fraction']:.1%} of bytes)", "<= 15%", r["incremental"] <= 0.15),
         ]
+        if "save_extra_fraction" in r:
+            for op, target in (("save", 0.10), ("save_async", 1.0), ("restore", 0.10)):
+                frac = r[f"{op}_extra_fraction"]
+                rows.append((f"{op} peak extra memory / state", f"{frac:.1%} "
+                             f"({r[f'{op}_extra_mib']:.0f} MiB)", f"<= {target:.0%}",
+                             frac <= target))
         url = r["url"].split("/bench")[0]
         for name, value, target, met in rows:
             verdict = "" if met is None else ("met" if met else "NOT met")
@@ -225,6 +298,8 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=512)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--no-memory", action="store_true",
+                        help="skip the peak-memory rows (a process per operation)")
     args = parser.parse_args()
     targets: list[tuple[str, dict[str, Any]]] = []
     tmp = None
@@ -243,7 +318,10 @@ def main() -> None:
     results = []
     for url, options in targets:
         print(f"benchmarking {url} with {args.size_mib} MiB x {args.reps} ...", file=sys.stderr)
-        results.append(bench_url(url, args.size_mib, args.reps, options))
+        result = bench_url(url, args.size_mib, args.reps, options)
+        if not args.no_memory:
+            result.update(bench_memory(url, args.size_mib, options))
+        results.append(result)
     render(results)
     if args.json:
         args.json.write_text(json.dumps({"targets": TARGETS, "results": results}, indent=2))
