@@ -271,3 +271,18 @@ def test_a_moved_attempt_is_counted_as_moved_not_preempted() -> None:
     [vision, total] = cost_report(ledger, GroupBy.TEAM, Window.period("2026-11"))
     assert (vision["attempts"], vision["preempted"], vision["moved"]) == (3, 1, 1)
     assert vision["lost_cost"] == Decimal("0.75") and total["moved"] == 1
+
+
+def test_shown_amounts_round_half_to_even_as_the_books_do() -> None:
+    """A table shows the CSV's exact amount rounded the books' way (half to even), never a
+    float's binary neighbour: 0.000105 core-hours is 0.00010, $1,234.565 is $1,234.56 (the
+    HTML report's test met 0.000105 shown as 0.00011 when a run's amounts happened to land
+    on a half)."""
+    from decimal import Decimal
+
+    from gridbridge.reports import for_display
+
+    [row] = for_display([{"allocation_used": 0.000105, "cost": Decimal("1234.565"),
+                          "savings": 0.0000125, "core_hours": 2.0005}])
+    assert row == {"allocation_used": "0.00010", "cost": "$1,234.56", "savings": "$0.000012",
+                   "core_hours": "2.000"}

@@ -6,9 +6,9 @@ would run as a formula), the one CSV writer of the reports and the CLI, re-expor
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-from gridbridge.units import fmt_money
 from gridbridge.views import csv_text
 
 from ._money import MONEY_COLUMNS
@@ -40,17 +40,26 @@ def for_display(summary: Iterable[Mapping[str, Any]], sign: str = "$") -> list[d
             if value is None:
                 continue
             if key in _HOUR_KEYS:
-                v = float(value)
-                shown[key] = f"{v:,.3f}" if abs(v) >= 1 or v == 0 else f"{v:.5f}"
-            elif key in cents:
-                v = float(value)
-                shown[key] = f"-{sign}{-v:,.2f}" if v < 0 else f"{sign}{v:,.2f}"
+                v = _decimal(value)
+                shown[key] = _rounded(v, 3 if abs(v) >= 1 or v == 0 else 5)
             elif key in _MONEY_KEYS:
-                v = float(value)
-                shown[key] = ("-" + fmt_money(-v, sign=sign) if v < 0
-                              else fmt_money(v, sign=sign))
+                v = _decimal(value)
+                places = 2 if key in cents or abs(v) >= 1 else 6  # fmt_money's columns
+                text = _rounded(abs(v), places)
+                shown[key] = f"-{sign}{text}" if v < 0 else f"{sign}{text}"
         out.append(shown)
     return out
+
+
+def _decimal(value: Any) -> Decimal:
+    """The exact amount: a Decimal as it is, a float as its shortest repr (as the CSV has it)."""
+    return value if isinstance(value, Decimal) else Decimal(repr(float(value)))
+
+
+def _rounded(value: Decimal, places: int) -> str:
+    """``value`` to ``places`` decimals, half to even as the books round (float formatting
+    would round 0.000105 up, the books down), with thousands separators."""
+    return f"{value.quantize(Decimal(1).scaleb(-places), ROUND_HALF_EVEN):,.{places}f}"
 
 
 def _in_cents(rows: Sequence[Mapping[str, Any]], key: str) -> bool:
