@@ -117,10 +117,11 @@ class SiteHost:
         return f"{self.options.bin_dir.rstrip('/')}/{name}" if self.options.bin_dir else name
 
     def run(self, argv: Sequence[str], *, input: str | None = None,
-            env: Mapping[str, str] | None = None) -> Completed:
-        """``argv`` on the login host, within ``command_timeout_s``."""
-        return self.runner.run(argv, input=input, timeout=self.options.command_timeout_s,
-                               env=env)
+            env: Mapping[str, str] | None = None, timeout: float | None = None) -> Completed:
+        """``argv`` on the login host, within ``timeout`` (default ``command_timeout_s``)."""
+        return self.runner.run(argv, input=input, env=env,
+                               timeout=self.options.command_timeout_s if timeout is None
+                               else timeout)
 
     def ensure_dir(self, usable: Callable[[str], bool], why: str) -> str:
         """Create the run folder once and make :attr:`remote_dir` absolute (a relative path

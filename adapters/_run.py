@@ -15,6 +15,7 @@ no" (a :class:`Completed` with a non-zero return code) from "nobody answered".
 
 from __future__ import annotations
 
+import errno
 import os
 import shlex
 import socket
@@ -57,7 +58,15 @@ class Completed(NamedTuple):
 
 
 class RunnerError(RuntimeError):
-    """The command could not be run, or the host could not be reached."""
+    """The command could not be run, or the host could not be reached.
+
+    ``silent_since`` (wall-clock seconds), when known, is the moment from which the host has
+    not answered at all: set when TCP gave up on the connection (``ETIMEDOUT`` after the
+    user timeout), so the silence began at least that long before it was noticed."""
+
+    def __init__(self, *args: object, silent_since: float | None = None) -> None:
+        super().__init__(*args)
+        self.silent_since = silent_since
 
 
 class CommandTimeout(RunnerError):
@@ -139,6 +148,8 @@ class SSHRunner:
         self._lock = threading.Lock()
         self._client: Any = None
         self._slots = threading.BoundedSemaphore(max_sessions)
+        self._silent_since: float | None = None
+        """Set while the host is known silent (see :attr:`RunnerError.silent_since`)."""
 
     def describe(self) -> str:
         t = self.target
@@ -203,16 +214,28 @@ class SSHRunner:
             client = self._client
             transport = client.get_transport() if client is not None else None
             if transport is None or not transport.is_active():
+                self._note_silence(transport)
                 if client is not None:
                     client.close()
                 self._client = None
                 try:
                     self._client = self._connect()
+                except RunnerError as exc:
+                    exc.silent_since = self._silent_since
+                    raise
                 except OSError as exc:
                     raise RunnerError(
-                        f"{self.describe()}: cannot connect: {exc.strerror or exc}"
-                    ) from None
+                        f"{self.describe()}: cannot connect: {exc.strerror or exc}",
+                        silent_since=self._silent_since) from None
             return self._client
+
+    def _note_silence(self, transport: Any) -> None:
+        """A connection TCP timed out: the host has said nothing for the user timeout before
+        that (the earliest such moment is kept until the host answers again)."""
+        exc = getattr(transport, "saved_exception", None)
+        if (isinstance(exc, OSError) and exc.errno == errno.ETIMEDOUT
+                and self._silent_since is None):
+            self._silent_since = time.time() - self.target.tcp_user_timeout_s
 
     def run(self, argv: Sequence[str], *, input: str | None = None,
             timeout: float = 30.0, env: Mapping[str, str] | None = None) -> Completed:
@@ -251,19 +274,27 @@ class SSHRunner:
                             f"{self.describe()}: {argv[0]} did not finish within {timeout:g}s"
                         )
                     channel.status_event.wait(0.005)
+                # what came between the last read and the end (EOF) is in the buffers still
+                while channel.recv_ready():
+                    out += channel.recv(65536)
+                while channel.recv_stderr_ready():
+                    err += channel.recv_stderr(65536)
                 code = channel.recv_exit_status()
                 if code == -1 and not transport.is_active():
                     # paramiko closes the channel of a dead connection as if the command ended
                     raise RunnerError(f"{self.describe()}: connection lost while {argv[0]} ran")
-            except RunnerError:
+            except RunnerError as exc:
                 self._drop(transport)
+                exc.silent_since = self._silent_since
                 raise
             except Exception as exc:  # socket errors, EOF, paramiko's own
                 self._drop(transport)
-                raise RunnerError(f"{self.describe()}: connection failed: {exc}") from None
+                raise RunnerError(f"{self.describe()}: connection failed: {exc}",
+                                  silent_since=self._silent_since) from None
             finally:
                 if channel is not None:
                     channel.close()
+        self._silent_since = None
         return Completed(code, out.decode(errors="replace"), err.decode(errors="replace"))
 
     def ping(self, timeout: float = 10.0) -> float:
@@ -286,6 +317,7 @@ class SSHRunner:
         """Drop the pooled connection only if it is dead: a failed command must not cut the
         other commands running over it."""
         if transport is None or not transport.is_active():
+            self._note_silence(transport)
             self.close()
 
     def close(self) -> None:

@@ -194,7 +194,9 @@ class EdgeAdapter:
 
     def _went_down(self, node: str, when: float) -> float:
         """Note that ``node`` does not answer; a node that answered before has flapped.
-        Returns since when it has been down."""
+        ``when`` is when the round trip that failed began (whichever of poll, owned or offers
+        it was): a silent partition hangs the pooled connection until TCP gives up on it, and
+        that wait counts toward ``lost_after_s``. Returns since when it has been down."""
         if node not in self._down:
             self._down[node] = when
             recent = [t for t in self._flaps.get(node, []) if t > when - 3600]
@@ -208,7 +210,7 @@ class EdgeAdapter:
 
     def _unreachable(self, node: str, error: RunnerError, started: float,
                      aids: Sequence[str], answer: dict[str, AttemptStatus]) -> None:
-        since = self._went_down(node, started)
+        since = self._went_down(node, _began(error, started))
         lost = time.time() - since >= self.options.lost_after_s
         when = datetime.fromtimestamp(since, UTC).isoformat(timespec="seconds")
         log.warning("edge site %s: node %s unreachable since %s: %s",
@@ -227,7 +229,8 @@ class EdgeAdapter:
 
     def _poll_node(self, node: str, aids: Sequence[str]) -> dict[str, AttemptStatus]:
         out = self.fleet.sh(node, "poll.sh", self.fleet.base(node), script("reap.sh"),
-                            str(self._grace()), str(_EXIT_WAIT_TENTHS), *aids)
+                            str(self._grace()), str(_EXIT_WAIT_TENTHS), *aids,
+                            timeout=self._answer_s())
         statuses: dict[str, AttemptStatus] = {}
         for line in out.splitlines():
             aid, _, rest = line.partition("\t")
@@ -242,6 +245,12 @@ class EdgeAdapter:
 
     def _grace(self) -> int:
         return max(1, round(self.options.grace_s * 10))
+
+    def _answer_s(self) -> float:
+        """How long a status round trip (poll, owned) may take: one that takes longer than
+        ``lost_after_s`` is itself a node that has not answered that long (a silent partition
+        hangs the pooled connection until TCP gives up, seconds later), with 1 s at least."""
+        return max(1.0, min(self.options.lost_after_s, self.options.command_timeout_s))
 
     # cancel, owned, logs ------------------------------------------------------------------
 
@@ -265,13 +274,16 @@ class EdgeAdapter:
     def owned(self) -> Sequence[OwnedJob]:
         """Every attempt of this federation with a live process on a node that answers
         (one round trip per node); unreachable nodes are skipped, and logged."""
+        started = time.time()
         found = self.fleet.each(list(self.nodes), lambda n: self.fleet.sh(
-            n, "owned.sh", self.fleet.base(n), self.tag))
+            n, "owned.sh", self.fleet.base(n), self.tag, timeout=self._answer_s()))
         jobs = []
         for node, got in found.items():
             if isinstance(got, RunnerError):
+                self._went_down(node, _began(got, started))
                 log.warning("edge site %s: owned() skips node %s: %s", self.site.name, node, got)
                 continue
+            self._down.pop(node, None)
             for line in got.splitlines():
                 aid, _, state = line.partition("\t")
                 if ATTEMPT_ID.fullmatch(aid):
@@ -297,11 +309,12 @@ class EdgeAdapter:
     def offers(self) -> Sequence[Offer]:
         """One offer per node that answers: its CPUs, memory and GPUs less what this site's
         live attempts there hold, its price, and the round trip time of asking."""
+        started = time.time()
         found = self.fleet.each(list(self.nodes), lambda n: measure(self.fleet, n))
         offers = []
         for name, got in found.items():
             if isinstance(got, RunnerError):
-                self._went_down(name, time.time())
+                self._went_down(name, _began(got, started))
                 log.warning("edge site %s: node %s not offered: %s", self.site.name, name, got)
                 continue
             self._down.pop(name, None)
@@ -341,3 +354,10 @@ class EdgeAdapter:
         """Bring every node to running jobs (see :func:`.bootstrap.bootstrap`)."""
         return _bootstrap.bootstrap(self.fleet, self.workdir, wheelhouse=wheelhouse,
                                     cache_dir=cache_dir, base_python=base_python)
+
+
+def _began(error: RunnerError, started: float) -> float:
+    """Since when a node that failed a round trip begun at ``started`` has been silent: the
+    earlier of that start and what the runner knows (TCP timed the connection out)."""
+    silent = error.silent_since
+    return started if silent is None else min(started, silent)

@@ -87,10 +87,12 @@ class Fleet:
             if isinstance(runner, SSHRunner):
                 runner.close()
 
-    def sh(self, node: str, name: str, *args: str) -> str:
+    def sh(self, node: str, name: str, *args: str, timeout: float | None = None) -> str:
         """Run the node script ``name`` (e.g. ``poll.sh``) on ``node`` with ``args`` as its
-        positional arguments; its output (RunnerError when it fails)."""
-        done = self.hosts[node].run(["sh", "-c", script(name), "gridbridge-edge", *args])
+        positional arguments, within ``timeout`` (default the command timeout); its output
+        (RunnerError when it fails)."""
+        done = self.hosts[node].run(["sh", "-c", script(name), "gridbridge-edge", *args],
+                                    timeout=timeout)
         return done.check(f"the edge script on {node}")
 
     def base(self, node: str) -> str:

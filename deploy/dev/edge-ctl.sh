@@ -63,7 +63,7 @@ case $ACTION in
       conf=$(dirname "$pidfile")/sshd_config
       [ -s "$conf" ] || fail "no $conf: run edge-start.sh $DIR again"
       rm -f "$pidfile"
-      ip netns exec "$ns" "$SSHD" -f "$conf" -E "$(dirname "$pidfile")/sshd.log" </dev/null
+      start_test_sshd "$SSHD" "$conf" "$(dirname "$pidfile")/sshd.log" "$ns"
     fi
     for _ in $(seq 100); do
       sshd_pid "$pidfile" "$ns" >/dev/null && banner_ok "$ns" "$addr" "$port" && { say "$name ($addr) restarted"; exit 0; }

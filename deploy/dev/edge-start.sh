@@ -200,7 +200,7 @@ for i in $(seq 1 "$N"); do
   if ! sshd_pid "$E/sshd.pid" "$ns" >/dev/null; then
     rm -f "$E/sshd.pid"
     "$SSHD" -t -f "$E/sshd_config" || fail "sshd refused $E/sshd_config"
-    ip netns exec "$ns" "$SSHD" -f "$E/sshd_config" -E "$E/sshd.log" </dev/null 9>&-
+    start_test_sshd "$SSHD" "$E/sshd_config" "$E/sshd.log" "$ns"
   fi
 done
 

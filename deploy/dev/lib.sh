@@ -129,11 +129,26 @@ StrictModes no
 ClientAliveInterval 5
 MaxSessions 32
 MaxStartups 64
-# A login shell's rc files run before every command (bash reads ~/.bashrc under sshd). Where
-# they run "pyenv rehash", a rehash killed mid-way leaves a lock that makes every later
-# session wait 60 s: cap that wait for the test sshds.
+# The login shell's rc files run before every command (bash reads ~/.bashrc under sshd);
+# start_test_sshd hides this machine's; should one still run "pyenv rehash", cap the wait
+# for a lock left by a rehash killed mid-way (60 s per session otherwise).
 SetEnv PYENV_REHASH_TIMEOUT=1
 EOF
+}
+
+# start_test_sshd SSHD CONFIG LOG [NETNS]: start a test sshd (inside NETNS when given) in a
+# mount namespace of its own where root's ~/.bashrc reads as empty. A node of the fleet or
+# the test login host is another machine: this machine's dotfiles (a pyenv init, a rehash
+# on every command, which a crashed node would kill mid-way, leaving its lock) are not its.
+start_test_sshd() {
+  local sshd=$1 conf=$2 log=$3 ns=${4:-} home
+  home=$(getent passwd root | cut -d: -f6)
+  local wrap=(unshare --mount --propagation slave)
+  [ -n "$ns" ] && wrap=(ip netns exec "$ns")  # (which makes a mount namespace of its own)
+  # shellcheck disable=SC2016  # expanded by the inner sh
+  "${wrap[@]}" sh -c 'rc=$1/.bashrc; shift
+    if [ -f "$rc" ]; then mount --bind /dev/null "$rc" || exit 1; fi
+    exec "$@"' start-test-sshd "$home" "$sshd" -f "$conf" -E "$log" </dev/null 9>&-
 }
 
 # --- the edge fleet (edge-start.sh, edge-ctl.sh, edge-stop.sh) ----------------------------

@@ -33,7 +33,7 @@ PORT=$("${PYTHON:-python3}" -c 'import socket; s=socket.socket(); s.bind(("127.0
 test_sshd_config 127.0.0.1 "$PORT" "$DIR/host_key" "$DIR/sshd.pid" "$DIR/authorized_keys" \
   > "$DIR/sshd_config"
 $SSHD -t -f "$DIR/sshd_config" || fail "sshd refused the config"
-$SSHD -f "$DIR/sshd_config" -E "$DIR/sshd.log" </dev/null
+start_test_sshd "$SSHD" "$DIR/sshd_config" "$DIR/sshd.log"
 printf '[127.0.0.1]:%s %s\n' "$PORT" "$(cut -d' ' -f1-2 "$DIR/host_key.pub")" > "$DIR/known_hosts"
 for _ in $(seq 50); do
   running "$DIR/sshd.pid" $SSHD && "${PYTHON:-python3}" -c "import socket; socket.create_connection(('127.0.0.1', $PORT), 1)" 2>/dev/null && break
