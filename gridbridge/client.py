@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from pydantic import ValidationError
 
@@ -200,7 +200,22 @@ class JobFuture:
         run yet; otherwise the reason of its last state change."""
         return self.client.store.detail(self.job_id)
 
-    def logs(self) -> str:
+    @overload
+    def logs(self, follow: Literal[False] = False) -> str: ...
+
+    @overload
+    def logs(self, follow: Literal[True]) -> Iterator[str]: ...
+
+    def logs(self, follow: bool = False) -> str | Iterator[str]:
+        """Every attempt's output so far, each under a header line; ``follow=True``: an
+        iterator of pieces of it that goes on with what the job writes next, as it is
+        uploaded (with each heartbeat), and stops when the job ends::
+
+            for piece in future.logs(follow=True):
+                print(piece, end="")
+        """
+        if follow:
+            return self.client.iter_logs(self.job_id, follow=True)
         return self.client.logs(self.job_id)
 
     def exception(self, timeout: float | None = None) -> JobFailed | JobCancelled | None:
@@ -437,10 +452,14 @@ class Client:
         """Every attempt's output, in order, each under a header line."""
         return "".join(self.iter_logs(job_id))
 
-    def iter_logs(self, job_id: str) -> Iterator[str]:
-        """:meth:`logs` as a stream of pieces (one piece of a log in memory at a time)."""
-        from gridbridge.logview import iter_logs
+    def iter_logs(self, job_id: str, *, follow: bool = False) -> Iterator[str]:
+        """:meth:`logs` as a stream of pieces (one piece of a log in memory at a time);
+        ``follow``: then what the job writes next, as each heartbeat uploads it, until the
+        job ends (:func:`gridbridge.logview.follow_logs`)."""
+        from gridbridge.logview import follow_logs, iter_logs
 
+        if follow:
+            return follow_logs(self.store, job_id)
         return iter_logs(self.store, self.adapters, job_id)
 
     def preempt(self, job_id: str, *, wait: bool = False) -> str:

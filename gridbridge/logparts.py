@@ -22,6 +22,7 @@ host, because the site's disk is shared and storage holds the log. Part 0 keeps 
 
 from __future__ import annotations
 
+import codecs
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +33,7 @@ __all__ = [
     "OPEN_PART_BYTES",
     "PART_BYTES",
     "SEGMENT_BYTES",
+    "LogTail",
     "host_segments",
     "iter_log",
     "open_log",
@@ -124,6 +126,42 @@ def open_log(attempt_url: str) -> io.TextIOWrapper | None:
         return None
     return io.TextIOWrapper(io.BufferedReader(_Parts(attempt_url, first)), encoding="utf-8",
                             errors="replace")
+
+
+class LogTail:
+    """What of one attempt's log in storage has not been read yet: :meth:`read_new` returns
+    the text added since the last call (decoded as :func:`open_log` decodes: UTF-8 with
+    undecodable bytes replaced, ``\r\n`` as ``\n``; a character split between two reads
+    comes whole with the second). Only the last part grows, so a part with a later one is
+    read to its end once and never again."""
+
+    def __init__(self, attempt_url: str) -> None:
+        self.attempt_url = attempt_url
+        self._part = 0
+        self._offset = 0
+        self._text = io.IncrementalNewlineDecoder(
+            codecs.getincrementaldecoder("utf-8")(errors="replace"), translate=True)
+
+    def read_new(self, final: bool = False) -> str:
+        """The text uploaded since the last call; ``final``: the log is complete (a held
+        partial character or ``\r`` comes out)."""
+        from gridbridge.wire import exists, get_bytes_from
+
+        out = []
+        while True:
+            # a later part, seen before this one is read, means this one is read to its end
+            later = exists(part_url(self.attempt_url, self._part + 1))
+            data = get_bytes_from(part_url(self.attempt_url, self._part), self._offset)
+            if data is None:
+                break
+            out.append(self._text.decode(data))
+            self._offset += len(data)
+            if not later:
+                break
+            self._part, self._offset = self._part + 1, 0
+        if final:
+            out.append(self._text.decode(b"", final=True))
+        return "".join(out)
 
 
 def iter_log(attempt_url: str) -> Iterator[str] | None:

@@ -406,6 +406,27 @@ def get_bytes(url: str) -> bytes:
     return data
 
 
+def get_bytes_from(url: str, offset: int) -> bytes | None:
+    """The object's bytes from ``offset`` on (b'' when it has no more); None when there is
+    no such object, or none the caller may read."""
+    path = local_path(url)
+    try:
+        if path is not None:
+            from gridbridge.fsowner import as_owner
+
+            with as_owner(path), open(path, "rb") as f:
+                f.seek(offset)
+                return f.read()
+        import fsspec
+
+        fs, key = fsspec.core.url_to_fs(url)
+        fs.invalidate_cache(key)
+        size = int(fs.size(key))
+        return bytes(fs.cat_file(key, start=offset, end=size)) if size > offset else b""
+    except (FileNotFoundError, PermissionError):
+        return None
+
+
 def _read(url: str, model: type[_Record], what: str) -> Any:
     try:
         data = json.loads(get_bytes(url))

@@ -17,11 +17,13 @@ from .tables import AttemptRow, Base, JobRow, LedgerRow
 __all__ = [
     "Attempt",
     "AttemptEnding",
+    "BookLine",
     "Event",
     "Job",
     "JobNotFound",
     "Lease",
     "SiteHealth",
+    "Tallies",
     "new_job_id",
 ]
 
@@ -154,6 +156,29 @@ class Lease:
     holder: str
     generation: int
     expires_at: float
+
+
+@dataclass(frozen=True)
+class BookLine:
+    """The ledger of one team on one site, summed over every ended attempt."""
+
+    team: str
+    site: str
+    cost: float
+    on_demand_cost: float
+    lost_cost: float
+    core_hours: float
+
+
+@dataclass(frozen=True)
+class Tallies:
+    """The store's counts, as ``/metrics`` reports them."""
+
+    jobs: dict[str, int]
+    """State to how many jobs are in it."""
+    attempts: dict[tuple[str, str], int]
+    """(site, state) to how many attempts."""
+    books: list[BookLine]
 
 
 @dataclass(frozen=True)

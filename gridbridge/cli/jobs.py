@@ -7,6 +7,7 @@ written as :func:`gridbridge.units.fmt_time` writes them, and JSON/CSV carry num
 from __future__ import annotations
 
 import os
+import time
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
@@ -150,15 +151,39 @@ def status(
         help="only jobs this team pays for", show_default=False)] = None,
     name: Annotated[str | None, typer.Option(
         help="only jobs with this name (a glob: 'dask-*')", show_default=False)] = None,
+    watch: Annotated[float | None, typer.Option(
+        min=0.5, metavar="SECONDS", help="show it again every SECONDS until Ctrl-C, as "
+        "watch(1) does (tables only)", show_default=False)] = None,
 ) -> None:
     """All jobs as a table, newest first, or one job's story from its events. When more jobs
     match than --limit shows, stderr says how many are hidden."""
     made = client(ctx)
     if job is not None:
         made.store.job(job)  # an unknown id is an error
+    if watch is None:
+        _status(made, job, fmt, limit, state, {"user": user, "team": team, "name": name})
+        return
+    if fmt is not Format.TABLE:
+        raise typer.BadParameter("refreshes a table; --format csv or json prints once, for "
+                                 "a program to read", param_hint="'--watch'")
+    try:
+        while True:
+            console.clear()
+            console.print(f"every {watch:g} s: {fmt_time(time.time())} (Ctrl-C stops)",
+                          style="dim", highlight=False)
+            _status(made, job, fmt, limit, state, {"user": user, "team": team, "name": name})
+            console.file.flush()
+            time.sleep(watch)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def _status(made: Client, job: str | None, fmt: Format, limit: int,
+            state: list[JobState] | None, match: dict[str, str | None]) -> None:
+    """What ``status`` shows once."""
+    if job is not None:
         _story(made, job, fmt)
         return
-    match = {"user": user, "team": team, "name": name}
     jobs = made.store.jobs(state or None, limit, **match)
     total = len(jobs) if len(jobs) < limit else made.store.count_jobs(state or None, **match)
     details = made.store.details([j.id for j in jobs])
@@ -238,19 +263,29 @@ def logs(
     raw: Annotated[bool, typer.Option(
         help="print the output as the job wrote it, escape sequences and all (they can "
         "move the cursor or retitle the terminal)")] = False,
+    follow: Annotated[bool, typer.Option(
+        "--follow", "-f", help="go on printing what the job writes, as each heartbeat "
+        "uploads it, until the job ends (as tail -f; Ctrl-C stops following, not the job)")
+    ] = False,
 ) -> None:
     """Every attempt's output; control characters are shown escaped (\\x1b) unless --raw."""
     from gridbridge.logview import escaped
 
     made = client(ctx)
     made.store.job(job)  # an unknown id is an error
-    if not made.store.attempts(job):
+    if not follow and not made.store.attempts(job):
         err.print(plain(f"job {job} has no attempts yet, so no output ({made.store.detail(job)})"),
                   highlight=False, markup=False, soft_wrap=True)
         return
-    pieces = made.iter_logs(job)  # streamed: a huge log fits in memory; over --url, checked
-    for piece in pieces if raw else escaped(pieces):
-        console.file.write(piece)
+    # streamed: a huge log fits in memory; over --url, checked by the service
+    pieces = made.iter_logs(job, follow=follow)
+    try:
+        for piece in pieces if raw else escaped(pieces):
+            console.file.write(piece)
+            if follow:
+                console.file.flush()
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
     console.file.write("\n")
 
 

@@ -186,7 +186,8 @@ def _preempt(service: Service, call: Call) -> Any:
 def _logs(service: Service, call: Call) -> Any:
     job_id = call.path["job"]
     owned_job(service, call, Verb.LOGS, job_id)
-    pieces = service.made.iter_logs(job_id)  # read part by part as it is sent
+    follow = call.query.get("follow", "") in {"1", "true"}
+    pieces = service.made.iter_logs(job_id, follow=follow)  # read part by part as sent
     return StreamingResponse((p.encode() for p in pieces),
                              media_type="text/plain; charset=utf-8")
 

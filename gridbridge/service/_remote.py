@@ -249,11 +249,16 @@ class RemoteClient(Client):
         answer = self._remote.call("GET", f"/v1/jobs/{_quote(job_id)}/result")
         return answer.content, answer.headers.get(DIGEST_HEADER) or None
 
-    def iter_logs(self, job_id: str) -> Iterator[str]:
-        """The job's output as the service streams it (after a rights check there)."""
+    def iter_logs(self, job_id: str, *, follow: bool = False) -> Iterator[str]:
+        """The job's output as the service streams it (after a rights check there);
+        ``follow``: the stream goes on until the job ends, however long it is quiet."""
         path = f"/v1/jobs/{_quote(job_id)}/logs"
+        params, timeout = {}, self._remote._http.timeout
+        if follow:
+            params, timeout = {"follow": "1"}, httpx.Timeout(timeout.connect, read=None)
         try:
-            with self._remote._http.stream("GET", path) as answer:
+            with self._remote._http.stream("GET", path, params=params,
+                                           timeout=timeout) as answer:
                 if answer.status_code >= 400:
                     answer.read()
                     raise_error(answer.status_code, _body(answer))

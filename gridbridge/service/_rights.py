@@ -12,6 +12,7 @@ A job's owner is the identity that submitted it, never what the request says.
     logs/result   own jobs          every job  no
     report        own ledger rows   yes        yes
     admin         no                yes        no        (tokens, the audit, sites)
+    metrics       no                yes        yes       (/metrics: every team's books)
 
 A researcher sees only their own jobs, unless the config's ``server.team_read`` lets them
 also read (``read`` only: status, story, explain) the jobs of their own team.
@@ -45,6 +46,7 @@ class Verb(StrEnum):
     RESULT = "result"
     REPORT = "report"
     ADMIN = "admin"
+    METRICS = "metrics"
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ _OWN_JOBS = frozenset({Verb.READ, Verb.CANCEL, Verb.PREEMPT, Verb.LOGS, Verb.RES
 _ALLOWED: dict[Role, frozenset[Verb]] = {
     Role.OPERATOR: frozenset(Verb),
     Role.RESEARCHER: frozenset({Verb.SUBMIT, Verb.REPORT}) | _OWN_JOBS,
-    Role.FINANCE: frozenset({Verb.READ, Verb.REPORT}),
+    Role.FINANCE: frozenset({Verb.READ, Verb.REPORT, Verb.METRICS}),
 }
 _WHY = {
     Verb.SUBMIT: "only researchers and operators submit jobs",
@@ -70,6 +72,7 @@ _WHY = {
     Verb.LOGS: "finance reads no logs",
     Verb.RESULT: "finance reads no results or payloads",
     Verb.ADMIN: "only operators manage tokens, sites and the audit",
+    Verb.METRICS: "only operators and finance scrape metrics, which cover every team",
 }
 
 

@@ -97,8 +97,9 @@ def _config(made: Client, listen: Listen | None, socket_path: Path | None) -> An
     from ._admin import ENDPOINTS as ADMIN
     from ._app import make_app
     from ._jobs import ENDPOINTS as JOBS
+    from ._metrics import ENDPOINTS as METRICS
 
-    app = make_app(made, [*JOBS, *ADMIN], peer=socket_path is not None)
+    app = make_app(made, [*JOBS, *ADMIN, *METRICS], peer=socket_path is not None)
     common: dict[str, Any] = {"log_config": None, "access_log": False,
                               "timeout_graceful_shutdown": 5}
     if socket_path is not None:

@@ -1,0 +1,160 @@
+"""``GET /metrics``: the federation in the Prometheus text format, for a scraper.
+
+Invariant: every value is read from the store (or the config) when the scrape comes, in a
+few grouped queries (:meth:`~gridbridge.scheduler.store.StateStore.tallies`), so two
+scrapes never disagree with the store and a restarted service loses no counter. Labels are
+bounded: states, outcomes, sites, tiers, teams and the currency; never a job or an attempt
+id. Money is in the config's ``budgets.currency`` (a ``currency`` label says which). Only
+operators and finance may scrape: the books cover every team.
+
+    metric                                      type     labels
+    gridbridge_jobs                             gauge    state
+    gridbridge_attempts_active                  gauge    site, tier, state
+    gridbridge_attempts_ended_total             counter  site, tier, outcome
+    gridbridge_site_up                          gauge    site, tier
+    gridbridge_site_drained                     gauge    site, tier
+    gridbridge_site_capacity_cpus               gauge    site, tier
+    gridbridge_spent_total                      counter  team, site, tier, currency
+    gridbridge_on_demand_equivalent_total       counter  team, site, tier, currency
+    gridbridge_preempted_work_total             counter  team, site, tier, currency
+    gridbridge_core_seconds_total               counter  team, site, tier
+    gridbridge_budget                           gauge    team, currency
+    gridbridge_budget_left                      gauge    team, currency
+    gridbridge_metrics_scrape_seconds           gauge    (none)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector, CollectorRegistry
+from starlette.responses import Response
+
+from gridbridge.states import AttemptState, JobState
+
+from ._app import Call, Endpoint, Service
+from ._rights import Verb, check
+
+__all__ = ["ENDPOINTS", "exposition"]
+
+_ENDED = {AttemptState.SUCCEEDED: "succeeded", AttemptState.FAILED: "failed",
+          AttemptState.PREEMPTED: "preempted", AttemptState.LOST: "lost",
+          AttemptState.CANCELLED: "cancelled", AttemptState.MOVED: "moved"}
+
+
+class _Federation(Collector):
+    """Reads the store at each scrape."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator[Any]:
+        started = time.perf_counter()
+        config, store = self.service.made.config, self.service.store
+        tiers = {s.name: s.tier.value for s in config.sites}
+        currency = config.budgets.currency
+        tallies = store.tallies()
+
+        jobs = GaugeMetricFamily("gridbridge_jobs", "Jobs in the store, by state.",
+                                 labels=["state"])
+        for state in JobState:
+            jobs.add_metric([state.value], tallies.jobs.get(state.value, 0))
+        yield jobs
+
+        active = GaugeMetricFamily(
+            "gridbridge_attempts_active", "Attempts not yet ended, by site and state.",
+            labels=["site", "tier", "state"])
+        ended = CounterMetricFamily(
+            "gridbridge_attempts_ended", "Attempts that ended, by site and outcome.",
+            labels=["site", "tier", "outcome"])
+        for (where, word), n in sorted(tallies.attempts.items()):
+            tier = tiers.get(where, "")
+            outcome = _ENDED.get(AttemptState(word))
+            if outcome is None:
+                active.add_metric([where, tier, word], n)
+            else:
+                ended.add_metric([where, tier, outcome], n)
+        yield active
+        yield ended
+
+        health, drained = store.site_health(), store.drained_sites()
+        up = GaugeMetricFamily("gridbridge_site_up",
+                               "1 while the site's calls succeed (0: degraded).",
+                               labels=["site", "tier"])
+        drain = GaugeMetricFamily("gridbridge_site_drained",
+                                  "1 while the site is drained.", labels=["site", "tier"])
+        cpus = GaugeMetricFamily("gridbridge_site_capacity_cpus",
+                                 "The CPUs the config lets gridbridge use on the site.",
+                                 labels=["site", "tier"])
+        for site in config.sites:
+            seen = health.get(site.name)
+            labels = [site.name, site.tier.value]
+            up.add_metric(labels, 1 if seen is None or seen.healthy else 0)
+            drain.add_metric(labels, 1 if site.name in drained else 0)
+            cpus.add_metric(labels, site.capacity.cpus)
+        yield up
+        yield drain
+        yield cpus
+
+        money = [("gridbridge_spent", "Money spent: the ledger's cost of ended attempts.",
+                  "cost"),
+                 ("gridbridge_on_demand_equivalent",
+                  "What the same work would have cost on demand.", "on_demand_cost"),
+                 ("gridbridge_preempted_work",
+                  "Money spent on work that preemption then threw away.", "lost_cost")]
+        for name, doc, field in money:
+            family = CounterMetricFamily(name, f"{doc} In the currency labelled.",
+                                         labels=["team", "site", "tier", "currency"])
+            for line in tallies.books:
+                family.add_metric([line.team, line.site, tiers.get(line.site, ""), currency],
+                                  getattr(line, field))
+            yield family
+        core = CounterMetricFamily("gridbridge_core_seconds",
+                                   "CPU core-seconds of ended attempts.",
+                                   labels=["team", "site", "tier"])
+        for line in tallies.books:
+            core.add_metric([line.team, line.site, tiers.get(line.site, "")],
+                            line.core_hours * 3600)
+        yield core
+
+        budgets = config.budgets
+        if budgets.teams:
+            now = datetime.now(UTC)
+            month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
+            spent = store.spent_since(month)
+            budget = GaugeMetricFamily("gridbridge_budget", "A team's monthly budget.",
+                                       labels=["team", "currency"])
+            left = GaugeMetricFamily(
+                "gridbridge_budget_left", "A team's monthly budget less the ledger's cost "
+                "of this month (attempts still running not counted).",
+                labels=["team", "currency"])
+            for team, amount in sorted(budgets.teams.items()):
+                budget.add_metric([team, currency], amount)
+                left.add_metric([team, currency], amount - spent.get(f"team:{team}", 0.0))
+            yield budget
+            yield left
+
+        took = GaugeMetricFamily("gridbridge_metrics_scrape_seconds",
+                                 "How long reading the store for this scrape took.")
+        took.add_metric([], time.perf_counter() - started)
+        yield took
+
+
+def exposition(service: Service) -> bytes:
+    """The whole ``/metrics`` page."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Federation(service))
+    return bytes(generate_latest(registry))
+
+
+def _metrics(service: Service, call: Call) -> Response:
+    check(call.who, Verb.METRICS)
+    return Response(exposition(service), media_type=CONTENT_TYPE_LATEST)
+
+
+ENDPOINTS = [Endpoint("GET", "/metrics", "metrics", False, _metrics)]
