@@ -13,11 +13,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, func, insert, select
+from sqlalchemy import ColumnElement, Table, case, delete, func, insert, or_, select
 from sqlalchemy.orm import Session
 
+from gridbridge.states import AttemptState
+
 from ._db import Sessions
-from .records import BookLine, Event, SiteHealth, Tallies
+from .records import WAIT_BUCKETS_S, BookLine, Event, SiteHealth, Tallies, Waits
 from .tables import (
     AttemptRow,
     DecisionRow,
@@ -168,7 +170,18 @@ class Ledger(Sessions):
                                 func.sum(LedgerRow.on_demand_cost),
                                 func.sum(LedgerRow.lost_cost), func.sum(LedgerRow.core_hours))
                          .group_by(LedgerRow.team, LedgerRow.site))]
-        return Tallies(jobs, attempts, books)
+            # an attempt that succeeded before a poll saw it run started by its end at most
+            began = func.coalesce(AttemptRow.started_at, AttemptRow.ended_at)
+            ran = or_(AttemptRow.started_at.is_not(None),
+                      AttemptRow.state == AttemptState.SUCCEEDED.value)
+            queue = {row[0]: _waits(row[1:]) for row in s.execute(
+                select(AttemptRow.site, *_histogram(began - AttemptRow.created_at))
+                .where(ran).group_by(AttemptRow.site))}
+            first = _waits(s.execute(
+                select(*_histogram(began - JobRow.created_at)).select_from(AttemptRow)
+                .join(JobRow, JobRow.id == AttemptRow.job_id)
+                .where(AttemptRow.number == 1, ran)).one())
+        return Tallies(jobs, attempts, books, queue, first)
 
     def site_health(self) -> dict[str, SiteHealth]:
         with self._read() as s:
@@ -203,6 +216,16 @@ class Ledger(Sessions):
         q = select(EventRow).where(EventRow.site == site).order_by(EventRow.id)
         with self._read() as s:
             return [_event_of(r) for r in s.scalars(q)]
+
+
+def _histogram(seconds: ColumnElement[float]) -> list[ColumnElement[Any]]:
+    """count, sum and a count per bucket bound of ``seconds``, summed in the database."""
+    return [func.count(), func.sum(seconds),
+            *(func.sum(case((seconds <= bound, 1), else_=0)) for bound in WAIT_BUCKETS_S)]
+
+
+def _waits(row: Sequence[Any]) -> Waits:
+    return Waits(int(row[0] or 0), float(row[1] or 0.0), tuple(int(n or 0) for n in row[2:]))
 
 
 def event_row(

@@ -15,6 +15,7 @@ from gridbridge.states import AttemptState, JobState
 from .tables import AttemptRow, Base, JobRow, LedgerRow
 
 __all__ = [
+    "WAIT_BUCKETS_S",
     "Attempt",
     "AttemptEnding",
     "BookLine",
@@ -24,6 +25,7 @@ __all__ = [
     "Lease",
     "SiteHealth",
     "Tallies",
+    "Waits",
     "new_job_id",
 ]
 
@@ -170,6 +172,20 @@ class BookLine:
     core_hours: float
 
 
+WAIT_BUCKETS_S = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 86400.0)
+"""The upper bounds of the wait histograms' buckets (seconds)."""
+
+
+@dataclass(frozen=True)
+class Waits:
+    """A histogram of waits: how many, their sum, and how many were at most each bound of
+    :data:`WAIT_BUCKETS_S` (cumulative, as Prometheus counts buckets)."""
+
+    count: int
+    total_s: float
+    at_most: tuple[int, ...]
+
+
 @dataclass(frozen=True)
 class Tallies:
     """The store's counts, as ``/metrics`` reports them."""
@@ -179,6 +195,10 @@ class Tallies:
     attempts: dict[tuple[str, str], int]
     """(site, state) to how many attempts."""
     books: list[BookLine]
+    queue_waits: dict[str, Waits]
+    """Per site, from an attempt's placement to its start, for every attempt that started."""
+    first_runs: Waits
+    """From a job's submission to its first attempt's start, for every job that started."""
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gridbridge.client import Client
 from gridbridge.config import parse_config
+from gridbridge.scheduler.reconciler import Reconciler
 from gridbridge.service._app import Service
 from gridbridge.service._metrics import exposition
 
@@ -39,6 +40,11 @@ def _served(tmp_path: Path) -> dict[str, set[str]]:
         "sites": [{"name": "a", "adapter": "local", "tier": "cloud", "capacity": {"cpus": 1},
                    "price": {"per_core_hour": 1.0}}]})
     with Client(config, start=False) as client:
+        reconciler = Reconciler(config, client.store, client.adapters)
+        try:
+            reconciler.tick()  # its tick and phase timings (nothing to do yet)
+        finally:
+            reconciler.close()
         _book_one(client)
         text = exposition(Service(client)).decode()
     served: dict[str, set[str]] = {}

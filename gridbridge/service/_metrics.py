@@ -20,7 +20,11 @@ operators and finance may scrape: the books cover every team.
     gridbridge_core_seconds_total               counter  team, site, tier
     gridbridge_budget                           gauge    team, currency
     gridbridge_budget_left                      gauge    team, currency
+    gridbridge_queue_wait_seconds               histo    site, tier
+    gridbridge_time_to_first_run_seconds        histo    (none)
     gridbridge_metrics_scrape_seconds           gauge    (none)
+    gridbridge_tick_seconds                     histo    (none)  this process's reconciler
+    gridbridge_phase_seconds                    histo    phase   (from the loop's own timing)
 """
 
 from __future__ import annotations
@@ -31,10 +35,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.registry import Collector, CollectorRegistry
 from starlette.responses import Response
 
+from gridbridge.scheduler.records import WAIT_BUCKETS_S, Waits
 from gridbridge.states import AttemptState, JobState
 
 from ._app import Call, Endpoint, Service
@@ -139,17 +148,38 @@ class _Federation(Collector):
             yield budget
             yield left
 
+        queue = HistogramMetricFamily(
+            "gridbridge_queue_wait_seconds", "From an attempt's placement on a site to its "
+            "start there, for every attempt that started.", labels=["site", "tier"])
+        for site_name, waits in sorted(tallies.queue_waits.items()):
+            queue.add_metric([site_name, tiers.get(site_name, "")], _buckets(waits),
+                             waits.total_s)
+        yield queue
+        first = HistogramMetricFamily(
+            "gridbridge_time_to_first_run_seconds", "From a job's submission to the start of "
+            "its first attempt, for every job that started.")
+        first.add_metric([], _buckets(tallies.first_runs), tallies.first_runs.total_s)
+        yield first
+
         took = GaugeMetricFamily("gridbridge_metrics_scrape_seconds",
                                  "How long reading the store for this scrape took.")
         took.add_metric([], time.perf_counter() - started)
         yield took
 
 
+def _buckets(waits: Waits) -> list[tuple[str, float]]:
+    return [*((repr(bound), n) for bound, n in zip(WAIT_BUCKETS_S, waits.at_most, strict=True)),
+            ("+Inf", waits.count)]
+
+
 def exposition(service: Service) -> bytes:
-    """The whole ``/metrics`` page."""
+    """The whole ``/metrics`` page: the store's counts, then this process's reconciler
+    timings (ticks and phases; none until it has held the lease)."""
+    from gridbridge.scheduler.reconciler import TIMINGS
+
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Federation(service))
-    return bytes(generate_latest(registry))
+    return bytes(generate_latest(registry)) + bytes(generate_latest(TIMINGS))
 
 
 def _metrics(service: Service, call: Call) -> Response:

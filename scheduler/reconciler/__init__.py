@@ -25,7 +25,8 @@ lease; health runs after every tick, however it ended::
 The modules, one phase each: ``_lease`` (the lease), ``_submitting``, ``_cancelling``,
 ``_polling``, ``_ending``, ``_migrating`` (the decision is :mod:`gridbridge.scheduler.moves`,
 pure), ``_sweeping``, ``_placing`` (with ``_explaining`` and ``_progress``, its parts),
-``_health``; ``_tick`` holds what they share (``World``, ``TickReport``) and ``_loop`` the
+``_health``; ``_timings`` keeps how long ticks and phases take (for ``/metrics``);
+``_tick`` holds what they share (``World``, ``TickReport``) and ``_loop`` the
 :class:`Reconciler` that composes them. Migrating fetches the tick's offers only when some
 running job may move, and hands them to placing, which places what the moves free and leaves
 out, per job, the offer it moved off (and every drained site).
@@ -36,5 +37,6 @@ from __future__ import annotations
 from ._lease import LEASE, LeaseLost
 from ._loop import Reconciler
 from ._tick import TickReport
+from ._timings import TIMINGS
 
-__all__ = ["LEASE", "LeaseLost", "Reconciler", "TickReport"]
+__all__ = ["LEASE", "TIMINGS", "LeaseLost", "Reconciler", "TickReport"]

@@ -29,6 +29,7 @@ from ._polling import Polling
 from ._submitting import Submitting
 from ._sweeping import Sweeping
 from ._tick import TickReport, World
+from ._timings import observe_tick, timed
 
 __all__ = ["Reconciler"]
 
@@ -98,23 +99,31 @@ class Reconciler:
         self.calls.begin_tick()
         budget = [self.config.limits.max_submissions_per_tick]
         renew = self.keeper.renew
+        started = time.perf_counter()
         try:
-            submitting = [a for a in self.store.active_attempts()
-                          if a.state is AttemptState.SUBMITTING]
-            self.submitting.run(submitting, report, budget)
+            with timed("submitting"):
+                submitting = [a for a in self.store.active_attempts()
+                              if a.state is AttemptState.SUBMITTING]
+                self.submitting.run(submitting, report, budget)
             renew()
             active = self.store.active_attempts()
-            self.cancelling.run(active)
+            with timed("cancelling"):
+                self.cancelling.run(active)
             renew()
-            self.polling.run(active, report)  # decisions are made on this tick's poll only
+            with timed("polling"):
+                self.polling.run(active, report)  # decisions are made on this tick's poll only
             renew()
-            offers = self.migrating.run(report, self.placing.offers)  # fetched if needed
+            with timed("migrating"):
+                offers = self.migrating.run(report, self.placing.offers)  # fetched if needed
             renew()
-            self.sweeping.run(report)
+            with timed("sweeping"):
+                self.sweeping.run(report)
             renew()
-            self.placing.run(report, budget, self.polling.take_requeued(), offers)
+            with timed("placing"):
+                self.placing.run(report, budget, self.polling.take_requeued(), offers)
         finally:
             self.health.record()
+            observe_tick(time.perf_counter() - started)
         return report
 
     def acquire(self) -> bool:

@@ -100,6 +100,21 @@ def _check(fed: Federation, alice: Client, bob: Client, ops: Client) -> None:
     assert {(lb["site"], lb["state"]): v for lb, v in got["gridbridge_attempts_active"]
             } == active
     assert sum(n for (_, outcome), n in ended.items() if outcome == "preempted") == 1
+    # the waits: one per attempt that ran (per site), one per job whose first attempt ran
+    ran = [a for a in rows if a.started_at is not None or a.state is AttemptState.SUCCEEDED]
+    assert {lb["site"]: v for lb, v in got["gridbridge_queue_wait_seconds_count"]} == Counter(
+        a.site for a in ran)
+    [(_, first)] = got["gridbridge_time_to_first_run_seconds_count"]
+    assert first == len({a.job_id for a in ran if a.number == 1}) == 3
+    for name in ("gridbridge_queue_wait_seconds", "gridbridge_time_to_first_run_seconds"):
+        buckets = [v for lb, v in got[f"{name}_bucket"] if lb.get("site", "a") == "a"]
+        assert buckets == sorted(buckets) and buckets[-1] == dict(
+            (lb.get("site", "a"), v) for lb, v in got[f"{name}_count"])["a"]
+    # the service's own reconciler times its ticks and each phase
+    [(_, ticks)] = got["gridbridge_tick_seconds_count"]
+    assert ticks > 0
+    assert {lb["phase"] for lb, _ in got["gridbridge_phase_seconds_count"]} == {
+        "submitting", "cancelling", "polling", "migrating", "sweeping", "placing"}
     tiers = {lb["site"]: lb["tier"] for lb, _ in got["gridbridge_site_up"]}
     assert tiers == {"a": "cloud", "b": "hpc"}
     assert all(v == 1 for _, v in got["gridbridge_site_up"])
