@@ -1,5 +1,5 @@
-"""How long ``GET /metrics`` takes on a store of many jobs, against the cheapest request the
-service answers from the same store.
+"""How long ``GET /metrics`` and the dashboard's jobs page take on a store of many jobs,
+against the cheapest request the service answers from the same store.
 
 A SQLite store is seeded with N jobs (1% running, as many pending, half of those preempted
 once, the rest succeeded; each ended attempt with its ledger row, spread over 20 teams and
@@ -7,10 +7,12 @@ once, the rest succeeded; each ended attempt with its ledger row, spread over 20
 check and handler) in this process, alternately, each timed ``--repeat`` times:
 
 * ``GET /metrics``: every family of :mod:`gridbridge.service._metrics`;
+* ``GET /ui/jobs``: the dashboard's first page of jobs (50, newest first), whole;
 * the baseline ``GET /v1/jobs/count`` (one ``count(*)``): what any authenticated request
   costs here, so the ratio is what the metrics add.
 
-Medians (the machine is shared). Target: /metrics in <= 200 ms at 100,000 jobs.
+Medians (the machine is shared). Targets at 100,000 jobs: /metrics in <= 200 ms, the jobs
+page in <= 300 ms.
 
     python benchmarks/metrics.py --sizes 10000 100000 --json out/metrics.json
 """
@@ -35,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from throughput import _seed  # (the seeding the scale table uses)
 
 TARGET_S = 0.2
+TARGET_PAGE_S = 0.3
 SITES = ("north", "south", "east", "west")
 
 
@@ -80,10 +83,11 @@ def bench(n: int, repeat: int) -> dict[str, Any]:
             booked = _ledger(client.store, 20)
             _, token = client.store.create_token("ops", "infra", "operator")
             app = make_app(client, [*JOBS, *METRICS])
-            metrics, count = [], []
+            metrics, count, page = [], [], []
             with TestClient(app, headers={"authorization": f"Bearer {token}"}) as http:
                 for _ in range(repeat):
-                    for path, into in (("/metrics", metrics), ("/v1/jobs/count", count)):
+                    for path, into in (("/metrics", metrics), ("/v1/jobs/count", count),
+                                       ("/ui/jobs", page)):
                         t0 = time.perf_counter()
                         answer = http.get(path)
                         into.append(time.perf_counter() - t0)
@@ -92,7 +96,8 @@ def bench(n: int, repeat: int) -> dict[str, Any]:
         finally:
             client.close()
     return {"jobs": n, "ledger_rows": booked, "metrics_s": statistics.median(metrics),
-            "count_s": statistics.median(count), "page_bytes": size, "repeat": repeat}
+            "count_s": statistics.median(count), "jobs_page_s": statistics.median(page),
+            "page_bytes": size, "repeat": repeat}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,19 +107,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     rows = [bench(n, args.repeat) for n in args.sizes]
-    table = Table(title=f"GET /metrics against GET /v1/jobs/count (medians of {args.repeat})")
-    for col in ("jobs", "ledger rows", "/metrics, ms", "count, ms", "ratio", "page, KiB",
-                "target"):
+    table = Table(title=f"GET /metrics and /ui/jobs against GET /v1/jobs/count (medians of "
+                        f"{args.repeat})")
+    for col in ("jobs", "ledger rows", "/metrics, ms", "/ui/jobs, ms", "count, ms",
+                "/metrics ratio", "/metrics, KiB", "target"):
         table.add_column(col, justify="right")
     ok = True
     for r in rows:
         target = ""
         if r["jobs"] >= 100_000:
-            met = r["metrics_s"] <= TARGET_S
+            met = r["metrics_s"] <= TARGET_S and r["jobs_page_s"] <= TARGET_PAGE_S
             ok = ok and met
-            target = f"<= {TARGET_S * 1e3:.0f} ms: {'met' if met else 'NOT met'}"
+            target = (f"{TARGET_S * 1e3:.0f} / {TARGET_PAGE_S * 1e3:.0f} ms: "
+                      f"{'met' if met else 'NOT met'}")
         table.add_row(f"{r['jobs']:,}", f"{r['ledger_rows']:,}", f"{r['metrics_s'] * 1e3:.1f}",
-                      f"{r['count_s'] * 1e3:.1f}", f"{r['metrics_s'] / r['count_s']:.1f}x",
+                      f"{r['jobs_page_s'] * 1e3:.1f}", f"{r['count_s'] * 1e3:.1f}",
+                      f"{r['metrics_s'] / r['count_s']:.1f}x",
                       f"{r['page_bytes'] / 1024:.1f}", target)
     Console(width=110).print(table)
     if args.json:
@@ -122,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps({
             "benchmark": "metrics", "python": sys.version.split()[0],
             "machine": platform.machine(), "cpus": os.cpu_count(), "rows": rows,
-            "target_s": TARGET_S}, indent=2))
+            "target_s": TARGET_S, "target_page_s": TARGET_PAGE_S}, indent=2))
     return 0 if ok else 1
 
 

@@ -91,11 +91,17 @@ class StateStore(Ledger, Leases, Access):
             return Job.of(row)
 
     def jobs(self, states: Iterable[JobState] | None = None, limit: int | None = None,
-             **match: str | None) -> list[Job]:
+             *, offset: int = 0, site: str | None = None, **match: str | None) -> list[Job]:
         """Jobs, newest first, optionally only in the given states and only those whose
         ``user``, ``team``, ``project`` or ``name`` is the one given (filtered and limited in
-        the database: a listing of the newest few reads only those rows)."""
+        the database: a listing of the newest few reads only those rows); ``site``: only jobs
+        with an attempt there; ``offset``: past the newest ``offset`` (a page)."""
         q = _matching(select(_JOBS), states, match).order_by(_JOBS.c.created_at.desc())
+        if site is not None:
+            q = q.where(_JOBS.c.id.in_(select(AttemptRow.job_id)
+                                       .where(AttemptRow.site == site)))
+        if offset:
+            q = q.offset(offset)
         if limit is not None:
             q = q.limit(limit)
         with self._core_read() as c:  # plain rows: each tick reads every pending job

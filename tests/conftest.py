@@ -124,6 +124,7 @@ def ssh_login() -> Iterator[dict[str, object]]:
 
 
 from tests.checkpoint.conftest import s3_server  # noqa: E402,F401 - the SeaweedFS fixture, shared
+from tests.support.browser import chromium  # noqa: E402,F401 - headless Chromium, shared
 from tests.support.edgefleet import fleet  # noqa: E402,F401 - the edge fleet, one for the session
 from tests.support.postgres import (  # noqa: E402,F401 - PostgreSQL, one for the session
     postgres_server,

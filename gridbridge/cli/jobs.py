@@ -184,7 +184,8 @@ def _status(made: Client, job: str | None, fmt: Format, limit: int,
     if job is not None:
         _story(made, job, fmt)
         return
-    jobs = made.store.jobs(state or None, limit, **match)
+    jobs = made.store.jobs(state or None, limit, user=match["user"], team=match["team"],
+                           name=match["name"])
     total = len(jobs) if len(jobs) < limit else made.store.count_jobs(state or None, **match)
     details = made.store.details([j.id for j in jobs])
     sites = made.store.last_sites([j.id for j in jobs])

@@ -167,7 +167,10 @@ async def _health(_request: Request) -> Response:
 def make_app(made: Client, endpoints: list[Endpoint], peer: bool = False) -> Starlette:
     """The API over ``made``, an in-process client of the federation (``peer``: its callers
     are the Unix socket's peers, see ``_peer``)."""
+    from ._dashboard import routes as dashboard
+
     service = Service(made, peer)
     routes = [Route("/v1/health", _health, methods=["GET"])]
     routes += [_route(service, e) for e in endpoints]
+    routes += dashboard(service)
     return Starlette(routes=routes)

@@ -24,7 +24,7 @@ import httpx
 from gridbridge.client import Client, JobFuture
 from gridbridge.scheduler._access import AuditRecord, Role, TokenRecord
 from gridbridge.scheduler._db import StoreUnavailable
-from gridbridge.scheduler.records import Attempt, Event, Job
+from gridbridge.scheduler.records import Attempt, Event, Job, SiteHealth
 from gridbridge.scheduler.tables import DecisionRow
 from gridbridge.states import JobState
 from gridbridge.units import redact_url
@@ -153,6 +153,10 @@ class RemoteStore:
     def revoke_token(self, token_id: str) -> TokenRecord:
         return decode(TokenRecord, self._post(  # type: ignore[no-any-return]
             f"/v1/tokens/{_quote(token_id)}/revoke"))
+
+    def site_health(self) -> dict[str, SiteHealth]:
+        """How each site's calls went, as the service's reconciler last saw them."""
+        return {name: SiteHealth(**h) for name, h in self._get("/v1/sites/health").items()}
 
     def drain_site(self, site: str, drained: bool, actor: str = "", reason: str = "") -> bool:
         """Drain or reopen ``site`` as the token's user (``actor`` is the service's to say)."""

@@ -288,18 +288,6 @@ CHARTS = ("spend-by-team", "spend-by-tier", "savings", "budget-burn-down", "lost
           "top-jobs")
 
 
-@pytest.fixture(scope="module")
-def chromium() -> tuple[str, str]:
-    """Debian's Chromium and ChromeDriver (``deploy/dev/browser-install.sh`` installs them)."""
-    pytest.importorskip("selenium", reason="selenium is in the dev extra")
-    out = subprocess.run(["bash", str(REPO / "deploy" / "dev" / "browser-install.sh")],
-                         capture_output=True, text=True, timeout=1200, check=False)
-    if out.returncode != 0:
-        pytest.skip(f"no Chromium here: {out.stderr.strip()[-400:]}")
-    browser, driver = out.stdout.split()
-    return browser, driver
-
-
 def _table(page: object, ident: str) -> list[dict[str, str]]:
     from selenium.webdriver.common.by import By
 
