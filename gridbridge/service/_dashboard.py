@@ -270,6 +270,12 @@ def _spend(service: Service, who: Identity) -> str:
 
 # routing ------------------------------------------------------------------------------------
 
+def _refused(service: Service, who: Identity, request: Request, exc: Refused) -> None:
+    """A refusal is audited as the API's are (the verb names the page)."""
+    service.audit(who, "dashboard", request.url.path[:128], "refused",
+                  request.client.host if request.client else "", str(exc))
+
+
 Render = Callable[[Service, Identity, Request], str]
 
 
@@ -284,6 +290,7 @@ def _guarded(service: Service, title: Callable[[Request], str], render: Render,
         try:
             inner = await run_in_threadpool(render, service, who, request)
         except Refused as exc:
+            await run_in_threadpool(_refused, service, who, request, exc)
             return _page(who, "Refused", f"<p class='note'>{_e(exc)}</p>", status=exc.status)
         except JobNotFound as exc:
             return _page(who, "Not found", f"<p class='note'>{_e(exc)}</p>", status=404)
@@ -343,6 +350,7 @@ def routes(service: Service) -> list[Route]:
         try:
             text = await run_in_threadpool(_log, service, who, request.path_params["job"])
         except Refused as exc:
+            await run_in_threadpool(_refused, service, who, request, exc)
             return PlainTextResponse(str(exc), exc.status)
         except JobNotFound as exc:
             return PlainTextResponse(str(exc), 404)

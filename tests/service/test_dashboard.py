@@ -195,4 +195,9 @@ def test_the_dashboard_in_chromium(fed: Federation, chromium: tuple[str, str],
         assert _outside(page, fed) == []
     finally:
         page.quit()
+    # each refusal is in the audit, as the API's are
+    audit = json.loads(cli("ops", "admin", "audit", "--format", "json"))
+    refused = [r for r in audit if r["user"] == "bob" and r["verb"] == "dashboard"]
+    assert {r["target"] for r in refused} == {f"/ui/jobs/{writer}", "/ui/spend"}, refused
+    assert all(r["outcome"] == "refused" for r in refused)
     print(f"jobs page weight {weight} bytes; screenshots in {tmp_path}")
