@@ -42,7 +42,8 @@ def _served(tmp_path: Path) -> dict[str, set[str]]:
     with Client(config, start=False) as client:
         reconciler = Reconciler(config, client.store, client.adapters)
         try:
-            reconciler.tick()  # its tick and phase timings (nothing to do yet)
+            reconciler.tick()  # its tick and phase timings (nothing to place yet)
+            reconciler.placing.offers()  # what a placement round asks the sites for
         finally:
             reconciler.close()
         _book_one(client)

@@ -38,6 +38,7 @@ from ._migrating import Migrating
 from ._progress import Progress
 from ._submitting import Submitting
 from ._tick import TickReport, World, one_attempt
+from ._timings import observe_offers
 
 __all__ = ["Placing"]
 
@@ -100,6 +101,7 @@ class Placing:
         offers: list[Offer] = []
         for site_offers in self.world.calls.run("offers", calls).values():
             offers.extend(site_offers)
+        observe_offers(offers)
         return offers
 
     def _decide_requeued(self, requeued: Sequence[tuple[Attempt, AttemptStatus]],

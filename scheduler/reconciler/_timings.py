@@ -1,19 +1,22 @@
-"""How long ticks and their phases take, kept in this process for ``/metrics``.
+"""What this process's reconciler saw, kept for ``/metrics``: how long ticks and their
+phases take, and the offers of its last placement round.
 
-Invariant: a histogram per process, in a registry of its own (:data:`TIMINGS`), observed by
-the reconciler loop only; the service that runs the reconciler serves it beside the store's
-counts. Labels are the phase names, nothing else.
+Invariant: one registry per process (:data:`TIMINGS`), written by the reconciler loop only;
+the service that runs the reconciler serves it beside the store's counts. Labels are phase
+names, sites and offer keys (which the config bounds), nothing else.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Gauge, Histogram
 
-__all__ = ["TIMINGS", "observe_tick", "timed"]
+from gridbridge.adapter import Offer
+
+__all__ = ["TIMINGS", "observe_offers", "observe_tick", "timed"]
 
 TIMINGS = CollectorRegistry(auto_describe=True)
 """The reconciler's timings in this process."""
@@ -40,3 +43,33 @@ def timed(phase: str) -> Iterator[None]:
 
 def observe_tick(seconds: float) -> None:
     _TICK.observe(seconds)
+
+
+_OFFER = ["site", "tier", "offer"]
+_FREE_CPUS = Gauge("gridbridge_offer_free_cpus", "CPUs an offer had free at the last "
+                   "placement round.", _OFFER, registry=TIMINGS)
+_FREE_GPUS = Gauge("gridbridge_offer_free_gpus", "GPUs an offer had free at the last "
+                   "placement round.", _OFFER, registry=TIMINGS)
+_PRICE = Gauge("gridbridge_offer_price_per_core_hour", "An offer's price per core-hour at "
+               "the last placement round (the config's currency).", _OFFER, registry=TIMINGS)
+_HOURLY = Gauge("gridbridge_offer_price_per_hour", "An offer's price per hour of one "
+                "instance or node, whatever it runs (0 where it is priced per core-hour).",
+                _OFFER, registry=TIMINGS)
+_PREEMPT = Gauge("gridbridge_offer_preemptions_per_hour", "How often an offer's work is "
+                 "expected to be preempted, per hour.", _OFFER, registry=TIMINGS)
+_SEEN = Gauge("gridbridge_offers_seen_timestamp_seconds", "When the offers were last asked "
+              "for (Unix time; a site that failed offers none).", registry=TIMINGS)
+
+
+def observe_offers(offers: Sequence[Offer]) -> None:
+    """Replace the offer gauges with ``offers`` (an offer gone since is dropped)."""
+    for gauge in (_FREE_CPUS, _FREE_GPUS, _PRICE, _HOURLY, _PREEMPT):
+        gauge.clear()
+    for o in offers:
+        labels = (o.site, o.tier.value, o.key)
+        _FREE_CPUS.labels(*labels).set(o.cpus)
+        _FREE_GPUS.labels(*labels).set(o.gpus)
+        _PRICE.labels(*labels).set(o.price.per_core_hour)
+        _HOURLY.labels(*labels).set(o.price.per_hour)
+        _PREEMPT.labels(*labels).set(o.preemption_rate_per_hour)
+    _SEEN.set(time.time())

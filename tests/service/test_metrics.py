@@ -115,6 +115,12 @@ def _check(fed: Federation, alice: Client, bob: Client, ops: Client) -> None:
     assert ticks > 0
     assert {lb["phase"] for lb, _ in got["gridbridge_phase_seconds_count"]} == {
         "submitting", "cancelling", "polling", "migrating", "sweeping", "placing"}
+    # the offers of the last placement round (the resume's), priced as the config says
+    prices = {(lb["site"], lb["offer"]): v
+              for lb, v in got["gridbridge_offer_price_per_core_hour"]}
+    assert prices == {("a", "default"): 36.0, ("b", "default"): 72.0}
+    free = {lb["site"]: v for lb, v in got["gridbridge_offer_free_cpus"]}
+    assert set(free) == {"a", "b"} and 0 <= free["a"] <= 4 and 0 <= free["b"] <= 2
     tiers = {lb["site"]: lb["tier"] for lb, _ in got["gridbridge_site_up"]}
     assert tiers == {"a": "cloud", "b": "hpc"}
     assert all(v == 1 for _, v in got["gridbridge_site_up"])
