@@ -36,6 +36,7 @@ from sqlalchemy.schema import Column, Table
 
 from gridbridge.units import redact_url, redact_urls
 
+from ._observed import store_timed
 from .tables import Base, LeaseRow
 
 __all__ = [
@@ -247,18 +248,20 @@ class Sessions:
 
     @contextmanager
     def _tx(self) -> Iterator[Session]:
-        with unavailable_as_error(self.url), self._sessions() as session, session.begin():
+        with (store_timed("write"), unavailable_as_error(self.url), self._sessions() as session,
+              session.begin()):
             yield session
 
     @contextmanager
     def _read(self) -> Iterator[Session]:
-        with unavailable_as_error(self.url), self._reads() as session:
+        with store_timed("read"), unavailable_as_error(self.url), self._reads() as session:
             yield session
 
     @contextmanager
     def _core_read(self) -> Iterator[Connection]:
         """A read without the ORM, for the point reads every tick makes (half the cost)."""
-        with unavailable_as_error(self.url), self._read_engine.connect() as connection:
+        with (store_timed("read"), unavailable_as_error(self.url),
+              self._read_engine.connect() as connection):
             yield connection
 
     def probe_write(self) -> None:

@@ -12,22 +12,20 @@ import contextlib
 import time
 from collections.abc import Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client import Gauge, Histogram
 
 from gridbridge.adapter import Offer
 
+from .._observed import BUCKETS_S
+from .._observed import REGISTRY as TIMINGS
+
 __all__ = ["TIMINGS", "observe_offers", "observe_tick", "timed"]
 
-TIMINGS = CollectorRegistry(auto_describe=True)
-"""The reconciler's timings in this process."""
-
-_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-
 _TICK = Histogram("gridbridge_tick_seconds", "How long a tick of the reconciler took (all "
-                  "phases, when this process held the lease).", buckets=_BUCKETS,
+                  "phases, when this process held the lease).", buckets=BUCKETS_S,
                   registry=TIMINGS)
 _PHASE = Histogram("gridbridge_phase_seconds", "How long one phase of a tick took "
-                   "(placing: one placement round).", ["phase"], buckets=_BUCKETS,
+                   "(placing: one placement round).", ["phase"], buckets=BUCKETS_S,
                    registry=TIMINGS)
 
 

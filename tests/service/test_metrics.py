@@ -115,6 +115,9 @@ def _check(fed: Federation, alice: Client, bob: Client, ops: Client) -> None:
     assert ticks > 0
     assert {lb["phase"] for lb, _ in got["gridbridge_phase_seconds_count"]} == {
         "submitting", "cancelling", "polling", "migrating", "sweeping", "placing"}
+    # the service's store transactions, reads and writes
+    store = {lb["kind"]: v for lb, v in got["gridbridge_store_transaction_seconds_count"]}
+    assert store["read"] > 0 and store["write"] > 0, store
     # the offers of the last placement round (the resume's), priced as the config says
     prices = {(lb["site"], lb["offer"]): v
               for lb, v in got["gridbridge_offer_price_per_core_hour"]}
