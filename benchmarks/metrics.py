@@ -6,7 +6,9 @@ once, the rest succeeded; each ended attempt with its ledger row, spread over 20
 4 sites), then both requests go through the service's real app (its authentication, rights
 check and handler) in this process, alternately, each timed ``--repeat`` times:
 
-* ``GET /metrics``: every family of :mod:`gridbridge.service._metrics`;
+* ``GET /metrics``: every family of :mod:`gridbridge.service._metrics` (the first scrape
+  also sums the time to first run of every job that started over 5 minutes ago, which later
+  scrapes keep: shown apart);
 * ``GET /ui/jobs``: the dashboard's first page of jobs (50, newest first), whole;
 * the baseline ``GET /v1/jobs/count`` (one ``count(*)``): what any authenticated request
   costs here, so the ratio is what the metrics add.
@@ -96,6 +98,7 @@ def bench(n: int, repeat: int) -> dict[str, Any]:
         finally:
             client.close()
     return {"jobs": n, "ledger_rows": booked, "metrics_s": statistics.median(metrics),
+            "first_metrics_s": metrics[0],
             "count_s": statistics.median(count), "jobs_page_s": statistics.median(page),
             "page_bytes": size, "repeat": repeat}
 
@@ -109,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [bench(n, args.repeat) for n in args.sizes]
     table = Table(title=f"GET /metrics and /ui/jobs against GET /v1/jobs/count (medians of "
                         f"{args.repeat})")
-    for col in ("jobs", "ledger rows", "/metrics, ms", "/ui/jobs, ms", "count, ms",
+    for col in ("jobs", "ledger rows", "/metrics, ms", "first, ms", "/ui/jobs, ms", "count, ms",
                 "/metrics ratio", "/metrics, KiB", "target"):
         table.add_column(col, justify="right")
     ok = True
@@ -121,10 +124,11 @@ def main(argv: list[str] | None = None) -> int:
             target = (f"{TARGET_S * 1e3:.0f} / {TARGET_PAGE_S * 1e3:.0f} ms: "
                       f"{'met' if met else 'NOT met'}")
         table.add_row(f"{r['jobs']:,}", f"{r['ledger_rows']:,}", f"{r['metrics_s'] * 1e3:.1f}",
-                      f"{r['jobs_page_s'] * 1e3:.1f}", f"{r['count_s'] * 1e3:.1f}",
+                      f"{r['first_metrics_s'] * 1e3:.1f}", f"{r['jobs_page_s'] * 1e3:.1f}",
+                      f"{r['count_s'] * 1e3:.1f}",
                       f"{r['metrics_s'] / r['count_s']:.1f}x",
                       f"{r['page_bytes'] / 1024:.1f}", target)
-    Console(width=110).print(table)
+    Console(width=120).print(table)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, case, delete, func, insert, or_, select
+from sqlalchemy import ColumnElement, Table, and_, case, delete, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from gridbridge.states import AttemptState
@@ -154,34 +154,51 @@ class Ledger(Sessions):
             s.add(event_row(self._clock(), job_id, attempt_id, kind, "", "", reason, actor,
                             site))
 
-    def tallies(self) -> Tallies:
-        """What ``/metrics`` counts, each summed in the database (four grouped queries,
-        whatever the number of jobs)."""
+    def tallies(self, since: float = 0.0) -> Tallies:
+        """What ``/metrics`` counts, each summed in the database: three grouped queries
+        (jobs by state, attempts, the ledger), whatever the number of jobs. ``since``: the
+        ledger's cost from then on is summed too (a month's spend). The time to first run is
+        :meth:`first_runs`, which a caller can keep for the jobs that have ended."""
+        began, ran = _began_ran()
         with self._read() as s:
             jobs = {state: int(n) for state, n in s.execute(
                 select(JobRow.state, func.count()).group_by(JobRow.state))}
-            attempts = {(site, state): int(n) for site, state, n in s.execute(
-                select(AttemptRow.site, AttemptRow.state, func.count())
-                .group_by(AttemptRow.site, AttemptRow.state))}
+            attempts: dict[tuple[str, str], int] = {}
+            queue_rows: dict[str, list[Sequence[Any]]] = {}
+            for site, state, n, *waits in s.execute(
+                    select(AttemptRow.site, AttemptRow.state, func.count(),
+                           *_histogram(began - AttemptRow.created_at, ran))
+                    .group_by(AttemptRow.site, AttemptRow.state)):
+                attempts[(site, state)] = int(n)
+                queue_rows.setdefault(site, []).append(waits)
             books = [BookLine(team, site, float(cost or 0), float(od or 0), float(lost or 0),
-                              float(hours or 0))
-                     for team, site, cost, od, lost, hours in s.execute(
+                              float(hours or 0), float(recent or 0))
+                     for team, site, cost, od, lost, hours, recent in s.execute(
                          select(LedgerRow.team, LedgerRow.site, func.sum(LedgerRow.cost),
                                 func.sum(LedgerRow.on_demand_cost),
-                                func.sum(LedgerRow.lost_cost), func.sum(LedgerRow.core_hours))
+                                func.sum(LedgerRow.lost_cost), func.sum(LedgerRow.core_hours),
+                                func.sum(case((LedgerRow.end >= since, LedgerRow.cost),
+                                              else_=0.0)))
                          .group_by(LedgerRow.team, LedgerRow.site))]
-            # an attempt that succeeded before a poll saw it run started by its end at most
-            began = func.coalesce(AttemptRow.started_at, AttemptRow.ended_at)
-            ran = or_(AttemptRow.started_at.is_not(None),
-                      AttemptRow.state == AttemptState.SUCCEEDED.value)
-            queue = {row[0]: _waits(row[1:]) for row in s.execute(
-                select(AttemptRow.site, *_histogram(began - AttemptRow.created_at))
-                .where(ran).group_by(AttemptRow.site))}
-            first = _waits(s.execute(
-                select(*_histogram(began - JobRow.created_at)).select_from(AttemptRow)
-                .join(JobRow, JobRow.id == AttemptRow.job_id)
-                .where(AttemptRow.number == 1, ran)).one())
-        return Tallies(jobs, attempts, books, queue, first)
+        queue = {site: _summed([_waits(r) for r in rows]) for site, rows in queue_rows.items()}
+        return Tallies(jobs, attempts, books,
+                       {site: w for site, w in queue.items() if w.count})
+
+    def first_runs(self, since: float | None = None, until: float | None = None) -> Waits:
+        """From submission to the first attempt's start, for the jobs whose first attempt
+        started in [``since``, ``until``) (one scan of attempts; only those rows are joined
+        to their jobs). A job's entry never changes once its first attempt has started, so
+        a caller can keep the sum of a past window and read only the rest."""
+        began, ran = _began_ran()
+        q = (select(*_histogram(began - JobRow.created_at)).select_from(AttemptRow)
+             .join(JobRow, JobRow.id == AttemptRow.job_id)
+             .where(AttemptRow.number == 1, ran))
+        if since is not None:
+            q = q.where(began >= since)
+        if until is not None:
+            q = q.where(began < until)
+        with self._read() as s:
+            return _waits(s.execute(q).one())
 
     def site_health(self) -> dict[str, SiteHealth]:
         with self._read() as s:
@@ -218,14 +235,36 @@ class Ledger(Sessions):
             return [_event_of(r) for r in s.scalars(q)]
 
 
-def _histogram(seconds: ColumnElement[float]) -> list[ColumnElement[Any]]:
-    """count, sum and a count per bucket bound of ``seconds``, summed in the database."""
-    return [func.count(), func.sum(seconds),
-            *(func.sum(case((seconds <= bound, 1), else_=0)) for bound in WAIT_BUCKETS_S)]
+def _histogram(seconds: ColumnElement[float],
+               where: ColumnElement[bool] | None = None) -> list[ColumnElement[Any]]:
+    """count, sum and a count per bucket bound of ``seconds`` (of the rows ``where`` holds
+    for, when given), summed in the database."""
+    if where is None:
+        return [func.count(), func.sum(seconds),
+                *(func.sum(case((seconds <= bound, 1), else_=0)) for bound in WAIT_BUCKETS_S)]
+    return [func.sum(case((where, 1), else_=0)), func.sum(case((where, seconds), else_=0.0)),
+            *(func.sum(case((and_(where, seconds <= bound), 1), else_=0))
+              for bound in WAIT_BUCKETS_S)]
 
 
 def _waits(row: Sequence[Any]) -> Waits:
     return Waits(int(row[0] or 0), float(row[1] or 0.0), tuple(int(n or 0) for n in row[2:]))
+
+
+def _began_ran() -> tuple[ColumnElement[Any], ColumnElement[bool]]:
+    """When an attempt started, and whether it ran: one that succeeded before a poll saw
+    it run started by its end at most."""
+    began = func.coalesce(AttemptRow.started_at, AttemptRow.ended_at)
+    ran = or_(AttemptRow.started_at.is_not(None),
+              AttemptRow.state == AttemptState.SUCCEEDED.value)
+    return began, ran
+
+
+def _summed(parts: Sequence[Waits]) -> Waits:
+    total = Waits.none()
+    for part in parts:
+        total += part
+    return total
 
 
 def event_row(

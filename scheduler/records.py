@@ -170,6 +170,8 @@ class BookLine:
     on_demand_cost: float
     lost_cost: float
     core_hours: float
+    cost_since: float = 0.0
+    """The cost of attempts that ended since the time :meth:`tallies` was given."""
 
 
 WAIT_BUCKETS_S = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 86400.0)
@@ -185,6 +187,14 @@ class Waits:
     total_s: float
     at_most: tuple[int, ...]
 
+    def __add__(self, other: Waits) -> Waits:
+        return Waits(self.count + other.count, self.total_s + other.total_s,
+                     tuple(a + b for a, b in zip(self.at_most, other.at_most, strict=True)))
+
+    @classmethod
+    def none(cls) -> Waits:
+        return cls(0, 0.0, (0,) * len(WAIT_BUCKETS_S))
+
 
 @dataclass(frozen=True)
 class Tallies:
@@ -197,8 +207,6 @@ class Tallies:
     books: list[BookLine]
     queue_waits: dict[str, Waits]
     """Per site, from an attempt's placement to its start, for every attempt that started."""
-    first_runs: Waits
-    """From a job's submission to its first attempt's start, for every job that started."""
 
 
 @dataclass(frozen=True)

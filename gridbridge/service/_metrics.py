@@ -29,10 +29,12 @@ operators and finance may scrape: the books cover every team.
 
 from __future__ import annotations
 
+import threading
 import time
+import weakref
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import (
@@ -48,6 +50,9 @@ from gridbridge.states import AttemptState, JobState
 
 from ._app import Call, Endpoint, Service
 from ._rights import Verb, check
+
+if TYPE_CHECKING:
+    from gridbridge.scheduler.store import StateStore
 
 __all__ = ["ENDPOINTS", "exposition"]
 
@@ -67,7 +72,9 @@ class _Federation(Collector):
         config, store = self.service.made.config, self.service.store
         tiers = {s.name: s.tier.value for s in config.sites}
         currency = config.budgets.currency
-        tallies = store.tallies()
+        now = datetime.now(UTC)
+        month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
+        tallies = store.tallies(since=month)
 
         jobs = GaugeMetricFamily("gridbridge_jobs", "Jobs in the store, by state.",
                                  labels=["state"])
@@ -133,9 +140,9 @@ class _Federation(Collector):
 
         budgets = config.budgets
         if budgets.teams:
-            now = datetime.now(UTC)
-            month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
-            spent = store.spent_since(month)
+            spent: dict[str, float] = {}
+            for line in tallies.books:
+                spent[line.team] = spent.get(line.team, 0.0) + line.cost_since
             budget = GaugeMetricFamily("gridbridge_budget", "A team's monthly budget.",
                                        labels=["team", "currency"])
             left = GaugeMetricFamily(
@@ -144,7 +151,7 @@ class _Federation(Collector):
                 labels=["team", "currency"])
             for team, amount in sorted(budgets.teams.items()):
                 budget.add_metric([team, currency], amount)
-                left.add_metric([team, currency], amount - spent.get(f"team:{team}", 0.0))
+                left.add_metric([team, currency], amount - spent.get(team, 0.0))
             yield budget
             yield left
 
@@ -158,13 +165,45 @@ class _Federation(Collector):
         first = HistogramMetricFamily(
             "gridbridge_time_to_first_run_seconds", "From a job's submission to the start of "
             "its first attempt, for every job that started.")
-        first.add_metric([], _buckets(tallies.first_runs), tallies.first_runs.total_s)
+        firsts = _first_runs(store)
+        first.add_metric([], _buckets(firsts), firsts.total_s)
         yield first
 
         took = GaugeMetricFamily("gridbridge_metrics_scrape_seconds",
                                  "How long reading the store for this scrape took.")
         took.add_metric([], time.perf_counter() - started)
         yield took
+
+
+class _Kept:
+    """The time-to-first-run histogram of the jobs whose first attempt started before
+    ``until`` (which can no longer change)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.until: float | None = None
+        self.waits = Waits.none()
+
+
+_KEPT: weakref.WeakKeyDictionary[StateStore, _Kept] = weakref.WeakKeyDictionary()
+_KEPT_LOCK = threading.Lock()
+KEEP_LAG_S = 300.0
+"""Only starts older than this are kept: a start is written with the writer's clock when its
+transaction began, so one committed late (or by a writer whose clock lags) still lands in
+the window read at every scrape."""
+
+
+def _first_runs(store: StateStore, now: float | None = None) -> Waits:
+    """Every job's time to first run: the starts older than :data:`KEEP_LAG_S` are summed
+    once and kept; only the newer ones are read at each scrape."""
+    with _KEPT_LOCK:
+        kept = _KEPT.setdefault(store, _Kept())
+    with kept.lock:
+        until = (time.time() if now is None else now) - KEEP_LAG_S
+        if kept.until is None or until > kept.until:
+            kept.waits += store.first_runs(kept.until, until)
+            kept.until = until
+        return kept.waits + store.first_runs(kept.until)
 
 
 def _buckets(waits: Waits) -> list[tuple[str, float]]:

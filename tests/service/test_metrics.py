@@ -35,6 +35,7 @@ def dear(tmp_path: Path) -> Iterator[Federation]:
     a, b = data["sites"]
     a["price"], a["on_demand"] = {"per_core_hour": 36.0}, {"per_core_hour": 108.0}
     b["price"] = {"per_core_hour": 72.0}
+    data["budgets"] = {"teams": {"phys": 1000.0, "chem": 2000.0}}
     config.write_text(yaml.safe_dump(data))
     fed = Federation(config, f"http://127.0.0.1:{free_port()}", {}, tmp_path / "serve.log")
     for name, (team, role) in PEOPLE.items():
@@ -106,6 +107,11 @@ def _check(fed: Federation, alice: Client, bob: Client, ops: Client) -> None:
         a.site for a in ran)
     [(_, first)] = got["gridbridge_time_to_first_run_seconds_count"]
     assert first == len({a.job_id for a in ran if a.number == 1}) == 3
+    # a second scrape adds the jobs kept from the first (those ended) to the rest: the same
+    again = _samples(_scrape(fed, "ops").text)
+    for part in ("_count", "_sum", "_bucket"):
+        name = f"gridbridge_time_to_first_run_seconds{part}"
+        assert again[name] == got[name], name
     for name in ("gridbridge_queue_wait_seconds", "gridbridge_time_to_first_run_seconds"):
         buckets = [v for lb, v in got[f"{name}_bucket"] if lb.get("site", "a") == "a"]
         assert buckets == sorted(buckets) and buckets[-1] == dict(
@@ -148,6 +154,13 @@ def _check(fed: Federation, alice: Client, bob: Client, ops: Client) -> None:
             want = Decimal(str(row[column]))
             assert abs(summed[row["team"]] / scale - want) < Decimal("0.005"), (
                 metric, row["team"], summed[row["team"]], want)
+    # each budget less this month's spend (the report's default period is this month)
+    left = {lb["team"]: Decimal(repr(v)) for lb, v in got["gridbridge_budget_left"]}
+    budget = {lb["team"]: v for lb, v in got["gridbridge_budget"]}
+    assert budget == {"phys": 1000.0, "chem": 2000.0}
+    for row in report:
+        want = Decimal(str(budget[row["team"]])) - Decimal(str(row["cost"]))
+        assert abs(left[row["team"]] - want) < Decimal("0.005"), (row["team"], left, want)
     phys = next(r for r in report if r["team"] == "phys")
     assert Decimal(str(phys["lost_cost"])) >= Decimal("0.04"), phys  # the preempted attempt
     assert Decimal(str(phys["on_demand_cost"])) > Decimal(str(phys["cost"])), phys
