@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = ["FOLLOW_EVERY_S", "escaped", "follow_logs", "iter_logs"]
 
-FOLLOW_EVERY_S = 1.0
+FOLLOW_EVERY_S = 0.5
 """How often :func:`follow_logs` looks for new output (one read per running attempt)."""
 
 

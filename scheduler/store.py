@@ -96,7 +96,8 @@ class StateStore(Ledger, Leases, Access):
         ``user``, ``team``, ``project`` or ``name`` is the one given (filtered and limited in
         the database: a listing of the newest few reads only those rows); ``site``: only jobs
         with an attempt there; ``offset``: past the newest ``offset`` (a page)."""
-        q = _matching(select(_JOBS), states, match).order_by(_JOBS.c.created_at.desc())
+        q = (_matching(select(_JOBS), states, match)  # ties (one map()) in a stable order
+             .order_by(_JOBS.c.created_at.desc(), _JOBS.c.id.desc()))
         if site is not None:
             q = q.where(_JOBS.c.id.in_(select(AttemptRow.job_id)
                                        .where(AttemptRow.site == site)))

@@ -68,3 +68,33 @@ def test_kept_first_runs_match_a_full_read_as_jobs_start_and_end(tmp_path: Path)
         ran(fourth, 5000.0, "RUNNING", "RUNNING")
         assert same() == 4
         assert store.first_runs().at_most[:4] == (0, 1, 1, 2)  # 2 s, 30 s, 400 s, 5000 s
+
+
+def test_the_teams_not_named_share_one_budget_pool_in_the_metrics(tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from gridbridge.scheduler.tables import LedgerRow
+    from gridbridge.service._app import Service
+    from gridbridge.service._metrics import OTHER_TEAMS, exposition
+
+    config = parse_config({
+        "state_url": f"sqlite:///{tmp_path}/state.db", "checkpoint_root": str(tmp_path / "c"),
+        "workdir": str(tmp_path / "run"),
+        "budgets": {"teams": {"phys": 10.0}, "default": 5.0},
+        "sites": [{"name": "a", "adapter": "local", "tier": "cloud", "capacity": {"cpus": 1},
+                   "price": {"per_core_hour": 1.0}}]})
+    now = time.time()
+    with Client(config, start=False) as client:
+        with client.store.engine.begin() as conn:
+            conn.execute(insert(LedgerRow), [
+                {"attempt_id": f"j{i}.1", "job_id": f"j{i}", "user": "u", "team": team,
+                 "project": "p", "site": "a", "tier": "cloud", "outcome": "SUCCEEDED",
+                 "start": now - 60, "end": now - 1, "core_hours": 0.01, "gpu_hours": 0.0,
+                 "cost": cost, "on_demand_cost": cost, "lost_cost": 0.0, "offer_key": None}
+                for i, (team, cost) in enumerate([("phys", 1.5), ("chem", 1.0),
+                                                  ("bio", 0.25)])])
+        text = exposition(Service(client)).decode()
+    left = {s.labels["team"]: s.value for f in text_string_to_metric_families(text)
+            for s in f.samples if s.name == "gridbridge_budget_left"}
+    # chem and bio are not named: they draw on the one default pool together
+    assert left == {"phys": 8.5, OTHER_TEAMS: 3.75}

@@ -20,6 +20,7 @@ says so to the browser::
 from __future__ import annotations
 
 import html
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
@@ -47,6 +48,7 @@ PAGE = 50
 """Jobs on one page of the jobs list."""
 LOG_TAIL = 256 * 1024
 """The most of a job's log the job page shows (its end)."""
+_FORM_BYTES = 16 * 1024
 _CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
         "img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 
@@ -126,7 +128,8 @@ def _jobs(service: Service, who: Identity, request: Request) -> str:
             match = {"user": match["user"], "team": who.team}
         else:
             match = {"user": who.user, "team": None}
-    page = max(0, int(q.get("page") or 0)) if (q.get("page") or "0").isdigit() else 0
+    raw = q.get("page") or "0"
+    page = int(raw) if re.fullmatch(r"[0-9]{1,6}", raw) else 0
     site = q.get("site") or None
     store = service.store
     jobs = store.jobs(states or None, PAGE + 1, offset=page * PAGE, site=site, **match)
@@ -171,12 +174,15 @@ def _job(service: Service, who: Identity, job_id: str) -> str:
     job = store.job(job_id)
     check(who, Verb.READ, owner=job.spec.owner.user, target=f"job {job_id}",
           owner_team=job.spec.owner.team, team_read=service.made.config.server.team_read)
-    ledger = store.ledger_records(job_id)
-    spent = sum(float(r["cost"]) for r in ledger)
+    # what a job cost is the books': its owner's, finance's and operators' (as the API's
+    # ledger), not a teammate's who may only read it under team_read
+    books = who.role is not Role.RESEARCHER or job.spec.owner.user == who.user
+    spent = (fmt_money(sum(float(r["cost"]) for r in store.ledger_records(job_id)))
+             if books else "")
     summary = _table(["state", "owner", "attempts", "cost so far", "submitted", "why"], [(
         f"<span class='state {_e(job.state.value.lower())}'>{_e(job.state.value)}</span>",
         _e(f"{job.spec.owner.user} ({job.spec.owner.team})"), _e(job.attempts),
-        _e(fmt_money(spent)), _e(fmt_time(job.created_at)), _e(store.detail(job_id)))],
+        _e(spent), _e(fmt_time(job.created_at)), _e(store.detail(job_id)))],
         "summary")
     story = _table(["when", "what", "from", "to", "why", "by"], [
         (_e(fmt_time(ev.at)), _e(ev.kind), _e(ev.old), _e(ev.new), _e(ev.reason),
@@ -197,9 +203,11 @@ def _job(service: Service, who: Identity, job_id: str) -> str:
             f"<h2>Last placement round</h2>{placed}")
 
 
-def _log_panel(who: Identity, job_id: str) -> str:
+def _log_panel(service: Service, who: Identity, job_id: str) -> str:
     try:
-        check(who, Verb.LOGS, target=f"job {job_id}")
+        job = service.store.job(job_id)
+        check(who, Verb.LOGS, owner=job.spec.owner.user, target=f"job {job_id}",
+              owner_team=job.spec.owner.team, team_read=service.made.config.server.team_read)
     except Refused as exc:
         return f"<h2>Log</h2><p class='note'>{_e(exc)}</p>"
     return (f"<h2>Log</h2><pre id='log' data-log='/ui/jobs/{_e(job_id)}/log'>"
@@ -248,13 +256,19 @@ def _spend(service: Service, who: Identity) -> str:
     after = (start.replace(year=start.year + 1, month=1) if start.month == 12
              else start.replace(month=start.month + 1))
     spent = store.spent_since(start.timestamp())
-    teams = sorted({k[5:] for k in spent if k.startswith("team:")} | set(config.budgets.teams))
+    budgets = config.budgets
+    teams = sorted({k[5:] for k in spent if k.startswith("team:")} | set(budgets.teams))
     share = (now - start.timestamp()) / (after.timestamp() - start.timestamp())
-    cur = config.budgets.currency
+    cur = budgets.currency
     rows = []
-    for team in teams:
-        used = spent.get(f"team:{team}", 0.0)
-        budget = config.budgets.team_budget(team)
+    # a team not named draws on the default pool, shared by all of them (its own row)
+    pools = [(team, spent.get(f"team:{team}", 0.0), budgets.teams.get(team))
+             for team in teams]
+    if budgets.default is not None:
+        pools.append(("(other teams: one shared pool)",
+                      sum(used for t, used, _ in pools if t not in budgets.teams),
+                      budgets.default))
+    for team, used, budget in pools:
         forecast = used / share if share > 0 else used
         rows.append((_e(team), _e(f"{fmt_money(used)} {cur}"),
                      _e("" if budget is None else f"{fmt_money(budget)} {cur}"),
@@ -322,8 +336,12 @@ def routes(service: Service) -> list[Route]:
                      "token create</code>.</p>")
 
     async def login(request: Request) -> Response:
-        body = await request.body()  # a urlencoded form of two short fields
-        form = parse_qs(body[:16384].decode("utf-8", "replace"))
+        body = bytearray()  # a urlencoded form of two short fields
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > _FORM_BYTES:
+                return PlainTextResponse("the form is too large", 413)
+        form = parse_qs(bytes(body).decode("utf-8", "replace"))
         token = (form.get("token") or [""])[0].strip()
         nxt = (form.get("next") or ["/ui/jobs"])[0]
         if not nxt.startswith("/ui/") or "//" in nxt or "\\" in nxt:
@@ -377,7 +395,8 @@ def routes(service: Service) -> list[Route]:
         who = await run_in_threadpool(_who, service, request)
         assert who is not None  # the page answered 200: signed in
         body = bytes(answer.body).replace(
-            b"</main>", _log_panel(who, request.path_params["job"]).encode() + b"</main>")
+            b"</main>", (await run_in_threadpool(
+                _log_panel, service, who, request.path_params["job"])).encode() + b"</main>")
         return _secure(HTMLResponse(body))
 
     return [

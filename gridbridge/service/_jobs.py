@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from pydantic import ValidationError
@@ -187,9 +189,27 @@ def _logs(service: Service, call: Call) -> Any:
     job_id = call.path["job"]
     owned_job(service, call, Verb.LOGS, job_id)
     follow = call.query.get("follow", "") in {"1", "true"}
+    if follow and not _FOLLOWERS.acquire(blocking=False):
+        raise RuntimeError(f"{FOLLOWERS} logs are followed already, the most this service "
+                           "streams at once (each holds a worker thread); try again later")
     pieces = service.made.iter_logs(job_id, follow=follow)  # read part by part as sent
+    if follow:
+        pieces = _released(pieces)
     return StreamingResponse((p.encode() for p in pieces),
                              media_type="text/plain; charset=utf-8")
+
+
+FOLLOWERS = 16
+"""How many ``logs --follow`` streams the service serves at once: each holds one of the
+server's worker threads for as long as it runs, and the API needs the others."""
+_FOLLOWERS = threading.BoundedSemaphore(FOLLOWERS)
+
+
+def _released(pieces: Iterator[str]) -> Iterator[str]:
+    try:
+        yield from pieces
+    finally:
+        _FOLLOWERS.release()
 
 
 def _result(service: Service, call: Call) -> Any:

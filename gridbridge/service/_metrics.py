@@ -54,7 +54,10 @@ from ._rights import Verb, check
 if TYPE_CHECKING:
     from gridbridge.scheduler.store import StateStore
 
-__all__ = ["ENDPOINTS", "exposition"]
+__all__ = ["ENDPOINTS", "OTHER_TEAMS", "exposition"]
+
+OTHER_TEAMS = "(other teams)"
+"""The ``team`` label of the default budget pool."""
 
 _ENDED = {AttemptState.SUCCEEDED: "succeeded", AttemptState.FAILED: "failed",
           AttemptState.PREEMPTED: "preempted", AttemptState.LOST: "lost",
@@ -139,17 +142,23 @@ class _Federation(Collector):
         yield core
 
         budgets = config.budgets
-        if budgets.teams:
+        if budgets.teams or budgets.default is not None:
             spent: dict[str, float] = {}
             for line in tallies.books:
-                spent[line.team] = spent.get(line.team, 0.0) + line.cost_since
-            budget = GaugeMetricFamily("gridbridge_budget", "A team's monthly budget.",
-                                       labels=["team", "currency"])
+                # the teams not named share one pool, as placement holds them to it
+                key = line.team if line.team in budgets.teams else OTHER_TEAMS
+                spent[key] = spent.get(key, 0.0) + line.cost_since
+            budget = GaugeMetricFamily("gridbridge_budget", "A team's monthly budget (team "
+                                       f"{OTHER_TEAMS!r}: the default pool every team not "
+                                       "named shares).", labels=["team", "currency"])
             left = GaugeMetricFamily(
                 "gridbridge_budget_left", "A team's monthly budget less the ledger's cost "
                 "of this month (attempts still running not counted).",
                 labels=["team", "currency"])
-            for team, amount in sorted(budgets.teams.items()):
+            pools = dict(sorted(budgets.teams.items()))
+            if budgets.default is not None:
+                pools[OTHER_TEAMS] = budgets.default
+            for team, amount in pools.items():
                 budget.add_metric([team, currency], amount)
                 left.add_metric([team, currency], amount - spent.get(team, 0.0))
             yield budget

@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -22,6 +23,9 @@ def test_status_watch_shows_a_job_submitted_after_it_started_then_stops_on_ctrl_
     with subprocess.Popen(_cli(config, "status", "--watch", "0.5", "--name", "watched-*"),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as watch:
         assert watch.stdout is not None and watch.stderr is not None
+        # a watcher that hangs is killed (its pipe ends, and a readline below fails the test)
+        watchdog = threading.Timer(90, watch.kill)
+        watchdog.start()
         seen = ""
         while seen.count("every 0.5 s:") < 2:  # two refreshes before the job exists
             line = watch.stdout.readline()
@@ -41,7 +45,10 @@ def test_status_watch_shows_a_job_submitted_after_it_started_then_stops_on_ctrl_
             assert line, watch.stderr.read()
             after += line
         watch.send_signal(signal.SIGINT)
-        assert watch.wait(timeout=30) == 130, watch.stderr.read()
+        try:
+            assert watch.wait(timeout=30) == 130, watch.stderr.read()
+        finally:
+            watchdog.cancel()
     assert "PENDING" in after
 
 

@@ -6,7 +6,9 @@ const EVERY_MS = 3000;
 async function refresh(section) {
   try {
     const answer = await fetch(section.dataset.refresh, { credentials: "same-origin" });
-    if (answer.ok) {
+    if (answer.redirected) {  // signed out meanwhile: the whole page asks to sign in
+      window.location.reload();
+    } else if (answer.ok) {
       section.innerHTML = await answer.text();
     }
   } catch (err) {
@@ -18,6 +20,7 @@ async function follow(pre) {
   try {
     const answer = await fetch(pre.dataset.log, { credentials: "same-origin" });
     if (!answer.ok) {
+      delete pre.dataset.log;  // refused or gone: ask no more
       return;
     }
     const text = await answer.text();
@@ -42,7 +45,11 @@ function start() {
       return;
     }
     sections.forEach(refresh);
-    logs.forEach(follow);
+    logs.forEach((pre) => {
+      if (pre.dataset.log) {
+        follow(pre);
+      }
+    });
   }, EVERY_MS);
 }
 
