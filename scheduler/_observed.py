@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Histogram
 
-__all__ = ["BUCKETS_S", "REGISTRY", "store_timed"]
+__all__ = ["BUCKETS_S", "REGISTRY", "store_timed", "timed_into"]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -23,10 +23,16 @@ _STORE = Histogram("gridbridge_store_transaction_seconds", "How long a transacti
 
 
 @contextlib.contextmanager
-def store_timed(kind: str) -> Iterator[None]:
-    """Observe how long the block holds a ``kind`` (read or write) transaction."""
+def timed_into(histogram: Histogram, label: str) -> Iterator[None]:
+    """Observe how long the block takes into ``histogram``'s ``label`` child (an exception's
+    time counts too)."""
     started = time.perf_counter()
     try:
         yield
     finally:
-        _STORE.labels(kind).observe(time.perf_counter() - started)
+        histogram.labels(label).observe(time.perf_counter() - started)
+
+
+def store_timed(kind: str) -> contextlib.AbstractContextManager[None]:
+    """Observe how long the block holds a ``kind`` (read or write) transaction."""
+    return timed_into(_STORE, kind)

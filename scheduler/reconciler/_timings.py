@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from prometheus_client import Gauge, Histogram
 
 from gridbridge.adapter import Offer
 
-from .._observed import BUCKETS_S
+from .._observed import BUCKETS_S, timed_into
 from .._observed import REGISTRY as TIMINGS
 
 __all__ = ["TIMINGS", "observe_offers", "observe_tick", "timed"]
@@ -29,14 +29,9 @@ _PHASE = Histogram("gridbridge_phase_seconds", "How long one phase of a tick too
                    registry=TIMINGS)
 
 
-@contextlib.contextmanager
-def timed(phase: str) -> Iterator[None]:
+def timed(phase: str) -> contextlib.AbstractContextManager[None]:
     """Observe how long the block takes as ``phase`` (an exception's time counts too)."""
-    started = time.perf_counter()
-    try:
-        yield
-    finally:
-        _PHASE.labels(phase).observe(time.perf_counter() - started)
+    return timed_into(_PHASE, phase)
 
 
 def observe_tick(seconds: float) -> None:

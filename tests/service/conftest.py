@@ -88,15 +88,21 @@ def serving(config: Path, url: str, log: Path, *extra: str) -> Iterator[None]:
             kill_attempt_groups(config.parent / "run" / "local" / site)
 
 
-@pytest.fixture
-def federation(tmp_path: Path) -> Iterator[Federation]:
-    config = two_site_config(tmp_path, cpus=(4, 2))
-    url = f"http://127.0.0.1:{free_port()}"
-    fed = Federation(config, url, {}, tmp_path / "serve.log")
+@contextlib.contextmanager
+def served(config: Path) -> Iterator[Federation]:
+    """``config`` served on a free loopback port, with a token for each of :data:`PEOPLE`."""
+    fed = Federation(config, f"http://127.0.0.1:{free_port()}", {},
+                     config.parent / "serve.log")
     for name, (team, role) in PEOPLE.items():
         made = fed.local("admin", "token", "create", "--user", name, "--team", team,
                          "--role", role)
         assert made.returncode == 0, made.stderr
         fed.tokens[name] = made.stdout.strip()
-    with serving(config, url, fed.log):
+    with serving(config, fed.url, fed.log):
+        yield fed
+
+
+@pytest.fixture
+def federation(tmp_path: Path) -> Iterator[Federation]:
+    with served(two_site_config(tmp_path, cpus=(4, 2))) as fed:
         yield fed

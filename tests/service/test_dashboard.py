@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.service.conftest import PEOPLE, Federation, free_port, serving
+from tests.service.conftest import Federation, served
 from tests.support.serving import two_site_config, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -40,14 +40,7 @@ def fed(tmp_path: Path) -> Iterator[Federation]:
                           "uncertain_submit": "replace",
                           "options": {"bin_dir": str(tmp_path / "empty-bin")}})
     config.write_text(yaml.safe_dump(data))
-    federation = Federation(config, f"http://127.0.0.1:{free_port()}", {},
-                            tmp_path / "serve.log")
-    for name, (team, role) in PEOPLE.items():
-        made = federation.local("admin", "token", "create", "--user", name, "--team", team,
-                                "--role", role)
-        assert made.returncode == 0, made.stderr
-        federation.tokens[name] = made.stdout.strip()
-    with serving(config, federation.url, federation.log):
+    with served(config) as federation:
         yield federation
 
 

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gridbridge.client import Client
 from gridbridge.states import AttemptState, JobState
-from tests.service.conftest import PEOPLE, Federation, free_port, serving
+from tests.service.conftest import Federation, served
 from tests.support.serving import two_site_config, wait_until
 
 pytestmark = pytest.mark.slow
@@ -37,13 +37,7 @@ def dear(tmp_path: Path) -> Iterator[Federation]:
     b["price"] = {"per_core_hour": 72.0}
     data["budgets"] = {"teams": {"phys": 1000.0, "chem": 2000.0}}
     config.write_text(yaml.safe_dump(data))
-    fed = Federation(config, f"http://127.0.0.1:{free_port()}", {}, tmp_path / "serve.log")
-    for name, (team, role) in PEOPLE.items():
-        made = fed.local("admin", "token", "create", "--user", name, "--team", team,
-                         "--role", role)
-        assert made.returncode == 0, made.stderr
-        fed.tokens[name] = made.stdout.strip()
-    with serving(config, fed.url, fed.log):
+    with served(config) as fed:
         yield fed
 
 
